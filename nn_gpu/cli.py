@@ -1,0 +1,211 @@
+"""Command-line entry points: `train_main` (scripts/train.py) and `predict_main` (scripts/predict.py).
+
+Every error a user can cause ends as one line on stderr and exit code 2 (see nn_gpu.errors);
+Ctrl-C ends with exit code 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from nn_gpu.checkpoint import load_model, save_model
+from nn_gpu.data import SAMPLE, load_dataset, split_dev, to_inputs
+from nn_gpu.device import Device, out_of_memory_error, resolve_device
+from nn_gpu.errors import DataError, NNGpuError
+from nn_gpu.files import write_atomically, write_text_atomically
+from nn_gpu.model import INITS, Architecture, Network, init_parameters
+from nn_gpu.training import Schedule, train
+
+DRY_RUN_ITERATIONS = 3
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected widths like 10 or 256,128, got {text!r}") from None
+    if any(w < 1 for w in widths):
+        raise argparse.ArgumentTypeError(f"every width must be at least 1, got {text!r}")
+    return widths
+
+
+def train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train the notebook's digit network (784 -> hidden ReLU -> 10 softmax) with hand-written backpropagation.",
+    )
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="auto: the GPU if usable, else the CPU (default)")
+    p.add_argument("--data", default=SAMPLE, help="a Kaggle train.csv, a label-first CSV, or 'sample' (default: 5,000 built-in MNIST digits)")
+    p.add_argument("--dev-size", type=int, default=1000, help="images held out for the dev set after a seeded shuffle (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same device: same result (default 0)")
+    p.add_argument("--hidden", type=_widths, default=(10,), help="hidden layer widths, e.g. 10 or 256,128 (default 10)")
+    p.add_argument("--alpha", "--lr", type=float, default=0.10, help="learning rate (default 0.10)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--iterations", type=_positive_int, default=500, help="gradient steps (default 500)")
+    length.add_argument("--epochs", type=_positive_int, help="passes over the training set, instead of --iterations")
+    p.add_argument("--init", choices=INITS, default="he", help="he (default) or uniform, the notebook's U(-0.5, 0.5)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--batch-size", type=_positive_int, help="mini-batch size (default: the full training set)")
+    p.add_argument("--log-interval", type=int, default=10, help="evaluate every N iterations, 0 for only at the end (default 10)")
+    p.add_argument("--dry-run", action="store_true", help=f"train {DRY_RUN_ITERATIONS} iterations only, as a smoke test")
+    p.add_argument("--quiet", action="store_true", help="print only the final summary")
+    p.add_argument("--output-dir", type=Path, help="where model.npz and metrics.json go (default runs/<timestamp>)")
+    return p
+
+
+def predict_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="predict.py", description="Predict digits with a trained model and write a Kaggle submission.")
+    p.add_argument("--model", type=Path, required=True, help="a model.npz written by train.py")
+    p.add_argument("--data", required=True, help="a Kaggle test.csv (or any CSV train.py reads; labels give an accuracy)")
+    p.add_argument("--out", type=Path, default=Path("submission.csv"), help="the ImageId,Label CSV to write (default submission.csv)")
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    return p
+
+
+def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Run `main`, turning nn_gpu errors, GPU out-of-memory and Ctrl-C into one line and an exit code."""
+    try:
+        return main(argv)
+    except NNGpuError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        oom = out_of_memory_error(error)
+        if oom is None:
+            raise
+        print(f"error: {oom}", file=sys.stderr)
+        return oom.exit_code
+
+
+def _say(quiet: bool, text: str, write=print) -> None:
+    if not quiet:
+        write(text)
+
+
+def _labels(dataset, device: Device):
+    if dataset.labels is None:
+        raise DataError(f"{dataset.source}: has no label column; training needs labels")
+    return device.to_device(dataset.labels.astype(np.int32))
+
+
+def train_command(argv: list[str] | None = None) -> int:
+    args = train_parser().parse_args(argv)
+    device = resolve_device(args.device)
+    print(f"device: {device.describe()}" + ("  (no usable GPU; --device gpu says why)" if args.device == "auto" and device.name == "cpu" else ""))
+    output_dir = args.output_dir or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    rng = np.random.default_rng(args.seed)
+    dataset = load_dataset(args.data)
+    train_set, dev_set = split_dev(dataset, args.dev_size, rng)
+    _say(args.quiet, f"data: {dataset.source}: {len(train_set)} train, {len(dev_set)} dev images")
+    arch = Architecture(args.hidden, args.dtype)
+    network = Network(arch, device, init_parameters(arch, args.init, rng))
+    X, y = to_inputs(train_set.images, device, arch.dtype), _labels(train_set, device)
+    dev = (to_inputs(dev_set.images, device, arch.dtype), _labels(dev_set, device)) if len(dev_set) else None
+    schedule = Schedule(
+        alpha=args.alpha,
+        iterations=DRY_RUN_ITERATIONS if args.dry_run else args.iterations,
+        epochs=None if args.dry_run else args.epochs,
+        batch_size=args.batch_size,
+        log_interval=args.log_interval,
+    )
+    result = _train_with_progress(network, X, y, dev, schedule, rng, len(train_set), args.quiet)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    save_model(output_dir / "model.npz", arch, [device.to_host(p) for p in network.params])
+    metrics = {
+        "device": device.name,
+        "device_description": device.describe(),
+        "data": dataset.source,
+        "dtype": arch.dtype,
+        "hidden": list(arch.hidden),
+        "init": args.init,
+        "alpha": args.alpha,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "iterations": result.iterations,
+        "train_size": len(train_set),
+        "dev_size": len(dev_set),
+        "train_seconds": result.train_seconds,
+        "samples_per_second": result.samples_per_second,
+        "final": result.final,
+        "history": result.history,
+    }
+    write_text_atomically(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    print(_summary(metrics, output_dir))
+    return 0
+
+
+def _train_with_progress(network, X, y, dev, schedule, rng, m, quiet):
+    from tqdm import tqdm
+
+    with tqdm(total=schedule.total_iterations(m), disable=True if quiet else None, unit="it", leave=False) as bar:
+        return train(network, X, y, dev, schedule, rng, on_log=lambda e: _say(quiet, _log_line(e), bar.write), on_step=bar.update)
+
+
+def _percent(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _log_line(entry: dict) -> str:
+    return (
+        f"iteration {entry['iteration']:>6}  train loss {entry['train_loss']:.4f}  "
+        f"train acc {_percent(entry['train_accuracy'])}  dev acc {_percent(entry['dev_accuracy'])}"
+    )
+
+
+def _summary(metrics: dict, output_dir: Path) -> str:
+    final = metrics["final"]
+    dev = [e for e in metrics["history"] if e["dev_accuracy"] is not None]
+    best = max(dev, key=lambda e: e["dev_accuracy"], default=None)
+    lines = [
+        f"done: {metrics['iterations']} iterations in {metrics['train_seconds']:.2f} s on {metrics['device_description']} "
+        f"({metrics['samples_per_second']:,.0f} samples/s)",
+        f"final: train accuracy {_percent(final['train_accuracy'])}, dev accuracy {_percent(final['dev_accuracy'])}, "
+        f"train loss {final['train_loss']:.4f}",
+    ]
+    if best is not None:
+        lines.append(f"best dev accuracy {_percent(best['dev_accuracy'])} at iteration {best['iteration']}")
+    lines.append(f"wrote {output_dir / 'model.npz'} and {output_dir / 'metrics.json'}")
+    return "\n".join(lines)
+
+
+def predict_command(argv: list[str] | None = None) -> int:
+    args = predict_parser().parse_args(argv)
+    arch, params = load_model(args.model)
+    device = resolve_device(args.device)
+    dataset = load_dataset(args.data)
+    network = Network(arch, device, params)
+    predictions = network.predict_proba(to_inputs(dataset.images, device, arch.dtype)).argmax(axis=0)
+    rows = "".join(f"{i},{label}\n" for i, label in enumerate(predictions, start=1))
+    write_atomically(args.out, lambda f: f.write(("ImageId,Label\n" + rows).encode()))
+    print(f"wrote {len(predictions)} predictions to {args.out} (device: {device.describe()})")
+    if dataset.labels is not None:
+        accuracy = float(np.mean(predictions == dataset.labels))
+        print(f"accuracy: {_percent(accuracy)} ({int(np.sum(predictions == dataset.labels))} of {len(dataset)})")
+    return 0
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """`python scripts/train.py [flags]`: train and write model.npz and metrics.json."""
+    return run_main(train_command, argv)
+
+
+def predict_main(argv: list[str] | None = None) -> int:
+    """`python scripts/predict.py --model M --data CSV --out submission.csv`."""
+    return run_main(predict_command, argv)
