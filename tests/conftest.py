@@ -1,0 +1,45 @@
+"""Shared fixtures: devices to run on, generated digits, and the GPU marker's skip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nn_gpu.device import cpu_device, gpu_unavailable_reason, resolve_device
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = gpu_unavailable_reason()
+    if reason is None:
+        return
+    skip = pytest.mark.skip(reason=f"no usable GPU: {reason}")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def cpu():
+    return cpu_device()
+
+
+@pytest.fixture
+def gpu():
+    return resolve_device("gpu")
+
+
+def synthetic_digits(m: int, seed: int = 0, labelled: bool = True):
+    """(images m x 784 uint8, labels m uint8): ten random prototypes plus noise, learnable but not trivially."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.integers(0, 256, size=(10, 784))
+    labels = rng.integers(0, 10, size=m)
+    noise = rng.integers(-90, 91, size=(m, 784))
+    images = np.clip(prototypes[labels] + noise, 0, 255).astype(np.uint8)
+    return images, (labels.astype(np.uint8) if labelled else None)
+
+
+def write_kaggle_csv(path, images, labels=None) -> None:
+    """Kaggle's layout: header `label,pixel0..pixel783` (train) or `pixel0..pixel783` (test)."""
+    header = ",".join((["label"] if labels is not None else []) + [f"pixel{i}" for i in range(784)])
+    rows = images if labels is None else np.column_stack([labels, images])
+    np.savetxt(path, rows, fmt="%d", delimiter=",", header=header, comments="")
