@@ -37,16 +37,20 @@ def load_model(path: Path) -> tuple[Architecture, list[np.ndarray]]:
     """(architecture, host parameters) from a model.npz, or ModelFileError saying what is wrong."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
+        with open(path, "rb") as f:
+            npz = np.load(f, allow_pickle=False)
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise ModelFileError(f"{path}: not an nn_gpu model file (a single array, not an .npz archive)")
+            with npz:
+                arrays = {key: npz[key] for key in npz.files}
     except FileNotFoundError:
         raise ModelFileError(f"{path}: no such file") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise ModelFileError(f"{path}: not an nn_gpu model file ({' '.join(str(error).split())})") from None
-    if not isinstance(arrays, dict) or str(arrays.get("format", "")) != FORMAT:
+    if str(arrays.get("format", "")) != FORMAT:
         raise ModelFileError(f"{path}: not an nn_gpu model file (no format key {FORMAT!r})")
-    hidden, dtype = arrays["hidden"] if "hidden" in arrays else None, str(arrays.get("dtype", ""))
-    if hidden is None or hidden.ndim != 1 or hidden.dtype.kind not in "iu" or (hidden < 1).any():
+    hidden, dtype = arrays.get("hidden", np.array([])), str(arrays.get("dtype", ""))
+    if hidden.size == 0 or hidden.ndim != 1 or hidden.dtype.kind not in "iu" or (hidden < 1).any():
         raise ModelFileError(f"{path}: 'hidden' must be a list of positive layer widths")
     if dtype not in _DTYPES:
         raise ModelFileError(f"{path}: dtype {dtype!r} is not one of {', '.join(_DTYPES)}")

@@ -112,27 +112,23 @@ def _read_csv(path: Path, label_column: int | None, header: bool) -> Dataset:
     images, labels = [], []
     first_line = 2 if header else 1
     try:
-        chunks = pd.read_csv(
-            path,
-            header=0 if header else None,
-            chunksize=_CHUNK_ROWS,
-            engine="c",
-            skip_blank_lines=False,
-        )
-        for chunk in chunks:
-            values = _check_cells(path, chunk, n_columns, first_line)
-            first_line += len(values)
-            if label_column is not None:
-                labels.append(_check_range(path, values[:, label_column], N_CLASSES - 1, "label", first_line - len(values)))
-                values = np.delete(values, label_column, axis=1)
-            images.append(_check_range(path, values, 255, "pixel", first_line - len(values)))
+        with pd.read_csv(
+            path, header=0 if header else None, chunksize=_CHUNK_ROWS, engine="c", skip_blank_lines=False
+        ) as chunks:
+            for chunk in chunks:
+                values = _check_cells(path, chunk, n_columns, first_line)
+                if label_column is not None:
+                    labels.append(_check_range(path, values[:, label_column], N_CLASSES - 1, "label", first_line))
+                    values = np.delete(values, label_column, axis=1)
+                images.append(_check_range(path, values, 255, "pixel", first_line))
+                first_line += len(values)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file is empty") from None
     except pd.errors.ParserError as error:
         raise DataError(f"{path}: {_one_line(error)}") from None
     except (OSError, UnicodeDecodeError, EOFError, zlib.error) as error:
         raise DataError(f"{path}: cannot read ({_one_line(error)})") from None
-    if not images:
+    if sum(len(chunk) for chunk in images) == 0:
         raise DataError(f"{path}: no images, only a header")
     return Dataset(
         np.concatenate(images),
@@ -159,7 +155,8 @@ def _check_cells(path: Path, chunk: pd.DataFrame, n_columns: int, first_line: in
         where = f"{path}: line {first_line + row}, column {column + 1}"
         if pd.isna(cell):
             raise DataError(f"{where}: missing value (a short row or an empty cell)")
-        raise DataError(f"{where}: {cell!r} is not a whole number")
+        shown = repr(cell) if isinstance(cell, str) else str(cell)
+        raise DataError(f"{where}: {shown} is not a whole number")
     return numeric.to_numpy(dtype=np.int64)
 
 

@@ -110,4 +110,5 @@ def out_of_memory_error(error: BaseException) -> DeviceError | None:
     """A one-line DeviceError for CuPy's OutOfMemoryError (sizes and the advice), else None."""
     if type(error).__name__ != "OutOfMemoryError" or not type(error).__module__.startswith("cupy"):
         return None
-    return DeviceError(f"GPU out of memory: {' '.join(str(error).split())}; train with a smaller --batch-size, or use --device cpu")
+    detail = " ".join(str(error).split()).rstrip(".")
+    return DeviceError(f"GPU out of memory: {detail}; train with a smaller --batch-size, or use --device cpu")

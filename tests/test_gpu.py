@@ -1,0 +1,126 @@
+"""The GPU path against the NumPy reference. Every test here is marked gpu and skipped without one.
+
+Kernels are checked on fresh random inputs including +-1000, in float32 and float64, with their
+outputs poisoned (NaN) first so that an element a kernel fails to write cannot pass. Training is
+checked end to end: the same seed on GPU and CPU gives the same parameters after 50 iterations.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import synthetic_digits, write_kaggle_csv
+
+from nn_gpu.data import to_inputs
+from nn_gpu.model import Architecture, Network, init_parameters
+from nn_gpu.ops import REFERENCE_OPS
+from nn_gpu.training import Schedule, train
+
+pytestmark = pytest.mark.gpu
+TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+@pytest.fixture
+def cp():
+    import cupy
+
+    return cupy
+
+
+def logits(rng, dtype, C=10, m=257):
+    """C x m logits: moderate values, plus columns with +-1000 entries."""
+    Z = 5 * rng.standard_normal((C, m))
+    Z[rng.integers(0, C, 20), rng.integers(0, m, 20)] = 1000
+    Z[rng.integers(0, C, 20), rng.integers(0, m, 20)] = -1000
+    return Z.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("use_kernels", [True, False], ids=["kernels", "plain-cupy"])
+def test_ops_match_numpy(gpu, cp, dtype, use_kernels):
+    ops = gpu.ops if use_kernels else REFERENCE_OPS
+    rng = np.random.default_rng(7)
+    tol = TOLERANCE[dtype]
+    Z = (100 * rng.standard_normal((33, 1001))).astype(dtype)
+    b = rng.standard_normal((33, 1)).astype(dtype)
+    np.testing.assert_array_equal(cp.asnumpy(ops.bias_relu(cp.asarray(Z), cp.asarray(b))), np.maximum(Z + b, 0))
+    A = np.maximum(Z, 0)
+    dA = rng.standard_normal(Z.shape).astype(dtype)
+    dZ = ops.relu_backward(cp.asarray(dA), cp.asarray(A))
+    assert dZ.dtype == dtype
+    np.testing.assert_array_equal(cp.asnumpy(dZ), REFERENCE_OPS.relu_backward(dA.copy(), A))
+    Z = logits(rng, dtype)
+    y = rng.integers(0, 10, Z.shape[1])
+    np.testing.assert_allclose(cp.asnumpy(ops.softmax(cp.asarray(Z))), REFERENCE_OPS.softmax(Z), rtol=tol, atol=tol)
+    got = ops.softmax_cross_entropy(cp.asarray(Z), cp.asarray(y.astype(np.int32)))
+    want = REFERENCE_OPS.softmax_cross_entropy(Z.copy(), y)
+    for g, w in zip(got, want):
+        assert g.dtype == dtype and np.isfinite(cp.asnumpy(g)).all()
+        np.testing.assert_allclose(cp.asnumpy(g), w, rtol=tol, atol=tol * 1000)  # loss reaches ~2000
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_kernels_write_every_output(cp, dtype):
+    from nn_gpu import kernels
+
+    rng = np.random.default_rng(8)
+    Z = cp.asarray(logits(rng, dtype, m=1000))
+    A = cp.full_like(Z, cp.nan)
+    kernels._softmax(Z, 10, A, size=1000)
+    np.testing.assert_allclose(cp.asnumpy(A), REFERENCE_OPS.softmax(cp.asnumpy(Z)), rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
+    y = cp.asarray(rng.integers(0, 10, 1000).astype(np.int32))
+    loss = cp.full(1000, cp.nan, dtype=dtype)
+    correct = cp.full(1000, cp.nan, dtype=dtype)
+    kernels._softmax_cross_entropy(y, 10, Z, loss, correct)
+    assert not cp.isnan(loss).any() and not cp.isnan(correct).any() and not cp.isnan(Z).any()
+
+
+def train_on(device, dtype, batch_size, images, labels):
+    arch = Architecture((32,), dtype)
+    rng = np.random.default_rng(0)
+    network = Network(arch, device, init_parameters(arch, "he", rng))
+    X, y = to_inputs(images, device, dtype), device.to_device(labels.astype(np.int32))
+    result = train(network, X, y, None, Schedule(alpha=0.1, iterations=50, batch_size=batch_size, log_interval=10), rng)
+    return [device.to_host(p) for p in network.params], result
+
+
+@pytest.mark.parametrize(("dtype", "rtol"), [("float64", 1e-10), ("float32", 1e-4)])
+@pytest.mark.parametrize("batch_size", [None, 128])
+def test_training_on_gpu_equals_training_on_cpu(cpu, gpu, dtype, rtol, batch_size):
+    images, labels = synthetic_digits(2000, seed=1)
+    gpu_params, gpu_result = train_on(gpu, dtype, batch_size, images, labels)
+    cpu_params, cpu_result = train_on(cpu, dtype, batch_size, images, labels)
+    for g, c in zip(gpu_params, cpu_params):
+        assert g.dtype == c.dtype == dtype
+        np.testing.assert_allclose(g, c, rtol=rtol, atol=rtol * np.abs(c).max())
+    assert gpu_result.final["train_accuracy"] == pytest.approx(cpu_result.final["train_accuracy"], abs=1 / 2000 if dtype == "float32" else 0)
+    assert [h["train_accuracy"] for h in gpu_result.history] == pytest.approx([h["train_accuracy"] for h in cpu_result.history], abs=2e-3)
+
+
+def test_train_script_on_gpu(tmp_path, capsys):
+    from nn_gpu.cli import train_main
+
+    images, labels = synthetic_digits(1500, seed=2)
+    write_kaggle_csv(tmp_path / "train.csv", images, labels)
+    assert train_main(["--device", "gpu", "--data", str(tmp_path / "train.csv"), "--dev-size", "300", "--output-dir", str(tmp_path / "out"), "--quiet", "--iterations", "100"]) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["device"] == "gpu" and metrics["final"]["dev_accuracy"] > 0.9
+    assert capsys.readouterr().out.startswith("device: gpu (")
+
+
+def test_out_of_memory_is_one_line_with_sizes_and_advice(tmp_path, cp, capsys):
+    from nn_gpu.cli import train_main
+
+    images, labels = synthetic_digits(3000, seed=3)
+    write_kaggle_csv(tmp_path / "train.csv", images, labels)
+    pool = cp.get_default_memory_pool()
+    pool.free_all_blocks()
+    pool.set_limit(size=4 * 1024 * 1024)  # 4 MiB: X alone needs 3000 x 784 x 4 bytes = 9.4 MB
+    try:
+        code = train_main(["--device", "gpu", "--data", str(tmp_path / "train.csv"), "--output-dir", str(tmp_path / "out")])
+    finally:
+        pool.set_limit(size=0)
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("error: GPU out of memory: ") and "bytes" in err and "--batch-size" in err
+    assert not (tmp_path / "out" / "model.npz").exists()
