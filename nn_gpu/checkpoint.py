@@ -29,7 +29,11 @@ def parameter_names(n_layers: int) -> list[str]:
 def save_model(path: Path, arch: Architecture, params) -> None:
     """Write host parameters [W1, b1, ...] and their architecture to `path` atomically."""
     arrays = dict(zip(parameter_names(len(arch.sizes) - 1), params))
-    header = {"format": np.array(FORMAT), "hidden": np.array(arch.hidden, dtype=np.int64), "dtype": np.array(arch.dtype)}
+    header = {
+        "format": np.array(FORMAT),
+        "hidden": np.array(arch.hidden, dtype=np.int64),
+        "dtype": np.array(arch.dtype),
+    }
     write_atomically(Path(path), lambda f: np.savez(f, **header, **arrays))
 
 

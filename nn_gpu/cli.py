@@ -48,9 +48,23 @@ def train_parser() -> argparse.ArgumentParser:
         prog="train.py",
         description="Train the notebook's digit network (784 -> hidden ReLU -> 10 softmax) with hand-written backpropagation.",
     )
-    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="auto: the GPU if usable, else the CPU (default)")
-    p.add_argument("--data", default=SAMPLE, help="a Kaggle train.csv, a label-first CSV, or 'sample' (default: 5,000 built-in MNIST digits)")
-    p.add_argument("--dev-size", type=int, default=1000, help="images held out for the dev set after a seeded shuffle (default 1000)")
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "gpu"),
+        default="auto",
+        help="auto: the GPU if usable, else the CPU (default)",
+    )
+    p.add_argument(
+        "--data",
+        default=SAMPLE,
+        help="a Kaggle train.csv, a label-first CSV, or 'sample' (default: 5,000 built-in MNIST digits)",
+    )
+    p.add_argument(
+        "--dev-size",
+        type=int,
+        default=1000,
+        help="images held out for the dev set after a seeded shuffle (default 1000)",
+    )
     p.add_argument("--seed", type=int, default=0, help="same seed, same device: same result (default 0)")
     p.add_argument("--hidden", type=_widths, default=(10,), help="hidden layer widths, e.g. 10 or 256,128 (default 10)")
     p.add_argument("--alpha", "--lr", type=float, default=0.10, help="learning rate (default 0.10)")
@@ -60,18 +74,31 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", choices=INITS, default="he", help="he (default) or uniform, the notebook's U(-0.5, 0.5)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--batch-size", type=_positive_int, help="mini-batch size (default: the full training set)")
-    p.add_argument("--log-interval", type=int, default=10, help="evaluate every N iterations, 0 for only at the end (default 10)")
-    p.add_argument("--dry-run", action="store_true", help=f"train {DRY_RUN_ITERATIONS} iterations only, as a smoke test")
+    p.add_argument(
+        "--log-interval", type=int, default=10, help="evaluate every N iterations, 0 for only at the end (default 10)"
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help=f"train {DRY_RUN_ITERATIONS} iterations only, as a smoke test"
+    )
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
     p.add_argument("--output-dir", type=Path, help="where model.npz and metrics.json go (default runs/<timestamp>)")
     return p
 
 
 def predict_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="predict.py", description="Predict digits with a trained model and write a Kaggle submission.")
+    p = argparse.ArgumentParser(
+        prog="predict.py", description="Predict digits with a trained model and write a Kaggle submission."
+    )
     p.add_argument("--model", type=Path, required=True, help="a model.npz written by train.py")
-    p.add_argument("--data", required=True, help="a Kaggle test.csv (or any CSV train.py reads; labels give an accuracy)")
-    p.add_argument("--out", type=Path, default=Path("submission.csv"), help="the ImageId,Label CSV to write (default submission.csv)")
+    p.add_argument(
+        "--data", required=True, help="a Kaggle test.csv (or any CSV train.py reads; labels give an accuracy)"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("submission.csv"),
+        help="the ImageId,Label CSV to write (default submission.csv)",
+    )
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     return p
 
@@ -108,7 +135,10 @@ def _labels(dataset, device: Device):
 def train_command(argv: list[str] | None = None) -> int:
     args = train_parser().parse_args(argv)
     device = resolve_device(args.device)
-    print(f"device: {device.describe()}" + ("  (no usable GPU; --device gpu says why)" if args.device == "auto" and device.name == "cpu" else ""))
+    print(
+        f"device: {device.describe()}"
+        + ("  (no usable GPU; --device gpu says why)" if args.device == "auto" and device.name == "cpu" else "")
+    )
     output_dir = args.output_dir or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     rng = np.random.default_rng(args.seed)
     dataset = load_dataset(args.data)
@@ -155,7 +185,9 @@ def _train_with_progress(network, X, y, dev, schedule, rng, m, quiet):
     from tqdm import tqdm
 
     with tqdm(total=schedule.total_iterations(m), disable=True if quiet else None, unit="it", leave=False) as bar:
-        return train(network, X, y, dev, schedule, rng, on_log=lambda e: _say(quiet, _log_line(e), bar.write), on_step=bar.update)
+        return train(
+            network, X, y, dev, schedule, rng, on_log=lambda e: _say(quiet, _log_line(e), bar.write), on_step=bar.update
+        )
 
 
 def _percent(value) -> str:

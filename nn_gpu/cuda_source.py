@@ -78,7 +78,6 @@ KERNELS = (
         "nn_gpu_softmax_cross_entropy",
         "L y, int32 n_classes",
         "raw T z, T loss, T correct",
-        "nn_softmax_cross_entropy_column<T>(&z[0] + i, (int)y, n_classes, _ind.size(), "
-        "&loss, &correct)",
+        "nn_softmax_cross_entropy_column<T>(&z[0] + i, (int)y, n_classes, _ind.size(), &loss, &correct)",
     ),
 )

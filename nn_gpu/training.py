@@ -106,7 +106,11 @@ def train(
         if (schedule.log_interval and iteration % schedule.log_interval == 0) or iteration == total:
             device.synchronize()
             result.train_seconds += time.perf_counter() - started
-            entry = {"iteration": iteration, "train_loss": float(loss_sum) / seen, "train_accuracy": float(correct_sum) / seen}
+            entry = {
+                "iteration": iteration,
+                "train_loss": float(loss_sum) / seen,
+                "train_accuracy": float(correct_sum) / seen,
+            }
             entry.update(_dev_metrics(network, dev))
             result.history.append(entry)
             on_log(entry)

@@ -50,8 +50,14 @@ def test_notebook_configuration_learns_the_sample_and_he_does_better(tmp_path):
     # The notebook's network, init and schedule: 784-10-10, U(-0.5, 0.5), alpha 0.1, 500 full-batch steps.
     # The notebook reports about 85% (training) accuracy; dev accuracy on this 5,000-digit sample varies by
     # seed (81.6-87.7% over seeds 0-9), so the mean of three seeds is asserted.
-    runs = {init: [train(tmp_path, "--init", init, "--seed", s, name=f"{init}{s}") for s in range(3)] for init in ("uniform", "he")}
-    mean = {init: {k: np.mean([r["final"][k] for r in rs]) for k in ("train_accuracy", "dev_accuracy")} for init, rs in runs.items()}
+    runs = {
+        init: [train(tmp_path, "--init", init, "--seed", s, name=f"{init}{s}") for s in range(3)]
+        for init in ("uniform", "he")
+    }
+    mean = {
+        init: {k: np.mean([r["final"][k] for r in rs]) for k in ("train_accuracy", "dev_accuracy")}
+        for init, rs in runs.items()
+    }
     assert all(r["iterations"] == 500 and r["hidden"] == [10] for rs in runs.values() for r in rs)
     assert mean["uniform"]["train_accuracy"] >= 0.85
     assert mean["uniform"]["dev_accuracy"] >= 0.82
@@ -68,7 +74,9 @@ def test_default_run_writes_model_and_metrics(tmp_path):
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["device"] == "cpu" and metrics["dtype"] == "float32" and metrics["hidden"] == [10]
     assert metrics["iterations"] == 30 and metrics["train_size"] == 4000 and metrics["dev_size"] == 1000
-    assert metrics["train_seconds"] > 0 and metrics["samples_per_second"] == pytest.approx(30 * 4000 / metrics["train_seconds"])
+    assert metrics["train_seconds"] > 0 and metrics["samples_per_second"] == pytest.approx(
+        30 * 4000 / metrics["train_seconds"]
+    )
     assert set(metrics["final"]) == {"train_accuracy", "dev_accuracy", "train_loss", "dev_loss"}
     assert [h["iteration"] for h in metrics["history"]] == [10, 20, 30]
     assert set(metrics["history"][0]) == {"iteration", "train_accuracy", "dev_accuracy", "train_loss", "dev_loss"}
@@ -78,18 +86,48 @@ def test_default_run_writes_model_and_metrics(tmp_path):
 
 def test_end_to_end_kaggle_train_predict_submission(tmp_path, kaggle_files, capsys):
     folder, test_labels = kaggle_files
-    metrics = train(tmp_path, "--data", folder / "train.csv", "--dev-size", 500, "--iterations", 200, "--dtype", "float64")
+    metrics = train(
+        tmp_path, "--data", folder / "train.csv", "--dev-size", 500, "--iterations", 200, "--dtype", "float64"
+    )
     assert metrics["train_size"] == 2500 and metrics["final"]["dev_accuracy"] > 0.8
     model = tmp_path / "run" / "model.npz"
     capsys.readouterr()
-    assert predict_main(["--model", str(model), "--data", str(folder / "test.csv"), "--out", str(tmp_path / "sub.csv"), "--device", "cpu"]) == 0
+    assert (
+        predict_main(
+            [
+                "--model",
+                str(model),
+                "--data",
+                str(folder / "test.csv"),
+                "--out",
+                str(tmp_path / "sub.csv"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     lines = (tmp_path / "sub.csv").read_text().splitlines()
     assert lines[0] == "ImageId,Label" and len(lines) == 501
     ids, labels = zip(*(map(int, line.split(",")) for line in lines[1:]))
     assert list(ids) == list(range(1, 501)) and set(labels) <= set(range(10))
     assert "accuracy" not in capsys.readouterr().out  # test.csv has no labels
 
-    assert predict_main(["--model", str(model), "--data", str(folder / "labelled_test.csv"), "--out", str(tmp_path / "sub2.csv"), "--device", "cpu"]) == 0
+    assert (
+        predict_main(
+            [
+                "--model",
+                str(model),
+                "--data",
+                str(folder / "labelled_test.csv"),
+                "--out",
+                str(tmp_path / "sub2.csv"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     expected = np.mean(np.array(labels) == test_labels)  # the first run's predictions, scored here
     assert f"accuracy: {100 * expected:.2f}% ({int(round(expected * 500))} of 500)" in capsys.readouterr().out
     assert expected > 0.8
@@ -108,7 +146,21 @@ def test_same_seed_same_result_and_another_seed_differs(tmp_path, kaggle_files):
 
 def test_mini_batches_and_epochs(tmp_path, kaggle_files):
     folder, _ = kaggle_files
-    metrics = train(tmp_path, "--data", folder / "train.csv", "--dev-size", 0, "--epochs", 2, "--batch-size", 1000, "--log-interval", 1, "--hidden", "32,16")
+    metrics = train(
+        tmp_path,
+        "--data",
+        folder / "train.csv",
+        "--dev-size",
+        0,
+        "--epochs",
+        2,
+        "--batch-size",
+        1000,
+        "--log-interval",
+        1,
+        "--hidden",
+        "32,16",
+    )
     assert metrics["iterations"] == 6 and metrics["hidden"] == [32, 16]  # 3,000 samples: 3 batches per epoch
     assert metrics["final"]["dev_accuracy"] is None and metrics["dev_size"] == 0
     assert [h["iteration"] for h in metrics["history"]] == [1, 2, 3, 4, 5, 6]
@@ -131,7 +183,9 @@ def test_gpu_asked_for_without_one_is_one_line_and_exit_2(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("content", ["label,pixel0\n1,2\n", "label," + ",".join(f"pixel{i}" for i in range(784)) + "\n3" + ",0" * 783 + "\n"])
+@pytest.mark.parametrize(
+    "content", ["label,pixel0\n1,2\n", "label," + ",".join(f"pixel{i}" for i in range(784)) + "\n3" + ",0" * 783 + "\n"]
+)
 def test_bad_data_is_one_line_exit_2_and_writes_nothing(tmp_path, content):
     bad = tmp_path / "train.csv"
     bad.write_text(content)
@@ -146,7 +200,19 @@ def test_predict_rejects_a_file_that_is_not_a_model(tmp_path):
     (tmp_path / "model.npz").write_text("hello")
     images, _ = synthetic_digits(3)
     write_kaggle_csv(tmp_path / "test.csv", images)
-    result = run_script("predict.py", "--model", tmp_path / "model.npz", "--data", tmp_path / "test.csv", "--out", tmp_path / "sub.csv", "--device", "cpu")
-    assert result.returncode == 2 and result.stderr.startswith(f"error: {tmp_path / 'model.npz'}: not an nn_gpu model file")
+    result = run_script(
+        "predict.py",
+        "--model",
+        tmp_path / "model.npz",
+        "--data",
+        tmp_path / "test.csv",
+        "--out",
+        tmp_path / "sub.csv",
+        "--device",
+        "cpu",
+    )
+    assert result.returncode == 2 and result.stderr.startswith(
+        f"error: {tmp_path / 'model.npz'}: not an nn_gpu model file"
+    )
     assert result.stderr.count("\n") == 1
     assert not (tmp_path / "sub.csv").exists()

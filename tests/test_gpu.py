@@ -67,7 +67,9 @@ def test_softmax_kernels_write_every_output(cp, dtype):
     Z = cp.asarray(logits(rng, dtype, m=1000))
     A = cp.full_like(Z, cp.nan)
     kernels._softmax(Z, 10, A, size=1000)
-    np.testing.assert_allclose(cp.asnumpy(A), REFERENCE_OPS.softmax(cp.asnumpy(Z)), rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
+    np.testing.assert_allclose(
+        cp.asnumpy(A), REFERENCE_OPS.softmax(cp.asnumpy(Z)), rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype]
+    )
     y = cp.asarray(rng.integers(0, 10, 1000).astype(np.int32))
     loss = cp.full(1000, cp.nan, dtype=dtype)
     correct = cp.full(1000, cp.nan, dtype=dtype)
@@ -93,8 +95,12 @@ def test_training_on_gpu_equals_training_on_cpu(cpu, gpu, dtype, rtol, batch_siz
     for g, c in zip(gpu_params, cpu_params):
         assert g.dtype == c.dtype == dtype
         np.testing.assert_allclose(g, c, rtol=rtol, atol=rtol * np.abs(c).max())
-    assert gpu_result.final["train_accuracy"] == pytest.approx(cpu_result.final["train_accuracy"], abs=1 / 2000 if dtype == "float32" else 0)
-    assert [h["train_accuracy"] for h in gpu_result.history] == pytest.approx([h["train_accuracy"] for h in cpu_result.history], abs=2e-3)
+    assert gpu_result.final["train_accuracy"] == pytest.approx(
+        cpu_result.final["train_accuracy"], abs=1 / 2000 if dtype == "float32" else 0
+    )
+    assert [h["train_accuracy"] for h in gpu_result.history] == pytest.approx(
+        [h["train_accuracy"] for h in cpu_result.history], abs=2e-3
+    )
 
 
 def test_train_script_on_gpu(tmp_path, capsys):
@@ -102,7 +108,24 @@ def test_train_script_on_gpu(tmp_path, capsys):
 
     images, labels = synthetic_digits(1500, seed=2)
     write_kaggle_csv(tmp_path / "train.csv", images, labels)
-    assert train_main(["--device", "gpu", "--data", str(tmp_path / "train.csv"), "--dev-size", "300", "--output-dir", str(tmp_path / "out"), "--quiet", "--iterations", "100"]) == 0
+    assert (
+        train_main(
+            [
+                "--device",
+                "gpu",
+                "--data",
+                str(tmp_path / "train.csv"),
+                "--dev-size",
+                "300",
+                "--output-dir",
+                str(tmp_path / "out"),
+                "--quiet",
+                "--iterations",
+                "100",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["device"] == "gpu" and metrics["final"]["dev_accuracy"] > 0.9
     assert capsys.readouterr().out.startswith("device: gpu (")
@@ -117,7 +140,9 @@ def test_out_of_memory_is_one_line_with_sizes_and_advice(tmp_path, cp, capsys):
     pool.free_all_blocks()
     pool.set_limit(size=4 * 1024 * 1024)  # 4 MiB: X alone needs 3000 x 784 x 4 bytes = 9.4 MB
     try:
-        code = train_main(["--device", "gpu", "--data", str(tmp_path / "train.csv"), "--output-dir", str(tmp_path / "out")])
+        code = train_main(
+            ["--device", "gpu", "--data", str(tmp_path / "train.csv"), "--output-dir", str(tmp_path / "out")]
+        )
     finally:
         pool.set_limit(size=0)
     err = capsys.readouterr().err
