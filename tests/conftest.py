@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,8 @@ def pytest_collection_modifyitems(config, items):
     reason = gpu_unavailable_reason()
     if reason is None:
         return
+    if os.environ.get("NN_GPU_REQUIRE_GPU") == "1":  # scripts/gpu_check.sh: a skip would hide a broken GPU
+        raise pytest.UsageError(f"NN_GPU_REQUIRE_GPU=1 but no usable GPU: {reason}")
     skip = pytest.mark.skip(reason=f"no usable GPU: {reason}")
     for item in items:
         if "gpu" in item.keywords:

@@ -1,0 +1,340 @@
+"""Benchmark nn_gpu side by side with the notebook's NumPy code and PyTorch, in one run.
+
+Implementations (each trains the same network on the same data):
+  notebook    the Kaggle notebook's NumPy code as written there: float64, a one-hot matrix, unfused,
+              new arrays every step (kept here as the baseline)
+  nn_gpu-cpu  nn_gpu on NumPy, float32
+  torch-cpu   PyTorch as a PyTorch user writes it: nn.Linear, autograd, torch.optim.SGD (if installed)
+  nn_gpu-gpu, torch-gpu  the same on the GPU, when one is usable
+
+Workloads: the notebook's job (784-10-10, full batch, m = 41,000), mini-batch 128 at hidden 10 and
+128, loading a 42,000-row Kaggle train.csv, and a scale sweep of m. Times are medians over repeats
+after a warm-up, with the device synchronised before every clock read.
+
+    python scripts/bench.py            # the full run (minutes)
+    python scripts/bench.py --quick    # under a minute
+    python scripts/bench.py --json out.json
+
+On this project's CPU machines, unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for this command only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from nn_gpu.data import load_dataset, to_inputs  # noqa: E402
+from nn_gpu.device import cpu_device, gpu_unavailable_reason, resolve_device  # noqa: E402
+from nn_gpu.model import Architecture, Network, init_parameters  # noqa: E402
+
+
+def synthetic_digits(m: int, seed: int = 0):
+    """m x 784 uint8 images with MNIST-like sparsity (about 80% zero pixels) and their labels."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, m).astype(np.uint8)
+    prototypes = (rng.random((10, 784)) < 0.2) * rng.integers(1, 256, (10, 784))
+    keep = rng.random((m, 784)) < 0.9
+    return (prototypes[labels] * keep).astype(np.uint8), labels
+
+
+class Notebook:
+    """The notebook's code: float64, one-hot, unfused, new arrays each step (db per unit, as corrected)."""
+
+    name = "notebook"
+
+    def __init__(self, images, labels, hidden, alpha=0.1):
+        self.X = images.T / 255.0  # 784 x m float64
+        self.Y = labels.astype(np.int64)
+        self.alpha = alpha
+        rng = np.random.default_rng(0)
+        self.W1 = rng.random((hidden, 784)) - 0.5
+        self.b1 = rng.random((hidden, 1)) - 0.5
+        self.W2 = rng.random((10, hidden)) - 0.5
+        self.b2 = rng.random((10, 1)) - 0.5
+
+    def step(self, rows=None):
+        X = self.X if rows is None else self.X[:, rows]
+        Y = self.Y if rows is None else self.Y[rows]
+        m = Y.size
+        Z1 = self.W1.dot(X) + self.b1
+        A1 = np.maximum(Z1, 0)
+        Z2 = self.W2.dot(A1) + self.b2
+        A2 = np.exp(Z2) / sum(np.exp(Z2))  # the notebook's softmax (it overflows for large Z2)
+        one_hot_Y = np.zeros((Y.size, 10))
+        one_hot_Y[np.arange(Y.size), Y] = 1
+        one_hot_Y = one_hot_Y.T
+        dZ2 = A2 - one_hot_Y
+        dW2 = 1 / m * dZ2.dot(A1.T)
+        db2 = 1 / m * np.sum(dZ2, axis=1, keepdims=True)
+        dZ1 = self.W2.T.dot(dZ2) * (Z1 > 0)
+        dW1 = 1 / m * dZ1.dot(X.T)
+        db1 = 1 / m * np.sum(dZ1, axis=1, keepdims=True)
+        self.W1 = self.W1 - self.alpha * dW1
+        self.b1 = self.b1 - self.alpha * db1
+        self.W2 = self.W2 - self.alpha * dW2
+        self.b2 = self.b2 - self.alpha * db2
+
+    def synchronize(self):
+        pass
+
+
+class NNGpu:
+    """nn_gpu's Network on a device, float32."""
+
+    def __init__(self, device, images, labels, hidden, alpha=0.1):
+        self.name = f"nn_gpu-{device.name}"
+        self.device = device
+        arch = Architecture(hidden, "float32")
+        self.network = Network(arch, device, init_parameters(arch, "he", np.random.default_rng(0)))
+        self.X = to_inputs(images, device, "float32")
+        self.y = device.to_device(labels.astype(np.int32))
+        self.alpha = alpha
+
+    def step(self, rows=None):
+        if rows is None:
+            self.network.step(self.X, self.y, self.alpha)
+        else:
+            self.network.step(self.X.T[rows].T, self.y[rows], self.alpha)
+
+    def synchronize(self):
+        self.device.synchronize()
+
+
+class Torch:
+    """PyTorch written as a PyTorch user would: nn.Sequential, CrossEntropyLoss, autograd, optim.SGD."""
+
+    def __init__(self, device_name, images, labels, hidden, alpha=0.1):
+        import torch
+
+        self.torch = torch
+        self.name = f"torch-{device_name}"
+        self.device = torch.device("cuda" if device_name == "gpu" else "cpu")
+        torch.manual_seed(0)
+        sizes = (784, *hidden, 10)
+        layers = []
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
+        self.model = torch.nn.Sequential(*layers[:-1]).to(self.device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=alpha)
+        self.loss = torch.nn.CrossEntropyLoss()
+        self.X = torch.from_numpy(images).to(self.device).float() / 255  # m x 784
+        self.y = torch.from_numpy(labels.astype(np.int64)).to(self.device)
+
+    def step(self, rows=None):
+        X = self.X if rows is None else self.X[rows]
+        y = self.y if rows is None else self.y[rows]
+        self.optimizer.zero_grad()
+        self.loss(self.model(X), y).backward()
+        self.optimizer.step()
+
+    def synchronize(self):
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize()
+
+
+def torch_available(device_name: str) -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return device_name == "cpu" or torch.cuda.is_available()
+
+
+def implementations(devices, images, labels, hidden, only_nn_gpu=False):
+    """Build, one at a time, each implementation that can run here on the same data."""
+    if "cpu" in devices and len(hidden) == 1 and not only_nn_gpu:
+        yield Notebook(images, labels, hidden[0])
+    for name in devices:
+        yield NNGpu(cpu_device() if name == "cpu" else resolve_device("gpu"), images, labels, hidden)
+        if torch_available(name) and not only_nn_gpu:
+            yield Torch(name, images, labels, hidden)
+
+
+def time_steps(impl, steps, repeats, batches=None):
+    """Median seconds per step over `repeats` timed blocks of `steps` steps, after one warm-up block."""
+    per_step = []
+    for repeat in range(repeats + 1):
+        impl.synchronize()
+        started = time.perf_counter()
+        for s in range(steps):
+            impl.step(None if batches is None else batches[(repeat * steps + s) % len(batches)])
+        impl.synchronize()
+        if repeat:  # the first block warms up (kernel compiles, allocator, caches)
+            per_step.append((time.perf_counter() - started) / steps)
+    return statistics.median(per_step)
+
+
+def step_peak_bytes(impl, batches=None) -> int | None:
+    """Peak bytes allocated during one step beyond what was held before it (data and parameters).
+
+    NumPy: traced by tracemalloc. CuPy: growth of the memory pool, emptied first. PyTorch on the
+    GPU: torch.cuda.max_memory_allocated. PyTorch on the CPU: not measured (None).
+    """
+    rows = None if batches is None else batches[0]
+    if isinstance(impl, Torch):
+        if impl.device.type != "cuda":
+            return None
+        torch = impl.torch
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        impl.step(rows)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+    if isinstance(impl, NNGpu) and impl.device.name == "gpu":
+        pool = impl.device.xp.get_default_memory_pool()
+        impl.synchronize()
+        pool.free_all_blocks()
+        before = pool.total_bytes()
+        impl.step(rows)
+        impl.synchronize()
+        return pool.total_bytes() - before
+    tracemalloc.start()
+    impl.step(rows)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def run_training(devices, m, hidden, batch_size, steps, repeats, label, only_nn_gpu=False):
+    images, labels = synthetic_digits(m)
+    batches = None
+    if batch_size:
+        order = np.random.default_rng(1).permutation(m)
+        batches = [order[s : s + batch_size] for s in range(0, m - batch_size + 1, batch_size)]
+    rows = []
+    for impl in implementations(devices, images, labels, hidden, only_nn_gpu):
+        if batches is not None and isinstance(impl, (NNGpu, Torch)) and impl.name.endswith("gpu"):
+            device_batches = [
+                impl.device.xp.asarray(b) if isinstance(impl, NNGpu) else impl.torch.as_tensor(b, device=impl.device)
+                for b in batches
+            ]
+        else:
+            device_batches = batches
+        seconds = time_steps(impl, steps, repeats, device_batches)
+        samples = batch_size or m
+        rows.append(
+            {
+                "workload": label,
+                "impl": impl.name,
+                "m": m,
+                "hidden": list(hidden),
+                "batch": batch_size or m,
+                "ms_per_step": 1000 * seconds,
+                "samples_per_second": samples / seconds,
+                "step_peak_mb": None if (p := step_peak_bytes(impl, device_batches)) is None else p / 1e6,
+            }
+        )
+    add_ratios(rows)
+    return rows
+
+
+def add_ratios(rows):
+    """speedup_vs_notebook and speedup_vs_torch (the torch of the same device) for each row."""
+    by_name = {r["impl"]: r["ms_per_step"] for r in rows}
+    for r in rows:
+        device = r["impl"].rsplit("-", 1)[-1]
+        r["speedup_vs_notebook"] = by_name["notebook"] / r["ms_per_step"] if "notebook" in by_name else None
+        torch_ms = by_name.get(f"torch-{device}")
+        r["speedup_vs_torch"] = torch_ms / r["ms_per_step"] if torch_ms else None
+
+
+def bench_csv_load(rows=42000):
+    """Seconds to load a Kaggle-format train.csv of `rows` rows (MNIST-like sparsity)."""
+    images, labels = synthetic_digits(rows, seed=2)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "train.csv"
+        header = "label," + ",".join(f"pixel{i}" for i in range(784))
+        np.savetxt(path, np.column_stack([labels, images]), fmt="%d", delimiter=",", header=header, comments="")
+        size_mb = path.stat().st_size / 1e6
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            dataset = load_dataset(path)
+            times.append(time.perf_counter() - started)
+    assert dataset.images.shape == (rows, 784)
+    return {"workload": "load train.csv", "rows": rows, "file_mb": size_mb, "seconds": statistics.median(times)}
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, NumPy {np.__version__}"
+
+
+def format_table(rows) -> str:
+    lines = [
+        "| workload | impl | m | hidden | batch | ms/step | samples/s | x notebook | x torch | step peak MB |",
+        "|" + " --- |" * 10,
+    ]
+    for r in rows:
+        if "impl" not in r:
+            continue
+        fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+        lines.append(
+            f"| {r['workload']} | {r['impl']} | {r['m']:,} | {','.join(map(str, r['hidden']))} | {r['batch']:,} | "
+            f"{r['ms_per_step']:.3f} | {r['samples_per_second']:,.0f} | {fmt(r['speedup_vs_notebook'], '.2f')} | "
+            f"{fmt(r['speedup_vs_torch'], '.2f')} | {fmt(r['step_peak_mb'], '.1f')} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps and sizes: under a minute")
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "gpu"), default="auto", help="auto: CPU, plus GPU if usable"
+    )
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--skip-load", action="store_true", help="skip the CSV loading benchmark")
+    args = parser.parse_args(argv)
+    gpu_reason = gpu_unavailable_reason()
+    devices = {"cpu": ["cpu"], "gpu": ["gpu"], "auto": ["cpu"] + ([] if gpu_reason else ["gpu"])}[args.device]
+    if args.device == "gpu" and gpu_reason:
+        print(f"error: --device gpu: {gpu_reason}", file=sys.stderr)
+        return 2
+    steps, repeats = (3, 3) if args.quick else (10, 7)
+    rows = []
+    rows += run_training(devices, 41000, (10,), None, steps, repeats, "notebook job")
+    rows += run_training(devices, 41000, (10,), 128, 20 if args.quick else 100, repeats, "mini-batch")
+    rows += run_training(devices, 41000, (128,), 128, 20 if args.quick else 100, repeats, "mini-batch")
+    if not args.quick:
+        rows += run_training(devices, 41000, (128,), None, steps, repeats, "full batch")
+        rows += run_training(devices, 41000, (256, 128), None, steps, repeats, "full batch")
+    sizes = (1000, 10000) if args.quick else (1000, 10000, 42000, 100000, 1000000)
+    for m in sizes:
+        rows += run_training(devices, m, (10,), None, steps, repeats, "scale", only_nn_gpu=True)
+    if not args.skip_load:
+        rows.append(bench_csv_load(4200 if args.quick else 42000))
+    print(f"machine: {machine()}")
+    print(f"gpu: {'none (' + gpu_reason + ')' if gpu_reason else resolve_device('gpu').describe()}")
+    print(format_table(rows))
+    for r in rows:
+        if "seconds" in r:
+            print(f"{r['workload']}: {r['rows']:,} rows, {r['file_mb']:.0f} MB in {r['seconds']:.2f} s")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(), "quick": args.quick, "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
