@@ -17,7 +17,7 @@ import numpy as np
 
 from nn_gpu.checkpoint import load_model, save_model
 from nn_gpu.data import SAMPLE, load_dataset, split_dev, to_inputs
-from nn_gpu.device import Device, out_of_memory_error, resolve_device
+from nn_gpu.device import Device, gpu_unavailable_reason, out_of_memory_error, resolve_device
 from nn_gpu.errors import DataError, NNGpuError
 from nn_gpu.files import write_atomically, write_text_atomically
 from nn_gpu.model import INITS, Architecture, Network, init_parameters
@@ -128,22 +128,23 @@ def _say(quiet: bool, text: str, write=print) -> None:
 
 def _labels(dataset, device: Device):
     if dataset.labels is None:
-        raise DataError(f"{dataset.source}: has no label column; training needs labels")
+        raise DataError(
+            f"{dataset.source}: has no labels (no label column, or no IDX labels file beside the images); training needs labels"
+        )
     return device.to_device(dataset.labels.astype(np.int32))
 
 
 def train_command(argv: list[str] | None = None) -> int:
     args = train_parser().parse_args(argv)
     device = resolve_device(args.device)
-    print(
-        f"device: {device.describe()}"
-        + ("  (no usable GPU; --device gpu says why)" if args.device == "auto" and device.name == "cpu" else "")
-    )
+    fallback = gpu_unavailable_reason() if args.device == "auto" and device.name == "cpu" else None
+    print(f"device: {device.describe()}" + (f"; GPU not used: {fallback}" if fallback else ""))
     output_dir = args.output_dir or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     rng = np.random.default_rng(args.seed)
     dataset = load_dataset(args.data)
     train_set, dev_set = split_dev(dataset, args.dev_size, rng)
-    _say(args.quiet, f"data: {dataset.source}: {len(train_set)} train, {len(dev_set)} dev images")
+    test_size = 0 if dataset.test is None else len(dataset.test)
+    _say(args.quiet, f"data: {dataset.source}: {len(train_set)} train, {len(dev_set)} dev, {test_size} test images")
     arch = Architecture(args.hidden, args.dtype)
     network = Network(arch, device, init_parameters(arch, args.init, rng))
     X, y = to_inputs(train_set.images, device, arch.dtype), _labels(train_set, device)
@@ -156,6 +157,10 @@ def train_command(argv: list[str] | None = None) -> int:
         log_interval=args.log_interval,
     )
     result = _train_with_progress(network, X, y, dev, schedule, rng, len(train_set), args.quiet)
+    test = dataset.test
+    if test is not None and test.labels is not None:
+        test_loss, test_accuracy = network.evaluate(to_inputs(test.images, device, arch.dtype), _labels(test, device))
+        result.final.update(test_loss=test_loss, test_accuracy=test_accuracy)
     output_dir.mkdir(parents=True, exist_ok=True)
     save_model(output_dir / "model.npz", arch, [device.to_host(p) for p in network.params])
     metrics = {
@@ -171,6 +176,7 @@ def train_command(argv: list[str] | None = None) -> int:
         "iterations": result.iterations,
         "train_size": len(train_set),
         "dev_size": len(dev_set),
+        "test_size": test_size,
         "train_seconds": result.train_seconds,
         "samples_per_second": result.samples_per_second,
         "final": result.final,
@@ -211,6 +217,10 @@ def _summary(metrics: dict, output_dir: Path) -> str:
         f"final: train accuracy {_percent(final['train_accuracy'])}, dev accuracy {_percent(final['dev_accuracy'])}, "
         f"train loss {final['train_loss']:.4f}",
     ]
+    if "test_accuracy" in final:
+        lines.append(
+            f"test accuracy {_percent(final['test_accuracy'])} (the held-out t10k set), test loss {final['test_loss']:.4f}"
+        )
     if best is not None:
         lines.append(f"best dev accuracy {_percent(best['dev_accuracy'])} at iteration {best['iteration']}")
     lines.append(f"wrote {output_dir / 'model.npz'} and {output_dir / 'metrics.json'}")
@@ -222,6 +232,7 @@ def predict_command(argv: list[str] | None = None) -> int:
     arch, params = load_model(args.model)
     device = resolve_device(args.device)
     dataset = load_dataset(args.data)
+    dataset = dataset.test or dataset  # a directory of IDX files: predict its t10k test set
     network = Network(arch, device, params)
     predictions = network.predict_proba(to_inputs(dataset.images, device, arch.dtype)).argmax(axis=0)
     rows = "".join(f"{i},{label}\n" for i, label in enumerate(predictions, start=1))

