@@ -216,3 +216,49 @@ def test_predict_rejects_a_file_that_is_not_a_model(tmp_path):
     )
     assert result.stderr.count("\n") == 1
     assert not (tmp_path / "sub.csv").exists()
+
+
+def write_every_format(folder, images, labels):
+    """The same digits as each format --data accepts; returns {format name: path}."""
+    from nn_gpu import idx
+
+    write_kaggle_csv(folder / "train.csv", images, labels)
+    np.savetxt(folder / "mnist_train.csv", np.column_stack([labels, images]), fmt="%d", delimiter=",")
+    (folder / "train.csv.gz").write_bytes(__import__("gzip").compress((folder / "train.csv").read_bytes()))
+    (folder / "idx").mkdir()
+    for split, m in (("train", len(images)), ("t10k", 50)):
+        idx.write(folder / "idx" / f"{split}-images-idx3-ubyte.gz", images[:m], idx.IMAGES_MAGIC)
+        idx.write(folder / "idx" / f"{split}-labels-idx1-ubyte.gz", labels[:m], idx.LABELS_MAGIC)
+    return {
+        "kaggle": folder / "train.csv",
+        "headerless": folder / "mnist_train.csv",
+        "gzip": folder / "train.csv.gz",
+        "idx-file": folder / "idx" / "train-images-idx3-ubyte.gz",
+        "idx-dir": folder / "idx",
+    }
+
+
+def test_train_runs_end_to_end_on_every_format(tmp_path):
+    images, labels = synthetic_digits(400, seed=11)
+    finals = {}
+    for name, path in write_every_format(tmp_path, images, labels).items():
+        result = run_script(
+            "train.py",
+            "--device",
+            "cpu",
+            "--data",
+            path,
+            "--dev-size",
+            100,
+            "--iterations",
+            20,
+            "--quiet",
+            "--output-dir",
+            tmp_path / name,
+        )
+        assert result.returncode == 0, (name, result.stderr)
+        finals[name] = json.loads((tmp_path / name / "metrics.json").read_text())["final"]
+    assert finals["idx-dir"]["test_accuracy"] is not None
+    same = dict(finals["kaggle"])
+    for name, final in finals.items():  # the same digits and seed: the same training in every format
+        assert {k: final[k] for k in same} == same, name
