@@ -1,13 +1,17 @@
-"""model.npz: the trained parameters and what is needed to rebuild the network.
+"""model.npz and checkpoint.npz: parameters, and what is needed to rebuild the network or the run.
 
-Keys: `format` ("nn_gpu-model"), `hidden` (int64 array of hidden widths), `dtype` (a string),
-and W1, b1, ..., WL, bL as plain float arrays with the shapes of nn_gpu.model.init_parameters.
-Written atomically; read with allow_pickle=False, so loading never runs code, and checked key by
-key: anything else raises ModelFileError with one line naming the file.
+model.npz keys: `format` ("nn_gpu-model"), `hidden` (int64 array of hidden widths), `dtype` (a
+string), and W1, b1, ..., WL, bL as plain float arrays with the shapes of
+nn_gpu.model.init_parameters. checkpoint.npz holds the same keys plus `velocity` (the optimiser's
+flat buffer), `progress` and `config` (JSON text: nn_gpu.training.Progress and the run's settings).
+
+Both are written atomically and read with allow_pickle=False, so loading never runs code, and are
+checked key by key: anything else raises ModelFileError with one line naming the file.
 """
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -16,9 +20,12 @@ import numpy as np
 from nn_gpu.errors import ModelFileError
 from nn_gpu.files import write_atomically
 from nn_gpu.model import Architecture
+from nn_gpu.training import Progress
 
 FORMAT = "nn_gpu-model"
 _DTYPES = ("float32", "float64")
+_HEADER = ("format", "hidden", "dtype")
+_CHECKPOINT = ("velocity", "progress", "config")
 
 
 def parameter_names(n_layers: int) -> list[str]:
@@ -26,31 +33,75 @@ def parameter_names(n_layers: int) -> list[str]:
     return [f"{kind}{l}" for l in range(1, n_layers + 1) for kind in ("W", "b")]
 
 
-def save_model(path: Path, arch: Architecture, params) -> None:
-    """Write host parameters [W1, b1, ...] and their architecture to `path` atomically."""
-    arrays = dict(zip(parameter_names(len(arch.sizes) - 1), params))
-    header = {
+def _model_arrays(arch: Architecture, params) -> dict:
+    return {
         "format": np.array(FORMAT),
         "hidden": np.array(arch.hidden, dtype=np.int64),
         "dtype": np.array(arch.dtype),
+        **dict(zip(parameter_names(len(arch.sizes) - 1), params)),
     }
-    write_atomically(Path(path), lambda f: np.savez(f, **header, **arrays))
+
+
+def save_model(path: Path, arch: Architecture, params) -> None:
+    """Write host parameters [W1, b1, ...] and their architecture to `path` atomically."""
+    arrays = _model_arrays(arch, params)
+    write_atomically(Path(path), lambda f: np.savez(f, **arrays))
+
+
+def save_checkpoint(path: Path, arch: Architecture, params, velocity, progress: Progress, config: dict) -> None:
+    """Write a resumable checkpoint (host arrays) to `path` atomically."""
+    state = progress.to_dict()
+    arrays = {
+        **_model_arrays(arch, params),
+        "velocity": velocity,
+        "progress": np.array(json.dumps(state)),
+        "config": np.array(json.dumps(config)),
+    }
+    write_atomically(Path(path), lambda f: np.savez(f, **arrays))
 
 
 def load_model(path: Path) -> tuple[Architecture, list[np.ndarray]]:
     """(architecture, host parameters) from a model.npz, or ModelFileError saying what is wrong."""
     path = Path(path)
+    return _check_model(path, _read(path), extra=())
+
+
+def load_checkpoint(path: Path) -> tuple[Architecture, list[np.ndarray], np.ndarray, Progress, dict]:
+    """(architecture, parameters, velocity, progress, config) from a checkpoint.npz."""
+    path = Path(path)
+    arrays = _read(path)
+    arch, params = _check_model(path, arrays, extra=_CHECKPOINT)
+    velocity = arrays["velocity"]
+    size = sum(p.size for p in params)
+    if velocity.shape != (size,) or velocity.dtype != np.dtype(arch.dtype) or not np.isfinite(velocity).all():
+        raise ModelFileError(
+            f"{path}: velocity is {velocity.dtype} {velocity.shape}, expected finite {arch.dtype} ({size},)"
+        )
+    try:
+        progress = Progress(**json.loads(str(arrays["progress"])))
+        config = json.loads(str(arrays["config"]))
+        if not isinstance(config, dict) or not isinstance(progress.iteration, int) or progress.iteration < 0:
+            raise ValueError("config must be an object and iteration a count")
+    except (ValueError, TypeError) as error:
+        raise ModelFileError(f"{path}: damaged training state ({' '.join(str(error).split())})") from None
+    return arch, params, velocity, progress, config
+
+
+def _read(path: Path) -> dict[str, np.ndarray]:
     try:
         with open(path, "rb") as f:
             npz = np.load(f, allow_pickle=False)
             if not isinstance(npz, np.lib.npyio.NpzFile):
                 raise ModelFileError(f"{path}: not an nn_gpu model file (a single array, not an .npz archive)")
             with npz:
-                arrays = {key: npz[key] for key in npz.files}
+                return {key: npz[key] for key in npz.files}
     except FileNotFoundError:
         raise ModelFileError(f"{path}: no such file") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise ModelFileError(f"{path}: not an nn_gpu model file ({' '.join(str(error).split())})") from None
+
+
+def _check_model(path: Path, arrays: dict, extra: tuple[str, ...]) -> tuple[Architecture, list[np.ndarray]]:
     if str(arrays.get("format", "")) != FORMAT:
         raise ModelFileError(f"{path}: not an nn_gpu model file (no format key {FORMAT!r})")
     hidden, dtype = arrays.get("hidden", np.array([])), str(arrays.get("dtype", ""))
@@ -60,10 +111,10 @@ def load_model(path: Path) -> tuple[Architecture, list[np.ndarray]]:
         raise ModelFileError(f"{path}: dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
     arch = Architecture(tuple(int(h) for h in hidden), dtype)
     names = parameter_names(len(arch.sizes) - 1)
-    expected = set(names) | {"format", "hidden", "dtype"}
+    expected = set(names) | set(_HEADER) | set(extra)
     if set(arrays) != expected:
-        missing, extra = sorted(expected - set(arrays)), sorted(set(arrays) - expected)
-        raise ModelFileError(f"{path}: keys differ from an nn_gpu model: missing {missing}, unexpected {extra}")
+        missing, unexpected = sorted(expected - set(arrays)), sorted(set(arrays) - expected)
+        raise ModelFileError(f"{path}: keys differ from an nn_gpu file: missing {missing}, unexpected {unexpected}")
     params = []
     for name, (n_in, n_out) in zip(names, _shapes(arch)):
         array = arrays[name]

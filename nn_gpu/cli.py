@@ -9,27 +9,38 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from nn_gpu.checkpoint import load_model, save_model
+from nn_gpu.checkpoint import load_checkpoint, load_model, save_checkpoint, save_model
 from nn_gpu.data import SAMPLE, load_dataset, split_dev, to_inputs
 from nn_gpu.device import Device, gpu_unavailable_reason, out_of_memory_error, resolve_device
+from nn_gpu.download import REMOTES
 from nn_gpu.errors import DataError, NNGpuError
 from nn_gpu.files import write_atomically, write_text_atomically
 from nn_gpu.model import INITS, Architecture, Network, init_parameters
+from nn_gpu.optim import SCHEDULES, SGD
 from nn_gpu.training import Schedule, train
 
 DRY_RUN_ITERATIONS = 3
+CHECKPOINT = "checkpoint.npz"
 
 
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 
@@ -65,7 +76,7 @@ def train_parser() -> argparse.ArgumentParser:
         default=1000,
         help="images held out for the dev set after a seeded shuffle (default 1000)",
     )
-    p.add_argument("--seed", type=int, default=0, help="same seed, same device: same result (default 0)")
+    p.add_argument("--seed", type=_count, default=0, help="same seed, same device: same result (default 0)")
     p.add_argument("--hidden", type=_widths, default=(10,), help="hidden layer widths, e.g. 10 or 256,128 (default 10)")
     p.add_argument("--alpha", "--lr", type=float, default=0.10, help="learning rate (default 0.10)")
     length = p.add_mutually_exclusive_group()
@@ -74,6 +85,13 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", choices=INITS, default="he", help="he (default) or uniform, the notebook's U(-0.5, 0.5)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--batch-size", type=_positive_int, help="mini-batch size (default: the full training set)")
+    p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum, v := momentum v + g (default 0)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay added to each gradient (default 0)")
+    p.add_argument("--lr-schedule", choices=SCHEDULES, default="constant", help="constant (default), step or cosine")
+    p.add_argument(
+        "--save-every", type=_count, default=0, help="save DIR/checkpoint.npz every N iterations (default 0: off)"
+    )
+    p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run saved in DIR/checkpoint.npz")
     p.add_argument(
         "--log-interval", type=int, default=10, help="evaluate every N iterations, 0 for only at the end (default 10)"
     )
@@ -134,29 +152,63 @@ def _labels(dataset, device: Device):
     return device.to_device(dataset.labels.astype(np.int32))
 
 
+# The flags that define a run; a checkpoint stores them, and --resume takes them from it.
+RUN_SETTINGS = (
+    "data", "dev_size", "seed", "hidden", "alpha", "iterations", "epochs", "init", "dtype", "batch_size",
+    "log_interval", "momentum", "weight_decay", "lr_schedule", "save_every",
+)  # fmt: skip
+
+
+def _run_settings(args) -> dict:
+    settings = {name: getattr(args, name) for name in RUN_SETTINGS}
+    settings["hidden"] = list(args.hidden)
+    if settings["data"] not in (SAMPLE, *REMOTES):  # a path: keep it valid from any working directory
+        settings["data"] = str(Path(settings["data"]).resolve())
+    if args.dry_run:
+        settings.update(iterations=DRY_RUN_ITERATIONS, epochs=None)
+    return settings
+
+
 def train_command(argv: list[str] | None = None) -> int:
     args = train_parser().parse_args(argv)
     device = resolve_device(args.device)
     fallback = gpu_unavailable_reason() if args.device == "auto" and device.name == "cpu" else None
     print(f"device: {device.describe()}" + (f"; GPU not used: {fallback}" if fallback else ""))
-    output_dir = args.output_dir or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    rng = np.random.default_rng(args.seed)
-    dataset = load_dataset(args.data)
-    train_set, dev_set = split_dev(dataset, args.dev_size, rng)
+    params = velocity = progress = None
+    if args.resume:
+        output_dir = args.resume
+        arch, params, velocity, progress, settings = load_checkpoint(output_dir / CHECKPOINT)
+        _say(args.quiet, f"resuming {output_dir / CHECKPOINT} after iteration {progress.iteration}")
+    else:
+        output_dir = args.output_dir or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        settings = _run_settings(args)
+        arch = Architecture(tuple(settings["hidden"]), settings["dtype"])
+    rng = np.random.default_rng(settings["seed"])
+    dataset = load_dataset(settings["data"])
+    train_set, dev_set = split_dev(dataset, settings["dev_size"], rng)
     test_size = 0 if dataset.test is None else len(dataset.test)
     _say(args.quiet, f"data: {dataset.source}: {len(train_set)} train, {len(dev_set)} dev, {test_size} test images")
-    arch = Architecture(args.hidden, args.dtype)
-    network = Network(arch, device, init_parameters(arch, args.init, rng))
+    network = Network(arch, device, params if params is not None else init_parameters(arch, settings["init"], rng))
+    optimizer = SGD(network, settings["momentum"], settings["weight_decay"], velocity)
     X, y = to_inputs(train_set.images, device, arch.dtype), _labels(train_set, device)
     dev = (to_inputs(dev_set.images, device, arch.dtype), _labels(dev_set, device)) if len(dev_set) else None
     schedule = Schedule(
-        alpha=args.alpha,
-        iterations=DRY_RUN_ITERATIONS if args.dry_run else args.iterations,
-        epochs=None if args.dry_run else args.epochs,
-        batch_size=args.batch_size,
-        log_interval=args.log_interval,
+        alpha=settings["alpha"],
+        iterations=settings["iterations"],
+        epochs=settings["epochs"],
+        batch_size=settings["batch_size"],
+        log_interval=settings["log_interval"],
+        lr_schedule=settings["lr_schedule"],
+        save_every=settings["save_every"],
     )
-    result = _train_with_progress(network, X, y, dev, schedule, rng, len(train_set), args.quiet)
+
+    def save(progress):
+        output_dir.mkdir(parents=True, exist_ok=True)
+        params = [device.to_host(p) for p in network.params]
+        save_checkpoint(output_dir / CHECKPOINT, arch, params, device.to_host(optimizer.velocity), progress, settings)
+        return output_dir / CHECKPOINT
+
+    result = _train_with_progress(network, optimizer, X, y, dev, schedule, settings["seed"], progress, save, args.quiet)
     test = dataset.test
     if test is not None and test.labels is not None:
         test_loss, test_accuracy = network.evaluate(to_inputs(test.images, device, arch.dtype), _labels(test, device))
@@ -166,14 +218,9 @@ def train_command(argv: list[str] | None = None) -> int:
     metrics = {
         "device": device.name,
         "device_description": device.describe(),
+        **settings,
         "data": dataset.source,
-        "dtype": arch.dtype,
-        "hidden": list(arch.hidden),
-        "init": args.init,
-        "alpha": args.alpha,
-        "batch_size": args.batch_size,
-        "seed": args.seed,
-        "iterations": result.iterations,
+        "iterations": schedule.total_iterations(len(train_set)),
         "train_size": len(train_set),
         "dev_size": len(dev_set),
         "test_size": test_size,
@@ -187,13 +234,32 @@ def train_command(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _train_with_progress(network, X, y, dev, schedule, rng, m, quiet):
+def _train_with_progress(network, optimizer, X, y, dev, schedule, seed, progress, save, quiet):
+    """train(), with a progress bar on a terminal, log lines, and Ctrl-C turned into a checkpoint."""
     from tqdm import tqdm
 
-    with tqdm(total=schedule.total_iterations(m), disable=True if quiet else None, unit="it", leave=False) as bar:
-        return train(
-            network, X, y, dev, schedule, rng, on_log=lambda e: _say(quiet, _log_line(e), bar.write), on_step=bar.update
-        )
+    interrupted = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+    total = schedule.total_iterations(X.shape[1])
+    done = 0 if progress is None else progress.iteration
+    try:
+        with tqdm(total=total, initial=done, disable=True if quiet else None, unit="it", leave=False) as bar:
+            return train(
+                network,
+                optimizer,
+                X,
+                y,
+                dev,
+                schedule,
+                seed,
+                progress,
+                on_log=lambda entry: _say(quiet, _log_line(entry), bar.write),
+                on_step=bar.update,
+                save=save,
+                stop_requested=lambda: bool(interrupted),
+            )
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _percent(value) -> str:

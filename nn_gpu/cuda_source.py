@@ -59,6 +59,14 @@ __device__ void nn_softmax_cross_entropy_column(T* z, int y, int C, ptrdiff_t m,
     *correct = argmax == y ? (T)1 : (T)0;
     for (int k = 0; k < C; ++k) z[k * m] = exp(z[k * m] - zmax) / s - (k == y ? (T)1 : (T)0);
 }
+
+template <typename T>
+__device__ __forceinline__ void nn_sgd_update(T g, T lr, T momentum, T weight_decay, T* p, T* v) {
+    // d = g + weight_decay p;  v := momentum v + d;  p := p - lr v   (PyTorch's SGD)
+    T d = g + weight_decay * *p;
+    *v = momentum * *v + d;
+    *p -= lr * *v;
+}
 """
 
 KERNELS = (

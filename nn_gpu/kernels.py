@@ -10,7 +10,7 @@ import cupy as cp
 from nn_gpu.cuda_source import CUDA_SOURCE, KERNELS
 from nn_gpu.ops import Ops
 
-_bias_relu, _relu_backward, _softmax, _softmax_cross_entropy = (
+_bias_relu, _relu_backward, _softmax, _softmax_cross_entropy, _sgd_update = (
     cp.ElementwiseKernel(in_params, out_params, operation, name, preamble=CUDA_SOURCE)
     for name, in_params, out_params, operation in KERNELS
 )
@@ -49,4 +49,10 @@ def softmax_cross_entropy(Z, y):
     return Z, loss, correct
 
 
-KERNEL_OPS = Ops(bias_relu, relu_backward, softmax, softmax_cross_entropy)
+def sgd_update(p, g, v, lr, momentum, weight_decay):
+    """d = g + weight_decay p; v := momentum v + d; p := p - lr v: one kernel over the flat buffers."""
+    dtype = p.dtype.type
+    _sgd_update(g, dtype(lr), dtype(momentum), dtype(weight_decay), p, v)
+
+
+KERNEL_OPS = Ops(bias_relu, relu_backward, softmax, softmax_cross_entropy, sgd_update)

@@ -9,7 +9,7 @@ A0 = X is n0 x m (784 pixels / 255, one column per sample). For layers l = 1..L:
     A_L = softmax(Z_L)                        dZ_L = A_L - Y                          (Y one-hot)
     loss = mean over samples of -log A_L[y]
 
-    update: W_l := W_l - alpha dW_l,  b_l := b_l - alpha db_l
+    update (nn_gpu.optim): W_l := W_l - alpha dW_l,  b_l := b_l - alpha db_l, or with momentum
 
 With one hidden layer of 10 units this is the notebook's network, in its names: W1 10 x 784,
 b1 10 x 1, W2 10 x 10, b2 10 x 1, and Z1, A1, Z2, A2, dZ2, dW2, db2, dZ1, dW1, db1. Where the
@@ -69,13 +69,27 @@ def init_parameters(arch: Architecture, init: str, rng: np.random.Generator):
 class Network:
     """A multilayer perceptron whose parameters live on `device`.
 
-    params: [W1, b1, ..., WL, bL] as device arrays (see init_parameters for shapes).
+    All parameters share one flat buffer, `flat`; `params` = [W1, b1, ..., WL, bL] are views of it
+    (shapes as in init_parameters). `gradients` fills `flat_grad`, and its views `grads`, in place,
+    so an optimiser updates every parameter with one operation over the flat buffers.
     """
 
     def __init__(self, arch: Architecture, device: Device, params):
         self.arch = arch
         self.device = device
-        self.params = [device.to_device(np.asarray(p, dtype=arch.dtype)) for p in params]
+        host = [np.asarray(p, dtype=arch.dtype) for p in params]
+        self.flat = device.to_device(np.concatenate([p.ravel() for p in host]))
+        self.flat_grad = device.xp.zeros_like(self.flat)
+        self.params = self._views(self.flat, host)
+        self.grads = self._views(self.flat_grad, host)
+
+    @staticmethod
+    def _views(flat, shapes_of):
+        views, start = [], 0
+        for p in shapes_of:
+            views.append(flat[start : start + p.size].reshape(p.shape))
+            start += p.size
+        return views
 
     @property
     def W(self):
@@ -95,35 +109,24 @@ class Network:
         return Z, A
 
     def gradients(self, X, y):
-        """Forward and backward on one batch: (grads, loss_sum, correct_sum), all on the device.
+        """Forward and backward on one batch; fills `grads` and returns (loss_sum, correct_sum).
 
-        X: 784 x m, y: m integer labels. grads: [dW1, db1, ..., dWL, dbL], each the shape of its
-        parameter. loss_sum and correct_sum are 0-d arrays (sums over the m samples), left on
-        the device so that a training step never waits for the GPU.
+        X: 784 x m, y: m integer labels. grads: [dW1, db1, ..., dWL, dbL] of the mean loss, each the
+        shape of its parameter. loss_sum and correct_sum are 0-d arrays (sums over the m samples),
+        left on the device so that a training step never waits for the GPU.
         """
         m = X.shape[1]
         xp = self.device.xp
         Z, A = self.forward(X)
         dZ, loss, correct = self.device.ops.softmax_cross_entropy(Z, y)  # dZ_L = A_L - Y: 10 x m
-        grads = []
         for l in range(len(A) - 1, -1, -1):  # A[l] is A_l, the input of layer l + 1
-            W = self.W[l]
-            dW = dZ @ A[l].T / m  # dW_{l+1} = dZ_{l+1} A_l^T / m: n_{l+1} x n_l
-            db = xp.sum(dZ, axis=1, keepdims=True) / m  # db_{l+1}: n_{l+1} x 1, per unit
-            grads = [dW, db, *grads]
+            W, dW, db = self.W[l], self.grads[2 * l], self.grads[2 * l + 1]
+            xp.matmul(dZ, A[l].T, out=dW)  # dW_{l+1} = dZ_{l+1} A_l^T (/ m below): n_{l+1} x n_l
+            xp.sum(dZ, axis=1, keepdims=True, out=db)  # db_{l+1}: n_{l+1} x 1, a sum per unit
             if l > 0:  # dZ_l = W_{l+1}^T dZ_{l+1} * ReLU'(Z_l): n_l x m
                 dZ = self.device.ops.relu_backward(W.T @ dZ, A[l])
-        return grads, loss.sum(), correct.sum()
-
-    def step(self, X, y, alpha: float):
-        """One gradient-descent step on the batch (X, y): p := p - alpha dp for every parameter.
-
-        Returns (loss_sum, correct_sum) of the batch before the step, as device scalars.
-        """
-        grads, loss_sum, correct_sum = self.gradients(X, y)
-        for p, dp in zip(self.params, grads):
-            p -= alpha * dp
-        return loss_sum, correct_sum
+        self.flat_grad /= m  # every dW and db at once: the mean over the batch
+        return loss.sum(), correct.sum()
 
     def evaluate(self, X, y, batch_size: int = 8192):
         """(mean loss, accuracy) over X (784 x m) and labels y, in batches; reads back to the host."""

@@ -11,6 +11,9 @@ sample, C classes or H units in rows, m samples.
     softmax(Z)                   A = exp(Z - max) / sum exp(Z - max)     Z: C x m
     softmax_cross_entropy(Z, y)  dZ = softmax(Z) - onehot(y),            Z: C x m, y: m
                                  loss = -log softmax(Z)[y], correct = [argmax Z = y]
+    sgd_update(p, g, v, lr,      d = g + weight_decay p,                 all parameters as one
+               momentum,         v := momentum v + d,                    flat buffer: p, g, v
+               weight_decay)     p := p - lr v
 
 Ops that overwrite an argument say so; every result keeps the input's dtype.
 """
@@ -30,6 +33,7 @@ class Ops(NamedTuple):
     relu_backward: Any
     softmax: Any
     softmax_cross_entropy: Any
+    sgd_update: Any
 
 
 def array_module(array):
@@ -84,4 +88,17 @@ def softmax_cross_entropy(Z, y):
     return Z, loss, correct
 
 
-REFERENCE_OPS = Ops(bias_relu, relu_backward, softmax, softmax_cross_entropy)
+def sgd_update(p, g, v, lr: float, momentum: float, weight_decay: float) -> None:
+    """One SGD step with momentum and L2 weight decay, in place on p, g and v (PyTorch's SGD).
+
+    d = g + weight_decay p;  v := momentum v + d;  p := p - lr v. With momentum 0 and weight_decay 0
+    this is plain gradient descent, p := p - lr g. p, g, v: flat buffers of every parameter.
+    """
+    if weight_decay:
+        g += weight_decay * p
+    v *= momentum
+    v += g
+    p -= lr * v
+
+
+REFERENCE_OPS = Ops(bias_relu, relu_backward, softmax, softmax_cross_entropy, sgd_update)

@@ -1,8 +1,12 @@
-"""The training loop: gradient descent on full batches or shuffled mini-batches, with a history.
+"""The training loop: gradient descent on full batches or shuffled mini-batches, made safe for long runs.
 
-Data goes to the device once; each iteration runs only device work (a gather of the batch on
-the device, the forward and backward pass, the update). Loss and accuracy come back to the host
-only at logged iterations, and the clock behind `train_seconds` is stopped around that logging.
+Data goes to the device once; each iteration runs only device work (a gather of the batch on the
+device, the forward and backward pass, the update). Loss and accuracy come back to the host only
+at logged iterations and checkpoints, and the clock behind `train_seconds` is stopped around them.
+
+Everything needed to continue a run lives in `Progress` (plus the parameters and velocities), and
+each epoch's shuffle is drawn from (seed, epoch) alone, so a run resumed from a checkpoint ends with
+the same parameters, bit for bit, as one that was never stopped.
 """
 
 from __future__ import annotations
@@ -10,20 +14,38 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from nn_gpu.errors import NNGpuError
 from nn_gpu.model import Network
+from nn_gpu.optim import SGD, learning_rate
+
+EXPLODING_LOSS = 100.0  # mean cross-entropy; chance level for 10 classes is log 10 = 2.3
+
+
+class Diverged(NNGpuError):
+    """The loss became non-finite or exploded; training stopped before saving anything bad."""
+
+    exit_code = 3
+
+
+class Interrupted(NNGpuError):
+    """Ctrl-C: a checkpoint was saved and training stopped."""
+
+    exit_code = 130
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """How long and in what batches to train.
+    """How long, in what batches and at what learning rate to train.
 
     batch_size None means the full training set each iteration (the notebook's gradient descent);
     otherwise each iteration is one step on the next batch_size samples of a per-epoch shuffle.
-    epochs, when given, sets the iterations to epochs x batches per epoch.
+    epochs, when given, sets the iterations to epochs x batches per epoch. save_every N > 0 saves a
+    checkpoint every N iterations and at the end.
     """
 
     alpha: float = 0.10
@@ -31,6 +53,8 @@ class Schedule:
     epochs: int | None = None
     batch_size: int | None = None
     log_interval: int = 10
+    lr_schedule: str = "constant"
+    save_every: int = 0
 
     def batches_per_epoch(self, m: int) -> int:
         return 1 if self.batch_size is None else math.ceil(m / self.batch_size)
@@ -42,85 +66,146 @@ class Schedule:
 
 
 @dataclass
-class Result:
-    """What a run produced: the metrics history, the final metrics and the loop's own time."""
+class Progress:
+    """How far a run has come: completed iterations, history, time, and the sums since the last log."""
 
+    iteration: int = 0
     history: list[dict] = field(default_factory=list)
-    final: dict = field(default_factory=dict)
-    iterations: int = 0
     train_seconds: float = 0.0
     samples: int = 0
+    loss_sum: float = 0.0
+    correct_sum: float = 0.0
+    seen: int = 0
+    final: dict = field(default_factory=dict)
 
     @property
     def samples_per_second(self) -> float:
         return self.samples / self.train_seconds if self.train_seconds > 0 else float("nan")
 
+    def to_dict(self) -> dict:
+        return asdict(self)
 
-def _batches(m: int, schedule: Schedule, rng: np.random.Generator, xp):
-    """Yield device index arrays, one per iteration (None for the full batch)."""
-    if schedule.batch_size is None:
-        while True:
-            yield None
-    while True:
-        order = xp.asarray(rng.permutation(m))  # one small host-to-device copy per epoch
-        for start in range(0, m, schedule.batch_size):
-            yield order[start : start + schedule.batch_size]
+
+class _Batches:
+    """Device index arrays per iteration; one shuffle and one small host-to-device copy per epoch."""
+
+    def __init__(self, m: int, schedule: Schedule, seed: int, xp):
+        self.m, self.schedule, self.seed, self.xp = m, schedule, seed, xp
+        self._epoch, self._order = None, None
+
+    def rows(self, iteration: int):
+        size = self.schedule.batch_size
+        if size is None:
+            return None
+        epoch, position = divmod(iteration - 1, self.schedule.batches_per_epoch(self.m))
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._order = self.xp.asarray(np.random.default_rng([self.seed, epoch]).permutation(self.m))
+        return self._order[position * size : (position + 1) * size]
 
 
 def train(
     network: Network,
+    optimizer: SGD,
     X,
     y,
     dev: tuple | None,
     schedule: Schedule,
-    rng: np.random.Generator,
+    seed: int,
+    progress: Progress | None = None,
     on_log: Callable[[dict], None] = lambda entry: None,
     on_step: Callable[[], None] = lambda: None,
-) -> Result:
-    """Train `network` on X (784 x m, on its device) and y (m labels, on its device).
+    save: Callable[[Progress], Path] | None = None,
+    stop_requested: Callable[[], bool] = lambda: False,
+) -> Progress:
+    """Train `network` on X (784 x m) and y (m labels), both on its device, from `progress` onwards.
 
-    dev: (X_dev, y_dev) evaluated at each logged iteration, or None. on_log receives each
-    history entry {iteration, train_loss, train_accuracy, dev_loss, dev_accuracy}; on_step is
-    called after every iteration (a progress bar). Training metrics at a logged iteration are the
-    means over the batches since the last log, each measured before its own update.
+    dev: (X_dev, y_dev) evaluated at each logged iteration, or None. on_log receives each history
+    entry {iteration, learning_rate, train_loss, train_accuracy, dev_loss, dev_accuracy}: training
+    metrics are the means over the batches since the last log, each measured before its update.
+    save(progress) writes a checkpoint and returns its path; it is called every save_every
+    iterations, at the end, and when stop_requested() turns true (then Interrupted is raised).
+    A non-finite or exploding loss raises Diverged before anything is saved from the bad state.
     """
     device = network.device
     m = X.shape[1]
     total = schedule.total_iterations(m)
-    result = Result(iterations=total)
-    batches = _batches(m, schedule, rng, device.xp)
-    loss_sum = correct_sum = 0.0  # device scalars between logs
-    seen = 0
+    progress = progress or Progress()
+    batches = _Batches(m, schedule, seed, device.xp)
+    last_saved: tuple[int, Path] | None = None
+
+    def checkpoint() -> None:
+        nonlocal last_saved
+        _guard(network, progress, lr, last_saved)
+        last_saved = (progress.iteration, save(progress))
+
     device.synchronize()
     started = time.perf_counter()
-    for iteration in range(1, total + 1):
-        rows = next(batches)
+    lr = schedule.alpha
+    while progress.iteration < total:
+        iteration = progress.iteration + 1
+        lr = learning_rate(schedule.lr_schedule, schedule.alpha, iteration, total)
+        rows = batches.rows(iteration)
         if rows is None:
             X_batch, y_batch = X, y
         else:  # gather whole samples: rows of the m x 784 array under the 784 x m view
             X_batch, y_batch = X.T[rows].T, y[rows]
-        batch_loss, batch_correct = network.step(X_batch, y_batch, schedule.alpha)
-        loss_sum, correct_sum, seen = loss_sum + batch_loss, correct_sum + batch_correct, seen + y_batch.shape[0]
-        result.samples += y_batch.shape[0]
+        batch_loss, batch_correct = network.gradients(X_batch, y_batch)
+        optimizer.step(lr)
+        progress.iteration = iteration
+        progress.loss_sum += batch_loss  # device scalars until read
+        progress.correct_sum += batch_correct
+        progress.seen += y_batch.shape[0]
+        progress.samples += y_batch.shape[0]
         on_step()
-        if (schedule.log_interval and iteration % schedule.log_interval == 0) or iteration == total:
+        log_now = (schedule.log_interval and iteration % schedule.log_interval == 0) or iteration == total
+        save_now = (
+            save is not None and schedule.save_every and (iteration % schedule.save_every == 0 or iteration == total)
+        )
+        stop_now = stop_requested()
+        if log_now or save_now or stop_now:
             device.synchronize()
-            result.train_seconds += time.perf_counter() - started
-            entry = {
-                "iteration": iteration,
-                "train_loss": float(loss_sum) / seen,
-                "train_accuracy": float(correct_sum) / seen,
-            }
-            entry.update(_dev_metrics(network, dev))
-            result.history.append(entry)
-            on_log(entry)
-            loss_sum = correct_sum = 0.0
-            seen = 0
+            progress.train_seconds += time.perf_counter() - started
+            progress.loss_sum, progress.correct_sum = float(progress.loss_sum), float(progress.correct_sum)
+            if log_now:
+                _guard(network, progress, lr, last_saved)
+                entry = {
+                    "iteration": iteration,
+                    "learning_rate": lr,
+                    "train_loss": progress.loss_sum / progress.seen,
+                    "train_accuracy": progress.correct_sum / progress.seen,
+                    **_dev_metrics(network, dev),
+                }
+                progress.history.append(entry)
+                progress.loss_sum = progress.correct_sum = 0.0
+                progress.seen = 0
+                on_log(entry)
+            if save_now or (stop_now and save is not None):
+                checkpoint()
+            if stop_now:
+                where = f"; checkpoint saved to {last_saved[1]}" if save is not None else ""
+                raise Interrupted(f"interrupted after iteration {iteration}{where}")
             device.synchronize()
             started = time.perf_counter()
     train_loss, train_accuracy = network.evaluate(X, y)
-    result.final = {"train_loss": train_loss, "train_accuracy": train_accuracy, **_dev_metrics(network, dev)}
-    return result
+    progress.final = {"train_loss": train_loss, "train_accuracy": train_accuracy, **_dev_metrics(network, dev)}
+    return progress
+
+
+def _guard(network: Network, progress: Progress, lr: float, last_saved) -> None:
+    """Raise Diverged if the loss since the last log, or any parameter, is non-finite or exploding."""
+    loss = progress.loss_sum / progress.seen if progress.seen else 0.0
+    finite = math.isfinite(loss) and bool(network.device.xp.isfinite(network.flat).all())  # host sync
+    if finite and loss <= EXPLODING_LOSS:
+        return
+    if last_saved is None:
+        kept = "no checkpoint was saved (use --save-every N to keep one)"
+    else:
+        kept = f"the last good checkpoint, from iteration {last_saved[0]}, is {last_saved[1]}"
+    raise Diverged(
+        f"training diverged at iteration {progress.iteration}: train loss {loss:.4g} at learning rate {lr:g}; "
+        f"lower --alpha (try {lr / 10:g}); {kept}"
+    )
 
 
 def _dev_metrics(network: Network, dev) -> dict:

@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from nn_gpu.data import load_dataset, to_inputs  # noqa: E402
 from nn_gpu.device import cpu_device, gpu_unavailable_reason, resolve_device  # noqa: E402
 from nn_gpu.model import Architecture, Network, init_parameters  # noqa: E402
+from nn_gpu.optim import SGD  # noqa: E402
 
 
 def synthetic_digits(m: int, seed: int = 0):
@@ -97,15 +98,17 @@ class NNGpu:
         self.device = device
         arch = Architecture(hidden, "float32")
         self.network = Network(arch, device, init_parameters(arch, "he", np.random.default_rng(0)))
+        self.optimizer = SGD(self.network)
         self.X = to_inputs(images, device, "float32")
         self.y = device.to_device(labels.astype(np.int32))
         self.alpha = alpha
 
     def step(self, rows=None):
         if rows is None:
-            self.network.step(self.X, self.y, self.alpha)
+            self.network.gradients(self.X, self.y)
         else:
-            self.network.step(self.X.T[rows].T, self.y[rows], self.alpha)
+            self.network.gradients(self.X.T[rows].T, self.y[rows])
+        self.optimizer.step(self.alpha)
 
     def synchronize(self):
         self.device.synchronize()

@@ -14,6 +14,7 @@ from conftest import synthetic_digits, write_kaggle_csv
 from nn_gpu.data import to_inputs
 from nn_gpu.model import Architecture, Network, init_parameters
 from nn_gpu.ops import REFERENCE_OPS
+from nn_gpu.optim import SGD
 from nn_gpu.training import Schedule, train
 
 pytestmark = pytest.mark.gpu
@@ -81,8 +82,10 @@ def train_on(device, dtype, batch_size, images, labels):
     arch = Architecture((32,), dtype)
     rng = np.random.default_rng(0)
     network = Network(arch, device, init_parameters(arch, "he", rng))
+    optimizer = SGD(network, momentum=0.9, weight_decay=1e-3)
     X, y = to_inputs(images, device, dtype), device.to_device(labels.astype(np.int32))
-    result = train(network, X, y, None, Schedule(alpha=0.1, iterations=50, batch_size=batch_size, log_interval=10), rng)
+    schedule = Schedule(alpha=0.05, iterations=50, batch_size=batch_size, log_interval=10, lr_schedule="cosine")
+    result = train(network, optimizer, X, y, None, schedule, seed=0)
     return [device.to_host(p) for p in network.params], result
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from nn_gpu.model import Architecture, Network, init_parameters
+from nn_gpu.optim import SGD
 
 
 def make_network(cpu, hidden, m, seed=0, dtype="float64"):
@@ -45,10 +46,11 @@ def finite_difference(network, X, y, p, eps=1e-6):
     return grad
 
 
-@pytest.mark.parametrize(("hidden", "m"), [((10,), 1), ((10,), 16), ((7,), 33), ((5, 4), 9)])
+@pytest.mark.parametrize(("hidden", "m"), [((10,), 1), ((10,), 16), ((7,), 33), ((5, 4), 9), ((6, 5, 4), 12)])
 def test_gradients_match_finite_differences(cpu, hidden, m):
     network, X, y = make_network(cpu, hidden, m)
-    grads, _, _ = network.gradients(X, y)
+    network.gradients(X, y)
+    grads = [g.copy() for g in network.grads]
     rng = np.random.default_rng(1)
     for p, dp in zip(network.params, grads):
         assert dp.shape == p.shape and dp.dtype == p.dtype
@@ -68,7 +70,8 @@ def test_gradients_match_finite_differences(cpu, hidden, m):
 
 def test_db_is_a_per_unit_sum_not_the_notebooks_scalar(cpu):
     network, X, y = make_network(cpu, (10,), 32)
-    grads, _, _ = network.gradients(X, y)
+    network.gradients(X, y)
+    grads = network.grads
     db2_numeric = finite_difference(network, X, y, network.b[1])
     np.testing.assert_allclose(grads[3], db2_numeric, rtol=1e-6, atol=1e-9)
     # The notebook's db2 = np.sum(dZ2) / m adds every unit together into one scalar, which is 0 here
@@ -95,17 +98,24 @@ def test_init_shapes_follow_the_brief():
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_step_is_gradient_descent_and_keeps_dtype(cpu, dtype):
+def test_gradient_descent_step_keeps_dtype_and_goes_downhill(cpu, dtype):
     network, X, y = make_network(cpu, (10,), 20, dtype=dtype)
     X = X.astype(dtype)
     before = [p.copy() for p in network.params]
-    grads, loss_sum, correct_sum = network.gradients(X, y)
-    step_loss, step_correct = network.step(X, y, 0.01)
-    assert step_loss == loss_sum and step_correct == correct_sum
+    loss_sum, _ = network.gradients(X, y)
+    grads = [g.copy() for g in network.grads]
+    SGD(network).step(0.01)
     for p, p0, dp in zip(network.params, before, grads):
         assert p.dtype == dtype
         np.testing.assert_allclose(p, p0 - 0.01 * dp, rtol=1e-6)
     assert mean_loss(network, X, y) < loss_sum / 20  # a small step downhill lowers the loss
+
+
+def test_parameters_and_gradients_are_views_of_one_flat_buffer(cpu):
+    network, X, y = make_network(cpu, (6, 5), 8)
+    assert all(np.shares_memory(p, network.flat) for p in network.params)
+    assert all(np.shares_memory(g, network.flat_grad) for g in network.grads)
+    assert network.flat.size == sum(p.size for p in network.params) == 784 * 6 + 6 + 6 * 5 + 5 + 5 * 10 + 10
 
 
 def test_evaluate_in_batches_equals_one_batch(cpu):
