@@ -183,7 +183,11 @@ def train(
             if save_now or (stop_now and save is not None):
                 checkpoint()
             if stop_now:
-                where = f"; checkpoint saved to {last_saved[1]}" if save is not None else ""
+                where = (
+                    f"; checkpoint saved to {last_saved[1]}; continue with --resume {last_saved[1].parent}"
+                    if save
+                    else ""
+                )
                 raise Interrupted(f"interrupted after iteration {iteration}{where}")
             device.synchronize()
             started = time.perf_counter()

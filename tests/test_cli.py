@@ -79,7 +79,14 @@ def test_default_run_writes_model_and_metrics(tmp_path):
     )
     assert set(metrics["final"]) == {"train_accuracy", "dev_accuracy", "train_loss", "dev_loss"}
     assert [h["iteration"] for h in metrics["history"]] == [10, 20, 30]
-    assert set(metrics["history"][0]) == {"iteration", "learning_rate", "train_accuracy", "dev_accuracy", "train_loss", "dev_loss"}
+    assert set(metrics["history"][0]) == {
+        "iteration",
+        "learning_rate",
+        "train_accuracy",
+        "dev_accuracy",
+        "train_loss",
+        "dev_loss",
+    }
     assert metrics["history"][-1]["train_loss"] < metrics["history"][0]["train_loss"]
     assert (tmp_path / "out" / "model.npz").is_file()
 

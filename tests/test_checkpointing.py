@@ -1,0 +1,181 @@
+"""Long runs made safe: resume equals never stopping, Ctrl-C, kill -9, damaged checkpoints, divergence."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import synthetic_digits, write_kaggle_csv
+from nn_gpu import cli
+from nn_gpu.checkpoint import load_checkpoint, load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def train_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "train.csv"
+    images, labels = synthetic_digits(600, seed=12)
+    write_kaggle_csv(path, images, labels)
+    return path
+
+
+def run_args(train_csv, out, *extra):
+    return [
+        "--device", "cpu", "--data", str(train_csv), "--dev-size", "100", "--hidden", "16,12", "--dtype", "float64",
+        "--batch-size", "64", "--epochs", "4", "--momentum", "0.9", "--weight-decay", "1e-4", "--lr-schedule", "cosine",
+        "--alpha", "0.05", "--log-interval", "5", "--quiet", "--output-dir", str(out), *extra,
+    ]  # fmt: skip
+
+
+def model_arrays(path):
+    with np.load(path) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def test_resume_after_ctrl_c_ends_bit_identical_to_an_uninterrupted_run(tmp_path, train_csv, monkeypatch, capsys):
+    assert cli.train_main(run_args(train_csv, tmp_path / "whole")) == 0
+    real_train = cli.train
+
+    def train_then_ctrl_c(*args, on_step, **kwargs):
+        steps = []
+
+        def step():
+            on_step()
+            steps.append(1)
+            if len(steps) == 17:  # mid-epoch (8 batches an epoch), between two logs
+                os.kill(os.getpid(), signal.SIGINT)
+
+        return real_train(*args, on_step=step, **kwargs)
+
+    monkeypatch.setattr(cli, "train", train_then_ctrl_c)
+    assert cli.train_main(run_args(train_csv, tmp_path / "stopped")) == 130
+    err = capsys.readouterr().err
+    checkpoint = tmp_path / "stopped" / "checkpoint.npz"
+    assert (
+        err
+        == f"error: interrupted after iteration 17; checkpoint saved to {checkpoint}; continue with --resume {checkpoint.parent}\n"
+    )
+    assert load_checkpoint(checkpoint)[3].iteration == 17
+    assert not (tmp_path / "stopped" / "model.npz").exists()
+
+    monkeypatch.setattr(cli, "train", real_train)
+    assert cli.train_main(["--device", "cpu", "--quiet", "--resume", str(tmp_path / "stopped")]) == 0
+    whole, resumed = model_arrays(tmp_path / "whole" / "model.npz"), model_arrays(tmp_path / "stopped" / "model.npz")
+    for key in whole:
+        np.testing.assert_array_equal(resumed[key], whole[key], err_msg=key)  # bit for bit
+    metrics = [json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("whole", "stopped")]
+    assert [h["train_loss"] for h in metrics[1]["history"]] == [h["train_loss"] for h in metrics[0]["history"]]
+    assert metrics[1]["final"] == metrics[0]["final"]
+
+
+def start(args):
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def long_run(train_csv, out):
+    return run_args(train_csv, out, "--epochs", "100000", "--save-every", "1", "--hidden", "64")
+
+
+def wait_for(path, process, after_ns=0, seconds=30):
+    """Wait until `process` has written `path` (later than after_ns, by modification time)."""
+    deadline = time.monotonic() + seconds
+    while not (path.exists() and path.stat().st_mtime_ns > after_ns):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+
+
+def test_sigint_from_outside_saves_and_exits_130(tmp_path, train_csv):
+    process = start(long_run(train_csv, tmp_path))
+    wait_for(tmp_path / "checkpoint.npz", process)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert err.startswith("error: interrupted after iteration ") and err.count("\n") == 1
+    assert load_checkpoint(tmp_path / "checkpoint.npz")[3].iteration == int(err.split()[4].rstrip(";"))
+
+
+def test_kill_9_at_random_moments_never_breaks_the_checkpoint(tmp_path, train_csv):
+    rng = random.Random(0)
+    checkpoint = tmp_path / "checkpoint.npz"
+    loaded = []
+    for _ in range(8):
+        before = checkpoint.stat().st_mtime_ns if checkpoint.exists() else 0
+        process = start(long_run(train_csv, tmp_path))
+        wait_for(checkpoint, process, after_ns=before)  # this run is saving now
+        time.sleep(rng.uniform(0.0, 0.4))  # saves happen every iteration: land anywhere in one
+        process.kill()
+        process.communicate()
+        loaded.append(load_checkpoint(checkpoint)[3].iteration)  # raises if damaged
+    assert len(loaded) == 8 and max(loaded) > 0
+    leftovers = {p.name for p in tmp_path.iterdir()} - {"checkpoint.npz", ".checkpoint.npz.tmp"}
+    assert leftovers == set()  # at most the one fixed temporary name, replaced by the next save
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["truncate", "pickle", "object-array", "extra-key", "wrong-shape", "bad-json"],
+)
+def test_damaged_checkpoint_is_refused_with_one_line(tmp_path, train_csv, damage, capsys):
+    out = tmp_path / "run"
+    assert cli.train_main(run_args(train_csv, out, "--save-every", "10", "--epochs", "1")) == 0
+    path = out / "checkpoint.npz"
+    arrays = model_arrays(path)
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:500])
+    elif damage == "pickle":
+        with open(path, "wb") as f:
+            np.save(f, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    else:
+        if damage == "object-array":
+            arrays["velocity"] = np.array([object()], dtype=object)
+        elif damage == "extra-key":
+            arrays["surprise"] = np.zeros(2)
+        elif damage == "wrong-shape":
+            arrays["W2"] = arrays["W2"][:, :3]
+        elif damage == "bad-json":
+            arrays["progress"] = np.array("{not json")
+        with open(path, "wb") as f:
+            np.savez(f, **arrays, allow_pickle=damage == "object-array")
+    capsys.readouterr()
+    assert cli.train_main(["--device", "cpu", "--resume", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: ") and err.count("\n") == 1
+
+
+def test_divergence_stops_with_exit_3_and_keeps_the_last_good_checkpoint(tmp_path, train_csv, capsys):
+    args = run_args(train_csv, tmp_path, "--alpha", "1000", "--momentum", "0", "--lr-schedule", "constant")
+    args += ["--save-every", "1", "--log-interval", "1", "--hidden", "32"]
+    assert cli.train_main(args) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("error: training diverged at iteration ") and "learning rate 1000" in err
+    assert "lower --alpha (try 100)" in err and err.count("\n") == 1
+    iteration = int(err.split("iteration ")[1].split(":")[0])
+    assert f"the last good checkpoint, from iteration {iteration - 1}, is {tmp_path / 'checkpoint.npz'}" in err
+    arch, params, *_ = load_checkpoint(tmp_path / "checkpoint.npz")
+    assert all(np.isfinite(p).all() for p in params)
+    assert not (tmp_path / "model.npz").exists()
+
+
+def test_model_file_is_not_a_checkpoint_and_back(tmp_path, train_csv):
+    out = tmp_path / "run"
+    assert cli.train_main(run_args(train_csv, out, "--save-every", "100", "--epochs", "1")) == 0
+    load_model(out / "model.npz")
+    with pytest.raises(Exception, match="missing \\['config', 'progress', 'velocity'\\]"):
+        load_checkpoint(out / "model.npz")
+    with pytest.raises(Exception, match="unexpected \\['config', 'progress', 'velocity'\\]"):
+        load_model(out / "checkpoint.npz")
