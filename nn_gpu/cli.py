@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nn_gpu import image, plots
 from nn_gpu.checkpoint import load_checkpoint, load_model, save_checkpoint, save_model
 from nn_gpu.data import SAMPLE, load_dataset, split_dev, to_inputs
 from nn_gpu.device import Device, gpu_unavailable_reason, out_of_memory_error, resolve_device
@@ -108,15 +109,16 @@ def predict_parser() -> argparse.ArgumentParser:
         prog="predict.py", description="Predict digits with a trained model and write a Kaggle submission."
     )
     p.add_argument("--model", type=Path, required=True, help="a model.npz written by train.py")
-    p.add_argument(
-        "--data", required=True, help="a Kaggle test.csv (or any CSV train.py reads; labels give an accuracy)"
-    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="a Kaggle test.csv, or any source train.py reads (labels give an accuracy)")
+    source.add_argument("--image", type=Path, help="a picture of one handwritten digit (PNG, JPEG, ...)")
     p.add_argument(
         "--out",
         type=Path,
         default=Path("submission.csv"),
         help="the ImageId,Label CSV to write (default submission.csv)",
     )
+    p.add_argument("--show", type=_count, default=0, metavar="N", help="print and draw the first N predictions")
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     return p
 
@@ -230,8 +232,37 @@ def train_command(argv: list[str] | None = None) -> int:
         "history": result.history,
     }
     write_text_atomically(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    print(_summary(metrics, output_dir))
+    pictures = _draw_run(output_dir, network, result.history, dev_set, dev)
+    print(_summary(metrics, output_dir, pictures))
     return 0
+
+
+def _draw_run(output_dir: Path, network: Network, history: list[dict], dev_set, dev) -> list[Path]:
+    """confusion_matrix.json, and the pictures of nn_gpu.plots when matplotlib is there; the paths written."""
+    written = []
+    if dev is not None:
+        probabilities = network.predict_proba(dev[0])  # 10 x m_dev
+        predictions, confidence = probabilities.argmax(axis=0), probabilities.max(axis=0)
+        counts = plots.confusion_counts(dev_set.labels, predictions)
+        summary = json.dumps(plots.confusion_summary(counts), indent=2) + "\n"
+        write_text_atomically(output_dir / "confusion_matrix.json", summary)
+        written.append(output_dir / "confusion_matrix.json")
+    plt = plots.load_pyplot()
+    if plt is None:
+        print(f"pictures skipped: matplotlib is not installed ({plots.PLOT_HINT})")
+        return written
+    plots.training_curves(plt, history, output_dir / "training_curves.png")
+    plots.weights(plt, network.device.to_host(network.W[0]), output_dir / "weights.png")
+    written += [output_dir / "training_curves.png", output_dir / "weights.png"]
+    if dev is not None:
+        plots.confusion_matrix(plt, counts, output_dir / "confusion_matrix.png")
+        n = min(32, len(dev_set))
+        labels = dev_set.labels[:n]
+        plots.predictions_grid(
+            plt, dev_set.images[:n], predictions[:n], confidence[:n], labels, output_dir / "predictions.png"
+        )
+        written += [output_dir / "confusion_matrix.png", output_dir / "predictions.png"]
+    return written
 
 
 def _train_with_progress(network, optimizer, X, y, dev, schedule, seed, progress, save, quiet):
@@ -273,7 +304,7 @@ def _log_line(entry: dict) -> str:
     )
 
 
-def _summary(metrics: dict, output_dir: Path) -> str:
+def _summary(metrics: dict, output_dir: Path, pictures: list[Path]) -> str:
     final = metrics["final"]
     dev = [e for e in metrics["history"] if e["dev_accuracy"] is not None]
     best = max(dev, key=lambda e: e["dev_accuracy"], default=None)
@@ -289,7 +320,8 @@ def _summary(metrics: dict, output_dir: Path) -> str:
         )
     if best is not None:
         lines.append(f"best dev accuracy {_percent(best['dev_accuracy'])} at iteration {best['iteration']}")
-    lines.append(f"wrote {output_dir / 'model.npz'} and {output_dir / 'metrics.json'}")
+    names = ", ".join(p.name for p in [output_dir / "model.npz", output_dir / "metrics.json", *pictures])
+    lines.append(f"wrote to {output_dir}: {names}")
     return "\n".join(lines)
 
 
@@ -297,16 +329,55 @@ def predict_command(argv: list[str] | None = None) -> int:
     args = predict_parser().parse_args(argv)
     arch, params = load_model(args.model)
     device = resolve_device(args.device)
+    network = Network(arch, device, params)
+    if args.image is not None:
+        return _predict_image(network, args.image)
     dataset = load_dataset(args.data)
     dataset = dataset.test or dataset  # a directory of IDX files: predict its t10k test set
-    network = Network(arch, device, params)
-    predictions = network.predict_proba(to_inputs(dataset.images, device, arch.dtype)).argmax(axis=0)
+    probabilities = network.predict_proba(to_inputs(dataset.images, device, arch.dtype))  # 10 x m
+    predictions = probabilities.argmax(axis=0)
     rows = "".join(f"{i},{label}\n" for i, label in enumerate(predictions, start=1))
     write_atomically(args.out, lambda f: f.write(("ImageId,Label\n" + rows).encode()))
     print(f"wrote {len(predictions)} predictions to {args.out} (device: {device.describe()})")
     if dataset.labels is not None:
         accuracy = float(np.mean(predictions == dataset.labels))
         print(f"accuracy: {_percent(accuracy)} ({int(np.sum(predictions == dataset.labels))} of {len(dataset)})")
+    if args.show:
+        _show(
+            dataset, predictions, probabilities.max(axis=0), args.show, args.out.with_name(args.out.stem + "_show.png")
+        )
+    return 0
+
+
+def _show(dataset, predictions, confidence, n: int, path: Path) -> None:
+    """Print the first n predictions with their probability, and draw them (the notebook's test_prediction)."""
+    n = min(n, len(predictions))
+    for k in range(n):
+        truth = "" if dataset.labels is None else f", true {dataset.labels[k]}"
+        print(f"image {k + 1}: predicted {predictions[k]} (probability {confidence[k]:.3f}){truth}")
+    plt = plots.load_pyplot()
+    if plt is None:
+        print(f"picture skipped: matplotlib is not installed ({plots.PLOT_HINT})")
+        return
+    labels = None if dataset.labels is None else dataset.labels[:n]
+    plots.predictions_grid(plt, dataset.images[:n], predictions[:n], confidence[:n], labels, path)
+    print(f"wrote {path}")
+
+
+def _predict_image(network: Network, path: Path) -> int:
+    """Predict one picture of a digit, made MNIST-like (nn_gpu.image); save what the network saw."""
+    try:
+        digit = image.preprocess(image.load_grayscale(path))
+    except ValueError as error:
+        raise DataError(f"{path}: {error}") from None
+    X = to_inputs(digit.reshape(1, 784), network.device, network.arch.dtype)
+    probabilities = network.predict_proba(X)[:, 0]
+    top = np.argsort(probabilities)[::-1][:3]
+    print(f"{path}: the digit is {top[0]}")
+    print("top 3: " + ", ".join(f"{k} ({probabilities[k]:.3f})" for k in top))
+    seen = path.with_name(path.stem + "_28x28.png")
+    image.save_digit(digit, seen)
+    print(f"wrote {seen}: what the network saw (28 x 28, light on dark, centred by mass)")
     return 0
 
 

@@ -117,13 +117,13 @@ class NNGpu:
 class Torch:
     """PyTorch written as a PyTorch user would: nn.Sequential, CrossEntropyLoss, autograd, optim.SGD."""
 
-    def __init__(self, device_name, images, labels, hidden, alpha=0.1):
+    def __init__(self, device_name, images, labels, hidden, alpha=0.1, seed=0):
         import torch
 
         self.torch = torch
         self.name = f"torch-{device_name}"
         self.device = torch.device("cuda" if device_name == "gpu" else "cpu")
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         sizes = (784, *hidden, 10)
         layers = []
         for n_in, n_out in zip(sizes[:-1], sizes[1:]):
@@ -131,7 +131,7 @@ class Torch:
         self.model = torch.nn.Sequential(*layers[:-1]).to(self.device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=alpha)
         self.loss = torch.nn.CrossEntropyLoss()
-        self.X = torch.from_numpy(images).to(self.device).float() / 255  # m x 784
+        self.X = torch.tensor(images, device=self.device).float() / 255  # m x 784 (a copy: images may be read-only)
         self.y = torch.from_numpy(labels.astype(np.int64)).to(self.device)
 
     def step(self, rows=None):
@@ -270,6 +270,69 @@ def bench_csv_load(rows=42000):
     return {"workload": "load train.csv", "rows": rows, "file_mb": size_mb, "seconds": statistics.median(times)}
 
 
+def accuracy_run(impl: str, hidden, train_set, test_set, seed, epochs=10, batch_size=128, alpha=0.05, momentum=0.9):
+    """Train `impl` ("nn_gpu-cpu" or "torch-cpu") with mini-batch SGD and momentum; test accuracy and seconds.
+
+    Both see the same batches: epoch e's shuffle comes from (seed, e), as in nn_gpu.training.
+    """
+    m = len(train_set)
+    started = time.perf_counter()
+    if impl == "nn_gpu-cpu":
+        from nn_gpu.training import Schedule, train
+
+        device = cpu_device()
+        arch = Architecture(tuple(hidden), "float32")
+        network = Network(arch, device, init_parameters(arch, "he", np.random.default_rng(seed)))
+        X, y = to_inputs(train_set.images, device, "float32"), train_set.labels.astype(np.int32)
+        schedule = Schedule(alpha=alpha, epochs=epochs, batch_size=batch_size, log_interval=0)
+        train(network, SGD(network, momentum=momentum), X, y, None, schedule, seed=seed)
+        seconds = time.perf_counter() - started
+        _, accuracy = network.evaluate(to_inputs(test_set.images, device, "float32"), test_set.labels.astype(np.int32))
+        return accuracy, seconds
+    torch_impl = Torch("cpu", train_set.images, train_set.labels, tuple(hidden), alpha, seed)
+    torch_impl.optimizer = torch_impl.torch.optim.SGD(torch_impl.model.parameters(), lr=alpha, momentum=momentum)
+    for epoch in range(epochs):
+        order = np.random.default_rng([seed, epoch]).permutation(m)
+        for start in range(0, m, batch_size):
+            torch_impl.step(torch_impl.torch.from_numpy(order[start : start + batch_size]))
+    seconds = time.perf_counter() - started
+    with torch_impl.torch.no_grad():
+        logits = torch_impl.model(torch_impl.torch.tensor(test_set.images).float() / 255)
+    accuracy = float((logits.argmax(dim=1).numpy() == test_set.labels).mean())
+    return accuracy, seconds
+
+
+def accuracy_benchmark(seeds=(0, 1, 2)) -> list[dict]:
+    """Test accuracy and CPU time of nn_gpu and PyTorch: hidden 128 and 256,128, 10 epochs, batch 128,
+    alpha 0.05, momentum 0.9, over several seeds."""
+    from nn_gpu.data import split_dev
+
+    sources = {"sample (4,000 train / 1,000 test)": split_dev(load_dataset("sample"), 1000, np.random.default_rng(0))}
+    fashion = Path("/usr/share/datasets/fashion-mnist")
+    if fashion.is_dir():
+        full = load_dataset(fashion)
+        sources["fashion-mnist (60,000 / 10,000 t10k)"] = (full, full.test)
+    print("| data | hidden | impl | mean test accuracy | per seed | mean seconds |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    rows = []
+    impls = ("nn_gpu-cpu", "torch-cpu") if torch_available("cpu") else ("nn_gpu-cpu",)
+    for name, (train_set, test_set) in sources.items():
+        for hidden in ((128,), (256, 128)):
+            for impl in impls:
+                runs = [accuracy_run(impl, hidden, train_set, test_set, seed) for seed in seeds]
+                accuracies, times = zip(*runs)
+                row = {"workload": "accuracy", "data": name, "hidden": list(hidden), "impl": impl, "seeds": list(seeds)}
+                row.update(test_accuracies=list(accuracies), mean_test_accuracy=float(np.mean(accuracies)))
+                row.update(mean_seconds=float(np.mean(times)))
+                rows.append(row)
+                print(
+                    f"| {name} | {','.join(map(str, hidden))} | {impl} | {row['mean_test_accuracy']:.4f} | "
+                    f"{' '.join(f'{a:.4f}' for a in accuracies)} | {row['mean_seconds']:.2f} |",
+                    flush=True,
+                )
+    return rows
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -309,12 +372,20 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--skip-load", action="store_true", help="skip the CSV loading benchmark")
+    parser.add_argument(
+        "--accuracy", action="store_true", help="only the accuracy comparison with PyTorch (CPU, minutes)"
+    )
     args = parser.parse_args(argv)
     gpu_reason = gpu_unavailable_reason()
     devices = {"cpu": ["cpu"], "gpu": ["gpu"], "auto": ["cpu"] + ([] if gpu_reason else ["gpu"])}[args.device]
     if args.device == "gpu" and gpu_reason:
         print(f"error: --device gpu: {gpu_reason}", file=sys.stderr)
         return 2
+    if args.accuracy:
+        rows = accuracy_benchmark()
+        if args.json:
+            args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")
+        return 0
     steps, repeats = (3, 3) if args.quick else (10, 7)
     rows = []
     rows += run_training(devices, 41000, (10,), None, steps, repeats, "notebook job")

@@ -1,0 +1,78 @@
+"""Your own handwriting, made to look like an MNIST digit.
+
+MNIST's digits are light strokes on a black background, scaled to fit a 20 x 20 box and placed in a
+28 x 28 image so that their centre of mass sits at the centre. `preprocess` does the same to any
+picture (Pillow, in the optional extra `plot`):
+
+1. grayscale, with any transparency composited onto white;
+2. polarity: if the border is brighter than the middle on average (dark ink on light paper), invert;
+3. crop to the bounding box of the ink (pixels above a fifth of the brightest);
+4. scale the longer side to 20 pixels, keeping the aspect ratio (antialiased);
+5. paste into a black 28 x 28 image with the centre of mass at (14, 14), rounded to whole pixels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from nn_gpu.errors import DataError
+from nn_gpu.plots import PLOT_HINT
+
+
+def load_grayscale(path: Path) -> np.ndarray:
+    """The picture at `path` as a 2-D uint8 array, transparency composited onto white."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise DataError(f"{path}: reading images needs Pillow: {PLOT_HINT}") from None
+    try:
+        with Image.open(path) as picture:
+            picture.load()
+            if picture.mode in ("RGBA", "LA", "P"):
+                picture = picture.convert("RGBA")
+                white = Image.new("RGBA", picture.size, (255, 255, 255, 255))
+                picture = Image.alpha_composite(white, picture)
+            return np.asarray(picture.convert("L"), dtype=np.uint8).copy()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise DataError(f"{path}: not a readable image ({' '.join(str(error).split())})") from None
+
+
+def preprocess(gray: np.ndarray) -> np.ndarray:
+    """A 28 x 28 uint8 MNIST-like digit from a 2-D grayscale picture (see the module docstring)."""
+    from PIL import Image
+
+    gray = gray.astype(np.float64)
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    if border.mean() > gray.mean():  # dark ink on light paper
+        gray = 255 - gray
+    gray -= gray.min()
+    if gray.max() <= 0:
+        raise ValueError("the picture is blank: no ink to find")
+    rows, columns = np.nonzero(gray > 0.2 * gray.max())
+    ink = gray[rows.min() : rows.max() + 1, columns.min() : columns.max() + 1]
+    ink = ink * (255 / ink.max())
+    height, width = ink.shape
+    scale = 20 / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = np.asarray(Image.fromarray(ink.astype(np.uint8)).resize(size, Image.Resampling.LANCZOS), dtype=np.float64)
+    total = small.sum()
+    centre_row = (small.sum(axis=1) * np.arange(small.shape[0])).sum() / total
+    centre_column = (small.sum(axis=0) * np.arange(small.shape[1])).sum() / total
+    top = int(np.clip(round(14 - centre_row), 0, 28 - small.shape[0]))
+    left = int(np.clip(round(14 - centre_column), 0, 28 - small.shape[1]))
+    digit = np.zeros((28, 28), dtype=np.float64)
+    digit[top : top + small.shape[0], left : left + small.shape[1]] = small
+    return np.clip(digit, 0, 255).astype(np.uint8)
+
+
+def save_digit(digit: np.ndarray, path: Path) -> None:
+    """Write a 28 x 28 uint8 digit as a PNG, to show what the network saw."""
+    from PIL import Image
+
+    from nn_gpu.files import write_atomically
+
+    write_atomically(path, lambda f: Image.fromarray(digit).save(f, format="PNG"))

