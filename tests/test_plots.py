@@ -52,24 +52,8 @@ def test_training_without_matplotlib_still_succeeds_and_says_so(tmp_path, monkey
     images, labels = synthetic_digits(300)
     write_kaggle_csv(tmp_path / "train.csv", images, labels)
     out = tmp_path / "run"
-    assert (
-        train_main(
-            [
-                "--device",
-                "cpu",
-                "--data",
-                str(tmp_path / "train.csv"),
-                "--dev-size",
-                "50",
-                "--iterations",
-                "5",
-                "--quiet",
-                "--output-dir",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    args = ["--data", str(tmp_path / "train.csv"), "--output-dir", str(out)]
+    assert train_main([*args, *"--device cpu --dev-size 50 --iterations 5 --quiet".split()]) == 0
     printed = capsys.readouterr().out
     assert printed.count("pictures skipped: matplotlib is not installed (pip install -e '.[plot]')") == 1
     assert sorted(p.name for p in out.iterdir()) == ["confusion_matrix.json", "metrics.json", "model.npz"]
@@ -79,23 +63,8 @@ def test_show_prints_and_draws_predictions(trained, tmp_path, capsys):
     images, labels = synthetic_digits(20)
     write_kaggle_csv(tmp_path / "test.csv", images, labels)
     out = tmp_path / "submission.csv"
-    assert (
-        predict_main(
-            [
-                "--model",
-                str(trained / "model.npz"),
-                "--data",
-                str(tmp_path / "test.csv"),
-                "--out",
-                str(out),
-                "--show",
-                "6",
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    args = ["--model", str(trained / "model.npz"), "--data", str(tmp_path / "test.csv"), "--out", str(out)]
+    assert predict_main([*args, "--show", "6", "--device", "cpu"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("image ")]
     assert len(lines) == 6 and lines[0].startswith("image 1: predicted ") and f"true {labels[0]}" in lines[0]
     submitted = [int(line.split(",")[1]) for line in out.read_text().splitlines()[1:7]]
