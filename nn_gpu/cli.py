@@ -1,7 +1,7 @@
-"""Command-line entry points: `train_main` (scripts/train.py) and `predict_main` (scripts/predict.py).
+"""The command line of scripts/train.py (`train_main`), and what it shares with scripts/predict.py.
 
-Every error a user can cause ends as one line on stderr and exit code 2 (see nn_gpu.errors);
-Ctrl-C ends with exit code 130.
+Every error a user can cause ends as one line on stderr and exit code 2 (see nn_gpu.errors); a
+diverged run ends with exit code 3, Ctrl-C with 130.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from nn_gpu import image, plots
-from nn_gpu.checkpoint import load_checkpoint, load_model, save_checkpoint, save_model
+from nn_gpu import plots
+from nn_gpu.checkpoint import load_checkpoint, save_checkpoint, save_model
 from nn_gpu.data import SAMPLE, load_dataset, split_dev, to_inputs
 from nn_gpu.device import Device, gpu_unavailable_reason, out_of_memory_error, resolve_device
 from nn_gpu.download import REMOTES
 from nn_gpu.errors import DataError, NNGpuError
-from nn_gpu.files import write_atomically, write_text_atomically
+from nn_gpu.files import write_text_atomically
 from nn_gpu.model import INITS, Architecture, Network, init_parameters
 from nn_gpu.optim import SCHEDULES, SGD
 from nn_gpu.training import Schedule, train
@@ -38,7 +38,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _count(text: str) -> int:
+def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
@@ -77,7 +77,7 @@ def train_parser() -> argparse.ArgumentParser:
         default=1000,
         help="images held out for the dev set after a seeded shuffle (default 1000)",
     )
-    p.add_argument("--seed", type=_count, default=0, help="same seed, same device: same result (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="same seed, same device: same result (default 0)")
     p.add_argument("--hidden", type=_widths, default=(10,), help="hidden layer widths, e.g. 10 or 256,128 (default 10)")
     p.add_argument("--alpha", "--lr", type=float, default=0.10, help="learning rate (default 0.10)")
     length = p.add_mutually_exclusive_group()
@@ -90,7 +90,10 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay added to each gradient (default 0)")
     p.add_argument("--lr-schedule", choices=SCHEDULES, default="constant", help="constant (default), step or cosine")
     p.add_argument(
-        "--save-every", type=_count, default=0, help="save DIR/checkpoint.npz every N iterations (default 0: off)"
+        "--save-every",
+        type=non_negative_int,
+        default=0,
+        help="save DIR/checkpoint.npz every N iterations (default 0: off)",
     )
     p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run saved in DIR/checkpoint.npz")
     p.add_argument(
@@ -101,25 +104,6 @@ def train_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
     p.add_argument("--output-dir", type=Path, help="where model.npz and metrics.json go (default runs/<timestamp>)")
-    return p
-
-
-def predict_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="predict.py", description="Predict digits with a trained model and write a Kaggle submission."
-    )
-    p.add_argument("--model", type=Path, required=True, help="a model.npz written by train.py")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", help="a Kaggle test.csv, or any source train.py reads (labels give an accuracy)")
-    source.add_argument("--image", type=Path, help="a picture of one handwritten digit (PNG, JPEG, ...)")
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=Path("submission.csv"),
-        help="the ImageId,Label CSV to write (default submission.csv)",
-    )
-    p.add_argument("--show", type=_count, default=0, metavar="N", help="print and draw the first N predictions")
-    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     return p
 
 
@@ -293,14 +277,14 @@ def _train_with_progress(network, optimizer, X, y, dev, schedule, seed, progress
         signal.signal(signal.SIGINT, previous)
 
 
-def _percent(value) -> str:
+def percent(value) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
 def _log_line(entry: dict) -> str:
     return (
         f"iteration {entry['iteration']:>6}  train loss {entry['train_loss']:.4f}  "
-        f"train acc {_percent(entry['train_accuracy'])}  dev acc {_percent(entry['dev_accuracy'])}"
+        f"train acc {percent(entry['train_accuracy'])}  dev acc {percent(entry['dev_accuracy'])}"
     )
 
 
@@ -311,81 +295,20 @@ def _summary(metrics: dict, output_dir: Path, pictures: list[Path]) -> str:
     lines = [
         f"done: {metrics['iterations']} iterations in {metrics['train_seconds']:.2f} s on {metrics['device_description']} "
         f"({metrics['samples_per_second']:,.0f} samples/s)",
-        f"final: train accuracy {_percent(final['train_accuracy'])}, dev accuracy {_percent(final['dev_accuracy'])}, "
+        f"final: train accuracy {percent(final['train_accuracy'])}, dev accuracy {percent(final['dev_accuracy'])}, "
         f"train loss {final['train_loss']:.4f}",
     ]
     if "test_accuracy" in final:
         lines.append(
-            f"test accuracy {_percent(final['test_accuracy'])} (the held-out t10k set), test loss {final['test_loss']:.4f}"
+            f"test accuracy {percent(final['test_accuracy'])} (the held-out t10k set), test loss {final['test_loss']:.4f}"
         )
     if best is not None:
-        lines.append(f"best dev accuracy {_percent(best['dev_accuracy'])} at iteration {best['iteration']}")
+        lines.append(f"best dev accuracy {percent(best['dev_accuracy'])} at iteration {best['iteration']}")
     names = ", ".join(p.name for p in [output_dir / "model.npz", output_dir / "metrics.json", *pictures])
     lines.append(f"wrote to {output_dir}: {names}")
     return "\n".join(lines)
 
 
-def predict_command(argv: list[str] | None = None) -> int:
-    args = predict_parser().parse_args(argv)
-    arch, params = load_model(args.model)
-    device = resolve_device(args.device)
-    network = Network(arch, device, params)
-    if args.image is not None:
-        return _predict_image(network, args.image)
-    dataset = load_dataset(args.data)
-    dataset = dataset.test or dataset  # a directory of IDX files: predict its t10k test set
-    probabilities = network.predict_proba(to_inputs(dataset.images, device, arch.dtype))  # 10 x m
-    predictions = probabilities.argmax(axis=0)
-    rows = "".join(f"{i},{label}\n" for i, label in enumerate(predictions, start=1))
-    write_atomically(args.out, lambda f: f.write(("ImageId,Label\n" + rows).encode()))
-    print(f"wrote {len(predictions)} predictions to {args.out} (device: {device.describe()})")
-    if dataset.labels is not None:
-        accuracy = float(np.mean(predictions == dataset.labels))
-        print(f"accuracy: {_percent(accuracy)} ({int(np.sum(predictions == dataset.labels))} of {len(dataset)})")
-    if args.show:
-        _show(
-            dataset, predictions, probabilities.max(axis=0), args.show, args.out.with_name(args.out.stem + "_show.png")
-        )
-    return 0
-
-
-def _show(dataset, predictions, confidence, n: int, path: Path) -> None:
-    """Print the first n predictions with their probability, and draw them (the notebook's test_prediction)."""
-    n = min(n, len(predictions))
-    for k in range(n):
-        truth = "" if dataset.labels is None else f", true {dataset.labels[k]}"
-        print(f"image {k + 1}: predicted {predictions[k]} (probability {confidence[k]:.3f}){truth}")
-    plt = plots.load_pyplot()
-    if plt is None:
-        print(f"picture skipped: matplotlib is not installed ({plots.PLOT_HINT})")
-        return
-    labels = None if dataset.labels is None else dataset.labels[:n]
-    plots.predictions_grid(plt, dataset.images[:n], predictions[:n], confidence[:n], labels, path)
-    print(f"wrote {path}")
-
-
-def _predict_image(network: Network, path: Path) -> int:
-    """Predict one picture of a digit, made MNIST-like (nn_gpu.image); save what the network saw."""
-    try:
-        digit = image.preprocess(image.load_grayscale(path))
-    except ValueError as error:
-        raise DataError(f"{path}: {error}") from None
-    X = to_inputs(digit.reshape(1, 784), network.device, network.arch.dtype)
-    probabilities = network.predict_proba(X)[:, 0]
-    top = np.argsort(probabilities)[::-1][:3]
-    print(f"{path}: the digit is {top[0]}")
-    print("top 3: " + ", ".join(f"{k} ({probabilities[k]:.3f})" for k in top))
-    seen = path.with_name(path.stem + "_28x28.png")
-    image.save_digit(digit, seen)
-    print(f"wrote {seen}: what the network saw (28 x 28, light on dark, centred by mass)")
-    return 0
-
-
 def train_main(argv: list[str] | None = None) -> int:
     """`python scripts/train.py [flags]`: train and write model.npz and metrics.json."""
     return run_main(train_command, argv)
-
-
-def predict_main(argv: list[str] | None = None) -> int:
-    """`python scripts/predict.py --model M --data CSV --out submission.csv`."""
-    return run_main(predict_command, argv)

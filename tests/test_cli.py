@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import synthetic_digits, write_kaggle_csv
-from nn_gpu.cli import predict_main, train_main
+from nn_gpu.cli import train_main
 from nn_gpu.data import load_dataset
 from nn_gpu.device import gpu_unavailable_reason
+from nn_gpu.predict import predict_main
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_sample = pytest.mark.skipif(

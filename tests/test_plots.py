@@ -9,7 +9,8 @@ import pytest
 
 from conftest import synthetic_digits, write_kaggle_csv
 from nn_gpu import image
-from nn_gpu.cli import predict_main, train_main
+from nn_gpu.cli import train_main
+from nn_gpu.predict import predict_main
 
 PIL = pytest.importorskip("PIL", reason="Pillow is in the 'plot' extra")
 pytest.importorskip("matplotlib", reason="matplotlib is in the 'plot' extra")

@@ -1,0 +1,99 @@
+"""The command line of scripts/predict.py: a Kaggle submission, a gallery, or your own digit."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from nn_gpu import image, plots
+from nn_gpu.checkpoint import load_model
+from nn_gpu.cli import non_negative_int, percent, run_main
+from nn_gpu.data import load_dataset, to_inputs
+from nn_gpu.device import resolve_device
+from nn_gpu.errors import DataError
+from nn_gpu.files import write_atomically
+from nn_gpu.model import Network
+
+
+def predict_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="predict.py", description="Predict digits with a trained model and write a Kaggle submission."
+    )
+    p.add_argument("--model", type=Path, required=True, help="a model.npz written by train.py")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="a Kaggle test.csv, or any source train.py reads (labels give an accuracy)")
+    source.add_argument("--image", type=Path, help="a picture of one handwritten digit (PNG, JPEG, ...)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("submission.csv"),
+        help="the ImageId,Label CSV to write (default submission.csv)",
+    )
+    p.add_argument(
+        "--show", type=non_negative_int, default=0, metavar="N", help="print and draw the first N predictions"
+    )
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    return p
+
+
+def predict_command(argv: list[str] | None = None) -> int:
+    args = predict_parser().parse_args(argv)
+    arch, params = load_model(args.model)
+    device = resolve_device(args.device)
+    network = Network(arch, device, params)
+    if args.image is not None:
+        return _predict_image(network, args.image)
+    dataset = load_dataset(args.data)
+    dataset = dataset.test or dataset  # a directory of IDX files: predict its t10k test set
+    probabilities = network.predict_proba(to_inputs(dataset.images, device, arch.dtype))  # 10 x m
+    predictions = probabilities.argmax(axis=0)
+    rows = "".join(f"{i},{label}\n" for i, label in enumerate(predictions, start=1))
+    write_atomically(args.out, lambda f: f.write(("ImageId,Label\n" + rows).encode()))
+    print(f"wrote {len(predictions)} predictions to {args.out} (device: {device.describe()})")
+    if dataset.labels is not None:
+        accuracy = float(np.mean(predictions == dataset.labels))
+        print(f"accuracy: {percent(accuracy)} ({int(np.sum(predictions == dataset.labels))} of {len(dataset)})")
+    if args.show:
+        _show(
+            dataset, predictions, probabilities.max(axis=0), args.show, args.out.with_name(args.out.stem + "_show.png")
+        )
+    return 0
+
+
+def _show(dataset, predictions, confidence, n: int, path: Path) -> None:
+    """Print the first n predictions with their probability, and draw them (the notebook's test_prediction)."""
+    n = min(n, len(predictions))
+    for k in range(n):
+        truth = "" if dataset.labels is None else f", true {dataset.labels[k]}"
+        print(f"image {k + 1}: predicted {predictions[k]} (probability {confidence[k]:.3f}){truth}")
+    plt = plots.load_pyplot()
+    if plt is None:
+        print(f"picture skipped: matplotlib is not installed ({plots.PLOT_HINT})")
+        return
+    labels = None if dataset.labels is None else dataset.labels[:n]
+    plots.predictions_grid(plt, dataset.images[:n], predictions[:n], confidence[:n], labels, path)
+    print(f"wrote {path}")
+
+
+def _predict_image(network: Network, path: Path) -> int:
+    """Predict one picture of a digit, made MNIST-like (nn_gpu.image); save what the network saw."""
+    try:
+        digit = image.preprocess(image.load_grayscale(path))
+    except ValueError as error:
+        raise DataError(f"{path}: {error}") from None
+    X = to_inputs(digit.reshape(1, 784), network.device, network.arch.dtype)
+    probabilities = network.predict_proba(X)[:, 0]
+    top = np.argsort(probabilities)[::-1][:3]
+    print(f"{path}: the digit is {top[0]}")
+    print("top 3: " + ", ".join(f"{k} ({probabilities[k]:.3f})" for k in top))
+    seen = path.with_name(path.stem + "_28x28.png")
+    image.save_digit(digit, seen)
+    print(f"wrote {seen}: what the network saw (28 x 28, light on dark, centred by mass)")
+    return 0
+
+
+def predict_main(argv: list[str] | None = None) -> int:
+    """`python scripts/predict.py --model M --data CSV --out submission.csv`."""
+    return run_main(predict_command, argv)
