@@ -121,7 +121,8 @@ def _read_idx_directory(folder: Path, source: str) -> Dataset:
 
 
 def _open_text(path: Path):
-    return gzip.open(path, "rt") if path.suffix == ".gz" else open(path)
+    """The file as text, gunzipped when it ends in .gz; a UTF-8 byte-order mark is dropped."""
+    return gzip.open(path, "rt", encoding="utf-8-sig") if path.suffix == ".gz" else open(path, encoding="utf-8-sig")
 
 
 def _csv_layout(path: Path) -> tuple[int | None, bool]:
@@ -133,6 +134,9 @@ def _csv_layout(path: Path) -> tuple[int | None, bool]:
         raise DataError(f"{path}: cannot read as text ({error})") from None
     if not first.strip():
         raise DataError(f"{path}: file is empty")
+    for separator, name in ((";", "semicolons"), ("\t", "tabs")):
+        if separator in first and "," not in first:
+            raise DataError(f"{path}: line 1: columns are separated by {name}; expected commas")
     cells = [c.strip().strip('"') for c in first.strip().split(",")]
     pixels = [f"pixel{i}" for i in range(N_PIXELS)]
     if cells == ["label", *pixels]:
@@ -161,15 +165,20 @@ def _read_csv(path: Path, label_column: int | None, header: bool) -> Dataset:
     first_line = 2 if header else 1
     try:
         with pd.read_csv(
-            path, header=0 if header else None, chunksize=_CHUNK_ROWS, engine="c", skip_blank_lines=False
+            path,
+            header=0 if header else None,
+            chunksize=_CHUNK_ROWS,
+            engine="c",
+            skip_blank_lines=False,  # keep blank lines as rows, so that row numbers are line numbers
+            encoding="utf-8-sig",
         ) as chunks:
             for chunk in chunks:
-                values = _check_cells(path, chunk, n_columns, first_line)
+                values, lines = _check_cells(path, chunk, n_columns, first_line)
+                first_line += len(chunk)
                 if label_column is not None:
-                    labels.append(_check_range(path, values[:, label_column], N_CLASSES - 1, "label", first_line))
+                    labels.append(_check_range(path, values[:, label_column], N_CLASSES - 1, "label", lines))
                     values = np.delete(values, label_column, axis=1)
-                images.append(_check_range(path, values, 255, "pixel", first_line))
-                first_line += len(values)
+                images.append(_check_range(path, values, 255, "pixel", lines))
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file is empty") from None
     except pd.errors.ParserError as error:
@@ -189,25 +198,28 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
-def _check_cells(path: Path, chunk: pd.DataFrame, n_columns: int, first_line: int) -> np.ndarray:
-    """The chunk as int64 (or, where pandas saw other types, float64) whole numbers; DataError at
-    the first short row, empty, non-numeric, infinite or fractional cell."""
+def _check_cells(path: Path, chunk: pd.DataFrame, n_columns: int, first_line: int) -> tuple[np.ndarray, np.ndarray]:
+    """(values, line numbers): the chunk's rows as int64 (or, where pandas saw other types, float64)
+    whole numbers, blank lines dropped; DataError at the first short row, empty, non-numeric,
+    infinite or fractional cell."""
     if chunk.shape[1] != n_columns:
         raise DataError(f"{path}: {chunk.shape[1]} columns, expected {n_columns}")
+    lines = first_line + np.arange(len(chunk))
     if all(t == np.int64 for t in chunk.dtypes):  # the common case: every cell parsed as an integer
-        return chunk.to_numpy()
+        return chunk.to_numpy(), lines
     values = chunk.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    blank = chunk.isna().to_numpy().all(axis=1)  # an empty line
+    values, lines = values[~blank], lines[~blank]
     with np.errstate(invalid="ignore"):
         bad = ~np.isfinite(values) | (values % 1 != 0)
     if bad.any():
         row, column = np.argwhere(bad)[0]
-        line = first_line + row
-        cell = _raw_cell(path, line, column)
-        where = f"{path}: line {line}, column {column + 1}"
+        cell = _raw_cell(path, lines[row], column)
+        where = f"{path}: line {lines[row]}, column {column + 1}"
         if not cell:
             raise DataError(f"{where}: missing value (a short row or an empty cell)")
         raise DataError(f"{where}: {cell!r} is not a whole number")
-    return values
+    return values, lines
 
 
 def _raw_cell(path: Path, line: int, column: int) -> str:
@@ -220,14 +232,14 @@ def _raw_cell(path: Path, line: int, column: int) -> str:
     return ""
 
 
-def _check_range(path: Path, values: np.ndarray, largest: int, what: str, first_line: int) -> np.ndarray:
-    """values as uint8, or DataError naming the first one outside 0..largest."""
+def _check_range(path: Path, values: np.ndarray, largest: int, what: str, lines: np.ndarray) -> np.ndarray:
+    """values as uint8, or DataError naming the first one outside 0..largest and its line."""
     bad = (values < 0) | (values > largest)
     if bad.any():
         index = np.argwhere(bad)[0]
         value = values[tuple(index)]
         shown = int(value) if abs(value) < 1e15 else f"{value:g}"
-        raise DataError(f"{path}: line {first_line + index[0]}: {what} {shown} outside 0..{largest}")
+        raise DataError(f"{path}: line {lines[index[0]]}: {what} {shown} outside 0..{largest}")
     return values.astype(np.uint8)
 
 

@@ -102,6 +102,9 @@ GOOD = [3] + [0] * 784
         (kaggle_text([GOOD, GOOD[:-1] + ["1e400"]]), "line 3, column 785: '1e400' is not a whole number"),
         (kaggle_text([GOOD, GOOD + [7]]), "Expected 785 fields in line 3, saw 786"),
         (kaggle_text([]), "no images, only a header"),
+        (kaggle_text([GOOD]).replace(",", ";"), "line 1: columns are separated by semicolons; expected commas"),
+        (kaggle_text([GOOD]).replace(",", "\t"), "line 1: columns are separated by tabs; expected commas"),
+        (kaggle_text([GOOD]) + "\n" + kaggle_text([GOOD[:-1]], header=False), "line 4, column 785: missing value"),
     ],
 )
 def test_bad_csv_gets_one_line_naming_file_and_place(tmp_path, text, message):
@@ -113,6 +116,27 @@ def test_bad_csv_gets_one_line_naming_file_and_place(tmp_path, text, message):
     assert "\n" not in line
     assert line.startswith(str(path)), line
     assert message in line
+
+
+def test_excel_and_editor_habits_are_accepted(tmp_path):
+    """A byte-order mark, Windows line ends, blank lines and quoted header names."""
+    rows = [GOOD, [7] + [255] * 784]
+    text = kaggle_text(rows).replace("label,", '"label",', 1)
+    text = "\ufeff" + text.replace("\n", "\r\n", 2) + "\n\n"
+    lines = text.split("\n")
+    text = "\n".join([lines[0], lines[1], "", *lines[2:]])
+    path = tmp_path / "train.csv"
+    path.write_text(text, encoding="utf-8")
+    dataset = load_dataset(path)
+    np.testing.assert_array_equal(dataset.labels, [3, 7])
+    np.testing.assert_array_equal(dataset.images[1], 255)
+
+
+def test_line_numbers_stay_right_after_blank_lines(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text(kaggle_text([GOOD]) + "\n\n" + kaggle_text([[12] + GOOD[1:]], header=False))
+    with pytest.raises(DataError, match="line 5: label 12 outside 0..9"):
+        load_dataset(path)
 
 
 def test_missing_unreadable_and_directory_paths(tmp_path):
