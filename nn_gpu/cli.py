@@ -162,6 +162,13 @@ def train_command(argv: list[str] | None = None) -> int:
     print(f"device: {device.describe()}" + (f"; GPU not used: {fallback}" if fallback else ""))
     params = velocity = progress = None
     if args.resume:
+        defaults = train_parser().parse_args([])
+        changed = [
+            f"--{name.replace('_', '-')}" for name in RUN_SETTINGS if getattr(args, name) != getattr(defaults, name)
+        ]
+        if changed or args.output_dir or args.dry_run:
+            changed += ["--output-dir"] * bool(args.output_dir) + ["--dry-run"] * args.dry_run
+            raise NNGpuError(f"--resume continues a run with the settings saved in it; drop {', '.join(changed)}")
         output_dir = args.resume
         arch, params, velocity, progress, settings = load_checkpoint(output_dir / CHECKPOINT)
         _say(args.quiet, f"resuming {output_dir / CHECKPOINT} after iteration {progress.iteration}")

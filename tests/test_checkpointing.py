@@ -171,6 +171,13 @@ def test_divergence_stops_with_exit_3_and_keeps_the_last_good_checkpoint(tmp_pat
     assert not (tmp_path / "model.npz").exists()
 
 
+def test_resume_refuses_new_settings(tmp_path, capsys):
+    assert cli.train_main(["--resume", str(tmp_path), "--iterations", "900", "--alpha", "0.5"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --resume continues a run with the settings saved in it; drop --alpha, --iterations\n"
+    )
+
+
 def test_model_file_is_not_a_checkpoint_and_back(tmp_path, train_csv):
     out = tmp_path / "run"
     assert cli.train_main(run_args(train_csv, out, "--save-every", "100", "--epochs", "1")) == 0
