@@ -89,3 +89,141 @@ KERNELS = (
         "nn_softmax_cross_entropy_column<T>(&z[0] + i, (int)y, n_classes, _ind.size(), &loss, &correct)",
     ),
 )
+
+# The fused training step of a 784-H-10 network (H <= FUSED_MAX_HIDDEN), used by nn_gpu/fused.py.
+# X stays uint8 on the device (m x 784, one row per image) and is scaled by 1/255 inside the
+# kernels. Parameters and gradient sums use the Network's flat layout: W1 (H x 784), b1 (H),
+# W2 (10 x H), b2 (10). One step is three kernels, captured once into a CUDA graph:
+#   nn_fused_forward_backward  one warp per sample: Z1, A1, Z2, softmax, loss, dZ2, dZ1; adds
+#                              dW2, db2, db1 (per-block sums in shared memory, then one atomic
+#                              per entry and block) and writes dZ1 (H x count)
+#   nn_fused_weight_gradient   dW1 += dZ1 X^T / 255: a block per (256 pixels, 128 samples), the
+#                              samples' dZ1 in shared memory, zero pixels skipped
+#   nn_fused_update            g /= count; the SGD update (nn_sgd_update); g = 0 for the next step
+FUSED_MAX_HIDDEN = 32
+FUSED_CHUNK = 128
+
+FUSED_SOURCE = r"""
+#define NN_PIXELS 784
+#define NN_CLASSES 10
+#define NN_MAX_HIDDEN 32
+#define NN_CHUNK 128
+
+template <typename T>
+__device__ __forceinline__ T nn_warp_sum(T v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+}
+
+template <typename T>
+__device__ void nn_fused_forward_backward(const unsigned char* X, const int* y, const long long* rows, int count,
+                                          const T* params, int H, T* dZ1, T* grads, T* stats) {
+    const T* W1 = params;
+    const T* b1 = W1 + H * NN_PIXELS;
+    const T* W2 = b1 + H;
+    const T* b2 = W2 + NN_CLASSES * H;
+    // Per-block sums of db1 (H), dW2 (10 x H), db2 (10), loss, correct: the same order as in `grads`
+    // after W1, then the two statistics.
+    __shared__ T sums[NN_MAX_HIDDEN + NN_CLASSES * NN_MAX_HIDDEN + NN_CLASSES + 2];
+    const int n_sums = H + NN_CLASSES * H + NN_CLASSES + 2;
+    for (int e = threadIdx.x; e < n_sums; e += blockDim.x) sums[e] = (T)0;
+    __syncthreads();
+    const int lane = threadIdx.x & 31;
+    const int warps = blockDim.x >> 5;
+    for (int s = blockIdx.x * warps + (threadIdx.x >> 5); s < count; s += gridDim.x * warps) {
+        const long long row = rows[s];
+        const unsigned char* x = X + row * NN_PIXELS;
+        T a1[NN_MAX_HIDDEN];
+        for (int h = 0; h < H; ++h) a1[h] = (T)0;
+        for (int p = lane; p < NN_PIXELS; p += 32) {  // each lane takes every 32nd pixel
+            const T xp = (T)x[p];
+            if (xp != (T)0) {
+                for (int h = 0; h < H; ++h) a1[h] += W1[h * NN_PIXELS + p] * xp;
+            }
+        }
+        for (int h = 0; h < H; ++h) a1[h] = nn_relu<T>(nn_warp_sum(a1[h]) / (T)255 + b1[h]);  // A1 = ReLU(W1 X + b1)
+        T z2[NN_CLASSES];  // Z2 = W2 A1 + b2, then dZ2 = softmax(Z2) - onehot(y) in place
+        for (int k = 0; k < NN_CLASSES; ++k) {
+            T acc = b2[k];
+            for (int h = 0; h < H; ++h) acc += W2[k * H + h] * a1[h];
+            z2[k] = acc;
+        }
+        T loss, correct;
+        nn_softmax_cross_entropy_column<T>(z2, y[row], NN_CLASSES, 1, &loss, &correct);
+        for (int e = lane; e < n_sums; e += 32) {  // the lanes share out the sums
+            T value;
+            if (e < H) {  // db1: dZ1 = W2^T dZ2 * [A1 > 0]
+                T d = (T)0;
+                for (int k = 0; k < NN_CLASSES; ++k) d += W2[k * H + e] * z2[k];
+                value = a1[e] > (T)0 ? d : (T)0;
+                dZ1[(long long)e * count + s] = value;
+            } else if (e < H + NN_CLASSES * H) {  // dW2[k][h] += dZ2[k] A1[h]
+                const int k = (e - H) / H, h = (e - H) % H;
+                value = z2[k] * a1[h];
+            } else if (e < H + NN_CLASSES * H + NN_CLASSES) {  // db2 += dZ2
+                value = z2[e - H - NN_CLASSES * H];
+            } else {
+                value = e == n_sums - 2 ? loss : correct;
+            }
+            atomicAdd(&sums[e], value);
+        }
+    }
+    __syncthreads();
+    T* tail = grads + H * NN_PIXELS;  // db1, dW2, db2 follow W1 in the flat layout
+    for (int e = threadIdx.x; e < n_sums; e += blockDim.x) {
+        atomicAdd(e < n_sums - 2 ? &tail[e] : &stats[e - (n_sums - 2)], sums[e]);
+    }
+}
+
+template <typename T>
+__device__ void nn_fused_weight_gradient(const unsigned char* X, const long long* rows, int count, int H,
+                                         const T* dZ1, T* grads) {
+    __shared__ T dz[NN_MAX_HIDDEN * NN_CHUNK];  // dZ1 of this block's samples, H x NN_CHUNK
+    const int first = blockIdx.y * NN_CHUNK;
+    const int n = min(NN_CHUNK, count - first);
+    for (int e = threadIdx.x; e < H * NN_CHUNK; e += blockDim.x) {
+        const int h = e / NN_CHUNK, j = e % NN_CHUNK;
+        dz[e] = j < n ? dZ1[(long long)h * count + first + j] : (T)0;
+    }
+    __syncthreads();
+    const int p = blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= NN_PIXELS) return;
+    T acc[NN_MAX_HIDDEN];
+    for (int h = 0; h < H; ++h) acc[h] = (T)0;
+    for (int j = 0; j < n; ++j) {
+        const T xp = (T)X[rows[first + j] * NN_PIXELS + p];  // consecutive threads, consecutive pixels
+        if (xp != (T)0) {
+            for (int h = 0; h < H; ++h) acc[h] += dz[h * NN_CHUNK + j] * xp;
+        }
+    }
+    for (int h = 0; h < H; ++h) atomicAdd(&grads[h * NN_PIXELS + p], acc[h] / (T)255);  // dW1 = dZ1 X^T
+}
+
+template <typename T>
+__device__ void nn_fused_update(T* params, T* grads, T* velocity, long long size, const T* lr, T inverse_count,
+                                T momentum, T weight_decay) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < size; i += (long long)gridDim.x * blockDim.x) {
+        nn_sgd_update<T>(grads[i] * inverse_count, lr[0], momentum, weight_decay, &params[i], &velocity[i]);
+        grads[i] = (T)0;
+    }
+}
+
+#define NN_FUSED_KERNELS(T, SUFFIX)                                                                         \
+    extern "C" __global__ void nn_fused_forward_backward_##SUFFIX(                                          \
+        const unsigned char* X, const int* y, const long long* rows, int count, const T* params, int H,    \
+        T* dZ1, T* grads, T* stats) {                                                                       \
+        nn_fused_forward_backward<T>(X, y, rows, count, params, H, dZ1, grads, stats);                      \
+    }                                                                                                       \
+    extern "C" __global__ void nn_fused_weight_gradient_##SUFFIX(                                           \
+        const unsigned char* X, const long long* rows, int count, int H, const T* dZ1, T* grads) {          \
+        nn_fused_weight_gradient<T>(X, rows, count, H, dZ1, grads);                                         \
+    }                                                                                                       \
+    extern "C" __global__ void nn_fused_update_##SUFFIX(T* params, T* grads, T* velocity, long long size,    \
+                                                        const T* lr, T inverse_count, T momentum,           \
+                                                        T weight_decay) {                                   \
+        nn_fused_update<T>(params, grads, velocity, size, lr, inverse_count, momentum, weight_decay);       \
+    }
+
+NN_FUSED_KERNELS(float, f32)
+NN_FUSED_KERNELS(double, f64)
+"""

@@ -123,6 +123,20 @@ class NNGpu:
         self.device.synchronize()
 
 
+class NNGpuFused(NNGpu):
+    """nn_gpu's fused GPU step (nn_gpu.fused): uint8 X, three kernels replayed as a CUDA graph."""
+
+    def __init__(self, device, images, labels, hidden, alpha=0.1):
+        from nn_gpu import fused
+
+        super().__init__(device, images, labels, hidden, alpha)
+        self.name = "nn_gpu-gpu-fused"
+        self.fused = fused.FusedStep(self.network, self.optimizer, images, labels)
+
+    def step(self, rows=None):
+        self.fused.step(self.alpha, rows)
+
+
 class Torch:
     """PyTorch written as a PyTorch user would: nn.Sequential, CrossEntropyLoss, autograd, optim.SGD."""
 
@@ -174,9 +188,18 @@ def implementations(devices, images, labels, hidden, only_nn_gpu=False):
     if "cpu" in devices and len(hidden) == 1 and not only_nn_gpu:
         yield Notebook(images, labels, hidden[0])
     for name in devices:
-        yield NNGpu(cpu_device() if name == "cpu" else resolve_device("gpu"), images, labels, hidden)
+        device = cpu_device() if name == "cpu" else resolve_device("gpu")
+        yield NNGpu(device, images, labels, hidden)
         if torch_available(name) and not only_nn_gpu:
             yield Torch(name, images, labels, hidden)
+        if name == "gpu" and len(hidden) == 1 and hidden[0] <= 32:  # last: it is not yet proven on a card
+            try:
+                fused = NNGpuFused(device, images, labels, hidden)
+                fused.step()
+            except Exception as error:  # reported, not fatal to the rest of the benchmark
+                print(f"nn_gpu-gpu-fused failed: {type(error).__name__}: {' '.join(str(error).split())[:300]}")
+                continue
+            yield fused
 
 
 def time_steps(impl, steps, repeats, batches=None):
@@ -233,7 +256,7 @@ def run_training(devices, m, hidden, batch_size, steps, repeats, label, only_nn_
         batches = [order[s : s + batch_size] for s in range(0, m - batch_size + 1, batch_size)]
     rows = []
     for impl in implementations(devices, images, labels, hidden, only_nn_gpu):
-        if batches is not None and isinstance(impl, (NNGpu, Torch)) and impl.name.endswith("gpu"):
+        if batches is not None and isinstance(impl, (NNGpu, Torch)) and "-gpu" in impl.name:
             device_batches = [
                 impl.device.xp.asarray(b) if isinstance(impl, NNGpu) else impl.torch.as_tensor(b, device=impl.device)
                 for b in batches
@@ -262,7 +285,7 @@ def add_ratios(rows):
     """speedup_vs_notebook and speedup_vs_torch (the torch of the same device) for each row."""
     by_name = {r["impl"]: r["ms_per_step"] for r in rows}
     for r in rows:
-        device = r["impl"].rsplit("-", 1)[-1]
+        device = "gpu" if "-gpu" in r["impl"] else "cpu"
         r["speedup_vs_notebook"] = by_name["notebook"] / r["ms_per_step"] if "notebook" in by_name else None
         torch_ms = by_name.get(f"torch-{device}")
         r["speedup_vs_torch"] = torch_ms / r["ms_per_step"] if torch_ms else None

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from nn_gpu.cuda_source import CUDA_SOURCE, KERNELS
+from nn_gpu.cuda_source import CUDA_SOURCE, FUSED_SOURCE, KERNELS
 
 
 def nvrtc_module():
@@ -66,6 +66,13 @@ def test_every_kernel_compiles_for_float_and_double():
     ptx = compile_cuda(source)
     for name, *_ in KERNELS:
         assert f"check_{name}_float" in ptx and f"check_{name}_double" in ptx
+
+
+def test_fused_step_kernels_compile_for_float_and_double():
+    ptx = compile_cuda(CUDA_SOURCE + FUSED_SOURCE)
+    for kernel in ("nn_fused_forward_backward", "nn_fused_weight_gradient", "nn_fused_update"):
+        for suffix in ("f32", "f64"):
+            assert f".entry {kernel}_{suffix}(" in ptx
 
 
 def test_a_cuda_error_fails_the_compile():

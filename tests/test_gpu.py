@@ -14,7 +14,7 @@ from conftest import synthetic_digits, write_kaggle_csv
 from nn_gpu.data import to_inputs
 from nn_gpu.model import Architecture, Network, init_parameters
 from nn_gpu.ops import REFERENCE_OPS
-from nn_gpu.optim import SGD
+from nn_gpu.optim import SGD, learning_rate
 from nn_gpu.training import Schedule, train
 
 pytestmark = pytest.mark.gpu
@@ -152,3 +152,50 @@ def test_out_of_memory_is_one_line_with_sizes_and_advice(tmp_path, cp, capsys):
     assert code == 2 and err.count("\n") == 1
     assert err.startswith("error: GPU out of memory: ") and "bytes" in err and "--batch-size" in err
     assert not (tmp_path / "out" / "model.npz").exists()
+
+
+@pytest.mark.parametrize(("dtype", "rtol"), [("float64", 1e-10), ("float32", 1e-4)])
+@pytest.mark.parametrize("batch_size", [None, 100])
+@pytest.mark.parametrize("use_graph", [True, False], ids=["graph", "launches"])
+def test_fused_step_equals_the_plain_path(gpu, cp, dtype, rtol, batch_size, use_graph):
+    from nn_gpu import fused
+
+    images, labels = synthetic_digits(1000, seed=4)
+
+    def network_and_optimizer():
+        arch = Architecture((10,), dtype)
+        network = Network(arch, gpu, init_parameters(arch, "he", np.random.default_rng(0)))
+        return network, SGD(network, momentum=0.9, weight_decay=1e-3)
+
+    plain, plain_sgd = network_and_optimizer()
+    fast, fast_sgd = network_and_optimizer()
+    assert fused.supports(fast)
+    X, y = to_inputs(images, gpu, dtype), gpu.to_device(labels.astype(np.int32))
+    step = fused.FusedStep(fast, fast_sgd, gpu.to_device(images), y, use_graph=use_graph)
+    order = np.random.default_rng(1)
+    loss_sum = correct_sum = 0.0
+    for iteration in range(1, 51):
+        lr = learning_rate("cosine", 0.05, iteration, 50)
+        rows = None if batch_size is None else cp.asarray(order.permutation(1000)[:batch_size])
+        X_batch, y_batch = (X, y) if rows is None else (X.T[rows].T, y[rows])
+        loss, correct = plain.gradients(X_batch, y_batch)
+        plain_sgd.step(lr)
+        loss_sum, correct_sum = loss_sum + float(loss), correct_sum + float(correct)
+        step.step(lr, rows)
+    for p, q in zip(plain.params, fast.params):
+        np.testing.assert_allclose(cp.asnumpy(q), cp.asnumpy(p), rtol=rtol, atol=rtol * float(abs(p).max()))
+    fast_loss, fast_correct = step.take_sums()
+    assert fast_loss == pytest.approx(loss_sum, rel=rtol)
+    assert fast_correct == pytest.approx(correct_sum, abs=0 if dtype == "float64" else 3)
+    assert step.take_sums() == (0.0, 0.0)
+
+
+def test_fused_step_refuses_deeper_or_wider_networks(gpu):
+    from nn_gpu import fused
+
+    for hidden in ((64,), (16, 16)):
+        arch = Architecture(hidden, "float32")
+        network = Network(arch, gpu, init_parameters(arch, "he", np.random.default_rng(0)))
+        assert not fused.supports(network)
+        with pytest.raises(ValueError, match="one hidden layer of at most 32 units"):
+            fused.FusedStep(network, SGD(network), np.zeros((4, 784), np.uint8), np.zeros(4, np.int32))

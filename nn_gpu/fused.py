@@ -1,0 +1,125 @@
+"""A fused training step on the GPU for the notebook's shape of network: 784 -> H ReLU -> 10, H <= 32.
+
+The plain path (nn_gpu.model with the kernels of nn_gpu.kernels) launches some twenty kernels and
+cuBLAS calls per step, and keeps X as float32. This path keeps X as uint8 on the device (scaled by
+1/255 inside the kernels) and runs a step as three kernels (see FUSED_SOURCE in
+nn_gpu/cuda_source.py), replayed as one CUDA graph. It computes the same equations as
+Network.gradients followed by SGD.step, and tests/test_gpu.py holds it to the plain path.
+
+Status: compiled by NVRTC in CI; not yet run on a GPU. Used by scripts/bench.py only, until
+scripts/gpu_check.sh has shown it equal to the plain path on a card.
+"""
+
+from __future__ import annotations
+
+import cupy as cp
+import numpy as np
+
+from nn_gpu.cuda_source import CUDA_SOURCE, FUSED_CHUNK, FUSED_MAX_HIDDEN, FUSED_SOURCE
+from nn_gpu.model import N_PIXELS, Network
+from nn_gpu.optim import SGD
+
+_module = cp.RawModule(code=CUDA_SOURCE + FUSED_SOURCE, options=("--std=c++17",))
+_THREADS = 256
+_SAMPLES_PER_BLOCK = _THREADS // 32  # one warp per sample
+
+
+def supports(network: Network) -> bool:
+    """Whether the fused step can train this network: one hidden layer of at most 32 units, on the GPU."""
+    hidden = network.arch.hidden
+    return network.device.name == "gpu" and len(hidden) == 1 and hidden[0] <= FUSED_MAX_HIDDEN
+
+
+class FusedStep:
+    """Steps of SGD for `network` and `optimizer` on uint8 images (m x 784) and labels (m), on the GPU.
+
+    step(lr, rows) does what network.gradients(X[:, rows], y[rows]) then optimizer.step(lr) do;
+    the loss and correct-prediction sums of the steps so far are read (and reset) by take_sums().
+    """
+
+    def __init__(self, network: Network, optimizer: SGD, images, labels, use_graph: bool = True):
+        if not supports(network):
+            raise ValueError(f"the fused step needs one hidden layer of at most {FUSED_MAX_HIDDEN} units on the GPU")
+        suffix = {"float32": "f32", "float64": "f64"}[network.arch.dtype]
+        self._forward_backward = _module.get_function(f"nn_fused_forward_backward_{suffix}")
+        self._weight_gradient = _module.get_function(f"nn_fused_weight_gradient_{suffix}")
+        self._update = _module.get_function(f"nn_fused_update_{suffix}")
+        self.network, self.optimizer, self.use_graph = network, optimizer, use_graph
+        self.scalar = np.dtype(network.arch.dtype).type
+        self.hidden = network.arch.hidden[0]
+        self.X = cp.ascontiguousarray(cp.asarray(images, dtype=cp.uint8))  # m x 784, stays uint8
+        self.y = cp.asarray(labels, dtype=cp.int32)
+        self.all_rows = cp.arange(len(self.y), dtype=cp.int64)
+        self.lr = cp.zeros(1, dtype=network.arch.dtype)  # read by the update kernel: schedules need no new graph
+        self.sums = cp.zeros(2, dtype=network.arch.dtype)  # loss, correct since the last take_sums()
+        network.flat_grad.fill(0)  # the kernels add into it; the update kernel clears it again
+        self._buffers: dict[int, dict] = {}  # count -> rows and dZ1 buffers, graph
+        self._stream = cp.cuda.Stream(non_blocking=True)
+
+    def step(self, lr: float, rows=None) -> None:
+        """One step on the samples `rows` (a device int64 array), or on all of them.
+
+        The first step of each batch size launches the kernels directly (loading and warming them);
+        later ones replay a CUDA graph captured from the same launches.
+        """
+        count = len(self.y) if rows is None else len(rows)
+        buffers = self._prepare(count)
+        self.lr.fill(lr)
+        if rows is not None:
+            buffers["rows"][...] = rows
+        if buffers["graph"] is None and self.use_graph and buffers["warm"]:
+            cp.cuda.get_current_stream().synchronize()
+            with self._stream:
+                self._stream.begin_capture()
+                self._launch(buffers["rows"], buffers["dZ1"], count)
+                buffers["graph"] = self._stream.end_capture()
+        if buffers["graph"] is not None:
+            buffers["graph"].launch()
+        else:
+            self._launch(buffers["rows"], buffers["dZ1"], count)
+            buffers["warm"] = True
+
+    def take_sums(self) -> tuple[float, float]:
+        """(loss sum, correct sum) over the samples of the steps since the last call; synchronises."""
+        loss, correct = (float(v) for v in self.sums.get())
+        self.sums.fill(0)
+        return loss, correct
+
+    def _prepare(self, count: int) -> dict:
+        """The preallocated buffers (and, once captured, the graph) for steps on `count` samples."""
+        if count not in self._buffers:
+            self._buffers[count] = {
+                "rows": self.all_rows if count == len(self.y) else cp.empty(count, dtype=cp.int64),
+                "dZ1": cp.empty((self.hidden, count), dtype=self.network.arch.dtype),
+                "graph": None,
+                "warm": False,
+            }
+        return self._buffers[count]
+
+    def _launch(self, rows, dZ1, count: int) -> None:
+        net, opt, T = self.network, self.optimizer, self.scalar
+        blocks = min((count + _SAMPLES_PER_BLOCK - 1) // _SAMPLES_PER_BLOCK, 4096)
+        self._forward_backward(
+            (blocks,),
+            (_THREADS,),
+            (self.X, self.y, rows, np.int32(count), net.flat, np.int32(self.hidden), dZ1, net.flat_grad, self.sums),
+        )
+        grid = ((N_PIXELS + _THREADS - 1) // _THREADS, (count + FUSED_CHUNK - 1) // FUSED_CHUNK)
+        self._weight_gradient(
+            grid, (_THREADS,), (self.X, rows, np.int32(count), np.int32(self.hidden), dZ1, net.flat_grad)
+        )
+        size = net.flat.size
+        self._update(
+            (min((size + _THREADS - 1) // _THREADS, 1024),),
+            (_THREADS,),
+            (
+                net.flat,
+                net.flat_grad,
+                opt.velocity,
+                np.int64(size),
+                self.lr,
+                T(1 / count),
+                T(opt.momentum),
+                T(opt.weight_decay),
+            ),
+        )
