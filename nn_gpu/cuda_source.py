@@ -97,8 +97,8 @@ KERNELS = (
 #   nn_fused_forward_backward  one warp per sample: Z1, A1, Z2, softmax, loss, dZ2, dZ1; adds
 #                              dW2, db2, db1 (per-block sums in shared memory, then one atomic
 #                              per entry and block) and writes dZ1 (H x count)
-#   nn_fused_weight_gradient   dW1 += dZ1 X^T / 255: a block per (256 pixels, 128 samples), the
-#                              samples' dZ1 in shared memory, zero pixels skipped
+#   nn_fused_weight_gradient   dW1 += dZ1 X^T / 255: a block per (256 pixels, 4096 / H samples),
+#                              the samples' dZ1 in shared memory, zero pixels skipped
 #   nn_fused_update            g /= count; the SGD update (nn_sgd_update); g = 0 for the next step
 FUSED_MAX_HIDDEN = 32
 FUSED_CHUNK = 128
@@ -178,11 +178,12 @@ __device__ void nn_fused_forward_backward(const unsigned char* X, const int* y, 
 template <typename T>
 __device__ void nn_fused_weight_gradient(const unsigned char* X, const long long* rows, int count, int H,
                                          const T* dZ1, T* grads) {
-    __shared__ T dz[NN_MAX_HIDDEN * NN_CHUNK];  // dZ1 of this block's samples, H x NN_CHUNK
-    const int first = blockIdx.y * NN_CHUNK;
-    const int n = min(NN_CHUNK, count - first);
-    for (int e = threadIdx.x; e < H * NN_CHUNK; e += blockDim.x) {
-        const int h = e / NN_CHUNK, j = e % NN_CHUNK;
+    __shared__ T dz[NN_MAX_HIDDEN * NN_CHUNK];  // dZ1 of this block's samples, H x chunk
+    const int chunk = (NN_MAX_HIDDEN * NN_CHUNK) / H;  // fewer units, more samples per block
+    const int first = blockIdx.y * chunk;
+    const int n = min(chunk, count - first);
+    for (int e = threadIdx.x; e < H * chunk; e += blockDim.x) {
+        const int h = e / chunk, j = e % chunk;
         dz[e] = j < n ? dZ1[(long long)h * count + first + j] : (T)0;
     }
     __syncthreads();
@@ -193,7 +194,7 @@ __device__ void nn_fused_weight_gradient(const unsigned char* X, const long long
     for (int j = 0; j < n; ++j) {
         const T xp = (T)X[rows[first + j] * NN_PIXELS + p];  // consecutive threads, consecutive pixels
         if (xp != (T)0) {
-            for (int h = 0; h < H; ++h) acc[h] += dz[h * NN_CHUNK + j] * xp;
+            for (int h = 0; h < H; ++h) acc[h] += dz[h * chunk + j] * xp;
         }
     }
     for (int h = 0; h < H; ++h) atomicAdd(&grads[h * NN_PIXELS + p], acc[h] / (T)255);  // dW1 = dZ1 X^T

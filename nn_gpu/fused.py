@@ -98,13 +98,14 @@ class FusedStep:
 
     def _launch(self, rows, dZ1, count: int) -> None:
         net, opt, T = self.network, self.optimizer, self.scalar
-        blocks = min((count + _SAMPLES_PER_BLOCK - 1) // _SAMPLES_PER_BLOCK, 4096)
+        blocks = min((count + _SAMPLES_PER_BLOCK - 1) // _SAMPLES_PER_BLOCK, 1024)  # few blocks, few atomics
         self._forward_backward(
             (blocks,),
             (_THREADS,),
             (self.X, self.y, rows, np.int32(count), net.flat, np.int32(self.hidden), dZ1, net.flat_grad, self.sums),
         )
-        grid = ((N_PIXELS + _THREADS - 1) // _THREADS, (count + FUSED_CHUNK - 1) // FUSED_CHUNK)
+        chunk = FUSED_MAX_HIDDEN * FUSED_CHUNK // self.hidden  # samples per block, as in the kernel
+        grid = ((N_PIXELS + _THREADS - 1) // _THREADS, (count + chunk - 1) // chunk)
         self._weight_gradient(
             grid, (_THREADS,), (self.X, rows, np.int32(count), np.int32(self.hidden), dZ1, net.flat_grad)
         )
