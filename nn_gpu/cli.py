@@ -108,7 +108,8 @@ def train_parser() -> argparse.ArgumentParser:
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Run `main`, turning nn_gpu errors, GPU out-of-memory and Ctrl-C into one line and an exit code."""
+    """Run `main`, turning nn_gpu errors, unwritable outputs, GPU out-of-memory and Ctrl-C into one
+    line and an exit code."""
     try:
         return main(argv)
     except NNGpuError as error:
@@ -117,6 +118,10 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as error:  # an output that cannot be written: a missing folder, no permission, a full disk
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {where}{error.strerror or error}", file=sys.stderr)
+        return 2
     except Exception as error:
         oom = out_of_memory_error(error)
         if oom is None:

@@ -270,3 +270,32 @@ def test_train_runs_end_to_end_on_every_format(tmp_path):
     same = dict(finals["kaggle"])
     for name, final in finals.items():  # the same digits and seed: the same training in every format
         assert {k: final[k] for k in same} == same, name
+
+
+def test_unwritable_outputs_are_one_line_and_exit_2(tmp_path, kaggle_files):
+    folder, _ = kaggle_files
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = run_script(
+        "train.py", "--device", "cpu", "--data", folder / "train.csv", "--dry-run", "--output-dir", blocker / "run"
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: ") and str(blocker) in result.stderr
+    result = run_script(
+        "train.py", "--device", "cpu", "--data", folder / "train.csv", "--dry-run", "--output-dir", tmp_path / "run"
+    )
+    assert result.returncode == 0
+    missing = tmp_path / "no" / "such" / "submission.csv"
+    result = run_script(
+        "predict.py",
+        "--model",
+        tmp_path / "run" / "model.npz",
+        "--data",
+        folder / "test.csv",
+        "--out",
+        missing,
+        "--device",
+        "cpu",
+    )
+    assert result.returncode == 2
+    assert result.stderr == f"error: {missing}: No such file or directory\n"
