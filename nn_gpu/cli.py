@@ -69,7 +69,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data",
         default=SAMPLE,
-        help="a Kaggle train.csv, a label-first CSV, or 'sample' (default: 5,000 built-in MNIST digits)",
+        help="a CSV (Kaggle's or label-first), an IDX file or folder, 'mnist', 'fashion-mnist', "
+        "or 'sample' (default: 5,000 built-in MNIST digits)",
     )
     p.add_argument(
         "--dev-size",
