@@ -88,6 +88,13 @@ KERNELS = (
         "raw T z, T loss, T correct",
         "nn_softmax_cross_entropy_column<T>(&z[0] + i, (int)y, n_classes, _ind.size(), &loss, &correct)",
     ),
+    # One thread per parameter of the flat buffers: the whole update in one kernel.
+    (
+        "nn_gpu_sgd_update",
+        "T g, T lr, T momentum, T weight_decay",
+        "T p, T v",
+        "nn_sgd_update<T>(g, lr, momentum, weight_decay, &p, &v)",
+    ),
 )
 
 # The fused training step of a 784-H-10 network (H <= FUSED_MAX_HIDDEN), used by nn_gpu/fused.py.
