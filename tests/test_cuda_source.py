@@ -1,12 +1,14 @@
 """Compile the CUDA source of every kernel with NVRTC: CUDA errors fail CI, which has no GPU.
 
-CuPy's own compile path needs a driver; NVRTC itself does not. Each ElementwiseKernel's one-line
-operation is compiled for float and double inside a stand-in for what CuPy generates (raw
-parameters as pointers, the others as scalars, `i` and `_ind.size()`), together with CUDA_SOURCE.
-Set NN_GPU_REQUIRE_NVRTC=1 (CI does) to fail instead of skip when NVRTC is missing.
+CuPy's own compile path needs a driver; NVRTC itself does not. Each ElementwiseKernel is compiled
+for float and double in the shape of the code CuPy generates for it (CuPy's carray.cuh, `typedef`s
+for the type placeholders, CArray parameters, the CUPY_FOR loop over `_ind`), together with
+CUDA_SOURCE; the fused step's RawModule source is compiled as it is. Set NN_GPU_REQUIRE_NVRTC=1
+(CI does) to fail instead of skip when NVRTC is missing.
 """
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -26,46 +28,54 @@ def nvrtc_module():
 
 
 def compile_cuda(source: str) -> str:
-    """PTX for `source`, or AssertionError carrying NVRTC's log."""
+    """PTX for `source` (CuPy's headers on the include path), or AssertionError carrying NVRTC's log."""
     nvrtc = nvrtc_module()
+    import cupy
+
+    include = Path(cupy.__file__).parent / "_core" / "include"
     program = nvrtc.createProgram(source, "nn_gpu_kernels.cu", [], [])
     try:
-        nvrtc.compileProgram(program, ["--std=c++17", "-arch=compute_75"])
+        nvrtc.compileProgram(program, ["--std=c++17", "-arch=compute_75", f"-I{include}"])
     except nvrtc.NVRTCError:
         raise AssertionError(nvrtc.getProgramLog(program)) from None
     return nvrtc.getPTX(program).decode()
 
 
-def _declaration(param: str, scalars: list[str], T: str, const: str) -> str:
-    words = param.split()
-    ctype = {"int32": "int", "T": T, "L": "int"}.get(words[-2], words[-2])
-    if words[0] == "raw":  # CuPy passes raw inputs read-only
-        return f"{const}{ctype}* {words[-1]}"
-    scalars.append(f"{ctype} {words[-1]} = ({ctype})0;")
-    return ""
-
-
-def stand_in(name: str, in_params: str, out_params: str, operation: str, ctype: str) -> str:
-    """A __global__ function around `operation`, shaped like CuPy's ElementwiseKernel code."""
-    scalars: list[str] = []
-    params = [(p.strip(), "const ") for p in in_params.split(",")] + [(p.strip(), "") for p in out_params.split(",")]
-    pointers = [d for d in (_declaration(p, scalars, ctype, const) for p, const in params) if d]
-    return f"""
-extern "C" __global__ void check_{name}_{ctype}({", ".join(pointers)}) {{
-    typedef {ctype} T;
-    struct {{ __device__ ptrdiff_t size() const {{ return 64; }} }} _ind;
-    ptrdiff_t i = threadIdx.x;
-    {" ".join(scalars)}
+def elementwise_code(name: str, in_params: str, out_params: str, operation: str, ctype: str) -> str:
+    """The code CuPy would generate for this ElementwiseKernel, for contiguous 1-D arrays of `ctype`."""
+    params, views = [], []
+    for group, const in ((in_params, "const "), (out_params, "")):
+        for param in group.split(","):
+            *keywords, type_, var = param.split()
+            c_type = {"T": ctype, "L": "int", "int32": "int"}[type_]
+            if type_ == "int32":
+                params.append(f"{const}int {var}")
+            elif keywords == ["raw"]:
+                params.append(f"{const}CArray<{c_type}, 2, 1, 1> {var}")
+            else:
+                params.append(f"{const}CArray<{c_type}, 1, 1, 1> _raw_{var}")
+                views.append(f"{const}{c_type} &{var} = _raw_{var}[_ind.get()];")
+    params.append("CIndexer<1, 1> _ind")
+    return f"""#include <cupy/carray.cuh>
+typedef {ctype} T;
+typedef int L;
+{CUDA_SOURCE}
+extern "C" __global__ void {name}({", ".join(params)}) {{
+  #pragma unroll 1
+  CUPY_FOR(i, _ind.size()) {{
+    _ind.set(i);
+    {" ".join(views)}
     {operation};
+  }}
 }}
 """
 
 
-def test_every_kernel_compiles_for_float_and_double():
-    source = CUDA_SOURCE + "".join(stand_in(*kernel, ctype) for kernel in KERNELS for ctype in ("float", "double"))
-    ptx = compile_cuda(source)
-    for name, *_ in KERNELS:
-        assert f"check_{name}_float" in ptx and f"check_{name}_double" in ptx
+@pytest.mark.parametrize("ctype", ["float", "double"])
+@pytest.mark.parametrize("kernel", KERNELS, ids=[k[0] for k in KERNELS])
+def test_elementwise_kernel_compiles(kernel, ctype):
+    ptx = compile_cuda(elementwise_code(*kernel, ctype))
+    assert f".entry {kernel[0]}(" in ptx
 
 
 def test_fused_step_kernels_compile_for_float_and_double():
@@ -80,4 +90,4 @@ def test_a_cuda_error_fails_the_compile():
     broken = CUDA_SOURCE.replace("return z > (T)0 ? z : (T)0;", "return z > (T)0 ? z : undefined_name;")
     assert broken != CUDA_SOURCE
     with pytest.raises(AssertionError, match="undefined_name"):
-        compile_cuda(broken + stand_in(*KERNELS[0], "float"))
+        compile_cuda(elementwise_code(*KERNELS[0], "float").replace(CUDA_SOURCE, broken))
