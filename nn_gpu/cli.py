@@ -74,7 +74,7 @@ def train_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--dev-size",
-        type=int,
+        type=non_negative_int,
         default=1000,
         help="images held out for the dev set after a seeded shuffle (default 1000)",
     )
@@ -98,7 +98,10 @@ def train_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run saved in DIR/checkpoint.npz")
     p.add_argument(
-        "--log-interval", type=int, default=10, help="evaluate every N iterations, 0 for only at the end (default 10)"
+        "--log-interval",
+        type=non_negative_int,
+        default=10,
+        help="evaluate every N iterations, 0 for only at the end (default 10)",
     )
     p.add_argument(
         "--dry-run", action="store_true", help=f"train {DRY_RUN_ITERATIONS} iterations only, as a smoke test"
