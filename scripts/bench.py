@@ -375,7 +375,7 @@ def accuracy_run(impl: str, hidden, train_set, test_set, seed, epochs=10, batch_
     return accuracy, seconds
 
 
-def accuracy_benchmark(seeds=(0, 1, 2)) -> list[dict]:
+def accuracy_benchmark(seeds=tuple(range(10))) -> list[dict]:
     """Test accuracy and CPU time of nn_gpu and PyTorch: hidden 128 and 256,128, 10 epochs, batch 128,
     alpha 0.05, momentum 0.9, over several seeds."""
     from nn_gpu.data import split_dev
