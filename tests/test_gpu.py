@@ -106,32 +106,21 @@ def test_training_on_gpu_equals_training_on_cpu(cpu, gpu, dtype, rtol, batch_siz
     )
 
 
-def test_train_script_on_gpu(tmp_path, capsys):
+def test_train_script_on_gpu_matches_the_cpu(tmp_path, capsys):
     from nn_gpu.cli import train_main
 
     images, labels = synthetic_digits(1500, seed=2)
     write_kaggle_csv(tmp_path / "train.csv", images, labels)
-    assert (
-        train_main(
-            [
-                "--device",
-                "gpu",
-                "--data",
-                str(tmp_path / "train.csv"),
-                "--dev-size",
-                "300",
-                "--output-dir",
-                str(tmp_path / "out"),
-                "--quiet",
-                "--iterations",
-                "100",
-            ]
-        )
-        == 0
-    )
-    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    assert metrics["device"] == "gpu" and metrics["final"]["dev_accuracy"] > 0.9
+    args = ["--data", str(tmp_path / "train.csv"), "--dev-size", "300", "--quiet", "--iterations", "100"]
+    finals = {}
+    for device in ("gpu", "cpu"):
+        assert train_main([*args, "--device", device, "--output-dir", str(tmp_path / device)]) == 0
+        metrics = json.loads((tmp_path / device / "metrics.json").read_text())
+        assert metrics["device"] == device
+        finals[device] = metrics["final"]
     assert capsys.readouterr().out.startswith("device: gpu (")
+    assert finals["gpu"]["dev_accuracy"] == pytest.approx(finals["cpu"]["dev_accuracy"], abs=2 / 300)
+    assert finals["gpu"]["train_loss"] == pytest.approx(finals["cpu"]["train_loss"], rel=1e-4)
 
 
 def test_out_of_memory_is_one_line_with_sizes_and_advice(tmp_path, cp, capsys):
