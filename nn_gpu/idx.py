@@ -89,8 +89,13 @@ def read_labels(path: Path) -> np.ndarray:
     return labels
 
 
+def encode(array: np.ndarray, magic: int) -> bytes:
+    """The IDX bytes of uint8 labels (m,) or images (m x 784, written as m x 28 x 28)."""
+    shape = array.shape if magic == LABELS_MAGIC else (array.shape[0], 28, 28)
+    return magic.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in shape) + array.astype(np.uint8).tobytes()
+
+
 def write(path: Path, array: np.ndarray, magic: int) -> None:
     """Write a uint8 array as IDX (gzipped when the name ends in .gz): for tests and tools."""
-    shape = array.shape if magic == LABELS_MAGIC else (array.shape[0], 28, 28)
-    data = magic.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in shape) + array.astype(np.uint8).tobytes()
+    data = encode(array, magic)
     Path(path).write_bytes(gzip.compress(data) if str(path).endswith(".gz") else data)

@@ -13,7 +13,7 @@ from nn_gpu.cli import non_negative_int, percent, run_main
 from nn_gpu.data import load_dataset, to_inputs
 from nn_gpu.device import resolve_device
 from nn_gpu.errors import DataError
-from nn_gpu.files import write_atomically
+from nn_gpu.files import write_text_atomically
 from nn_gpu.model import Network
 
 
@@ -50,7 +50,7 @@ def predict_command(argv: list[str] | None = None) -> int:
     probabilities = network.predict_proba(to_inputs(dataset.images, device, arch.dtype))  # 10 x m
     predictions = probabilities.argmax(axis=0)
     rows = "".join(f"{i},{label}\n" for i, label in enumerate(predictions, start=1))
-    write_atomically(args.out, lambda f: f.write(("ImageId,Label\n" + rows).encode()))
+    write_text_atomically(args.out, "ImageId,Label\n" + rows)
     print(f"wrote {len(predictions)} predictions to {args.out} (device: {device.describe()})")
     if dataset.labels is not None:
         accuracy = float(np.mean(predictions == dataset.labels))

@@ -86,6 +86,11 @@ class Progress:
         return asdict(self)
 
 
+def epoch_order(m: int, seed: int, epoch: int) -> np.ndarray:
+    """The shuffle of epoch `epoch`: a permutation of m drawn from (seed, epoch) alone, so resuming needs no RNG state."""
+    return np.random.default_rng([seed, epoch]).permutation(m)
+
+
 class _Batches:
     """Device index arrays per iteration; one shuffle and one small host-to-device copy per epoch."""
 
@@ -100,7 +105,7 @@ class _Batches:
         epoch, position = divmod(iteration - 1, self.schedule.batches_per_epoch(self.m))
         if epoch != self._epoch:
             self._epoch = epoch
-            self._order = self.xp.asarray(np.random.default_rng([self.seed, epoch]).permutation(self.m))
+            self._order = self.xp.asarray(epoch_order(self.m, self.seed, epoch))
         return self._order[position * size : (position + 1) * size]
 
 

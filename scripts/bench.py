@@ -39,6 +39,7 @@ from nn_gpu.data import load_dataset, to_inputs  # noqa: E402
 from nn_gpu.device import cpu_device, gpu_unavailable_reason, resolve_device  # noqa: E402
 from nn_gpu.model import Architecture, Network, init_parameters  # noqa: E402
 from nn_gpu.optim import SGD  # noqa: E402
+from nn_gpu.training import epoch_order  # noqa: E402
 
 
 def synthetic_digits(m: int, seed: int = 0):
@@ -365,14 +366,11 @@ def accuracy_run(impl: str, hidden, train_set, test_set, seed, epochs=10, batch_
     torch_impl = Torch("cpu", train_set.images, train_set.labels, tuple(hidden), alpha, seed)
     torch_impl.optimizer = torch_impl.torch.optim.SGD(torch_impl.model.parameters(), lr=alpha, momentum=momentum)
     for epoch in range(epochs):
-        order = np.random.default_rng([seed, epoch]).permutation(m)
+        order = epoch_order(m, seed, epoch)
         for start in range(0, m, batch_size):
             torch_impl.step(torch_impl.torch.from_numpy(order[start : start + batch_size]))
     seconds = time.perf_counter() - started
-    with torch_impl.torch.no_grad():
-        logits = torch_impl.model(torch_impl.torch.tensor(test_set.images).float() / 255)
-    accuracy = float((logits.argmax(dim=1).numpy() == test_set.labels).mean())
-    return accuracy, seconds
+    return torch_impl.accuracy(test_set.images, test_set.labels), seconds
 
 
 def accuracy_benchmark(seeds=tuple(range(10))) -> list[dict]:

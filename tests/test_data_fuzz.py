@@ -25,7 +25,7 @@ def valid_csv() -> bytes:
 
 def valid_idx() -> bytes:
     images, _ = synthetic_digits(2, seed=9)
-    return idx.IMAGES_MAGIC.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in (2, 28, 28)) + images.tobytes()
+    return idx.encode(images, idx.IMAGES_MAGIC)
 
 
 @st.composite

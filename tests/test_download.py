@@ -18,9 +18,7 @@ from nn_gpu.errors import DataError
 
 
 def idx_bytes(array, magic):
-    shape = array.shape if magic == idx.LABELS_MAGIC else (array.shape[0], 28, 28)
-    head = magic.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in shape)
-    return gzip.compress(head + array.tobytes())
+    return gzip.compress(idx.encode(array, magic))
 
 
 class Server:
