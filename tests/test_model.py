@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from nn_gpu.model import Architecture, Network, init_parameters
+from nn_gpu import parallel
+from nn_gpu.model import Architecture, Network, init_parameters, inputs
 from nn_gpu.optim import SGD
 
 
@@ -127,3 +128,33 @@ def test_evaluate_in_batches_equals_one_batch(cpu):
     assert probs.shape == (10, 50)
     np.testing.assert_allclose(probs.sum(axis=0), 1)
     assert np.mean(probs.argmax(axis=0) == y) == pytest.approx(whole[1])
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_gradients_by_block_equal_one_block_and_repeat_exactly(cpu, monkeypatch, workers):
+    monkeypatch.setattr(parallel, "workers", lambda: workers)
+    network, X, y = make_network(cpu, (6, 5), 40)
+    whole_sums = network.gradients(X, y)  # 40 samples <= block_samples: one block
+    whole = network.flat_grad.copy()
+    network.block_samples = 7  # 6 blocks, the last of 5 samples, shared unevenly between workers
+    by_block_sums = network.gradients(X, y)
+    by_block = network.flat_grad.copy()
+    np.testing.assert_allclose(by_block, whole, rtol=1e-12, atol=1e-15)
+    assert by_block_sums == pytest.approx(whole_sums, rel=1e-12)
+    network.gradients(X, y)
+    assert np.array_equal(network.flat_grad, by_block)  # a fixed split and order: the same bits again
+
+
+def test_uint8_pixels_train_exactly_as_pixels_scaled_first(cpu):
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, size=(30, 784)).astype(np.uint8)
+    y = rng.integers(0, 10, size=30)
+    arch = Architecture((8,), "float32")
+    network = Network(arch, cpu, init_parameters(arch, "he", rng))
+    network.block_samples = 8
+    sums = network.gradients(images.T, y)
+    from_pixels = network.flat_grad.copy()
+    scaled = (images.astype(np.float32) / 255).T
+    assert network.gradients(scaled, y) == sums
+    assert np.array_equal(network.flat_grad, from_pixels)
+    assert np.array_equal(inputs(images.T, "float32"), scaled)
