@@ -126,12 +126,17 @@ class Network:
         backward run while its columns of X are still in cache, so X is read from memory once a step,
         not twice, and the blocks run on every core (nn_gpu.parallel). Worker w takes blocks w,
         w + workers, ... and the workers' sums are added in a fixed order: a run is reproducible.
+        A smaller batch is one call on this thread: handing 128 samples to threads costs more than
+        it saves, and OpenBLAS threads the larger products of a mini-batch well itself.
         """
         m = X.shape[1]
-        if self.device.name == "gpu" or m <= self.block_samples:
+        starts = range(0, m, m if self.device.name == "gpu" else self.block_samples)
+        if len(starts) == 1:  # a mini-batch, or the GPU: BLAS threads its own products, if it can
             loss_sum, correct_sum = self._sum_gradients(X, y, self.grads)
         else:
-            loss_sum, correct_sum = self._sum_gradients_by_block(X, y)
+            results = self._on_cores(starts, lambda mine: self._sum_block_gradients(X, y, mine))
+            np.sum([total for total, _, _ in results], axis=0, out=self.flat_grad)
+            loss_sum, correct_sum = np.sum([r[1] for r in results]), np.sum([r[2] for r in results])
         self.flat_grad /= m  # every dW and db at once: the mean over the batch
         return loss_sum, correct_sum
 
@@ -148,43 +153,54 @@ class Network:
                 dZ = self.device.ops.relu_backward(W.T @ dZ, A[l])
         return loss.sum(), correct.sum()
 
-    def _sum_gradients_by_block(self, X, y):
-        """_sum_gradients into `grads` over blocks of block_samples columns of X, on every core."""
-        m, step, n_workers = X.shape[1], self.block_samples, parallel.workers()
-        starts = range(0, m, step)
+    def _sum_block_gradients(self, X, y, starts):
+        """(flat gradient, loss, correct) summed over the blocks of block_samples columns at `starts`."""
+        step = self.block_samples
+        block_flat, total = np.zeros_like(self.flat_grad), np.zeros_like(self.flat_grad)
+        block_grads = self._views(block_flat, self.grads)
+        loss_sum = correct_sum = 0.0
+        for start in starts:
+            loss, correct = self._sum_gradients(X[:, start : start + step], y[start : start + step], block_grads)
+            total += block_flat
+            loss_sum, correct_sum = loss_sum + loss, correct_sum + correct
+        return total, loss_sum, correct_sum
 
-        def worker(w):
-            block_flat, total = np.zeros_like(self.flat_grad), np.zeros_like(self.flat_grad)
-            block_grads = self._views(block_flat, self.grads)
-            loss_sum = correct_sum = 0.0
-            for start in starts[w::n_workers]:
-                loss, correct = self._sum_gradients(X[:, start : start + step], y[start : start + step], block_grads)
-                total += block_flat
-                loss_sum, correct_sum = loss_sum + loss, correct_sum + correct
-            return total, loss_sum, correct_sum
-
-        results = parallel.run_on_cores(worker, min(n_workers, len(starts)))
-        np.sum([total for total, _, _ in results], axis=0, out=self.flat_grad)
-        return np.sum([r[1] for r in results]), np.sum([r[2] for r in results])
+    def _on_cores(self, starts, task):
+        """[task(starts[w::n]) for w < n]: on the CPU the n = min(workers, blocks) tasks run at once,
+        one per core with one BLAS thread each (nn_gpu.parallel); on the GPU, n = 1."""
+        if self.device.name == "gpu":
+            return [task(starts)]
+        n = min(parallel.workers(), len(starts))
+        return parallel.run_on_cores(lambda w: task(starts[w::n]), n)
 
     def evaluate(self, X, y, batch_size: int = 8192):
         """(mean loss, accuracy) over X (784 x m) and labels y, in batches; reads back to the host."""
         m = X.shape[1]
-        loss_sum = correct_sum = 0.0
-        for start in range(0, m, batch_size):
-            Z, _ = self.forward(X[:, start : start + batch_size])
-            _, loss, correct = self.device.ops.softmax_cross_entropy(Z, y[start : start + batch_size])
-            loss_sum += float(loss.sum())  # host sync
-            correct_sum += float(correct.sum())  # host sync
-        return loss_sum / m, correct_sum / m
+
+        def sums(starts):
+            loss_sum = correct_sum = 0.0
+            for start in starts:
+                Z, _ = self.forward(X[:, start : start + batch_size])
+                _, loss, correct = self.device.ops.softmax_cross_entropy(Z, y[start : start + batch_size])
+                loss_sum += float(loss.sum())  # host sync
+                correct_sum += float(correct.sum())  # host sync
+            return loss_sum, correct_sum
+
+        loss_sums, correct_sums = zip(*self._on_cores(range(0, m, batch_size), sums))
+        return sum(loss_sums) / m, sum(correct_sums) / m
 
     def predict_proba(self, X, batch_size: int = 8192):
         """Class probabilities A_L (10 x m) for X (784 x m), as a host array."""
-        columns = []
-        for start in range(0, X.shape[1], batch_size):
-            Z, _ = self.forward(X[:, start : start + batch_size])
-            columns.append(self.device.to_host(self.device.ops.softmax(Z)))
-        return np.concatenate(columns, axis=1)
+
+        def columns(starts):  # [(start, A_L of the batch at start, on the host)]
+            return [
+                (start, self.device.to_host(self.device.ops.softmax(self.forward(X[:, start : start + batch_size])[0])))
+                for start in starts
+            ]
+
+        pieces = [piece for worker in self._on_cores(range(0, X.shape[1], batch_size), columns) for piece in worker]
+        pieces.sort(key=lambda piece: piece[0])
+        return np.concatenate([probabilities for _, probabilities in pieces], axis=1)
 
 
 def inputs(X, dtype: str):

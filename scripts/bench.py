@@ -292,6 +292,44 @@ def add_ratios(rows):
         r["speedup_vs_torch"] = torch_ms / r["ms_per_step"] if torch_ms else None
 
 
+def products_floor(m=41000, hidden=10, repeats=7) -> dict:
+    """ms per step for the two products with X alone, Z1^T = A0^T W1^T and dW1 = dZ1 A0^T, run the way
+    nn_gpu's CPU gradient runs them (blocks of samples on every core) but on a block already in cache.
+
+    A NumPy implementation of a step that multiplies by X twice cannot be faster than this here.
+    """
+    from nn_gpu import parallel
+    from nn_gpu.model import BLOCK_SAMPLES
+
+    rng = np.random.default_rng(0)
+    workers = parallel.workers()
+    blocks = -(-m // BLOCK_SAMPLES)
+    A0T = [rng.random((BLOCK_SAMPLES, 784), dtype=np.float32) for _ in range(workers)]  # one per worker, reused
+    W1 = rng.random((hidden, 784), dtype=np.float32)
+    dZ1 = rng.random((hidden, BLOCK_SAMPLES), dtype=np.float32)
+
+    def worker(w):
+        for _ in range(w, blocks, workers):
+            A0T[w] @ W1.T
+            dZ1 @ A0T[w]
+
+    times = []
+    for _ in range(repeats + 1):
+        started = time.perf_counter()
+        parallel.run_on_cores(worker, workers)
+        times.append(time.perf_counter() - started)
+    gflop = 2 * 2 * hidden * 784 * m / 1e9
+    seconds = statistics.median(times[1:])
+    return {
+        "workload": "products floor",
+        "m": m,
+        "hidden": [hidden],
+        "workers": workers,
+        "ms_per_step": 1000 * seconds,
+        "gflop_per_second": gflop / seconds,
+    }
+
+
 def bench_csv_load(rows=42000):
     """Seconds to load a Kaggle-format train.csv of `rows` rows (MNIST-like sparsity)."""
     images, labels = synthetic_digits(rows, seed=2)
@@ -424,7 +462,7 @@ def format_table(rows) -> str:
         "|" + " --- |" * 10,
     ]
     for r in rows:
-        if "ms_per_step" not in r:
+        if "ms_per_step" not in r or r["workload"] == "products floor":
             continue
         fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
         lines.append(
@@ -465,6 +503,8 @@ def main(argv=None) -> int:
     if not args.quick:
         rows += run_training(devices, 41000, (128,), None, steps, repeats, "full batch")
         rows += run_training(devices, 41000, (256, 128), None, steps, repeats, "full batch")
+    if "cpu" in devices:
+        rows.append(products_floor())
     sizes = (1000, 10000) if args.quick else (1000, 10000, 42000, 100000, 1000000)
     for m in sizes:
         rows += run_training(devices, m, (10,), None, steps, repeats, "scale", only_nn_gpu=True)
@@ -476,7 +516,12 @@ def main(argv=None) -> int:
     print(f"gpu: {'none (' + gpu_reason + ')' if gpu_reason else resolve_device('gpu').describe()}")
     print(format_table(rows))
     for r in rows:
-        if r["workload"] == "load train.csv":
+        if r["workload"] == "products floor":
+            print(
+                f"products floor: W1 A0 and dZ1 A0^T alone, blocks in cache, {r['workers']} workers, m = {r['m']:,}: "
+                f"{r['ms_per_step']:.3f} ms per step ({r['gflop_per_second']:.0f} GFLOP/s)"
+            )
+        elif r["workload"] == "load train.csv":
             print(f"{r['workload']}: {r['rows']:,} rows, {r['file_mb']:.0f} MB in {r['seconds']:.2f} s")
         elif r["workload"].startswith("time to"):
             reached = "not reached" if r["seconds"] is None else f"{r['seconds']:.3f} s, {r['iterations']} iterations"

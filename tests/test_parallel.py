@@ -24,6 +24,9 @@ def test_numpy_openblas_threads_are_pinned_to_one_and_restored():
         with parallel.one_blas_thread():
             assert [g() for g, _ in controls] == [1] * len(controls)
         assert get() == 2
+        assert parallel.run_on_cores(lambda w: get(), 1) == [1]  # here too: no OpenBLAS thread is woken
+        assert parallel.run_on_cores(lambda w: get(), 2) == [1, 1]
+        assert get() == 2
     finally:
         set_(before)
     assert parallel.workers() == parallel.cores()
