@@ -203,8 +203,18 @@ def implementations(devices, images, labels, hidden, only_nn_gpu=False):
             yield fused
 
 
+SETTLE_SECONDS = 1.0  # idle time before each implementation's turn
+
+
 def time_steps(impl, steps, repeats, batches=None):
-    """Median seconds per step over `repeats` timed blocks of `steps` steps, after one warm-up block."""
+    """Median seconds per step over `repeats` timed blocks of `steps` steps, after one warm-up block.
+
+    First the machine idles for SETTLE_SECONDS: the previous implementation's thread pools (OpenMP
+    in PyTorch, OpenBLAS's own) keep spinning for a while after their last product and would take
+    cores from this one (measured: a mini-batch step right after the full-batch job ran 0.19 ms
+    instead of 0.13 ms, and alternating implementations block by block cost nn_gpu 14.5 -> 19.4 ms).
+    """
+    time.sleep(SETTLE_SECONDS)
     per_step = []
     for repeat in range(repeats + 1):
         impl.synchronize()
