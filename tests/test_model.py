@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from nn_gpu import parallel
+from nn_gpu.device import Device
 from nn_gpu.model import Architecture, Network, init_parameters, inputs
 from nn_gpu.optim import SGD
 
@@ -158,3 +159,23 @@ def test_uint8_pixels_train_exactly_as_pixels_scaled_first(cpu):
     assert network.gradients(scaled, y) == sums
     assert np.array_equal(network.flat_grad, from_pixels)
     assert np.array_equal(inputs(images.T, "float32"), scaled)
+
+
+def test_on_the_gpu_a_batch_stays_one_block_on_one_thread(cpu, monkeypatch):
+    """The blocked, threaded gradient is NumPy's: a "gpu" device (here NumPy under that name) never uses it."""
+    network, X, y = make_network(cpu, (6, 5), 40)
+    network.block_samples = 7
+    network.gradients(X, y)
+    by_block = network.flat_grad.copy()
+    as_gpu = Network(network.arch, Device("gpu", np, cpu.ops), [p.copy() for p in network.params])
+    as_gpu.block_samples = 7
+
+    def no_threads(task, n):
+        raise AssertionError("the GPU path must not run on CPU worker threads")
+
+    monkeypatch.setattr(parallel, "run_on_cores", no_threads)
+    as_gpu.gradients(X, y)
+    np.testing.assert_allclose(as_gpu.flat_grad, by_block, rtol=1e-12, atol=1e-15)
+    network.block_samples = 10**9
+    network.gradients(X, y)  # one block on the CPU, this thread: the same code as the GPU's
+    assert np.array_equal(as_gpu.flat_grad, network.flat_grad)
