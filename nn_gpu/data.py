@@ -34,7 +34,7 @@ import pandas as pd
 
 from nn_gpu import download, idx
 from nn_gpu.errors import DataError
-from nn_gpu.model import N_CLASSES, N_PIXELS
+from nn_gpu.model import N_CLASSES, N_PIXELS, inputs
 
 SAMPLE = "sample"
 _CHUNK_ROWS = 8192
@@ -261,7 +261,5 @@ def to_inputs(images: np.ndarray, device, dtype: str):
     cache, as it goes (nn_gpu.model.inputs), so no float copy of the data is ever held.
     """
     if device.name == "gpu":
-        from nn_gpu.model import inputs
-
         return inputs(device.to_device(images).T, dtype)
     return np.asarray(images, dtype=np.uint8).T

@@ -174,34 +174,36 @@ class Network:
         n = min(parallel.workers(), len(starts))
         return parallel.run_on_cores(lambda w: task(starts[w::n]), n)
 
+    def _map_batches(self, m, size, batch_task):
+        """[batch_task(start) for start in range(0, m, size)], in that order; on the CPU the batches
+        are shared among the cores as in `_on_cores`."""
+        starts = range(0, m, size)
+        by_worker = self._on_cores(starts, lambda mine: [batch_task(start) for start in mine])
+        results = [None] * len(starts)
+        for w, worker_results in enumerate(by_worker):  # worker w had starts[w::n]
+            results[w :: len(by_worker)] = worker_results
+        return results
+
     def evaluate(self, X, y, batch_size: int = 8192):
         """(mean loss, accuracy) over X (784 x m) and labels y, in batches; reads back to the host."""
         m = X.shape[1]
 
-        def sums(starts):
-            loss_sum = correct_sum = 0.0
-            for start in starts:
-                Z, _ = self.forward(X[:, start : start + batch_size])
-                _, loss, correct = self.device.ops.softmax_cross_entropy(Z, y[start : start + batch_size])
-                loss_sum += float(loss.sum())  # host sync
-                correct_sum += float(correct.sum())  # host sync
-            return loss_sum, correct_sum
+        def sums(start):
+            Z, _ = self.forward(X[:, start : start + batch_size])
+            _, loss, correct = self.device.ops.softmax_cross_entropy(Z, y[start : start + batch_size])
+            return float(loss.sum()), float(correct.sum())  # host sync
 
-        loss_sums, correct_sums = zip(*self._on_cores(range(0, m, batch_size), sums))
+        loss_sums, correct_sums = zip(*self._map_batches(m, batch_size, sums))
         return sum(loss_sums) / m, sum(correct_sums) / m
 
     def predict_proba(self, X, batch_size: int = 8192):
         """Class probabilities A_L (10 x m) for X (784 x m), as a host array."""
 
-        def columns(starts):  # [(start, A_L of the batch at start, on the host)]
-            return [
-                (start, self.device.to_host(self.device.ops.softmax(self.forward(X[:, start : start + batch_size])[0])))
-                for start in starts
-            ]
+        def probabilities(start):
+            Z, _ = self.forward(X[:, start : start + batch_size])
+            return self.device.to_host(self.device.ops.softmax(Z))
 
-        pieces = [piece for worker in self._on_cores(range(0, X.shape[1], batch_size), columns) for piece in worker]
-        pieces.sort(key=lambda piece: piece[0])
-        return np.concatenate([probabilities for _, probabilities in pieces], axis=1)
+        return np.concatenate(self._map_batches(X.shape[1], batch_size, probabilities), axis=1)
 
 
 def inputs(X, dtype: str):
