@@ -19,9 +19,16 @@ import numpy as np
 from nn_gpu import plots
 from nn_gpu.checkpoint import load_checkpoint, save_checkpoint, save_model
 from nn_gpu.data import SAMPLE, load_dataset, split_dev, to_inputs
-from nn_gpu.device import Device, gpu_unavailable_reason, out_of_memory_error, resolve_device
+from nn_gpu.device import (
+    DEVICE_CHOICES,
+    Device,
+    gpu_unavailable_reason,
+    out_of_memory_error,
+    parse_device,
+    resolve_device,
+)
 from nn_gpu.download import REMOTES
-from nn_gpu.errors import DataError, NNGpuError
+from nn_gpu.errors import DataError, DeviceError, NNGpuError
 from nn_gpu.files import write_text_atomically
 from nn_gpu.model import INITS, Architecture, Network, init_parameters
 from nn_gpu.optim import SCHEDULES, SGD
@@ -45,6 +52,15 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def device_name(text: str) -> str:
+    """`--device`: auto, cpu, gpu or gpu:N, checked here; nn_gpu.device resolves it."""
+    try:
+        parse_device(text)
+    except DeviceError:
+        raise argparse.ArgumentTypeError(f"expected {DEVICE_CHOICES}, got {text!r}") from None
+    return text
+
+
 def _widths(text: str) -> tuple[int, ...]:
     try:
         widths = tuple(int(w) for w in text.split(","))
@@ -62,9 +78,9 @@ def train_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--device",
-        choices=("auto", "cpu", "gpu"),
+        type=device_name,
         default="auto",
-        help="auto: the GPU if usable, else the CPU (default)",
+        help="auto: card 0 if usable, else the CPU (default); cpu; gpu (card 0) or gpu:N",
     )
     p.add_argument(
         "--data",
@@ -219,6 +235,8 @@ def train_command(argv: list[str] | None = None) -> int:
     save_model(output_dir / "model.npz", arch, [device.to_host(p) for p in network.params])
     metrics = {
         "device": device.name,
+        "device_index": device.index,
+        "device_name": device.card_name,
         "device_description": device.describe(),
         **settings,
         "data": dataset.source,

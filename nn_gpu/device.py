@@ -1,12 +1,13 @@
 """One Device object: where arrays live and which array module (`xp`) runs the math.
 
-`resolve_device("auto" | "cpu" | "gpu")` is called once; everything else takes `xp`, the op
-table and the host/device transfers from the object it returns. CuPy is imported only here,
+`resolve_device("auto" | "cpu" | "gpu" | "gpu:N")` is called once; everything else takes `xp`, the
+op table and the host/device transfers from the object it returns. CuPy is imported only here,
 inside a guarded function, so `import nn_gpu` and every CPU path work with no CUDA anywhere.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -16,19 +17,22 @@ import numpy as np
 from nn_gpu.errors import DeviceError
 
 _INSTALL_HINT = "install CuPy for your CUDA version: pip install -e '.[cuda12]' or '.[cuda13]'"
+DEVICE_CHOICES = "auto, cpu, gpu or gpu:N"
 
 
 @dataclass(frozen=True)
 class Device:
     """A resolved device.
 
-    name: "cpu" or "gpu"; xp: numpy or cupy; ops: the op table (see nn_gpu.ops) whose
-    ReLU, ReLU' and softmax run as NumPy code or as custom CUDA kernels.
+    name: "cpu" or "gpu"; xp: numpy or cupy; ops: the op table (see nn_gpu.ops) whose ReLU, ReLU'
+    and softmax run as NumPy code or as custom CUDA kernels; index: the card's number on the GPU
+    (CuPy's current device from then on), None on the CPU.
     """
 
     name: str
     xp: ModuleType
     ops: Any
+    index: int | None = None
 
     def to_device(self, array: np.ndarray):
         """Copy a host array to this device (no copy on the CPU)."""
@@ -45,11 +49,17 @@ class Device:
         if self.name == "gpu":
             self.xp.cuda.get_current_stream().synchronize()
 
+    @property
+    def card_name(self) -> str | None:
+        """The GPU's name as the driver gives it, e.g. 'NVIDIA H200'; None on the CPU."""
+        if self.name != "gpu":
+            return None
+        return self.xp.cuda.runtime.getDeviceProperties(self.index)["name"].decode()
+
     def describe(self) -> str:
-        """A short human description, e.g. 'gpu (NVIDIA H100 80GB HBM3)' or 'cpu (NumPy 2.4.6)'."""
+        """A short human description, e.g. 'gpu:0 (NVIDIA H200)' or 'cpu (NumPy 2.4.6)'."""
         if self.name == "gpu":
-            props = self.xp.cuda.runtime.getDeviceProperties(self.xp.cuda.Device().id)
-            return f"gpu ({props['name'].decode()})"
+            return f"gpu:{self.index} ({self.card_name})"
         return f"cpu (NumPy {np.__version__})"
 
 
@@ -60,50 +70,77 @@ def cpu_device() -> Device:
     return Device("cpu", np, ops.REFERENCE_OPS)
 
 
-def gpu_unavailable_reason() -> str | None:
-    """Why the GPU cannot be used, as one line with the fix, or None when it can."""
+def cuda_version(version: int) -> str:
+    """CUDA's integer version as people write it: 13020 -> '13.2'."""
+    return f"{version // 1000}.{version % 1000 // 10}"
+
+
+def _gpu_count() -> tuple[int, str | None]:
+    """(number of usable cards, None), or (0, why the GPU cannot be used: one line with the fix)."""
     try:
         import cupy
     except ImportError:
-        return f"CuPy not installed: {_INSTALL_HINT}"
+        return 0, f"CuPy not installed: {_INSTALL_HINT}"
     runtime = cupy.cuda.runtime
     try:
-        driver = runtime.driverGetVersion()
+        driver, built_for = runtime.driverGetVersion(), runtime.runtimeGetVersion()
     except Exception as error:  # CuPy's own libraries are broken or missing
-        return f"CuPy cannot load the CUDA runtime ({error}); {_INSTALL_HINT}"
+        return 0, f"CuPy cannot load the CUDA runtime ({error}); {_INSTALL_HINT}"
     if driver == 0:
-        return "no CUDA device: no NVIDIA driver found on this machine; use --device cpu"
-    if driver < runtime.runtimeGetVersion():
-        return (
-            f"driver too old: the NVIDIA driver supports CUDA {driver // 1000}.{driver % 1000 // 10}, "
-            f"this CuPy needs {runtime.runtimeGetVersion() // 1000}; update the driver or install "
-            f"the CuPy build for CUDA {driver // 1000}"
+        return 0, "no CUDA device: no NVIDIA driver found on this machine; use --device cpu"
+    # CUDA's minor-version compatibility: a driver for CUDA 13.0 runs a runtime built for 13.2, so only
+    # the major versions must agree (a newer driver runs older runtimes).
+    if driver // 1000 < built_for // 1000:
+        return 0, (
+            f"driver too old: the NVIDIA driver supports CUDA {cuda_version(driver)}, this CuPy is built for "
+            f"CUDA {cuda_version(built_for)} and needs a driver for CUDA {built_for // 1000}; update the driver, "
+            f"or install the CuPy build for CUDA {driver // 1000}: pip install cupy-cuda{driver // 1000}x"
         )
     try:
         count = runtime.getDeviceCount()
     except runtime.CUDARuntimeError as error:
-        return f"no CUDA device: {error}; use --device cpu"
+        return 0, f"no CUDA device: {error}; use --device cpu"
     if count == 0:
-        return "no CUDA device: the driver sees no GPU; use --device cpu"
-    return None
+        return 0, "no CUDA device: the driver sees no GPU; use --device cpu"
+    return count, None
+
+
+def gpu_unavailable_reason() -> str | None:
+    """Why the GPU cannot be used, as one line with the fix, or None when it can."""
+    return _gpu_count()[1]
+
+
+def parse_device(name: str) -> tuple[str, int | None]:
+    """`--device` as (kind, card): "cpu" -> ("cpu", None); "gpu" -> ("gpu", 0); "gpu:N" -> ("gpu", N);
+    "auto" -> ("auto", 0). DeviceError for anything else."""
+    if name in ("cpu", "auto", "gpu"):
+        return name, None if name == "cpu" else 0
+    match = re.fullmatch(r"gpu:(\d+)", name)
+    if match is None:
+        raise DeviceError(f"unknown device {name!r}: choose {DEVICE_CHOICES}")
+    return "gpu", int(match.group(1))
 
 
 def resolve_device(name: str = "auto") -> Device:
-    """Parse `--device`: "cpu", "gpu" (DeviceError if unusable) or "auto" (GPU if usable, else CPU)."""
-    if name == "cpu":
+    """Parse `--device`: "cpu"; "gpu" or "gpu:N" (DeviceError if unusable; "gpu" is card 0); or "auto"
+    (card 0 if usable, else the CPU). The chosen card becomes CuPy's current device."""
+    kind, index = parse_device(name)
+    if kind == "cpu":
         return cpu_device()
-    if name not in ("gpu", "auto"):
-        raise DeviceError(f"unknown device {name!r}: choose auto, cpu or gpu")
-    reason = gpu_unavailable_reason()
-    if reason is None:
-        import cupy
+    count, reason = _gpu_count()
+    if reason is not None:
+        if kind == "gpu":
+            raise DeviceError(f"--device {name}: {reason}")
+        return cpu_device()
+    if index >= count:
+        seen = "1 GPU (gpu:0)" if count == 1 else f"{count} GPUs (gpu:0 to gpu:{count - 1})"
+        raise DeviceError(f"--device {name}: no such card: the driver sees {seen}")
+    import cupy
 
-        from nn_gpu import kernels
+    from nn_gpu import kernels
 
-        return Device("gpu", cupy, kernels.KERNEL_OPS)
-    if name == "gpu":
-        raise DeviceError(f"--device gpu: {reason}")
-    return cpu_device()
+    cupy.cuda.Device(index).use()
+    return Device("gpu", cupy, kernels.KERNEL_OPS, index)
 
 
 def out_of_memory_error(error: BaseException) -> DeviceError | None:

@@ -9,7 +9,7 @@ import numpy as np
 
 from nn_gpu import image, plots
 from nn_gpu.checkpoint import load_model
-from nn_gpu.cli import non_negative_int, percent, run_main
+from nn_gpu.cli import device_name, non_negative_int, percent, run_main
 from nn_gpu.data import load_dataset, to_inputs
 from nn_gpu.device import resolve_device
 from nn_gpu.errors import DataError
@@ -34,7 +34,7 @@ def predict_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--show", type=non_negative_int, default=0, metavar="N", help="print and draw the first N predictions"
     )
-    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    p.add_argument("--device", type=device_name, default="auto", help="auto (default), cpu, gpu (card 0) or gpu:N")
     return p
 
 

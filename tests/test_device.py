@@ -1,12 +1,13 @@
 """Resolving --device: the CPU always works; a GPU that cannot be had says which cause and the fix."""
 
+import re
 import sys
 
 import numpy as np
 import pytest
 
 from nn_gpu import device as device_module
-from nn_gpu.device import gpu_unavailable_reason, out_of_memory_error, resolve_device
+from nn_gpu.device import gpu_unavailable_reason, out_of_memory_error, parse_device, resolve_device
 from nn_gpu.errors import DeviceError
 from nn_gpu.ops import REFERENCE_OPS
 
@@ -21,7 +22,7 @@ def test_cpu_device_is_numpy_with_plain_ops():
 
 
 def test_unknown_device_name():
-    with pytest.raises(DeviceError, match="unknown device 'tpu'"):
+    with pytest.raises(DeviceError, match="unknown device 'tpu': choose auto, cpu, gpu or gpu:N"):
         resolve_device("tpu")
 
 
@@ -53,26 +54,78 @@ class FakeRuntime:
         return self.devices
 
 
+@pytest.fixture
+def fake_cupy(monkeypatch):
+    """Install a fake `cupy` whose runtime reports the versions and devices a test gives it."""
+
+    def install(runtime):
+        cupy = type(sys)("cupy")
+        cupy.cuda = type(sys)("cupy.cuda")
+        cupy.cuda.runtime = runtime
+        monkeypatch.setitem(sys.modules, "cupy", cupy)
+
+    return install
+
+
 @pytest.mark.parametrize(
     ("runtime", "cause"),
     [
         (FakeRuntime(driver=0), "no CUDA device: no NVIDIA driver found"),
-        (FakeRuntime(driver=11080), "driver too old: the NVIDIA driver supports CUDA 11.8, this CuPy needs 12"),
+        (
+            FakeRuntime(driver=11080, runtime=12090),
+            "driver too old: the NVIDIA driver supports CUDA 11.8, this CuPy is built for CUDA 12.9 and needs a "
+            "driver for CUDA 12; update the driver, or install the CuPy build for CUDA 11: pip install cupy-cuda11x",
+        ),
+        (
+            FakeRuntime(driver=12080, runtime=13020),
+            "driver too old: the NVIDIA driver supports CUDA 12.8, this CuPy is built for CUDA 13.2 and needs a "
+            "driver for CUDA 13; update the driver, or install the CuPy build for CUDA 12: pip install cupy-cuda12x",
+        ),
         (FakeRuntime(driver=12090, devices=None), "no CUDA device: cudaErrorNoDevice"),
         (FakeRuntime(driver=12090, devices=0), "no CUDA device: the driver sees no GPU"),
         (FakeRuntime(driver=12090), None),
+        # CUDA's minor-version compatibility: an H200's driver 580 (CUDA 13.0) runs cupy-cuda13x 14.2 (13.2).
+        (FakeRuntime(driver=13000, runtime=13020), None),
+        (FakeRuntime(driver=12020, runtime=12090), None),
+        (FakeRuntime(driver=13000, runtime=12090), None),  # a newer driver runs an older runtime
     ],
 )
-def test_each_cause_of_an_unusable_gpu_is_named(monkeypatch, runtime, cause):
-    fake_cupy = type(sys)("cupy")
-    fake_cupy.cuda = type(sys)("cupy.cuda")
-    fake_cupy.cuda.runtime = runtime
-    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+def test_each_cause_of_an_unusable_gpu_is_named(fake_cupy, runtime, cause):
+    fake_cupy(runtime)
     reason = device_module.gpu_unavailable_reason()
     if cause is None:
         assert reason is None
     else:
         assert reason.startswith(cause), reason
+        with pytest.raises(DeviceError, match=f"^--device gpu:1: {re.escape(reason)}$"):
+            resolve_device("gpu:1")
+        assert resolve_device("auto").name == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("devices", "name", "message"),
+    [
+        (1, "gpu:1", "--device gpu:1: no such card: the driver sees 1 GPU (gpu:0)"),
+        (2, "gpu:7", "--device gpu:7: no such card: the driver sees 2 GPUs (gpu:0 to gpu:1)"),
+    ],
+)
+def test_a_card_number_that_does_not_exist_names_the_cards_seen(fake_cupy, devices, name, message):
+    fake_cupy(FakeRuntime(driver=13000, runtime=13020, devices=devices))
+    with pytest.raises(DeviceError, match=f"^{re.escape(message)}$"):
+        resolve_device(name)
+
+
+@pytest.mark.parametrize(
+    ("name", "parsed"), [("cpu", ("cpu", None)), ("auto", ("auto", 0)), ("gpu", ("gpu", 0)), ("gpu:3", ("gpu", 3))]
+)
+def test_device_names_parse(name, parsed):
+    assert parse_device(name) == parsed
+
+
+@pytest.mark.parametrize("name", ["gpu:", "gpu:-1", "gpu:x", "cuda", "gpu0", " gpu", "GPU"])
+def test_malformed_device_names_are_refused(name):
+    with pytest.raises(DeviceError, match=f"^unknown device {re.escape(repr(name))}: choose auto, cpu, gpu or gpu:N$"):
+        parse_device(name)
 
 
 def test_out_of_memory_becomes_one_line_with_the_advice():
