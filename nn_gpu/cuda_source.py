@@ -97,18 +97,82 @@ KERNELS = (
     ),
 )
 
+# How nn_gpu calls each ElementwiseKernel, as CuPy sees the arguments once it has broadcast them and
+# reduced their dimensions: one entry per parameter in KERNELS' order, None for a scalar, else
+# (ndim, C-contiguous, grows with m), then the indexer's (ndim, grows with m). CuPy compiles one
+# kernel per layout, dtype and index width; an array that grows with m is indexed with 64 bits once
+# it spans over 2 GiB. nn_gpu/cuda_compile.py generates and compiles every one of them in CI, and
+# tests/test_gpu.py checks on a card that CuPy built no other.
+KERNEL_LAYOUTS = {
+    "nn_gpu_bias_relu": (
+        ((2, False, False), (2, True, True), (2, True)),  # b (H x 1) broadcast over Z (H x m): stride 0, 2-D
+        ((1, True, False), (1, True, False), (1, False)),  # one sample (predict.py --image): both 1-D
+    ),
+    "nn_gpu_relu_backward": (((1, True, True), (1, True, True), (1, True)),),  # A, dA contiguous H x m: 1-D
+    "nn_gpu_softmax": (((2, True, True), None, (2, True, True), (1, True)),),  # raw Z, A (C x m); size=m
+    "nn_gpu_softmax_cross_entropy": (
+        (
+            (1, True, True),
+            None,
+            (2, True, True),
+            (1, True, True),
+            (1, True, True),
+            (1, True),
+        ),  # y, raw Z, loss, correct
+    ),
+    "nn_gpu_sgd_update": (((1, True, False), None, None, None, (1, True, False), (1, True, False), (1, False)),),
+}
+
 # The fused training step of a 784-H-10 network (H <= FUSED_MAX_HIDDEN), used by nn_gpu/fused.py.
 # X stays uint8 on the device (m x 784, one row per image) and is scaled by 1/255 inside the
 # kernels. Parameters and gradient sums use the Network's flat layout: W1 (H x 784), b1 (H),
-# W2 (10 x H), b2 (10). One step is three kernels, captured once into a CUDA graph:
+# W2 (10 x H), b2 (10). One step is a memset of the gradient sums and three kernels, captured once
+# into a CUDA graph:
 #   nn_fused_forward_backward  one warp per sample: Z1, A1, Z2, softmax, loss, dZ2, dZ1; adds
 #                              dW2, db2, db1 (per-block sums in shared memory, then one atomic
 #                              per entry and block) and writes dZ1 (H x count)
-#   nn_fused_weight_gradient   dW1 += dZ1 X^T / 255: a block per (256 pixels, 4096 / H samples),
+#   nn_fused_weight_gradient   dW1 += dZ1 X^T / 255: a block per (256 pixels, `chunk` samples),
 #                              the samples' dZ1 in shared memory, zero pixels skipped
-#   nn_fused_update            g /= count; the SGD update (nn_sgd_update); g = 0 for the next step
+#   nn_fused_update            g := g / count (the mean gradient, left in the gradient buffer as
+#                              Network.gradients leaves it); the SGD update (nn_sgd_update)
+# The launch geometry (fused_launch below) is sized by the batch and the card's SM count, so that
+# a mini-batch of 128 still gives every SM work.
 FUSED_MAX_HIDDEN = 32
 FUSED_CHUNK = 128
+FUSED_THREADS = 256  # threads per block of the weight-gradient and update kernels
+FUSED_MAX_BLOCKS = 1024  # the forward-backward and update kernels loop over the rest
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def fused_launch(count: int, hidden: int, sms: int) -> dict:
+    """Grid and block sizes of the fused step's kernels for a batch of `count` samples, H = `hidden`,
+    on a card with `sms` streaming multiprocessors.
+
+    forward_backward: (blocks, threads); one warp per sample, so threads = 32 x samples per block,
+        up to 8 per block, fewer when the batch is small (batch 128 on 132 SMs: 128 blocks of one
+        warp, not 16 of eight). Its samples are s = block x warps + warp, in steps of blocks x warps.
+    weight_gradient: (grid, threads, chunk); blockIdx.x takes 256 pixels, blockIdx.y the chunks of
+        samples [first, first + chunk) with first = (y + k grid_y) chunk. chunk is at most
+        FUSED_MAX_HIDDEN x FUSED_CHUNK / H (dZ1 of a chunk fits in shared memory) and small enough
+        that a batch fills about 2 x sms blocks; grid_y stops at 8 x sms blocks in all, beyond which
+        a block takes several chunks (fewer atomics, and no grid_y over CUDA's 65,535).
+    update: (blocks, threads) over the parameters.
+    """
+    per_block = max(1, min(8, count // sms))
+    pixel_blocks = _ceil_div(784, FUSED_THREADS)
+    largest = FUSED_MAX_HIDDEN * FUSED_CHUNK // hidden
+    chunk = max(1, min(largest, _ceil_div(count, _ceil_div(2 * sms, pixel_blocks))))
+    chunk_blocks = min(_ceil_div(count, chunk), _ceil_div(8 * sms, pixel_blocks))
+    size = hidden * 784 + hidden + 10 * hidden + 10
+    return {
+        "forward_backward": (min(_ceil_div(count, per_block), FUSED_MAX_BLOCKS), 32 * per_block),
+        "weight_gradient": ((pixel_blocks, chunk_blocks), FUSED_THREADS, chunk),
+        "update": (min(_ceil_div(size, FUSED_THREADS), FUSED_MAX_BLOCKS), FUSED_THREADS),
+    }
+
 
 FUSED_SOURCE = r"""
 #define NN_PIXELS 784
@@ -184,35 +248,42 @@ __device__ void nn_fused_forward_backward(const unsigned char* X, const int* y, 
 
 template <typename T>
 __device__ void nn_fused_weight_gradient(const unsigned char* X, const long long* rows, int count, int H,
-                                         const T* dZ1, T* grads) {
-    __shared__ T dz[NN_MAX_HIDDEN * NN_CHUNK];  // dZ1 of this block's samples, H x chunk
-    const int chunk = (NN_MAX_HIDDEN * NN_CHUNK) / H;  // fewer units, more samples per block
-    const int first = blockIdx.y * chunk;
-    const int n = min(chunk, count - first);
-    for (int e = threadIdx.x; e < H * chunk; e += blockDim.x) {
-        const int h = e / chunk, j = e % chunk;
-        dz[e] = j < n ? dZ1[(long long)h * count + first + j] : (T)0;
-    }
-    __syncthreads();
+                                         int chunk, const T* dZ1, T* grads) {
+    // Block (x, y) sums over its 256 pixels and the chunks of samples [first, first + chunk) with
+    // first = (y + k gridDim.y) chunk, k = 0, 1, ...; H x chunk <= NN_MAX_HIDDEN x NN_CHUNK.
+    __shared__ T dz[NN_MAX_HIDDEN * NN_CHUNK];  // dZ1 of the chunk's samples, H x chunk
     const int p = blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= NN_PIXELS) return;
     T acc[NN_MAX_HIDDEN];
     for (int h = 0; h < H; ++h) acc[h] = (T)0;
-    for (int j = 0; j < n; ++j) {
-        const T xp = (T)X[rows[first + j] * NN_PIXELS + p];  // consecutive threads, consecutive pixels
-        if (xp != (T)0) {
-            for (int h = 0; h < H; ++h) acc[h] += dz[h * chunk + j] * xp;
+    for (long long first = (long long)blockIdx.y * chunk; first < count; first += (long long)gridDim.y * chunk) {
+        const int n = (int)min((long long)chunk, count - first);
+        __syncthreads();  // every thread is done with the previous chunk's dz
+        for (int e = threadIdx.x; e < H * chunk; e += blockDim.x) {
+            const int h = e / chunk, j = e % chunk;
+            dz[e] = j < n ? dZ1[(long long)h * count + first + j] : (T)0;
+        }
+        __syncthreads();
+        if (p < NN_PIXELS) {
+            for (int j = 0; j < n; ++j) {
+                const T xp = (T)X[rows[first + j] * NN_PIXELS + p];  // consecutive threads, consecutive pixels
+                if (xp != (T)0) {
+                    for (int h = 0; h < H; ++h) acc[h] += dz[h * chunk + j] * xp;
+                }
+            }
         }
     }
-    for (int h = 0; h < H; ++h) atomicAdd(&grads[h * NN_PIXELS + p], acc[h] / (T)255);  // dW1 = dZ1 X^T
+    if (p < NN_PIXELS) {
+        for (int h = 0; h < H; ++h) atomicAdd(&grads[h * NN_PIXELS + p], acc[h] / (T)255);  // dW1 = dZ1 X^T
+    }
 }
 
 template <typename T>
 __device__ void nn_fused_update(T* params, T* grads, T* velocity, long long size, const T* lr, T inverse_count,
                                 T momentum, T weight_decay) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < size; i += (long long)gridDim.x * blockDim.x) {
-        nn_sgd_update<T>(grads[i] * inverse_count, lr[0], momentum, weight_decay, &params[i], &velocity[i]);
-        grads[i] = (T)0;
+        const T g = grads[i] * inverse_count;  // the mean gradient, kept as Network.gradients keeps it
+        grads[i] = g;
+        nn_sgd_update<T>(g, lr[0], momentum, weight_decay, &params[i], &velocity[i]);
     }
 }
 
@@ -223,8 +294,8 @@ __device__ void nn_fused_update(T* params, T* grads, T* velocity, long long size
         nn_fused_forward_backward<T>(X, y, rows, count, params, H, dZ1, grads, stats);                      \
     }                                                                                                       \
     extern "C" __global__ void nn_fused_weight_gradient_##SUFFIX(                                           \
-        const unsigned char* X, const long long* rows, int count, int H, const T* dZ1, T* grads) {          \
-        nn_fused_weight_gradient<T>(X, rows, count, H, dZ1, grads);                                         \
+        const unsigned char* X, const long long* rows, int count, int H, int chunk, const T* dZ1, T* grads) { \
+        nn_fused_weight_gradient<T>(X, rows, count, H, chunk, dZ1, grads);                                  \
     }                                                                                                       \
     extern "C" __global__ void nn_fused_update_##SUFFIX(T* params, T* grads, T* velocity, long long size,    \
                                                         const T* lr, T inverse_count, T momentum,           \

@@ -6,8 +6,9 @@ cuBLAS calls per step, and keeps X as float32. This path keeps X as uint8 on the
 nn_gpu/cuda_source.py), replayed as one CUDA graph. It computes the same equations as
 Network.gradients followed by SGD.step, and tests/test_gpu.py holds it to the plain path.
 
-Status: compiled by NVRTC in CI; not yet run on a GPU. Used by scripts/bench.py only, until
-scripts/gpu_check.sh has shown it equal to the plain path on a card.
+Status: compiled by NVRTC in CI for sm_90, sm_80, sm_75 and sm_60 within ptxas' limits; not yet run
+on a GPU. Used by scripts/bench.py only, until scripts/gpu_check.sh has shown it equal to the plain
+path on a card.
 """
 
 from __future__ import annotations
@@ -15,13 +16,11 @@ from __future__ import annotations
 import cupy as cp
 import numpy as np
 
-from nn_gpu.cuda_source import CUDA_SOURCE, FUSED_CHUNK, FUSED_MAX_HIDDEN, FUSED_SOURCE
-from nn_gpu.model import N_PIXELS, Network
+from nn_gpu.cuda_source import CUDA_SOURCE, FUSED_MAX_HIDDEN, FUSED_SOURCE, fused_launch
+from nn_gpu.model import Network
 from nn_gpu.optim import SGD
 
 _module = cp.RawModule(code=CUDA_SOURCE + FUSED_SOURCE, options=("--std=c++17",))
-_THREADS = 256
-_SAMPLES_PER_BLOCK = _THREADS // 32  # one warp per sample
 
 
 def supports(network: Network) -> bool:
@@ -33,8 +32,10 @@ def supports(network: Network) -> bool:
 class FusedStep:
     """Steps of SGD for `network` and `optimizer` on uint8 images (m x 784) and labels (m), on the GPU.
 
-    step(lr, rows) does what network.gradients(X[:, rows], y[rows]) then optimizer.step(lr) do;
-    the loss and correct-prediction sums of the steps so far are read (and reset) by take_sums().
+    step(lr, rows) does what network.gradients(X[:, rows], y[rows]) then optimizer.step(lr) do,
+    whatever network.flat_grad held before: afterwards flat_grad holds the step's mean gradient, as
+    after network.gradients. The loss and correct-prediction sums of the steps so far are read (and
+    reset) by take_sums().
     """
 
     def __init__(self, network: Network, optimizer: SGD, images, labels, use_graph: bool = True):
@@ -47,13 +48,13 @@ class FusedStep:
         self.network, self.optimizer, self.use_graph = network, optimizer, use_graph
         self.scalar = np.dtype(network.arch.dtype).type
         self.hidden = network.arch.hidden[0]
+        self.sms = cp.cuda.Device().attributes["MultiProcessorCount"]
         self.X = cp.ascontiguousarray(cp.asarray(images, dtype=cp.uint8))  # m x 784, stays uint8
         self.y = cp.asarray(labels, dtype=cp.int32)
-        self.all_rows = cp.arange(len(self.y), dtype=cp.int64)
+        self.all_rows = cp.arange(len(self.y), dtype=cp.int64)  # read, never written
         self.lr = cp.zeros(1, dtype=network.arch.dtype)  # read by the update kernel: schedules need no new graph
         self.sums = cp.zeros(2, dtype=network.arch.dtype)  # loss, correct since the last take_sums()
-        network.flat_grad.fill(0)  # the kernels add into it; the update kernel clears it again
-        self._buffers: dict[int, dict] = {}  # count -> rows and dZ1 buffers, graph
+        self._buffers: dict[tuple[int, bool], dict] = {}  # (count, all samples?) -> rows, dZ1, graph
         self._stream = cp.cuda.Stream(non_blocking=True)
 
     def step(self, lr: float, rows=None) -> None:
@@ -62,8 +63,7 @@ class FusedStep:
         The first step of each batch size launches the kernels directly (loading and warming them);
         later ones replay a CUDA graph captured from the same launches.
         """
-        count = len(self.y) if rows is None else len(rows)
-        buffers = self._prepare(count)
+        buffers = self._prepare(len(self.y) if rows is None else len(rows), rows is None)
         self.lr.fill(lr)
         if rows is not None:
             buffers["rows"][...] = rows
@@ -71,12 +71,12 @@ class FusedStep:
             cp.cuda.get_current_stream().synchronize()
             with self._stream:
                 self._stream.begin_capture()
-                self._launch(buffers["rows"], buffers["dZ1"], count)
+                self._launch(buffers)
                 buffers["graph"] = self._stream.end_capture()
         if buffers["graph"] is not None:
             buffers["graph"].launch()
         else:
-            self._launch(buffers["rows"], buffers["dZ1"], count)
+            self._launch(buffers)
             buffers["warm"] = True
 
     def take_sums(self) -> tuple[float, float]:
@@ -85,39 +85,49 @@ class FusedStep:
         self.sums.fill(0)
         return loss, correct
 
-    def _prepare(self, count: int) -> dict:
-        """The preallocated buffers (and, once captured, the graph) for steps on `count` samples."""
-        if count not in self._buffers:
-            self._buffers[count] = {
-                "rows": self.all_rows if count == len(self.y) else cp.empty(count, dtype=cp.int64),
+    def _prepare(self, count: int, all_samples: bool) -> dict:
+        """The preallocated buffers (and, once captured, the graph) for steps on `count` samples.
+
+        A step on all samples reads all_rows; a step on given rows has a buffer of its own, even when
+        they are all the samples in another order, so all_rows is never overwritten.
+        """
+        key = (count, all_samples)
+        if key not in self._buffers:
+            self._buffers[key] = {
+                "rows": self.all_rows if all_samples else cp.empty(count, dtype=cp.int64),
+                "count": count,
                 "dZ1": cp.empty((self.hidden, count), dtype=self.network.arch.dtype),
+                "launch": fused_launch(count, self.hidden, self.sms),
                 "graph": None,
                 "warm": False,
             }
-        return self._buffers[count]
+        return self._buffers[key]
 
-    def _launch(self, rows, dZ1, count: int) -> None:
+    def _launch(self, buffers: dict) -> None:
         net, opt, T = self.network, self.optimizer, self.scalar
-        blocks = min((count + _SAMPLES_PER_BLOCK - 1) // _SAMPLES_PER_BLOCK, 1024)  # few blocks, few atomics
+        rows, dZ1, count, launch = buffers["rows"], buffers["dZ1"], buffers["count"], buffers["launch"]
+        net.flat_grad.fill(0)  # the kernels add into it
+        blocks, threads = launch["forward_backward"]
         self._forward_backward(
             (blocks,),
-            (_THREADS,),
+            (threads,),
             (self.X, self.y, rows, np.int32(count), net.flat, np.int32(self.hidden), dZ1, net.flat_grad, self.sums),
         )
-        chunk = FUSED_MAX_HIDDEN * FUSED_CHUNK // self.hidden  # samples per block, as in the kernel
-        grid = ((N_PIXELS + _THREADS - 1) // _THREADS, (count + chunk - 1) // chunk)
+        grid, threads, chunk = launch["weight_gradient"]
         self._weight_gradient(
-            grid, (_THREADS,), (self.X, rows, np.int32(count), np.int32(self.hidden), dZ1, net.flat_grad)
+            grid,
+            (threads,),
+            (self.X, rows, np.int32(count), np.int32(self.hidden), np.int32(chunk), dZ1, net.flat_grad),
         )
-        size = net.flat.size
+        blocks, threads = launch["update"]
         self._update(
-            (min((size + _THREADS - 1) // _THREADS, 1024),),
-            (_THREADS,),
+            (blocks,),
+            (threads,),
             (
                 net.flat,
                 net.flat_grad,
                 opt.velocity,
-                np.int64(size),
+                np.int64(net.flat.size),
                 self.lr,
                 T(1 / count),
                 T(opt.momentum),
