@@ -10,10 +10,11 @@ import cupy as cp
 from nn_gpu.cuda_source import CUDA_SOURCE, KERNELS
 from nn_gpu.ops import Ops
 
-_bias_relu, _relu_backward, _softmax, _softmax_cross_entropy, _sgd_update = (
+ELEMENTWISE_KERNELS = tuple(
     cp.ElementwiseKernel(in_params, out_params, operation, name, preamble=CUDA_SOURCE)
     for name, in_params, out_params, operation in KERNELS
 )
+_bias_relu, _relu_backward, _softmax, _softmax_cross_entropy, _sgd_update = ELEMENTWISE_KERNELS
 
 
 def _contiguous(Z):
