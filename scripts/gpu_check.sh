@@ -1,35 +1,122 @@
 #!/usr/bin/env bash
-# One command for a GPU machine that has CuPy, NumPy, pandas and pytest installed and no network:
+# The one command for a GPU machine: does nn_gpu's GPU path work on this card?
+#
 #   scripts/gpu_check.sh OUTDIR
-# Runs the GPU tests (kernels against NumPy, GPU/CPU training parity, out-of-memory message), the
-# NVRTC compile test and the GPU benchmark on generated data (no mlxtend, no pip install), writes
-# the full output of each step to OUTDIR and prints a summary table last. About 2-4 minutes.
+#
+# Needs only Python with CuPy, NumPy, pandas and pytest (PyTorch optional): no pip install, no
+# network, no mlxtend (the data is generated). Prints the CUDA driver and runtime versions first,
+# then runs each stage below with its result, keeps going after a failure so that one run shows
+# everything, writes each stage's full output to OUTDIR/STAGE.log, and ends with one summary table.
+# The whole check stops at GPU_CHECK_SECONDS (default 285): a stage that would start later is
+# reported as SKIP, so the script ends inside 5 minutes whatever happens.
+#
+# Stages, with what each is expected to take on an H200 with a cold CuPy kernel cache (most of it
+# NVRTC compiling each kernel once, then cached on disk for the stages after):
+#   versions  ~5 s   driver, runtime, card, CuPy/NumPy/PyTorch versions, nvidia-smi
+#   kernels   ~30 s  the custom kernels against NumPy (+-1000, NaN-poisoned outputs, both dtypes), and
+#                    CuPy built no kernel source but those CI compiles (nn_gpu.cuda_compile)
+#   parity    ~25 s  training on the GPU equals training on the CPU (full batch and mini-batch)
+#   fused     ~25 s  the fused step equals gradients + SGD, one step and 50 steps, graph and launches
+#   graph     ~5 s   the CUDA graph's replays compute what direct launches compute
+#   oom       ~5 s   running out of GPU memory is one line with sizes and advice, exit 2
+#   cli       ~30 s  train.py and predict.py with --device gpu / gpu:0 end to end on generated digits
+#   compile   ~25 s  every kernel source compiled by NVRTC for sm_90/80/75(/60), ptxas' limits checked
+#   bench     ~70 s  scripts/bench.py --device gpu: nn_gpu, fused, PyTorch; OUTDIR/bench.json
 set -uo pipefail
 out=${1:?usage: scripts/gpu_check.sh OUTDIR}
-mkdir -p "$out"
+mkdir -p "$out" && out=$(cd "$out" && pwd)  # absolute before the cd below
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 NN_GPU_REQUIRE_GPU=1 NN_GPU_REQUIRE_NVRTC=1
 python=${PYTHON:-python3}
-status=()
+budget=${GPU_CHECK_SECONDS:-285}
+gpu_tests=tests/test_gpu.py
+rows=()
+failed=0
 
-step() {  # step NAME COMMAND...: run, tee to OUTDIR/NAME.txt, remember the exit code
-    local name=$1
-    shift
-    echo "=== $name: $*" | tee "$out/$name.txt"
-    timeout 240 "$@" 2>&1 | tee -a "$out/$name.txt"
+stage() {  # stage NAME CAP_SECONDS DESCRIPTION COMMAND...: run with a time limit, log, record the result
+    local name=$1 cap=$2 what=$3
+    shift 3
+    local left=$((budget - SECONDS))
+    if ((left < 10)); then
+        rows+=("| $name | SKIP (out of time) | - | $what |")
+        failed=1
+        return
+    fi
+    local limit=$((cap < left ? cap : left))
+    local started=$SECONDS
+    local shown="$*"
+    ((${#shown} > 300)) && shown="${shown:0:300}..."
+    echo "=== $name ($what): $shown" | tee "$out/$name.log"
+    timeout -k 5 "$limit" "$@" 2>&1 | tee -a "$out/$name.log"
     local rc=${PIPESTATUS[0]}
-    status+=("$name=$rc")
-    echo "=== $name: exit $rc" | tee -a "$out/$name.txt"
+    local result=PASS
+    if ((rc == 124 || rc == 137)); then
+        result="TIMEOUT after $limit s"
+    elif ((rc != 0)); then
+        result="FAIL (exit $rc)"
+    fi
+    local counts
+    counts=$(grep -E "^=+ .*(passed|failed|error|skipped).* in [0-9.]+s" "$out/$name.log" | tail -1 | tr -d '=')
+    [ -n "$counts" ] && result="$result:${counts% in *}"
+    [ "${result%%[: ]*}" = PASS ] || failed=1
+    echo "=== $name: $result ($((SECONDS - started)) s)" | tee -a "$out/$name.log"
+    rows+=("| $name | $result | $((SECONDS - started)) | $what |")
 }
 
-step environment bash -c "nvidia-smi; $python -c 'import sys, numpy, cupy; print(sys.version); print(\"numpy\", numpy.__version__, \"cupy\", cupy.__version__); cupy.show_config()'; $python -c 'import torch; print(\"torch\", torch.__version__, torch.cuda.is_available())' || echo 'torch: not importable (the benchmark runs without it)'"
-step tests "$python" -m pytest -v -p no:cacheprovider tests/test_gpu.py tests/test_cuda_source.py -rs
-step bench "$python" scripts/bench.py --device auto --quick --skip-load --json "$out/bench.json"
-step bench_full "$python" scripts/bench.py --device gpu --json "$out/bench_full.json"
+pytest=("$python" -m pytest -v -p no:cacheprovider -rs)
+versions_py=$(
+    cat <<'EOF'
+import platform
+import numpy
+print("python", platform.python_version(), "numpy", numpy.__version__)
+import cupy
+from nn_gpu.device import cuda_version, gpu_unavailable_reason
+rt = cupy.cuda.runtime
+driver, runtime = rt.driverGetVersion(), rt.runtimeGetVersion()
+print(f"CUDA driver {cuda_version(driver)} ({driver}); CuPy {cupy.__version__} built for CUDA {cuda_version(runtime)} ({runtime})")
+reason = gpu_unavailable_reason()
+print("nn_gpu:", reason or "the GPU is usable")
+for i in range(0 if reason else rt.getDeviceCount()):
+    p = rt.getDeviceProperties(i)
+    gib = p["totalGlobalMem"] / 2**30
+    print(f"gpu:{i} {p['name'].decode()} sm_{p['major']}{p['minor']} {p['multiProcessorCount']} SMs {gib:.1f} GiB")
+try:
+    from cupy_backends.cuda.libs import nvrtc
+    print("NVRTC", nvrtc.getVersion())
+except Exception as error:
+    print("NVRTC: not loadable:", error)
+try:
+    import torch
+    print("torch", torch.__version__, "CUDA", torch.version.cuda, "available", torch.cuda.is_available())
+except ImportError:
+    print("torch: not installed (the benchmark runs without it)")
+raise SystemExit(1 if reason else 0)
+EOF
+)
+
+stage versions 30 "driver, runtime, card" bash -c '"$0" -c "$1"; rc=$?; nvidia-smi; exit $rc' "$python" "$versions_py"
+stage kernels 60 "kernels vs NumPy; CuPy's sources are CI's" "${pytest[@]}" \
+    "$gpu_tests::test_ops_match_numpy" \
+    "$gpu_tests::test_softmax_kernels_write_every_output" \
+    "$gpu_tests::test_cupy_builds_only_the_kernel_sources_ci_compiles"
+stage parity 60 "training GPU = CPU" "${pytest[@]}" "$gpu_tests::test_training_on_gpu_equals_training_on_cpu"
+stage fused 60 "fused step = plain path" "${pytest[@]}" \
+    "$gpu_tests::test_fused_step_equals_gradients_then_sgd_from_the_same_parameters" \
+    "$gpu_tests::test_fused_training_follows_the_plain_path" \
+    "$gpu_tests::test_fused_step_refuses_deeper_or_wider_networks"
+stage graph 30 "graph replay = launches" "${pytest[@]}" "$gpu_tests::test_fused_graph_replays_what_the_launches_compute"
+stage oom 30 "out-of-memory message" "${pytest[@]}" "$gpu_tests::test_out_of_memory_is_one_line_with_sizes_and_advice"
+stage cli 60 "train.py and predict.py on the GPU" "${pytest[@]}" \
+    "$gpu_tests::test_train_script_on_gpu_matches_the_cpu" \
+    "$gpu_tests::test_train_and_predict_scripts_on_a_chosen_card"
+stage compile 60 "NVRTC for sm_90/80/75/60, ptxas limits" "${pytest[@]}" tests/test_cuda_source.py
+stage bench 120 "benchmark" "$python" scripts/bench.py --device gpu --skip-load --json "$out/bench.json"
 
 echo
-echo "=== summary"
-printf '%s\n' "${status[@]}"
-grep -E "passed|failed|error" "$out/tests.txt" | tail -1
-sed -n '/^| workload/,/^$/p' "$out/bench_full.txt" 2>/dev/null | head -40
-for s in "${status[@]}"; do [ "${s#*=}" = 0 ] || exit 1; done
+echo "=== summary (logs in $out)"
+echo "| stage | result | seconds | what |"
+echo "| --- | --- | --- | --- |"
+printf '%s\n' "${rows[@]}"
+echo "total: $SECONDS s"
+sed -n '/^| workload/,/^$/p' "$out/bench.log" 2>/dev/null
+exit $failed

@@ -5,6 +5,8 @@ nn_gpu/kernels.py and nn_gpu/fused.py in CI, which installs CuPy for the NVRTC c
 """
 
 import os
+import re
+from pathlib import Path
 
 import pytest
 
@@ -27,7 +29,8 @@ def test_kernel_op_table_matches_the_reference_table():
     from nn_gpu import kernels
 
     assert isinstance(kernels.KERNEL_OPS, Ops) and len(kernels.KERNEL_OPS) == len(REFERENCE_OPS)
-    built = [
+    built = list(kernels.ELEMENTWISE_KERNELS)
+    assert built == [
         kernels._bias_relu,
         kernels._relu_backward,
         kernels._softmax,
@@ -45,3 +48,13 @@ def test_fused_module_imports():
     from nn_gpu import fused
 
     assert isinstance(fused._module, cupy.RawModule)
+
+
+def test_gpu_check_runs_every_gpu_test_in_some_stage():
+    # scripts/gpu_check.sh names the GPU tests stage by stage; a test left out would never run on a card.
+    root = Path(__file__).resolve().parents[1]
+    script = (root / "scripts" / "gpu_check.sh").read_text()
+    staged = re.findall(r'"\$gpu_tests::(\w+)"', script)
+    defined = re.findall(r"^def (test_\w+)", (root / "tests" / "test_gpu.py").read_text(), re.MULTILINE)
+    assert sorted(staged) == sorted(defined)
+    assert '"${pytest[@]}" tests/test_cuda_source.py' in script
