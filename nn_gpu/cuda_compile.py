@@ -20,13 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nn_gpu.cuda_source import CUDA_SOURCE, FUSED_SOURCE, FUSED_THREADS, KERNEL_LAYOUTS
+from nn_gpu.cuda_source import CUDA_SOURCE, FUSED_OPTIONS, FUSED_SOURCE, FUSED_THREADS, KERNEL_LAYOUTS
 
 CARDS = {"90": "H100, H200", "80": "A100", "75": "T4 (Kaggle, Colab)", "60": "P100 (Kaggle)"}
 REGISTERS_PER_SM = 65536  # 32-bit registers in an SM's file (and the most one block may use), sm_60 to sm_90
 SHARED_PER_BLOCK = 48 * 1024  # static shared memory a block may have
 ELEMENTWISE_THREADS = 128  # CuPy launches an ElementwiseKernel with blocks of at most 128 threads
-FUSED_OPTIONS = ("--std=c++17",)  # nn_gpu/fused.py's RawModule
 
 
 class CompileError(RuntimeError):

@@ -139,6 +139,7 @@ KERNEL_LAYOUTS = {
 # a mini-batch of 128 still gives every SM work.
 FUSED_MAX_HIDDEN = 32
 FUSED_CHUNK = 128
+FUSED_OPTIONS = ("--std=c++17",)  # NVRTC options of the fused step's RawModule
 FUSED_THREADS = 256  # threads per block of the weight-gradient and update kernels
 FUSED_MAX_BLOCKS = 1024  # the forward-backward and update kernels loop over the rest
 
@@ -147,9 +148,9 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def fused_launch(count: int, hidden: int, sms: int) -> dict:
+def fused_launch(count: int, hidden: int, sms: int, parameters: int) -> dict:
     """Grid and block sizes of the fused step's kernels for a batch of `count` samples, H = `hidden`,
-    on a card with `sms` streaming multiprocessors.
+    `parameters` in the flat buffers, on a card with `sms` streaming multiprocessors.
 
     forward_backward: (blocks, threads); one warp per sample, so threads = 32 x samples per block,
         up to 8 per block, fewer when the batch is small (batch 128 on 132 SMs: 128 blocks of one
@@ -166,11 +167,10 @@ def fused_launch(count: int, hidden: int, sms: int) -> dict:
     largest = FUSED_MAX_HIDDEN * FUSED_CHUNK // hidden
     chunk = max(1, min(largest, _ceil_div(count, _ceil_div(2 * sms, pixel_blocks))))
     chunk_blocks = min(_ceil_div(count, chunk), _ceil_div(8 * sms, pixel_blocks))
-    size = hidden * 784 + hidden + 10 * hidden + 10
     return {
         "forward_backward": (min(_ceil_div(count, per_block), FUSED_MAX_BLOCKS), 32 * per_block),
         "weight_gradient": ((pixel_blocks, chunk_blocks), FUSED_THREADS, chunk),
-        "update": (min(_ceil_div(size, FUSED_THREADS), FUSED_MAX_BLOCKS), FUSED_THREADS),
+        "update": (min(_ceil_div(parameters, FUSED_THREADS), FUSED_MAX_BLOCKS), FUSED_THREADS),
     }
 
 

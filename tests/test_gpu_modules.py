@@ -6,10 +6,10 @@ nn_gpu/kernels.py and nn_gpu/fused.py in CI, which installs CuPy for the NVRTC c
 
 import os
 import re
-from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from nn_gpu.cuda_source import KERNELS
 from nn_gpu.ops import REFERENCE_OPS, Ops
 
@@ -52,9 +52,8 @@ def test_fused_module_imports():
 
 def test_gpu_check_runs_every_gpu_test_in_some_stage():
     # scripts/gpu_check.sh names the GPU tests stage by stage; a test left out would never run on a card.
-    root = Path(__file__).resolve().parents[1]
-    script = (root / "scripts" / "gpu_check.sh").read_text()
+    script = (ROOT / "scripts" / "gpu_check.sh").read_text()
     staged = re.findall(r'"\$gpu_tests::(\w+)"', script)
-    defined = re.findall(r"^def (test_\w+)", (root / "tests" / "test_gpu.py").read_text(), re.MULTILINE)
+    defined = re.findall(r"^def (test_\w+)", (ROOT / "tests" / "test_gpu.py").read_text(), re.MULTILINE)
     assert sorted(staged) == sorted(defined)
     assert '"${pytest[@]}" tests/test_cuda_source.py' in script
