@@ -1,16 +1,19 @@
 """The command line of scripts/train.py (`train_main`), and what it shares with scripts/predict.py.
 
 Every error a user can cause ends as one line on stderr and exit code 2 (see nn_gpu.errors); a
-diverged run ends with exit code 3, Ctrl-C with 130.
+diverged run ends with exit code 3. Ctrl-C, SIGTERM and SIGHUP stop training at the next step, save
+a checkpoint and exit with 128 + the signal's number (130, 143, 129).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
+import math
+import os
 import signal
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,27 +31,64 @@ from nn_gpu.device import (
     resolve_device,
 )
 from nn_gpu.download import REMOTES
-from nn_gpu.errors import DataError, DeviceError, NNGpuError
+from nn_gpu.errors import DataError, DeviceError, ModelFileError, NNGpuError
 from nn_gpu.files import write_text_atomically
 from nn_gpu.model import INITS, Architecture, Network, init_parameters
 from nn_gpu.optim import SCHEDULES, SGD
-from nn_gpu.training import Schedule, train
+from nn_gpu.outputs import check_room, claim, new_run_folder
+from nn_gpu.training import Interrupted, Schedule, train
 
 DRY_RUN_ITERATIONS = 3
 CHECKPOINT = "checkpoint.npz"
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a flag error as one line that points to --help instead of the whole usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def _number(text: str, kind=float):
+    """text as a `kind` (int or float), or the argparse error a user reads (not argparse's 'invalid value')."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {'a whole' if kind is int else 'a'} number, got {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _number(text, int)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
 def non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _number(text, int)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _learning_rate(text: str) -> float:
+    value = _number(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
+def _momentum(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+    return value
+
+
+def _weight_decay(text: str) -> float:
+    value = _number(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number, 0 or more, got {text}")
     return value
 
 
@@ -72,7 +112,7 @@ def _widths(text: str) -> tuple[int, ...]:
 
 
 def train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="train.py",
         description="Train the notebook's digit network (784 -> hidden ReLU -> 10 softmax) with hand-written backpropagation.",
     )
@@ -96,15 +136,19 @@ def train_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=non_negative_int, default=0, help="same seed, same device: same result (default 0)")
     p.add_argument("--hidden", type=_widths, default=(10,), help="hidden layer widths, e.g. 10 or 256,128 (default 10)")
-    p.add_argument("--alpha", "--lr", type=float, default=0.10, help="learning rate (default 0.10)")
+    p.add_argument("--alpha", "--lr", type=_learning_rate, default=0.10, help="learning rate (default 0.10)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--iterations", type=_positive_int, default=500, help="gradient steps (default 500)")
     length.add_argument("--epochs", type=_positive_int, help="passes over the training set, instead of --iterations")
     p.add_argument("--init", choices=INITS, default="he", help="he (default) or uniform, the notebook's U(-0.5, 0.5)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--batch-size", type=_positive_int, help="mini-batch size (default: the full training set)")
-    p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum, v := momentum v + g (default 0)")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay added to each gradient (default 0)")
+    p.add_argument(
+        "--momentum", type=_momentum, default=0.0, help="SGD momentum in [0, 1), v := momentum v + g (default 0)"
+    )
+    p.add_argument(
+        "--weight-decay", type=_weight_decay, default=0.0, help="L2 weight decay added to each gradient (default 0)"
+    )
     p.add_argument("--lr-schedule", choices=SCHEDULES, default="constant", help="constant (default), step or cosine")
     p.add_argument(
         "--save-every",
@@ -124,29 +168,46 @@ def train_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
     p.add_argument("--output-dir", type=Path, help="where model.npz and metrics.json go (default runs/<timestamp>)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --output-dir (its model, metrics, pictures)",
+    )
     return p
 
 
+MESSAGE_LIMIT = 600  # characters: a message quoting a huge cell or a long path stays readable
+
+
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Run `main`, turning nn_gpu errors, unwritable outputs, GPU out-of-memory and Ctrl-C into one
-    line and an exit code."""
+    """Run `main`, turning nn_gpu errors, unwritable outputs, exhausted memory, GPU out-of-memory and
+    Ctrl-C into one line and an exit code."""
+
+    def say(message) -> None:
+        text = " ".join(str(message).split())
+        if len(text) > MESSAGE_LIMIT:
+            text = f"{text[: MESSAGE_LIMIT - 40]} ... ({len(text):,} characters in all)"
+        print(f"error: {text}", file=sys.stderr)
+
     try:
         return main(argv)
     except NNGpuError as error:
-        print(f"error: {error}", file=sys.stderr)
+        say(error)
         return error.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except OSError as error:  # an output that cannot be written: a missing folder, no permission, a full disk
-        where = f"{error.filename}: " if error.filename else ""
-        print(f"error: {where}{error.strerror or error}", file=sys.stderr)
+        say(f"{error.filename}: {error.strerror or error}" if error.filename else error.strerror or error)
+        return 2
+    except MemoryError as error:
+        say(f"not enough memory ({error or 'the allocation failed'})")
         return 2
     except Exception as error:
         oom = out_of_memory_error(error)
         if oom is None:
             raise
-        print(f"error: {oom}", file=sys.stderr)
+        say(oom)
         return oom.exit_code
 
 
@@ -174,38 +235,138 @@ def _run_settings(args) -> dict:
     settings = {name: getattr(args, name) for name in RUN_SETTINGS}
     settings["hidden"] = list(args.hidden)
     if settings["data"] not in (SAMPLE, *REMOTES):  # a path: keep it valid from any working directory
-        settings["data"] = str(Path(settings["data"]).resolve())
+        settings["data"] = os.path.abspath(
+            settings["data"]
+        )  # not resolve(): a symlink loop is load_dataset's to report
     if args.dry_run:
         settings.update(iterations=DRY_RUN_ITERATIONS, epochs=None)
     return settings
 
 
+class StopSignals:
+    """Ctrl-C (SIGINT), SIGTERM and SIGHUP recorded instead of acted on, while the `with` block lasts.
+
+    Schedulers stop jobs with SIGTERM (SLURM preemption, docker stop, systemd, timeout) and a closed
+    terminal sends SIGHUP: each is treated like Ctrl-C. `received()` is the first signal's number
+    (0 while none came); `check(when)` raises Interrupted, exit code 128 + that number.
+    """
+
+    NAMES = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def __enter__(self) -> StopSignals:
+        self._signals: list[int] = []
+        self._previous = {}
+        for name in self.NAMES:
+            if hasattr(signal, name):  # no SIGHUP on Windows
+                number = getattr(signal, name)
+                self._previous[number] = signal.signal(number, lambda signum, frame: self._signals.append(signum))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def received(self) -> int:
+        return self._signals[0] if self._signals else 0
+
+    def check(self, when: str) -> None:
+        if self._signals:
+            raise Interrupted(when, self._signals[0])
+
+
+def _saved_settings(config: dict, path: Path, arch: Architecture) -> dict:
+    """The run settings of a checkpoint, checked as the flags that made them were: ModelFileError if any
+    is missing, of the wrong type or out of range, or disagrees with the saved network."""
+    missing = [name for name in RUN_SETTINGS if name not in config]
+    if missing:
+        raise ModelFileError(f"{path}: damaged training state (settings missing: {', '.join(missing)})")
+    argv = []
+    for name in RUN_SETTINGS:
+        value = config[name]
+        if value is None or (name == "iterations" and config["epochs"] is not None):
+            continue
+        if name == "hidden" and isinstance(value, list):
+            value = ",".join(map(str, value))
+        argv += [f"--{name.replace('_', '-')}", str(value)]
+
+    def refuse(message: str):
+        raise ModelFileError(f"{path}: damaged training state (saved {' '.join(message.split())})")
+
+    parser = train_parser()
+    parser.error = refuse
+    settings = _run_settings(parser.parse_args(argv))
+    settings["data"] = config["data"]
+    if (tuple(settings["hidden"]), settings["dtype"]) != (arch.hidden, arch.dtype):
+        refuse(f"hidden {settings['hidden']} {settings['dtype']} differ from the saved network's")
+    return settings
+
+
+def _parameter_bytes(arch: Architecture) -> int:
+    itemsize = 4 if arch.dtype == "float32" else 8
+    return itemsize * sum(n_out * (n_in + 1) for n_in, n_out in zip(arch.sizes[:-1], arch.sizes[1:]))
+
+
+def _check_size(arch: Architecture, device: Device) -> None:
+    """Refuse a network whose parameters alone would not fit in this machine's memory, before allocating."""
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: MemoryError will say it
+        return
+    needed = 4 * _parameter_bytes(arch)  # parameters, gradients, velocity, and a host copy
+    if device.name == "cpu" and needed > memory:
+        hidden = ",".join(map(str, arch.hidden))
+        raise NNGpuError(
+            f"--hidden {hidden}: the parameters, gradients and momentum need {needed / 1e9:.1f} GB, "
+            f"more than this machine's {memory / 1e9:.1f} GB of memory; choose smaller layers"
+        )
+
+
 def train_command(argv: list[str] | None = None) -> int:
     args = train_parser().parse_args(argv)
+    if args.resume and args.overwrite:
+        raise NNGpuError("--overwrite replaces a run and --resume continues one: choose one")
     device = resolve_device(args.device)
     fallback = gpu_unavailable_reason() if args.device == "auto" and device.name == "cpu" else None
     print(f"device: {device.describe()}" + (f"; GPU not used: {fallback}" if fallback else ""))
     params = velocity = progress = None
     if args.resume:
-        defaults = train_parser().parse_args([])
-        changed = [
-            f"--{name.replace('_', '-')}" for name in RUN_SETTINGS if getattr(args, name) != getattr(defaults, name)
-        ]
-        if changed or args.output_dir or args.dry_run:
-            changed += ["--output-dir"] * bool(args.output_dir) + ["--dry-run"] * args.dry_run
-            raise NNGpuError(f"--resume continues a run with the settings saved in it; drop {', '.join(changed)}")
-        output_dir = args.resume
-        arch, params, velocity, progress, settings = load_checkpoint(output_dir / CHECKPOINT)
-        _say(args.quiet, f"resuming {output_dir / CHECKPOINT} after iteration {progress.iteration}")
+        _refuse_new_settings(args)
+        if not args.resume.is_dir():
+            raise NNGpuError(f"--resume {args.resume}: no such folder")
+        folder = claim(args.resume, resume=True)
     else:
-        output_dir = args.output_dir or Path("runs") / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         settings = _run_settings(args)
         arch = Architecture(tuple(settings["hidden"]), settings["dtype"])
+        _check_size(arch, device)
+        dataset = load_dataset(settings["data"])  # a bad file is refused before any folder is made
+        folder = claim(args.output_dir, overwrite=args.overwrite) if args.output_dir else claim(new_run_folder())
+    with folder:
+        if args.resume:
+            arch, params, velocity, progress, config = load_checkpoint(folder.path / CHECKPOINT)
+            settings = _saved_settings(config, folder.path / CHECKPOINT, arch)
+            _say(args.quiet, f"resuming {folder.path / CHECKPOINT} after iteration {progress.iteration}")
+            dataset = load_dataset(settings["data"])
+        check_room(folder.path, 5 * _parameter_bytes(arch) + (4 << 20))  # model, checkpoint and its copy, pictures
+        with StopSignals() as stop:
+            return _train_into(folder.path, args, settings, arch, device, dataset, (params, velocity, progress), stop)
+
+
+def _refuse_new_settings(args) -> None:
+    defaults = train_parser().parse_args([])
+    changed = [f"--{name.replace('_', '-')}" for name in RUN_SETTINGS if getattr(args, name) != getattr(defaults, name)]
+    changed += ["--output-dir"] * bool(args.output_dir) + ["--dry-run"] * args.dry_run
+    if changed:
+        raise NNGpuError(f"--resume continues a run with the settings saved in it; drop {', '.join(changed)}")
+
+
+def _train_into(output_dir: Path, args, settings, arch, device, dataset, state, stop: StopSignals) -> int:
+    """Train (from `state`: saved params, velocity and progress, or Nones) and write the run into output_dir."""
+    params, velocity, progress = state
     rng = np.random.default_rng(settings["seed"])
-    dataset = load_dataset(settings["data"])
     train_set, dev_set = split_dev(dataset, settings["dev_size"], rng)
     test_size = 0 if dataset.test is None else len(dataset.test)
     _say(args.quiet, f"data: {dataset.source}: {len(train_set)} train, {len(dev_set)} dev, {test_size} test images")
+    _warn_if_trivial(train_set)
     network = Network(arch, device, params if params is not None else init_parameters(arch, settings["init"], rng))
     optimizer = SGD(network, settings["momentum"], settings["weight_decay"], velocity)
     X, y = to_inputs(train_set.images, device, arch.dtype), _labels(train_set, device)
@@ -221,18 +382,18 @@ def train_command(argv: list[str] | None = None) -> int:
     )
 
     def save(progress):
-        output_dir.mkdir(parents=True, exist_ok=True)
         params = [device.to_host(p) for p in network.params]
         save_checkpoint(output_dir / CHECKPOINT, arch, params, device.to_host(optimizer.velocity), progress, settings)
         return output_dir / CHECKPOINT
 
-    result = _train_with_progress(network, optimizer, X, y, dev, schedule, settings["seed"], progress, save, args.quiet)
+    result = _train_with_progress(network, optimizer, X, y, dev, schedule, settings["seed"], progress, save, args, stop)
     test = dataset.test
     if test is not None and test.labels is not None:
         test_loss, test_accuracy = network.evaluate(to_inputs(test.images, device, arch.dtype), _labels(test, device))
         result.final.update(test_loss=test_loss, test_accuracy=test_accuracy)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    save_model(output_dir / "model.npz", arch, [device.to_host(p) for p in network.params])
+    if stop.received():  # a signal during the final evaluation: the weights are trained, keep them resumable
+        stop.check(f"after the last iteration, {result.iteration}; checkpoint saved to {save(result)}; "
+                   f"finish with --resume {output_dir}")  # fmt: skip
     metrics = {
         "device": device.name,
         "device_index": device.index,
@@ -249,15 +410,58 @@ def train_command(argv: list[str] | None = None) -> int:
         "final": result.final,
         "history": result.history,
     }
-    write_text_atomically(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    pictures = _draw_run(output_dir, network, result.history, dev_set, dev)
-    print(_summary(metrics, output_dir, pictures))
+    written = _write_results(output_dir, network, metrics, dev_set, dev, stop)
+    print(_summary(metrics, output_dir, written))
+    _warn_if_too_good(train_set, result.final)
     return 0
 
 
-def _draw_run(output_dir: Path, network: Network, history: list[dict], dev_set, dev) -> list[Path]:
-    """confusion_matrix.json, and the pictures of nn_gpu.plots when matplotlib is there; the paths written."""
+def _warn(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr)
+
+
+def _warn_if_trivial(train_set) -> None:
+    """Say loudly when the labels cannot be a digit problem: the sign of a pixel column read as the labels."""
+    if train_set.labels is not None and len(train_set) > 1 and len(np.unique(train_set.labels)) == 1:
+        _warn(
+            f"{train_set.source}: every training label is {train_set.labels[0]}: the accuracy will mean nothing; "
+            "is a pixel column being read as the label?"
+        )
+
+
+def _warn_if_too_good(train_set, final: dict) -> None:
+    classes = 0 if train_set.labels is None else len(np.unique(train_set.labels))
+    if final.get("dev_accuracy") == 1.0 and classes < 3:
+        _warn(f"dev accuracy 100.00% with only {classes} label value(s) in training: a trivial problem, not a result")
+
+
+def _write_results(output_dir: Path, network: Network, metrics: dict, dev_set, dev, stop: StopSignals) -> list[Path]:
+    """model.npz, metrics.json, then the pictures; the paths written. A write that fails ends in one line
+    saying what was saved, and where (model.npz is rescued into the temporary folder when it cannot be
+    written in output_dir); a signal stops the pictures, never the model or the metrics."""
+    arch, params = network.arch, [network.device.to_host(p) for p in network.params]
     written = []
+    try:
+        save_model(output_dir / "model.npz", arch, params)
+        written.append(output_dir / "model.npz")
+        write_text_atomically(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        written.append(output_dir / "metrics.json")
+        written += _draw_run(output_dir, network, metrics["history"], dev_set, dev, stop)
+    except OSError as error:
+        failed = f"{error.filename}: {error.strerror or error}"
+        if written:
+            raise NNGpuError(f"{failed}; saved: {', '.join(map(str, written))}") from None
+        rescue = Path(tempfile.mkdtemp(prefix="nn_gpu-rescue-")) / "model.npz"
+        save_model(rescue, arch, params)
+        raise NNGpuError(f"{failed}; the trained model was saved to {rescue} instead") from None
+    return written
+
+
+def _draw_run(output_dir: Path, network: Network, history: list[dict], dev_set, dev, stop: StopSignals) -> list[Path]:
+    """confusion_matrix.json, and the pictures of nn_gpu.plots when matplotlib is there; the paths written.
+    A signal stops the drawing between two pictures (Interrupted)."""
+    written = []
+    saved = f"model.npz and metrics.json are saved in {output_dir}"
     if dev is not None:
         probabilities = network.predict_proba(dev[0])  # 10 x m_dev
         predictions, confidence = probabilities.argmax(axis=0), probabilities.max(axis=0)
@@ -269,46 +473,49 @@ def _draw_run(output_dir: Path, network: Network, history: list[dict], dev_set, 
     if plt is None:
         print(f"pictures skipped: matplotlib is not installed ({plots.PLOT_HINT})")
         return written
-    plots.training_curves(plt, history, output_dir / "training_curves.png")
-    plots.weights(plt, network.device.to_host(network.W[0]), output_dir / "weights.png")
-    written += [output_dir / "training_curves.png", output_dir / "weights.png"]
+    drawings = [
+        ("training_curves.png", lambda path: plots.training_curves(plt, history, path)),
+        ("weights.png", lambda path: plots.weights(plt, network.device.to_host(network.W[0]), path)),
+    ]
     if dev is not None:
-        plots.confusion_matrix(plt, counts, output_dir / "confusion_matrix.png")
         n = min(32, len(dev_set))
-        labels = dev_set.labels[:n]
-        plots.predictions_grid(
-            plt, dev_set.images[:n], predictions[:n], confidence[:n], labels, output_dir / "predictions.png"
-        )
-        written += [output_dir / "confusion_matrix.png", output_dir / "predictions.png"]
+        drawings += [
+            ("confusion_matrix.png", lambda path: plots.confusion_matrix(plt, counts, path)),
+            (
+                "predictions.png",
+                lambda path: plots.predictions_grid(
+                    plt, dev_set.images[:n], predictions[:n], confidence[:n], dev_set.labels[:n], path
+                ),
+            ),
+        ]
+    for name, draw in drawings:
+        stop.check(f"while drawing the pictures; {saved}")
+        draw(output_dir / name)
+        written.append(output_dir / name)
     return written
 
 
-def _train_with_progress(network, optimizer, X, y, dev, schedule, seed, progress, save, quiet):
-    """train(), with a progress bar on a terminal, log lines, and Ctrl-C turned into a checkpoint."""
+def _train_with_progress(network, optimizer, X, y, dev, schedule, seed, progress, save, args, stop: StopSignals):
+    """train(), with a progress bar on a terminal, log lines, and a stop signal turned into a checkpoint."""
     from tqdm import tqdm
 
-    interrupted = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
     total = schedule.total_iterations(X.shape[1])
     done = 0 if progress is None else progress.iteration
-    try:
-        with tqdm(total=total, initial=done, disable=True if quiet else None, unit="it", leave=False) as bar:
-            return train(
-                network,
-                optimizer,
-                X,
-                y,
-                dev,
-                schedule,
-                seed,
-                progress,
-                on_log=lambda entry: _say(quiet, _log_line(entry), bar.write),
-                on_step=bar.update,
-                save=save,
-                stop_requested=lambda: bool(interrupted),
-            )
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    with tqdm(total=total, initial=done, disable=True if args.quiet else None, unit="it", leave=False) as bar:
+        return train(
+            network,
+            optimizer,
+            X,
+            y,
+            dev,
+            schedule,
+            seed,
+            progress,
+            on_log=lambda entry: _say(args.quiet, _log_line(entry), bar.write),
+            on_step=bar.update,
+            save=save,
+            stop_requested=stop.received,
+        )
 
 
 def percent(value) -> str:
@@ -322,7 +529,7 @@ def _log_line(entry: dict) -> str:
     )
 
 
-def _summary(metrics: dict, output_dir: Path, pictures: list[Path]) -> str:
+def _summary(metrics: dict, output_dir: Path, written: list[Path]) -> str:
     final = metrics["final"]
     dev = [e for e in metrics["history"] if e["dev_accuracy"] is not None]
     best = max(dev, key=lambda e: e["dev_accuracy"], default=None)
@@ -338,7 +545,7 @@ def _summary(metrics: dict, output_dir: Path, pictures: list[Path]) -> str:
         )
     if best is not None:
         lines.append(f"best dev accuracy {percent(best['dev_accuracy'])} at iteration {best['iteration']}")
-    names = ", ".join(p.name for p in [output_dir / "model.npz", output_dir / "metrics.json", *pictures])
+    names = ", ".join(p.name for p in written)
     lines.append(f"wrote to {output_dir}: {names}")
     return "\n".join(lines)
 

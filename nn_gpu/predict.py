@@ -9,7 +9,7 @@ import numpy as np
 
 from nn_gpu import image, plots
 from nn_gpu.checkpoint import load_model
-from nn_gpu.cli import device_name, non_negative_int, percent, run_main
+from nn_gpu.cli import Parser, device_name, non_negative_int, percent, run_main
 from nn_gpu.data import load_dataset, to_inputs
 from nn_gpu.device import resolve_device
 from nn_gpu.errors import DataError
@@ -18,9 +18,7 @@ from nn_gpu.model import Network
 
 
 def predict_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="predict.py", description="Predict digits with a trained model and write a Kaggle submission."
-    )
+    p = Parser(prog="predict.py", description="Predict digits with a trained model and write a Kaggle submission.")
     p.add_argument("--model", type=Path, required=True, help="a model.npz written by train.py")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="a Kaggle test.csv, or any source train.py reads (labels give an accuracy)")

@@ -12,6 +12,7 @@ the same parameters, bit for bit, as one that was never stopped.
 from __future__ import annotations
 
 import math
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -33,9 +34,12 @@ class Diverged(NNGpuError):
 
 
 class Interrupted(NNGpuError):
-    """Ctrl-C: a checkpoint was saved and training stopped."""
+    """A stop signal (Ctrl-C, SIGTERM, SIGHUP): a checkpoint was saved and the run stopped; exit 128 + signal."""
 
-    exit_code = 130
+    def __init__(self, when: str, signum: int = signal.SIGINT):
+        by = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+        super().__init__(f"{by} {when}")
+        self.exit_code = 128 + signum
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,7 @@ def train(
     on_log: Callable[[dict], None] = lambda entry: None,
     on_step: Callable[[], None] = lambda: None,
     save: Callable[[Progress], Path] | None = None,
-    stop_requested: Callable[[], bool] = lambda: False,
+    stop_requested: Callable[[], int] = lambda: 0,
 ) -> Progress:
     """Train `network` on X (784 x m) and y (m labels), both on its device, from `progress` onwards.
 
@@ -129,7 +133,7 @@ def train(
     entry {iteration, learning_rate, train_loss, train_accuracy, dev_loss, dev_accuracy}: training
     metrics are the means over the batches since the last log, each measured before its update.
     save(progress) writes a checkpoint and returns its path; it is called every save_every
-    iterations, at the end, and when stop_requested() turns true (then Interrupted is raised).
+    iterations, at the end, and when stop_requested() returns a signal's number (then Interrupted is raised).
     A non-finite or exploding loss raises Diverged before anything is saved from the bad state.
     """
     device = network.device
@@ -193,7 +197,7 @@ def train(
                     if save
                     else ""
                 )
-                raise Interrupted(f"interrupted after iteration {iteration}{where}")
+                raise Interrupted(f"after iteration {iteration}{where}", stop_now)
             device.synchronize()
             started = time.perf_counter()
     train_loss, train_accuracy = network.evaluate(X, y)

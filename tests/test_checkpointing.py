@@ -15,6 +15,7 @@ import pytest
 from conftest import synthetic_digits, write_kaggle_csv
 from nn_gpu import cli
 from nn_gpu.checkpoint import load_checkpoint, load_model
+from nn_gpu.outputs import LOCK
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,22 +114,32 @@ def test_kill_9_at_random_moments_never_breaks_the_checkpoint(tmp_path, train_cs
     rng = random.Random(0)
     checkpoint = tmp_path / "checkpoint.npz"
     loaded = []
-    for _ in range(8):
+    for _ in range(8):  # a fresh run, then resumes: kill -9 must leave neither a broken file nor a held lock
         before = checkpoint.stat().st_mtime_ns if checkpoint.exists() else 0
-        process = start(long_run(train_csv, tmp_path))
+        process = start(["--device", "cpu", "--resume", tmp_path] if before else long_run(train_csv, tmp_path))
         wait_for(checkpoint, process, after_ns=before)  # this run is saving now
         time.sleep(rng.uniform(0.0, 0.4))  # saves happen every iteration: land anywhere in one
         process.kill()
         process.communicate()
         loaded.append(load_checkpoint(checkpoint)[3].iteration)  # raises if damaged
     assert len(loaded) == 8 and max(loaded) > 0
-    leftovers = {p.name for p in tmp_path.iterdir()} - {"checkpoint.npz", ".checkpoint.npz.tmp"}
+    leftovers = {p.name for p in tmp_path.iterdir()} - {"checkpoint.npz", ".checkpoint.npz.tmp", LOCK}
     assert leftovers == set()  # at most the one fixed temporary name, replaced by the next save
+
+
+SETTINGS_DAMAGE = {  # a saved setting missing, of the wrong type, out of range, or at odds with the network
+    "no-batch-size": ("batch_size", None),
+    "zero-batch": ("batch_size", 0),
+    "text-alpha": ("alpha", "fast"),
+    "negative-momentum": ("momentum", -1),
+    "hidden-mismatch": ("hidden", [16, 13]),
+    "seed-list": ("seed", [1, 2]),
+}
 
 
 @pytest.mark.parametrize(
     "damage",
-    ["truncate", "pickle", "object-array", "extra-key", "wrong-shape", "bad-json"],
+    ["truncate", "pickle", "object-array", "extra-key", "wrong-shape", "bad-json", *SETTINGS_DAMAGE],
 )
 def test_damaged_checkpoint_is_refused_with_one_line(tmp_path, train_csv, damage, capsys):
     out = tmp_path / "run"
@@ -149,6 +160,13 @@ def test_damaged_checkpoint_is_refused_with_one_line(tmp_path, train_csv, damage
             arrays["W2"] = arrays["W2"][:, :3]
         elif damage == "bad-json":
             arrays["progress"] = np.array("{not json")
+        else:
+            config = json.loads(str(arrays["config"]))
+            name, value = SETTINGS_DAMAGE[damage]
+            config[name] = value
+            if value is None:
+                del config[name]
+            arrays["config"] = np.array(json.dumps(config))
         with open(path, "wb") as f:
             np.savez(f, **arrays, allow_pickle=damage == "object-array")
     capsys.readouterr()
@@ -186,3 +204,44 @@ def test_model_file_is_not_a_checkpoint_and_back(tmp_path, train_csv):
         load_checkpoint(out / "model.npz")
     with pytest.raises(Exception, match="unexpected \\['config', 'progress', 'velocity'\\]"):
         load_model(out / "checkpoint.npz")
+
+
+def test_ctrl_c_after_the_last_iteration_is_not_swallowed(tmp_path, train_csv, monkeypatch, capsys):
+    real_train = cli.train
+
+    def train_then_ctrl_c(*args, **kwargs):  # the signal lands in the final evaluation, after the loop
+        progress = real_train(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return progress
+
+    monkeypatch.setattr(cli, "train", train_then_ctrl_c)
+    out = tmp_path / "run"
+    assert cli.train_main(run_args(train_csv, out)) == 130
+    checkpoint = out / "checkpoint.npz"
+    assert capsys.readouterr().err == (
+        f"error: interrupted after the last iteration, 32; checkpoint saved to {checkpoint}; finish with --resume {out}\n"
+    )
+    assert load_checkpoint(checkpoint)[3].iteration == 32 and not (out / "model.npz").exists()
+    monkeypatch.setattr(cli, "train", real_train)
+    assert cli.train_main(["--device", "cpu", "--quiet", "--resume", str(out)]) == 0
+    assert cli.train_main(run_args(train_csv, tmp_path / "whole")) == 0
+    for key, value in model_arrays(tmp_path / "whole" / "model.npz").items():
+        np.testing.assert_array_equal(model_arrays(out / "model.npz")[key], value, err_msg=key)
+
+
+def test_ctrl_c_while_drawing_stops_the_pictures_and_keeps_the_model(tmp_path, train_csv, monkeypatch, capsys):
+    pytest.importorskip("matplotlib")
+    real_curves = cli.plots.training_curves
+
+    def curves_then_ctrl_c(*args):
+        real_curves(*args)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(cli.plots, "training_curves", curves_then_ctrl_c)
+    out = tmp_path / "run"
+    assert cli.train_main(run_args(train_csv, out)) == 130
+    assert capsys.readouterr().err == (
+        f"error: interrupted while drawing the pictures; model.npz and metrics.json are saved in {out}\n"
+    )
+    load_model(out / "model.npz")
+    assert (out / "training_curves.png").exists() and not (out / "weights.png").exists()

@@ -187,7 +187,9 @@ def test_gpu_asked_for_without_one_is_one_line_and_exit_2(tmp_path):
 def test_a_malformed_device_is_refused_by_both_scripts(tmp_path, script):
     result = run_script(script, "--device", "cuda:0", "--model", tmp_path / "m.npz", "--data", "sample")
     assert result.returncode == 2
-    assert result.stderr.splitlines()[-1].endswith("argument --device: expected auto, cpu, gpu or gpu:N, got 'cuda:0'")
+    assert result.stderr == (  # one line, no usage
+        f"error: argument --device: expected auto, cpu, gpu or gpu:N, got 'cuda:0' (see {script} --help)\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -298,3 +300,26 @@ def test_unwritable_outputs_are_one_line_and_exit_2(tmp_path, kaggle_files):
     )
     assert result.returncode == 2
     assert result.stderr == f"error: {missing}: No such file or directory\n"
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--alpha", "nan", "must be a finite number above 0, got nan"),
+        ("--alpha", "inf", "must be a finite number above 0, got inf"),
+        ("--alpha", "0", "must be a finite number above 0, got 0"),
+        ("--alpha", "-0.1", "must be a finite number above 0, got -0.1"),
+        ("--momentum", "1", "must be at least 0 and below 1, got 1"),
+        ("--momentum", "-0.5", "must be at least 0 and below 1, got -0.5"),
+        ("--momentum", "nan", "must be at least 0 and below 1, got nan"),
+        ("--weight-decay", "-1e-4", "must be a finite number, 0 or more, got -1e-4"),
+        ("--weight-decay", "inf", "must be a finite number, 0 or more, got inf"),
+    ],
+)
+def test_impossible_hyperparameters_are_refused_as_flags(tmp_path, capsys, flag, value, message):
+    with pytest.raises(SystemExit) as stopped:
+        train_main(["--device", "cpu", "--output-dir", str(tmp_path / "out"), f"{flag}={value}"])
+    assert stopped.value.code == 2
+    name = "--alpha/--lr" if flag == "--alpha" else flag
+    assert capsys.readouterr().err == f"error: argument {name}: {message} (see train.py --help)\n"
+    assert not (tmp_path / "out").exists()

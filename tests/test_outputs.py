@@ -1,0 +1,180 @@
+"""The run folder: one run at a time, checked before training, never mixed with another run."""
+
+import datetime
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, synthetic_digits, write_kaggle_csv
+from nn_gpu import cli, outputs
+from nn_gpu.checkpoint import load_checkpoint, load_model
+from nn_gpu.errors import NNGpuError
+from nn_gpu.outputs import LOCK, RUN_FILES, claim, new_run_folder
+
+
+@pytest.fixture(scope="module")
+def train_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "train.csv"
+    images, labels = synthetic_digits(300, seed=3)
+    write_kaggle_csv(path, images, labels)
+    return path
+
+
+def args(train_csv, out, *extra):
+    return ["--device", "cpu", "--data", str(train_csv), "--dev-size", "50", "--iterations", "5", "--quiet",
+            "--output-dir", str(out), *map(str, extra)]  # fmt: skip
+
+
+def test_a_folder_is_held_by_one_claim_and_freed_on_release(tmp_path):
+    with claim(tmp_path / "run") as run:
+        assert (run.path / LOCK).read_text() == f"{os.getpid()}\n"
+        with pytest.raises(NNGpuError, match=f"in use by another training run \\(PID {os.getpid()}\\)"):
+            claim(tmp_path / "run")  # flock: a second open file conflicts, even in the same process
+    assert not (tmp_path / "run" / LOCK).exists()
+    claim(tmp_path / "run").release()
+
+
+def test_default_folder_names_never_collide(tmp_path, monkeypatch):
+    class Frozen(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 11, 28, 12, 0, 0)
+
+    monkeypatch.setattr(outputs.datetime, "datetime", Frozen)
+    folders = [new_run_folder(tmp_path / "runs") for _ in range(3)]
+    assert [f.name for f in folders] == ["20261128-120000", "20261128-120000-2", "20261128-120000-3"]
+
+
+def _start(*arguments):
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), *map(str, arguments)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(path, process, seconds=60):
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+def test_a_second_run_is_refused_and_a_scheduler_stop_saves_a_checkpoint(tmp_path, train_csv, stop):
+    out = tmp_path / "run"
+    first = _start(*args(train_csv, out, "--iterations", 10**7, "--save-every", 1, "--hidden", 64))
+    _wait_for(out / "checkpoint.npz", first)
+    second = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), *args(train_csv, out)], capture_output=True, text=True
+    )
+    assert second.returncode == 2
+    assert second.stderr == (
+        f"error: {out}: in use by another training run (PID {first.pid}); wait for it or choose another --output-dir\n"
+    )
+    first.send_signal(stop)
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 128 + stop, err
+    name = signal.Signals(stop).name
+    assert err.startswith(f"error: stopped by {name} after iteration ") and err.count("\n") == 1
+    iteration = int(err.split("iteration ")[1].split(";")[0])
+    assert f"checkpoint saved to {out / 'checkpoint.npz'}; continue with --resume {out}" in err
+    assert load_checkpoint(out / "checkpoint.npz")[3].iteration == iteration
+    assert not (out / LOCK).exists() and not (out / "model.npz").exists()
+
+
+class Usage:  # what shutil.disk_usage says of a nearly full disk
+    free = 100_000
+
+
+def test_an_unusable_output_folder_is_refused_before_training(tmp_path, train_csv, capsys, monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+    assert cli.train_main(args(train_csv, tmp_path / "file")) == 2
+    assert (
+        capsys.readouterr().err == f"error: {tmp_path / 'file'}: is a file, not a folder; choose another --output-dir\n"
+    )
+
+    monkeypatch.setattr(outputs.shutil, "disk_usage", lambda path: Usage())
+    assert cli.train_main(args(train_csv, tmp_path / "full")) == 2
+    captured = capsys.readouterr()
+    assert "data:" not in captured.out  # refused before the data were split, let alone trained on
+    assert captured.err.startswith(
+        f"error: {tmp_path / 'full'}: no space left on device: 0.1 MB free, the run needs about "
+    )
+    assert os.listdir(tmp_path / "full") == []  # the lock released and removed
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_folder_is_refused_before_training(tmp_path, train_csv, capsys):
+    folder = tmp_path / "read-only"
+    folder.mkdir(mode=0o555)
+    assert cli.train_main(args(train_csv, folder)) == 2
+    assert capsys.readouterr().err == (
+        f"error: {folder}: cannot write there (Permission denied); choose another --output-dir\n"
+    )
+
+
+def test_a_failed_final_write_says_what_was_saved_and_where(tmp_path, train_csv, capsys, monkeypatch):
+    real_save = cli.save_model
+
+    def disk_full_in_run_folders(path, *rest):
+        if "nn_gpu-rescue-" not in str(path):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real_save(path, *rest)
+
+    monkeypatch.setattr(cli, "save_model", disk_full_in_run_folders)
+    assert cli.train_main(args(train_csv, tmp_path / "a")) == 2
+    err = capsys.readouterr().err
+    prefix = f"error: {tmp_path / 'a' / 'model.npz'}: No space left on device; the trained model was saved to "
+    assert err.startswith(prefix) and err.endswith("/model.npz instead\n"), err
+    rescued = err.removeprefix(prefix).split()[0]
+    assert load_model(rescued)[0].hidden == (10,)
+    os.unlink(rescued)
+    os.rmdir(os.path.dirname(rescued))
+
+    monkeypatch.setattr(cli, "save_model", real_save)
+    real_write = cli.write_text_atomically
+
+    def metrics_fail(path, text):
+        if path.name == "metrics.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real_write(path, text)
+
+    monkeypatch.setattr(cli, "write_text_atomically", metrics_fail)
+    assert cli.train_main(args(train_csv, tmp_path / "b")) == 2
+    assert capsys.readouterr().err == (
+        f"error: {tmp_path / 'b' / 'metrics.json'}: No space left on device; saved: {tmp_path / 'b' / 'model.npz'}\n"
+    )
+    load_model(tmp_path / "b" / "model.npz")
+
+
+def test_a_folder_holding_a_run_is_refused_unless_overwrite_or_resume(tmp_path, train_csv, capsys):
+    out = tmp_path / "run"
+    assert cli.train_main(args(train_csv, out, "--save-every", 5)) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(before) == set(RUN_FILES)  # every file a run writes, and no lock left behind
+    capsys.readouterr()
+
+    assert cli.train_main(args(train_csv, out, "--seed", 1)) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: {out}: holds a run already ({', '.join(RUN_FILES)}); add --overwrite to replace it, "
+        f"--resume {out} to continue it, or choose another --output-dir\n"
+    )
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # untouched
+
+    assert cli.train_main(args(train_csv, out, "--seed", 1, "--overwrite")) == 0
+    assert not (out / "checkpoint.npz").exists()  # the old run's checkpoint is gone: --resume cannot mix runs
+    assert json.loads((out / "metrics.json").read_text())["seed"] == 1
+    assert set(os.listdir(out)) == set(RUN_FILES) - {"checkpoint.npz"}
+
+    assert cli.train_main(["--device", "cpu", "--resume", str(out), "--overwrite"]) == 2
+    assert capsys.readouterr().err == "error: --overwrite replaces a run and --resume continues one: choose one\n"
