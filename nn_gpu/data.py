@@ -14,17 +14,25 @@ Sources:
   t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, each raw or .gz): train, and t10k as the test set.
 - an IDX images file (raw or .gz); its labels are read from the file of the matching name beside it.
 - a CSV path: Kaggle's digit-recognizer train.csv (header `label,pixel0,...,pixel783`) or
-  test.csv (header `pixel0,...,pixel783`), or a headerless CSV with the label first and
-  784 pixels (the common mnist_train.csv layout), or 784 pixels alone.
+  test.csv (header `pixel0,...,pixel783`), or a headerless CSV of 785 columns with the label
+  first (the common mnist_train.csv layout) or last (the layout of the built-in sample), or 784
+  pixels alone. Which end holds the label is told from the values: the label column holds only
+  0..9 and more than one of them, while the corner pixels at both ends of a row are nearly always
+  0; when both ends could be labels the file is refused with the fix (Kaggle's header).
 
-Every problem with a file raises DataError with one line naming the file, and the line and
-column where it applies.
+Every row must have as many fields as the first (a trailing comma is an error, not a shifted
+column). Every problem with a file raises DataError with one line naming the file, and the line and
+column where it applies; a file is read as a stream, with a bound on the length of a line, so a
+file that is not a CSV (or a device such as /dev/zero) is refused rather than read forever.
 """
 
 from __future__ import annotations
 
 import gzip
 import importlib.util
+import io
+import re
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +42,13 @@ import pandas as pd
 
 from nn_gpu import download, idx
 from nn_gpu.errors import DataError
+from nn_gpu.files import input_problem
 from nn_gpu.model import N_CLASSES, N_PIXELS, inputs
 
 SAMPLE = "sample"
 _CHUNK_ROWS = 8192
+MAX_LINE = 1 << 16  # characters in one CSV line; a digit row needs under 4,000 (785 values up to 255)
+FIRST_OR_LAST = -1  # label_column of a headerless 785-column CSV: told from the values (_label_end)
 
 
 @dataclass(frozen=True)
@@ -74,8 +85,9 @@ def load_dataset(source: str | Path) -> Dataset:
     if str(source) in download.REMOTES:
         return _read_idx_directory(download.fetch(str(source)), str(source))
     path = Path(source)
-    if not path.exists():
-        raise DataError(f"{path}: no such file or directory")
+    problem = input_problem(path, folder_ok=True)
+    if problem:
+        raise DataError(f"{path}: {problem}")
     if path.is_dir():
         return _read_idx_directory(path, str(path))
     if idx.is_idx(path):
@@ -129,9 +141,11 @@ def _csv_layout(path: Path) -> tuple[int | None, bool]:
     """(index of the label column or None, whether line 1 is a header), from the first line."""
     try:
         with _open_text(path) as f:
-            first = f.readline()
+            first = f.readline(MAX_LINE + 1)
     except (OSError, UnicodeDecodeError, EOFError, zlib.error) as error:
-        raise DataError(f"{path}: cannot read as text ({error})") from None
+        raise DataError(f"{path}: cannot read as text ({_one_line(error)})") from None
+    if len(first) > MAX_LINE:
+        raise DataError(f"{path}: line 1 is over {MAX_LINE:,} characters long: not a CSV of digits")
     if not first.strip():
         raise DataError(f"{path}: file is empty")
     for separator, name in ((";", "semicolons"), ("\t", "tabs")):
@@ -149,7 +163,7 @@ def _csv_layout(path: Path) -> tuple[int | None, bool]:
             "or pixel0,...,pixel783 (test)"
         )
     if len(cells) == N_PIXELS + 1:
-        return 0, False
+        return FIRST_OR_LAST, False
     if len(cells) == N_PIXELS:
         return None, False
     raise DataError(
@@ -159,39 +173,123 @@ def _csv_layout(path: Path) -> tuple[int | None, bool]:
 
 
 def _read_csv(path: Path, label_column: int | None, header: bool) -> Dataset:
-    """Parse a CSV in chunks, check every cell, and keep uint8 images and labels."""
+    """Parse a CSV in chunks, check every row and cell, and keep uint8 images and labels.
+
+    label_column: the label's column index, None for pixels alone, or FIRST_OR_LAST (_label_end).
+    """
     n_columns = N_PIXELS + (label_column is not None)
-    images, labels = [], []
+    images, labels, all_lines = [], [], []
     first_line = 2 if header else 1
     try:
-        with pd.read_csv(
-            path,
-            header=0 if header else None,
-            chunksize=_CHUNK_ROWS,
-            engine="c",
-            skip_blank_lines=False,  # keep blank lines as rows, so that row numbers are line numbers
-            encoding="utf-8-sig",
-        ) as chunks:
-            for chunk in chunks:
-                values, lines = _check_cells(path, chunk, n_columns, first_line)
-                first_line += len(chunk)
-                if label_column is not None:
-                    labels.append(_check_range(path, values[:, label_column], N_CLASSES - 1, "label", lines))
-                    values = np.delete(values, label_column, axis=1)
-                images.append(_check_range(path, values, 255, "pixel", lines))
+        with _LineLimit.open(path) as stream, warnings.catch_warnings():
+            warnings.simplefilter("ignore", pd.errors.DtypeWarning)  # mixed types: _check_cells says where
+            with pd.read_csv(
+                stream,
+                header=None,  # the header was checked by _csv_layout; a row with more fields is an error
+                skiprows=1 if header else 0,
+                chunksize=_CHUNK_ROWS,
+                engine="c",
+                skip_blank_lines=False,  # keep blank lines as rows, so that row numbers are line numbers
+                encoding="utf-8-sig",
+            ) as chunks:
+                for chunk in chunks:
+                    values, lines = _check_cells(path, chunk, n_columns, first_line)
+                    first_line += len(chunk)
+                    if label_column not in (None, FIRST_OR_LAST):
+                        labels.append(_check_range(path, values[:, label_column], N_CLASSES - 1, "label", lines))
+                        values = np.delete(values, label_column, axis=1)
+                    what = "value" if label_column == FIRST_OR_LAST else "pixel"  # not yet known which is which
+                    images.append(_check_range(path, values, 255, what, lines))
+                    all_lines.append(lines)
     except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: file is empty") from None
+        raise DataError(f"{path}: {'no images, only a header' if header else 'file is empty'}") from None
     except pd.errors.ParserError as error:
-        raise DataError(f"{path}: {_one_line(error)}") from None
+        raise DataError(f"{path}: {_parser_problem(error)}") from None
     except (OSError, UnicodeDecodeError, EOFError, zlib.error) as error:
         raise DataError(f"{path}: cannot read ({_one_line(error)})") from None
     if sum(len(chunk) for chunk in images) == 0:
         raise DataError(f"{path}: no images, only a header")
-    return Dataset(
-        np.concatenate(images),
-        np.concatenate(labels) if label_column is not None else None,
-        str(path),
-    )
+    images = np.concatenate(images)
+    if label_column == FIRST_OR_LAST:
+        lines = np.concatenate(all_lines)
+        end = _label_end(path, images)
+        labels = [_check_range(path, images[:, end], N_CLASSES - 1, "label", lines)]
+        images = np.delete(images, end, axis=1)
+    return Dataset(images, np.concatenate(labels) if label_column is not None else None, str(path))
+
+
+def _label_end(path: Path, rows: np.ndarray) -> int:
+    """0 or 784: which end column of a headerless m x 785 CSV holds the labels.
+
+    A label column holds only 0..9 and, given enough rows, more than one value; the first and last
+    pixels (the corners of the image) are nearly always 0. The label is first unless only the last
+    column looks like labels; both looking like labels is refused, with the fix.
+    """
+
+    def looks_like_labels(column: np.ndarray) -> bool:
+        return column.max() <= N_CLASSES - 1 and len(np.unique(column)) > 1
+
+    first, last = looks_like_labels(rows[:, 0]), looks_like_labels(rows[:, -1])
+    if first and last:
+        raise DataError(
+            f"{path}: cannot tell which column holds the labels: the first and the last both hold only 0..9; "
+            "put the label first under Kaggle's header line label,pixel0,...,pixel783"
+        )
+    return N_PIXELS if last else 0
+
+
+class _LineLimit(io.RawIOBase):
+    """A file (gunzipped when its name ends in .gz) read as bytes, refusing any line over MAX_LINE.
+
+    Checked at each read, so a line is refused by the time it is MAX_LINE plus one read long, and
+    pandas never holds more: a file of one endless line (a device, a binary file) fails fast.
+    """
+
+    def __init__(self, raw, path: Path):
+        self.raw, self.path, self.line, self.run = raw, path, 1, 0
+
+    @classmethod
+    def open(cls, path: Path) -> io.BufferedReader:
+        raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+        return io.BufferedReader(cls(raw, path))
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self.raw.readinto(buffer)
+        data = bytes(memoryview(buffer)[:n])
+        ends = data.count(b"\n")
+        if ends:
+            self._check(self.run + data.find(b"\n"))  # the line that ends here
+            self.line += ends
+            self.run = n - data.rfind(b"\n") - 1
+        else:
+            self.run += n
+        self._check(self.run)
+        return n
+
+    def _check(self, length: int) -> None:
+        if length > MAX_LINE:
+            raise DataError(f"{self.path}: line {self.line} is over {MAX_LINE:,} characters long: not a CSV of digits")
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+def _parser_problem(error: Exception) -> str:
+    """pandas' tokenizer error in our words: 'line N: K fields, expected F', else its one line."""
+    found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(error))
+    if found is None:
+        return _one_line(error)
+    expected, line, saw = found.groups()
+    return f"line {line}: {saw} fields, expected {expected} as in the lines above"
+
+
+def _quote(cell: str, limit: int = 40) -> str:
+    """A cell as it stands in the file, quoted for a message, cut short when long."""
+    return repr(cell) if len(cell) <= limit else f"{cell[:limit]!r}... ({len(cell):,} characters)"
 
 
 def _one_line(error: Exception) -> str:
@@ -202,8 +300,9 @@ def _check_cells(path: Path, chunk: pd.DataFrame, n_columns: int, first_line: in
     """(values, line numbers): the chunk's rows as int64 (or, where pandas saw other types, float64)
     whole numbers, blank lines dropped; DataError at the first short row, empty, non-numeric,
     infinite or fractional cell."""
-    if chunk.shape[1] != n_columns:
-        raise DataError(f"{path}: {chunk.shape[1]} columns, expected {n_columns}")
+    if chunk.shape[1] != n_columns:  # the first row has another count than line 1 (the header) said
+        hint = " (a trailing comma?)" if chunk.shape[1] == n_columns + 1 else ""
+        raise DataError(f"{path}: line {first_line}: {chunk.shape[1]} fields, expected {n_columns} as in line 1{hint}")
     lines = first_line + np.arange(len(chunk))
     if all(t == np.int64 for t in chunk.dtypes):  # the common case: every cell parsed as an integer
         return chunk.to_numpy(), lines
@@ -218,7 +317,7 @@ def _check_cells(path: Path, chunk: pd.DataFrame, n_columns: int, first_line: in
         where = f"{path}: line {lines[row]}, column {column + 1}"
         if not cell:
             raise DataError(f"{where}: missing value (a short row or an empty cell)")
-        raise DataError(f"{where}: {cell!r} is not a whole number")
+        raise DataError(f"{where}: {_quote(cell)} is not a whole number")
     return values, lines
 
 

