@@ -6,7 +6,10 @@ nn_gpu.model.init_parameters. checkpoint.npz holds the same keys plus `velocity`
 flat buffer), `progress` and `config` (JSON text: nn_gpu.training.Progress and the run's settings).
 
 Both are written atomically and read with allow_pickle=False, so loading never runs code, and are
-checked key by key: anything else raises ModelFileError with one line naming the file.
+checked key by key: anything else raises ModelFileError with one line naming the file. The checks
+run on the members' .npy headers first (names, shapes, dtypes, and sizes against the archive's
+directory), so no member is decompressed until every one is known to be what it must be: a 3 GB
+extra member or a header claiming a huge shape costs nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from nn_gpu.errors import ModelFileError
-from nn_gpu.files import write_atomically
+from nn_gpu.files import input_problem, write_atomically
 from nn_gpu.model import Architecture
 from nn_gpu.training import Progress
 
@@ -26,6 +29,9 @@ FORMAT = "nn_gpu-model"
 _DTYPES = ("float32", "float64")
 _HEADER = ("format", "hidden", "dtype")
 _CHECKPOINT = ("velocity", "progress", "config")
+_TEXT = ("format", "dtype", "progress", "config")  # 0-d strings
+_SMALL = 1 << 20  # bytes: the most a header member (format, hidden, dtype, progress, config) may hold
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
 def parameter_names(n_layers: int) -> list[str]:
@@ -63,20 +69,17 @@ def save_checkpoint(path: Path, arch: Architecture, params, velocity, progress: 
 def load_model(path: Path) -> tuple[Architecture, list[np.ndarray]]:
     """(architecture, host parameters) from a model.npz, or ModelFileError saying what is wrong."""
     path = Path(path)
-    return _check_model(path, _read(path), extra=())
+    arch, arrays = _load(path, extra=())
+    return arch, [arrays[name] for name in parameter_names(len(arch.sizes) - 1)]
 
 
 def load_checkpoint(path: Path) -> tuple[Architecture, list[np.ndarray], np.ndarray, Progress, dict]:
-    """(architecture, parameters, velocity, progress, config) from a checkpoint.npz."""
+    """(architecture, parameters, velocity, progress, config) from a checkpoint.npz.
+
+    config is the run's settings as saved; nn_gpu.cli checks them as it checks its flags.
+    """
     path = Path(path)
-    arrays = _read(path)
-    arch, params = _check_model(path, arrays, extra=_CHECKPOINT)
-    velocity = arrays["velocity"]
-    size = sum(p.size for p in params)
-    if velocity.shape != (size,) or velocity.dtype != np.dtype(arch.dtype) or not np.isfinite(velocity).all():
-        raise ModelFileError(
-            f"{path}: velocity is {velocity.dtype} {velocity.shape}, expected finite {arch.dtype} ({size},)"
-        )
+    arch, arrays = _load(path, extra=_CHECKPOINT)
     try:
         progress = Progress(**json.loads(str(arrays["progress"])))
         config = json.loads(str(arrays["config"]))
@@ -84,47 +87,96 @@ def load_checkpoint(path: Path) -> tuple[Architecture, list[np.ndarray], np.ndar
             raise ValueError("config must be an object and iteration a count")
     except (ValueError, TypeError) as error:
         raise ModelFileError(f"{path}: damaged training state ({' '.join(str(error).split())})") from None
-    return arch, params, velocity, progress, config
+    params = [arrays[name] for name in parameter_names(len(arch.sizes) - 1)]
+    return arch, params, arrays["velocity"], progress, config
 
 
-def _read(path: Path) -> dict[str, np.ndarray]:
+def _load(path: Path, extra: tuple[str, ...]) -> tuple[Architecture, dict[str, np.ndarray]]:
+    """The architecture and every array of an nn_gpu .npz, each checked before any is read."""
+    problem = input_problem(path)
+    if problem:
+        raise ModelFileError(f"{path}: {problem}")
     try:
         with open(path, "rb") as f:
             npz = np.load(f, allow_pickle=False)
             if not isinstance(npz, np.lib.npyio.NpzFile):
                 raise ModelFileError(f"{path}: not an nn_gpu model file (a single array, not an .npz archive)")
             with npz:
-                return {key: npz[key] for key in npz.files}
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: no such file") from None
+                headers = {key: _header(path, npz, key) for key in npz.files}
+                small = {
+                    key: npz[key]
+                    for key in ("format", "hidden", "dtype")
+                    if key in headers and headers[key][2] <= _SMALL
+                }
+                arch = _architecture(path, small)
+                expected = _expected(arch, extra)
+                _check_headers(path, headers, expected)
+                arrays = {key: npz[key] for key in expected}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise ModelFileError(f"{path}: not an nn_gpu model file ({' '.join(str(error).split())})") from None
+    for name in [*parameter_names(len(arch.sizes) - 1), *extra[:1]]:  # the floats: parameters, velocity
+        if not np.isfinite(arrays[name]).all():
+            raise ModelFileError(f"{path}: {name} holds non-finite values")
+    return arch, arrays
 
 
-def _check_model(path: Path, arrays: dict, extra: tuple[str, ...]) -> tuple[Architecture, list[np.ndarray]]:
-    if str(arrays.get("format", "")) != FORMAT:
+def _header(path: Path, npz, key: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, bytes of data) of one member, from its .npy header alone; checked against the
+    size the archive's directory gives it, so a header cannot claim more than the member holds."""
+    name = key if key in npz.zip.namelist() else f"{key}.npy"
+    with npz.zip.open(name) as member:
+        version = np.lib.format.read_magic(member)
+        if version not in _HEADER_READERS:
+            raise ValueError(f"{key}: .npy format version {version} is not supported")
+        shape, _, dtype = _HEADER_READERS[version](member)
+        offset = member.tell()
+    if dtype.hasobject:
+        raise ModelFileError(
+            f"{path}: not an nn_gpu model file ({key} holds Python objects, which are never loaded: allow_pickle=False)"
+        )
+    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if offset + size != npz.zip.getinfo(name).file_size:
+        raise ModelFileError(
+            f"{path}: {key}: its header claims {size:,} bytes of data, but the member holds "
+            f"{npz.zip.getinfo(name).file_size - offset:,}"
+        )
+    return tuple(shape), dtype, size
+
+
+def _architecture(path: Path, small: dict) -> Architecture:
+    if str(small.get("format", "")) != FORMAT:
         raise ModelFileError(f"{path}: not an nn_gpu model file (no format key {FORMAT!r})")
-    hidden, dtype = arrays.get("hidden", np.array([])), str(arrays.get("dtype", ""))
+    hidden, dtype = small.get("hidden", np.array([])), str(small.get("dtype", ""))
     if hidden.size == 0 or hidden.ndim != 1 or hidden.dtype.kind not in "iu" or (hidden < 1).any():
         raise ModelFileError(f"{path}: 'hidden' must be a list of positive layer widths")
     if dtype not in _DTYPES:
         raise ModelFileError(f"{path}: dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
-    arch = Architecture(tuple(int(h) for h in hidden), dtype)
-    names = parameter_names(len(arch.sizes) - 1)
-    expected = set(names) | set(_HEADER) | set(extra)
-    if set(arrays) != expected:
-        missing, unexpected = sorted(expected - set(arrays)), sorted(set(arrays) - expected)
+    return Architecture(tuple(int(h) for h in hidden), dtype)
+
+
+def _expected(arch: Architecture, extra: tuple[str, ...]) -> dict[str, tuple[tuple[int, ...] | None, str]]:
+    """name: (shape, dtype) of every member the file must hold; shape None for a header member."""
+    expected = {name: (None, "") for name in _HEADER}
+    for name, (n_in, n_out) in zip(parameter_names(len(arch.sizes) - 1), _shapes(arch)):
+        expected[name] = ((n_out, n_in) if name.startswith("W") else (n_out, 1), arch.dtype)
+    if extra:
+        size = sum(n_out * (n_in + 1) for n_in, n_out in zip(arch.sizes[:-1], arch.sizes[1:]))
+        expected.update(velocity=((size,), arch.dtype), progress=(None, ""), config=(None, ""))
+    return expected
+
+
+def _check_headers(path: Path, headers: dict, expected: dict) -> None:
+    """ModelFileError unless the members are exactly `expected`, each with its shape and dtype."""
+    if set(headers) != set(expected):
+        missing, unexpected = sorted(set(expected) - set(headers)), sorted(set(headers) - set(expected))
         raise ModelFileError(f"{path}: keys differ from an nn_gpu file: missing {missing}, unexpected {unexpected}")
-    params = []
-    for name, (n_in, n_out) in zip(names, _shapes(arch)):
-        array = arrays[name]
-        shape = (n_out, n_in) if name.startswith("W") else (n_out, 1)
-        if array.shape != shape or array.dtype != np.dtype(dtype):
-            raise ModelFileError(f"{path}: {name} is {array.dtype} {array.shape}, expected {dtype} {shape}")
-        if not np.isfinite(array).all():
-            raise ModelFileError(f"{path}: {name} holds non-finite values")
-        params.append(array)
-    return arch, params
+    for name, (shape, dtype) in expected.items():
+        found_shape, found_dtype, size = headers[name]
+        if shape is None:
+            if size > _SMALL or (name in _TEXT and (found_shape != () or found_dtype.kind != "U")):
+                raise ModelFileError(f"{path}: {name} is {found_dtype} {found_shape}, expected a short text")
+        elif found_shape != shape or found_dtype != np.dtype(dtype):
+            raise ModelFileError(f"{path}: {name} is {found_dtype} {found_shape}, expected {dtype} {shape}")
 
 
 def _shapes(arch: Architecture):

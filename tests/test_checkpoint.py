@@ -1,7 +1,10 @@
 """model.npz: round trip, atomic writes, and one clear line for every file that is not ours."""
 
+import errno
 import io
 import os
+import tracemalloc
+import zipfile
 
 import numpy as np
 import pytest
@@ -104,3 +107,56 @@ def test_a_write_that_fails_midway_leaves_the_old_file_and_no_temporary(tmp_path
         write_atomically(path, half_then_crash)
     assert path.read_bytes() == b"previous bytes"
     assert [f.name for f in tmp_path.iterdir()] == ["model.npz"]
+
+
+def test_members_are_checked_from_their_headers_before_any_is_read(saved):
+    path, _, _ = saved
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as archive:  # a 256 MB extra member
+        with archive.open("surprise.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, {"descr": "|u1", "fortran_order": False, "shape": (1 << 28,)})
+            for _ in range(256):
+                member.write(bytes(1 << 20))
+    assert path.stat().st_size < 1_000_000
+    tracemalloc.start()
+    with pytest.raises(ModelFileError, match="unexpected \\['surprise'\\]"):
+        load_model(path)
+    assert tracemalloc.get_traced_memory()[1] < 2_000_000  # the 256 MB were never decompressed
+    tracemalloc.stop()
+
+
+def test_a_header_cannot_claim_more_than_its_member_holds(saved):
+    path, arch, params = saved
+    arrays = arrays_of(path)
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w") as member:
+                if name == "W1":  # a header claiming 10^9 x 784 floats in front of the real 16 x 784
+                    header = {"descr": "<f8", "fortran_order": False, "shape": (10**9, 784)}
+                    np.lib.format.write_array_header_1_0(member, header)
+                    member.write(array.tobytes())
+                else:
+                    np.lib.format.write_array(member, array)
+    with pytest.raises(ModelFileError) as error:
+        load_model(path)  # today: MemoryError, a traceback
+    assert str(error.value) == (
+        f"{path}: W1: its header claims 6,272,000,000,000 bytes of data, but the member holds 100,352"
+    )
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_a_model_that_is_not_a_regular_file_is_refused(tmp_path, special):
+    if special == "fifo":
+        special = tmp_path / "model.npz"
+        os.mkfifo(special)
+    with pytest.raises(ModelFileError, match=f"^{special}: needs a regular file, not a pipe, socket or device$"):
+        load_model(special)
+
+
+def test_a_full_disk_names_the_file_asked_for_not_the_temporary_one(tmp_path):
+    def disk_full(f):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as f.write or fsync raises it: no file name
+
+    with pytest.raises(OSError) as error:
+        write_atomically(tmp_path / "model.npz", disk_full)
+    assert (error.value.errno, error.value.filename) == (errno.ENOSPC, str(tmp_path / "model.npz"))
+    assert list(tmp_path.iterdir()) == []
