@@ -295,7 +295,6 @@ def _saved_settings(config: dict, path: Path, arch: Architecture) -> dict:
     parser = train_parser()
     parser.error = refuse
     settings = _run_settings(parser.parse_args(argv))
-    settings["data"] = config["data"]
     if (tuple(settings["hidden"]), settings["dtype"]) != (arch.hidden, arch.dtype):
         refuse(f"hidden {settings['hidden']} {settings['dtype']} differ from the saved network's")
     return settings
@@ -307,7 +306,7 @@ def _parameter_bytes(arch: Architecture) -> int:
 
 
 def _check_size(arch: Architecture, device: Device) -> None:
-    """Refuse a network whose parameters alone would not fit in this machine's memory, before allocating."""
+    """Refuse, before allocating, a network whose parameters, gradients and velocity cannot fit in memory."""
     try:
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):  # not a POSIX system: MemoryError will say it
@@ -473,9 +472,15 @@ def _draw_run(output_dir: Path, network: Network, history: list[dict], dev_set, 
     if plt is None:
         print(f"pictures skipped: matplotlib is not installed ({plots.PLOT_HINT})")
         return written
+    W1, hidden = network.W[0], network.W[0].shape[0]
+    if hidden > plots.WEIGHT_UNITS:
+        print(f"weights.png shows the first {plots.WEIGHT_UNITS} of the {hidden} hidden units")
     drawings = [
         ("training_curves.png", lambda path: plots.training_curves(plt, history, path)),
-        ("weights.png", lambda path: plots.weights(plt, network.device.to_host(network.W[0]), path)),
+        (
+            "weights.png",
+            lambda path: plots.weights(plt, network.device.to_host(W1[: plots.WEIGHT_UNITS]), path, hidden),
+        ),
     ]
     if dev is not None:
         n = min(32, len(dev_set))

@@ -1,10 +1,14 @@
 """Your own handwriting, made to look like an MNIST digit.
 
 MNIST's digits are light strokes on a black background, scaled to fit a 20 x 20 box and placed in a
-28 x 28 image so that their centre of mass sits at the centre. `preprocess` does the same to any
-picture (Pillow, in the optional extra `plot`):
+28 x 28 image so that their centre of mass sits at the centre. `load_grayscale` reads a picture as
+people take them (Pillow, in the optional extra `plot`): turned upright by its EXIF orientation (a
+phone photo held sideways), and, when it is partly transparent, composited onto black if its ink is
+light and onto white if its ink is dark, so white or coloured ink on a transparent background stays
+visible. Pictures over Pillow's decompression-bomb limit (about 89 megapixels) are refused.
+`preprocess` then does what MNIST did:
 
-1. grayscale, with any transparency composited onto white;
+1. grayscale;
 2. polarity: if the border is brighter than the middle on average (dark ink on light paper), invert;
 3. crop to the bounding box of the ink (pixels above a fifth of the brightest);
 4. scale the longer side to 20 pixels, keeping the aspect ratio (antialiased);
@@ -13,32 +17,46 @@ picture (Pillow, in the optional extra `plot`):
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from nn_gpu.errors import DataError
+from nn_gpu.files import input_problem
 from nn_gpu.plots import PLOT_HINT
 
 
 def load_grayscale(path: Path) -> np.ndarray:
-    """The picture at `path` as a 2-D uint8 array, transparency composited onto white."""
+    """The picture at `path` as a 2-D uint8 array: upright, transparency composited (module docstring)."""
     try:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError:
         raise DataError(f"{path}: reading images needs Pillow: {PLOT_HINT}") from None
+    problem = input_problem(path)
+    if problem:
+        raise DataError(f"{path}: {problem}")
     try:
-        with Image.open(path) as picture:
-            picture.load()
-            if picture.mode in ("RGBA", "LA", "P"):
-                picture = picture.convert("RGBA")
-                white = Image.new("RGBA", picture.size, (255, 255, 255, 255))
-                picture = Image.alpha_composite(white, picture)
-            return np.asarray(picture.convert("L"), dtype=np.uint8).copy()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as picture:
+                picture = ImageOps.exif_transpose(picture)
+                if picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info:
+                    return _composite(picture.convert("RGBA"))
+                return np.asarray(picture.convert("L"), dtype=np.uint8).copy()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise DataError(f"{path}: too large a picture ({' '.join(str(error).split())}); shrink or crop it") from None
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise DataError(f"{path}: not a readable image ({' '.join(str(error).split())})") from None
+
+
+def _composite(rgba) -> np.ndarray:
+    """Gray levels of an RGBA picture laid on black when its ink (the opaque part) is light, else on white."""
+    gray = np.asarray(rgba.convert("RGB").convert("L"), dtype=np.float64)
+    alpha = np.asarray(rgba.getchannel("A"), dtype=np.float64) / 255
+    ink = (gray * alpha).sum() / alpha.sum() if alpha.sum() else 0.0
+    background = 0.0 if ink > 127.5 else 255.0
+    return np.round(gray * alpha + background * (1 - alpha)).astype(np.uint8)
 
 
 def preprocess(gray: np.ndarray) -> np.ndarray:

@@ -4,6 +4,7 @@
     confusion_matrix.png   dev-set counts, true label by predicted label, with per-class accuracy
     predictions.png        a grid of digits with their predicted and true labels, mistakes in red
     weights.png            each first-layer unit's 784 weights as a 28 x 28 image: what it looks for
+                           (the first WEIGHT_UNITS units of a wider layer, as its title says)
 
 matplotlib is imported only here and only when drawing; without it `load_pyplot` returns None and
 the caller says once that pictures were skipped. Every file is written atomically.
@@ -20,6 +21,7 @@ import numpy as np
 from nn_gpu.files import write_atomically
 
 PLOT_HINT = "pip install -e '.[plot]'"
+WEIGHT_UNITS = 64  # units drawn in weights.png: one subplot each, about 2 s for 64 (80 s for 2048)
 
 
 def load_pyplot():
@@ -115,8 +117,9 @@ def predictions_grid(plt, images: np.ndarray, predictions, probabilities, labels
     _save(plt, fig, path)
 
 
-def weights(plt, W1: np.ndarray, path: Path) -> None:
-    """Each row of W1 (H x 784) as a 28 x 28 image, red positive and blue negative, one scale per unit."""
+def weights(plt, W1: np.ndarray, path: Path, hidden: int | None = None) -> None:
+    """Each row of W1 (units x 784) as a 28 x 28 image, red positive and blue negative, one scale per
+    unit; `hidden`, when larger than the units given, is the layer's width, named in the title."""
     units = W1.shape[0]
     columns = min(units, 16)
     rows = math.ceil(units / columns)
@@ -127,6 +130,7 @@ def weights(plt, W1: np.ndarray, path: Path) -> None:
             limit = np.abs(W1[k]).max() or 1.0
             ax.imshow(W1[k].reshape(28, 28), cmap="bwr", vmin=-limit, vmax=limit)
             ax.set_title(str(k + 1), fontsize=7)
-    fig.suptitle("First-layer weights: what each hidden unit looks for")
+    shown = f" (units 1-{units} of {hidden})" if hidden and hidden > units else ""
+    fig.suptitle(f"First-layer weights: what each hidden unit looks for{shown}")
     fig.tight_layout()
     _save(plt, fig, path)

@@ -1,8 +1,16 @@
-"""The command line of scripts/predict.py: a Kaggle submission, a gallery, or your own digit."""
+"""The command line of scripts/predict.py: a Kaggle submission, a gallery, or your own digit.
+
+--out is refused when it names the --data or --model file. The gallery (--show N) prints N
+predictions and draws at most SHOW_DRAWN of them. --image saves the 28 x 28 digit the network saw
+beside the picture (or in --save-seen DIR) under a name not yet taken, and a failure to save it is a
+warning: the prediction it already printed stands.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +20,11 @@ from nn_gpu.checkpoint import load_model
 from nn_gpu.cli import Parser, device_name, non_negative_int, percent, run_main
 from nn_gpu.data import load_dataset, to_inputs
 from nn_gpu.device import resolve_device
-from nn_gpu.errors import DataError
+from nn_gpu.errors import DataError, NNGpuError
 from nn_gpu.files import write_text_atomically
 from nn_gpu.model import Network
+
+SHOW_DRAWN = 64  # digits in the --show picture: more take long to draw and are too small to read
 
 
 def predict_parser() -> argparse.ArgumentParser:
@@ -33,16 +43,25 @@ def predict_parser() -> argparse.ArgumentParser:
         "--show", type=non_negative_int, default=0, metavar="N", help="print and draw the first N predictions"
     )
     p.add_argument("--device", type=device_name, default="auto", help="auto (default), cpu, gpu (card 0) or gpu:N")
+    p.add_argument(
+        "--save-seen",
+        type=Path,
+        metavar="DIR",
+        help="with --image: the folder for the 28 x 28 digit the network saw (default: beside the picture)",
+    )
     return p
 
 
 def predict_command(argv: list[str] | None = None) -> int:
     args = predict_parser().parse_args(argv)
+    for flag, other in (("--data", args.data), ("--model", args.model)):
+        if other is not None and _same_file(args.out, Path(other)):
+            raise NNGpuError(f"--out {args.out} is the {flag} file, which it would overwrite; choose another --out")
     arch, params = load_model(args.model)
     device = resolve_device(args.device)
     network = Network(arch, device, params)
     if args.image is not None:
-        return _predict_image(network, args.image)
+        return _predict_image(network, args.image, args.save_seen)
     dataset = load_dataset(args.data)
     dataset = dataset.test or dataset  # a directory of IDX files: predict its t10k test set
     probabilities = network.predict_proba(to_inputs(dataset.images, device, arch.dtype))  # 10 x m
@@ -60,8 +79,17 @@ def predict_command(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether a and b name one file (through links, or as different spellings of one path)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist yet
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
 def _show(dataset, predictions, confidence, n: int, path: Path) -> None:
-    """Print the first n predictions with their probability, and draw them (the notebook's test_prediction)."""
+    """Print the first n predictions with their probability, and draw up to SHOW_DRAWN of them (the
+    notebook's test_prediction)."""
     n = min(n, len(predictions))
     for k in range(n):
         truth = "" if dataset.labels is None else f", true {dataset.labels[k]}"
@@ -70,12 +98,13 @@ def _show(dataset, predictions, confidence, n: int, path: Path) -> None:
     if plt is None:
         print(f"picture skipped: matplotlib is not installed ({plots.PLOT_HINT})")
         return
-    labels = None if dataset.labels is None else dataset.labels[:n]
-    plots.predictions_grid(plt, dataset.images[:n], predictions[:n], confidence[:n], labels, path)
-    print(f"wrote {path}")
+    drawn = min(n, SHOW_DRAWN)
+    labels = None if dataset.labels is None else dataset.labels[:drawn]
+    plots.predictions_grid(plt, dataset.images[:drawn], predictions[:drawn], confidence[:drawn], labels, path)
+    print(f"wrote {path}" + (f": the first {drawn} of the {n}" if drawn < n else ""))
 
 
-def _predict_image(network: Network, path: Path) -> int:
+def _predict_image(network: Network, path: Path, save_seen: Path | None) -> int:
     """Predict one picture of a digit, made MNIST-like (nn_gpu.image); save what the network saw."""
     try:
         digit = image.preprocess(image.load_grayscale(path))
@@ -86,10 +115,28 @@ def _predict_image(network: Network, path: Path) -> int:
     top = np.argsort(probabilities)[::-1][:3]
     print(f"{path}: the digit is {top[0]}")
     print("top 3: " + ", ".join(f"{k} ({probabilities[k]:.3f})" for k in top))
-    seen = path.with_name(path.stem + "_28x28.png")
-    image.save_digit(digit, seen)
+    folder = path.parent if save_seen is None else save_seen
+    seen = _unused(folder / f"{path.stem}_28x28.png")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        image.save_digit(digit, seen)
+    except OSError as error:
+        print(
+            f"warning: {seen}: not saved ({error.strerror or error}); choose a folder with --save-seen DIR",
+            file=sys.stderr,
+        )
+        return 0
     print(f"wrote {seen}: what the network saw (28 x 28, light on dark, centred by mass)")
     return 0
+
+
+def _unused(path: Path) -> Path:
+    """path, or path with -2, -3, ... before its suffix: the first name not taken."""
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
 
 
 def predict_main(argv: list[str] | None = None) -> int:

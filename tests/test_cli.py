@@ -1,6 +1,7 @@
 """End to end: scripts/train.py and scripts/predict.py as a user runs them."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -322,4 +323,47 @@ def test_impossible_hyperparameters_are_refused_as_flags(tmp_path, capsys, flag,
     assert stopped.value.code == 2
     name = "--alpha/--lr" if flag == "--alpha" else flag
     assert capsys.readouterr().err == f"error: argument {name}: {message} (see train.py --help)\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_predict_never_writes_over_its_own_inputs(tmp_path, kaggle_files):
+    folder, _ = kaggle_files
+    run = tmp_path / "run"
+    assert train_main(["--device", "cpu", "--data", str(folder / "train.csv"), "--dry-run", "--quiet",
+                       "--output-dir", str(run)]) == 0  # fmt: skip
+    os.symlink(folder / "test.csv", tmp_path / "link.csv")
+    model, test = run / "model.npz", tmp_path / "link.csv"
+    before = model.read_bytes(), (folder / "test.csv").read_bytes()
+    for out, flag in ((folder / "test.csv", "--data"), (run / ".." / "run" / "model.npz", "--model")):
+        result = run_script("predict.py", "--model", model, "--data", test, "--out", out, "--device", "cpu")
+        assert result.returncode == 2
+        assert (
+            result.stderr == f"error: --out {out} is the {flag} file, which it would overwrite; choose another --out\n"
+        )
+    assert (model.read_bytes(), (folder / "test.csv").read_bytes()) == before
+
+
+def test_labels_of_one_class_are_warned_about_loudly(tmp_path):
+    images, _ = synthetic_digits(200)
+    write_kaggle_csv(tmp_path / "train.csv", images, np.zeros(200, np.uint8))  # what a pixel read as label gives
+    result = run_script("train.py", "--device", "cpu", "--data", tmp_path / "train.csv", "--dev-size", 50,
+                        "--iterations", 20, "--quiet", "--output-dir", tmp_path / "run")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        f"warning: {tmp_path / 'train.csv'}: every training label is 0: the accuracy will mean nothing; "
+        "is a pixel column being read as the label?\n"
+        "warning: dev accuracy 100.00% with only 1 label value(s) in training: a trivial problem, not a result\n"
+    )
+
+
+def test_inputs_that_used_to_end_in_tracebacks_are_one_line(tmp_path, capsys):
+    os.symlink(tmp_path / "b.csv", tmp_path / "a.csv")
+    os.symlink(tmp_path / "a.csv", tmp_path / "b.csv")
+    out = ["--device", "cpu", "--output-dir", str(tmp_path / "out")]
+    assert train_main([*out, "--data", str(tmp_path / "a.csv")]) == 2  # today: RuntimeError from Path.resolve
+    assert capsys.readouterr().err == f"error: {tmp_path / 'a.csv'}: too many levels of symbolic links\n"
+    assert train_main([*out, "--hidden", "100000000"]) == 2  # today: MemoryError
+    err = capsys.readouterr().err
+    assert err.startswith("error: --hidden 100000000: the parameters, gradients and momentum need 1272.0 GB, ")
+    assert err.endswith(" of memory; choose smaller layers\n")
     assert not (tmp_path / "out").exists()

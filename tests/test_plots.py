@@ -124,3 +124,90 @@ def test_unreadable_and_blank_pictures_get_one_line(trained, tmp_path, capsys):
         )
         err = capsys.readouterr().err
         assert err.startswith(f"error: {tmp_path / name}: {message}") and err.count("\n") == 1
+
+
+def test_a_sideways_phone_photo_is_turned_upright_by_its_exif_orientation(tmp_path):
+    upright = Image.fromarray(draw("1", dark_on_light=True))
+    photo = tmp_path / "photo.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: the camera was turned; show the pixels rotated 90 degrees clockwise
+    upright.transpose(Image.Transpose.ROTATE_90).save(photo, exif=exif, quality=95)
+    seen = image.preprocess(image.load_grayscale(photo))
+    expected = image.preprocess(np.asarray(upright))
+    assert np.abs(seen.astype(int) - expected).mean() < 4  # the same upright 1, up to JPEG's noise
+    sideways = image.preprocess(np.asarray(upright.transpose(Image.Transpose.ROTATE_90)))
+    assert np.abs(seen.astype(int) - sideways).mean() > 20  # and not the sideways one
+
+
+@pytest.mark.parametrize("ink", [(255, 255, 255), (255, 40, 40), (20, 20, 20)])
+def test_ink_on_a_transparent_background_is_seen_whatever_its_colour(tmp_path, ink):
+    mask = draw("0", dark_on_light=False)  # 255 where the ink is
+    rgba = np.zeros((*mask.shape, 4), np.uint8)
+    rgba[..., :3] = ink
+    rgba[..., 3] = mask
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "drawn.png")
+    seen = image.preprocess(image.load_grayscale(tmp_path / "drawn.png"))  # today white ink: "blank"
+    np.testing.assert_allclose(seen, image.preprocess(mask), atol=2)
+
+
+def test_a_decompression_bomb_is_one_line(tmp_path, trained, capsys):
+    bomb = tmp_path / "huge.png"
+    Image.new("1", (30000, 30000)).save(bomb)  # 900 megapixels, a few hundred kilobytes
+    assert predict_main(["--model", str(trained / "model.npz"), "--image", str(bomb), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bomb}: too large a picture (Image size (900000000 pixels) exceeds limit")
+    assert err.endswith("shrink or crop it\n") and err.count("\n") == 1
+
+
+def test_what_the_network_saw_never_replaces_a_file_nor_fails_the_prediction(trained, tmp_path, capsys):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for suffix in (".png", ".bmp"):  # two pictures with one stem
+        Image.fromarray(draw("1", dark_on_light=True)).save(folder / f"one{suffix}")
+    model = ["--model", str(trained / "model.npz"), "--device", "cpu"]
+    (folder / "one_28x28.png").write_bytes(b"the user's own file")
+    for suffix in (".png", ".bmp"):
+        assert predict_main([*model, "--image", str(folder / f"one{suffix}")]) == 0
+    assert (folder / "one_28x28.png").read_bytes() == b"the user's own file"
+    assert "wrote " + str(folder / "one_28x28-3.png") in capsys.readouterr().out
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "one.bmp",
+        "one.png",
+        "one_28x28-2.png",
+        "one_28x28-3.png",
+        "one_28x28.png",
+    ]
+
+    assert predict_main([*model, "--image", str(folder / "one.png"), "--save-seen", str(tmp_path / "seen")]) == 0
+    assert (tmp_path / "seen" / "one_28x28.png").exists()
+
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the folder would go")
+    assert predict_main([*model, "--image", str(folder / "one.png"), "--save-seen", str(blocked)]) == 0
+    captured = capsys.readouterr()
+    assert f"{folder / 'one.png'}: the digit is " in captured.out  # the prediction stands
+    assert captured.err.startswith(f"warning: {blocked / 'one_28x28.png'}: not saved (")
+    assert captured.err.endswith("); choose a folder with --save-seen DIR\n")
+
+
+def test_show_and_weights_pictures_are_capped(tmp_path, capsys):
+    images, labels = synthetic_digits(300)
+    write_kaggle_csv(tmp_path / "train.csv", images, labels)
+    out = tmp_path / "run"
+    args = ["--data", str(tmp_path / "train.csv"), "--output-dir", str(out), "--hidden", "300", "--quiet"]
+    assert train_main([*args, *"--device cpu --dev-size 50 --iterations 2".split()]) == 0
+    assert "weights.png shows the first 64 of the 300 hidden units\n" in capsys.readouterr().out
+    assert png_size(out / "weights.png") == png_size_of_weights(64)
+    submission = tmp_path / "submission.csv"
+    predict = ["--model", str(out / "model.npz"), "--data", str(tmp_path / "train.csv"), "--out", str(submission)]
+    assert predict_main([*predict, "--show", "200", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("\nimage ") == 200 and "image 200: predicted " in printed
+    assert f"wrote {tmp_path / 'submission_show.png'}: the first 64 of the 200\n" in printed
+
+
+def png_size_of_weights(units):
+    """The pixel size of weights.png for `units` units, as plots.weights lays them out."""
+    columns = min(units, 16)
+    rows = -(-units // columns)
+    return (round(110 * columns), round(100 * (1.2 * rows + 0.5)))
