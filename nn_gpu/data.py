@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
-import io
 import re
 import warnings
 import zlib
@@ -181,12 +180,11 @@ def _read_csv(path: Path, label_column: int | None, header: bool) -> Dataset:
     images, labels, all_lines = [], [], []
     first_line = 2 if header else 1
     try:
-        with _LineLimit.open(path) as stream, warnings.catch_warnings():
+        with _LineLimit(path, skip_header=header) as stream, warnings.catch_warnings():
             warnings.simplefilter("ignore", pd.errors.DtypeWarning)  # mixed types: _check_cells says where
             with pd.read_csv(
                 stream,
                 header=None,  # the header was checked by _csv_layout; a row with more fields is an error
-                skiprows=1 if header else 0,
                 chunksize=_CHUNK_ROWS,
                 engine="c",
                 skip_blank_lines=False,  # keep blank lines as rows, so that row numbers are line numbers
@@ -204,7 +202,7 @@ def _read_csv(path: Path, label_column: int | None, header: bool) -> Dataset:
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: {'no images, only a header' if header else 'file is empty'}") from None
     except pd.errors.ParserError as error:
-        raise DataError(f"{path}: {_parser_problem(error)}") from None
+        raise DataError(f"{path}: {_parser_problem(error, skipped=int(header))}") from None
     except (OSError, UnicodeDecodeError, EOFError, zlib.error) as error:
         raise DataError(f"{path}: cannot read ({_one_line(error)})") from None
     if sum(len(chunk) for chunk in images) == 0:
@@ -238,53 +236,55 @@ def _label_end(path: Path, rows: np.ndarray) -> int:
     return N_PIXELS if last else 0
 
 
-class _LineLimit(io.RawIOBase):
+class _LineLimit:
     """A file (gunzipped when its name ends in .gz) read as bytes, refusing any line over MAX_LINE.
 
     Checked at each read, so a line is refused by the time it is MAX_LINE plus one read long, and
-    pandas never holds more: a file of one endless line (a device, a binary file) fails fast.
+    pandas never holds more: a file of one endless line fails fast. skip_header consumes line 1
+    here (cheaper than pandas' skiprows).
     """
 
-    def __init__(self, raw, path: Path):
-        self.raw, self.path, self.line, self.run = raw, path, 1, 0
+    def __init__(self, path: Path, skip_header: bool):
+        self.raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+        self.path, self.line, self.run = path, 1, 0
+        if skip_header:
+            self.raw.readline(MAX_LINE + 2)  # _csv_layout has checked its length
+            self.line = 2
 
-    @classmethod
-    def open(cls, path: Path) -> io.BufferedReader:
-        raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-        return io.BufferedReader(cls(raw, path))
+    def __enter__(self) -> _LineLimit:
+        return self
 
-    def readable(self) -> bool:
-        return True
+    def __exit__(self, *exc) -> None:
+        self.raw.close()
 
-    def readinto(self, buffer) -> int:
-        n = self.raw.readinto(buffer)
-        data = bytes(memoryview(buffer)[:n])
+    def __iter__(self):  # pandas takes an object with read and __iter__ as a file; it only calls read
+        return iter(self.raw)
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
         ends = data.count(b"\n")
         if ends:
             self._check(self.run + data.find(b"\n"))  # the line that ends here
             self.line += ends
-            self.run = n - data.rfind(b"\n") - 1
+            self.run = len(data) - data.rfind(b"\n") - 1
         else:
-            self.run += n
+            self.run += len(data)
         self._check(self.run)
-        return n
+        return data
 
     def _check(self, length: int) -> None:
         if length > MAX_LINE:
             raise DataError(f"{self.path}: line {self.line} is over {MAX_LINE:,} characters long: not a CSV of digits")
 
-    def close(self) -> None:
-        self.raw.close()
-        super().close()
 
-
-def _parser_problem(error: Exception) -> str:
-    """pandas' tokenizer error in our words: 'line N: K fields, expected F', else its one line."""
+def _parser_problem(error: Exception, skipped: int) -> str:
+    """pandas' tokenizer error in our words: 'line N: K fields, expected F', else its one line.
+    skipped: lines read before pandas started (its line 1 is the file's line 1 + skipped)."""
     found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(error))
     if found is None:
         return _one_line(error)
     expected, line, saw = found.groups()
-    return f"line {line}: {saw} fields, expected {expected} as in the lines above"
+    return f"line {int(line) + skipped}: {saw} fields, expected {expected} as in the lines above"
 
 
 def _quote(cell: str, limit: int = 40) -> str:
