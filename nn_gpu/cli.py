@@ -450,8 +450,13 @@ def _write_results(output_dir: Path, network: Network, metrics: dict, dev_set, d
         failed = f"{error.filename}: {error.strerror or error}"
         if written:
             raise NNGpuError(f"{failed}; saved: {', '.join(map(str, written))}") from None
-        rescue = Path(tempfile.mkdtemp(prefix="nn_gpu-rescue-")) / "model.npz"
-        save_model(rescue, arch, params)
+        try:
+            rescue = Path(tempfile.mkdtemp(prefix="nn_gpu-rescue-")) / "model.npz"
+            save_model(rescue, arch, params)
+        except OSError as second:
+            raise NNGpuError(
+                f"{failed}; the trained model could not be saved anywhere (the temporary folder failed too: {second})"
+            ) from None
         raise NNGpuError(f"{failed}; the trained model was saved to {rescue} instead") from None
     return written
 

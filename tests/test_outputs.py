@@ -140,6 +140,13 @@ def test_a_failed_final_write_says_what_was_saved_and_where(tmp_path, train_csv,
     os.unlink(rescued)
     os.rmdir(os.path.dirname(rescued))
 
+    monkeypatch.setattr(cli.tempfile, "mkdtemp", lambda prefix: str(tmp_path / "no" / "such" / "folder"))
+    assert cli.train_main(args(train_csv, tmp_path / "c")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"error: {tmp_path / 'c' / 'model.npz'}: No space left on device; the trained model could not be saved anywhere ("
+    )
+
     monkeypatch.setattr(cli, "save_model", real_save)
     real_write = cli.write_text_atomically
 
