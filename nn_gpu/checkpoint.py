@@ -160,8 +160,7 @@ def _expected(arch: Architecture, extra: tuple[str, ...]) -> dict[str, tuple[tup
     for name, (n_in, n_out) in zip(parameter_names(len(arch.sizes) - 1), _shapes(arch)):
         expected[name] = ((n_out, n_in) if name.startswith("W") else (n_out, 1), arch.dtype)
     if extra:
-        size = sum(n_out * (n_in + 1) for n_in, n_out in zip(arch.sizes[:-1], arch.sizes[1:]))
-        expected.update(velocity=((size,), arch.dtype), progress=(None, ""), config=(None, ""))
+        expected.update(velocity=((arch.n_parameters,), arch.dtype), progress=(None, ""), config=(None, ""))
     return expected
 
 

@@ -301,8 +301,7 @@ def _saved_settings(config: dict, path: Path, arch: Architecture) -> dict:
 
 
 def _parameter_bytes(arch: Architecture) -> int:
-    itemsize = 4 if arch.dtype == "float32" else 8
-    return itemsize * sum(n_out * (n_in + 1) for n_in, n_out in zip(arch.sizes[:-1], arch.sizes[1:]))
+    return arch.n_parameters * np.dtype(arch.dtype).itemsize
 
 
 def _check_size(arch: Architecture, device: Device) -> None:

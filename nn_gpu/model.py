@@ -46,6 +46,11 @@ class Architecture:
     def sizes(self) -> tuple[int, ...]:
         return (N_PIXELS, *self.hidden, N_CLASSES)
 
+    @property
+    def n_parameters(self) -> int:
+        """Every weight and bias: the sum over layers of n_l x (n_{l-1} + 1), the length of Network.flat."""
+        return sum(n_out * (n_in + 1) for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]))
+
 
 def init_parameters(arch: Architecture, init: str, rng: np.random.Generator):
     """Host arrays [W1, b1, W2, b2, ...]: W_l is n_l x n_{l-1}, b_l is n_l x 1.
