@@ -114,8 +114,8 @@ def _load(path: Path, extra: tuple[str, ...]) -> tuple[Architecture, dict[str, n
                 arrays = {key: npz[key] for key in expected}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise ModelFileError(f"{path}: not an nn_gpu model file ({' '.join(str(error).split())})") from None
-    for name in [*parameter_names(len(arch.sizes) - 1), *extra[:1]]:  # the floats: parameters, velocity
-        if not np.isfinite(arrays[name]).all():
+    for name, (shape, _) in expected.items():
+        if shape is not None and not np.isfinite(arrays[name]).all():  # the float arrays: parameters, velocity
             raise ModelFileError(f"{path}: {name} holds non-finite values")
     return arch, arrays
 
@@ -134,12 +134,9 @@ def _header(path: Path, npz, key: str) -> tuple[tuple[int, ...], np.dtype, int]:
         raise ModelFileError(
             f"{path}: not an nn_gpu model file ({key} holds Python objects, which are never loaded: allow_pickle=False)"
         )
-    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if offset + size != npz.zip.getinfo(name).file_size:
-        raise ModelFileError(
-            f"{path}: {key}: its header claims {size:,} bytes of data, but the member holds "
-            f"{npz.zip.getinfo(name).file_size - offset:,}"
-        )
+    size, held = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, npz.zip.getinfo(name).file_size - offset
+    if size != held:
+        raise ModelFileError(f"{path}: {key}: its header claims {size:,} bytes of data, but the member holds {held:,}")
     return tuple(shape), dtype, size
 
 
