@@ -11,9 +11,10 @@ same path replaces it. An error names the file the caller asked for, never the t
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -32,6 +33,13 @@ def input_problem(path: Path, folder_ok: bool = False) -> str | None:
     if not stat.S_ISREG(mode):
         return "needs a regular file, not a pipe, socket or device"
     return None
+
+
+def numbered(path: Path) -> Iterator[Path]:
+    """path, then path with -2, -3, ... before its suffix (runs/20261128-120000-2, one_28x28-2.png)."""
+    yield path
+    for n in itertools.count(2):
+        yield path.with_name(f"{path.stem}-{n}{path.suffix}")
 
 
 def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import datetime
 import errno
-import itertools
 import os
 import shutil
 from pathlib import Path
 
 from nn_gpu.errors import NNGpuError
+from nn_gpu.files import numbered
 
 try:
     import fcntl
@@ -60,9 +60,7 @@ class RunFolder:
 
 def new_run_folder(parent: Path = Path("runs")) -> Path:
     """Create and return parent/<YYYYmmdd-HHMMSS>, or -2, -3, ... after it when that name is taken."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    for n in itertools.count(1):
-        folder = parent / (stamp if n == 1 else f"{stamp}-{n}")
+    for folder in numbered(parent / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")):
         try:
             folder.mkdir(parents=True)
             return folder

@@ -21,7 +21,7 @@ from nn_gpu.cli import Parser, device_name, non_negative_int, percent, run_main
 from nn_gpu.data import load_dataset, to_inputs
 from nn_gpu.device import resolve_device
 from nn_gpu.errors import DataError, NNGpuError
-from nn_gpu.files import write_text_atomically
+from nn_gpu.files import numbered, write_text_atomically
 from nn_gpu.model import Network
 
 SHOW_DRAWN = 64  # digits in the --show picture: more take long to draw and are too small to read
@@ -116,7 +116,7 @@ def _predict_image(network: Network, path: Path, save_seen: Path | None) -> int:
     print(f"{path}: the digit is {top[0]}")
     print("top 3: " + ", ".join(f"{k} ({probabilities[k]:.3f})" for k in top))
     folder = path.parent if save_seen is None else save_seen
-    seen = _unused(folder / f"{path.stem}_28x28.png")
+    seen = next(name for name in numbered(folder / f"{path.stem}_28x28.png") if not name.exists())
     try:
         folder.mkdir(parents=True, exist_ok=True)
         image.save_digit(digit, seen)
@@ -128,15 +128,6 @@ def _predict_image(network: Network, path: Path, save_seen: Path | None) -> int:
         return 0
     print(f"wrote {seen}: what the network saw (28 x 28, light on dark, centred by mass)")
     return 0
-
-
-def _unused(path: Path) -> Path:
-    """path, or path with -2, -3, ... before its suffix: the first name not taken."""
-    candidate, n = path, 1
-    while candidate.exists():
-        n += 1
-        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
-    return candidate
 
 
 def predict_main(argv: list[str] | None = None) -> int:
