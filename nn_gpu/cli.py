@@ -235,9 +235,7 @@ def _run_settings(args) -> dict:
     settings = {name: getattr(args, name) for name in RUN_SETTINGS}
     settings["hidden"] = list(args.hidden)
     if settings["data"] not in (SAMPLE, *REMOTES):  # a path: keep it valid from any working directory
-        settings["data"] = os.path.abspath(
-            settings["data"]
-        )  # not resolve(): a symlink loop is load_dataset's to report
+        settings["data"] = os.path.abspath(settings["data"])  # not resolve(): load_dataset names a symlink loop
     if args.dry_run:
         settings.update(iterations=DRY_RUN_ITERATIONS, epochs=None)
     return settings
@@ -384,7 +382,9 @@ def _train_into(output_dir: Path, args, settings, arch, device, dataset, state, 
         save_checkpoint(output_dir / CHECKPOINT, arch, params, device.to_host(optimizer.velocity), progress, settings)
         return output_dir / CHECKPOINT
 
-    result = _train_with_progress(network, optimizer, X, y, dev, schedule, settings["seed"], progress, save, args, stop)
+    result = _train_with_progress(
+        network, optimizer, X, y, dev, schedule, settings["seed"], progress, save, args.quiet, stop
+    )
     test = dataset.test
     if test is not None and test.labels is not None:
         test_loss, test_accuracy = network.evaluate(to_inputs(test.images, device, arch.dtype), _labels(test, device))
@@ -504,13 +504,13 @@ def _draw_run(output_dir: Path, network: Network, history: list[dict], dev_set, 
     return written
 
 
-def _train_with_progress(network, optimizer, X, y, dev, schedule, seed, progress, save, args, stop: StopSignals):
+def _train_with_progress(network, optimizer, X, y, dev, schedule, seed, progress, save, quiet, stop: StopSignals):
     """train(), with a progress bar on a terminal, log lines, and a stop signal turned into a checkpoint."""
     from tqdm import tqdm
 
     total = schedule.total_iterations(X.shape[1])
     done = 0 if progress is None else progress.iteration
-    with tqdm(total=total, initial=done, disable=True if args.quiet else None, unit="it", leave=False) as bar:
+    with tqdm(total=total, initial=done, disable=True if quiet else None, unit="it", leave=False) as bar:
         return train(
             network,
             optimizer,
@@ -520,7 +520,7 @@ def _train_with_progress(network, optimizer, X, y, dev, schedule, seed, progress
             schedule,
             seed,
             progress,
-            on_log=lambda entry: _say(args.quiet, _log_line(entry), bar.write),
+            on_log=lambda entry: _say(quiet, _log_line(entry), bar.write),
             on_step=bar.update,
             save=save,
             stop_requested=stop.received,

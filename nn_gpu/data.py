@@ -179,6 +179,7 @@ def _read_csv(path: Path, label_column: int | None, header: bool) -> Dataset:
     n_columns = N_PIXELS + (label_column is not None)
     images, labels, all_lines = [], [], []
     first_line = 2 if header else 1
+    what = "value" if label_column == FIRST_OR_LAST else "pixel"  # which end is the label is not yet known
     try:
         with _LineLimit(path, skip_header=header) as stream, warnings.catch_warnings():
             warnings.simplefilter("ignore", pd.errors.DtypeWarning)  # mixed types: _check_cells says where
@@ -196,7 +197,6 @@ def _read_csv(path: Path, label_column: int | None, header: bool) -> Dataset:
                     if label_column not in (None, FIRST_OR_LAST):
                         labels.append(_check_range(path, values[:, label_column], N_CLASSES - 1, "label", lines))
                         values = np.delete(values, label_column, axis=1)
-                    what = "value" if label_column == FIRST_OR_LAST else "pixel"  # not yet known which is which
                     images.append(_check_range(path, values, 255, what, lines))
                     all_lines.append(lines)
     except pd.errors.EmptyDataError:
