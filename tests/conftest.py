@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +61,15 @@ def run_script(name, *args, cwd=None):
     return subprocess.run(
         [sys.executable, str(ROOT / "scripts" / name), *map(str, args)], capture_output=True, text=True, cwd=cwd
     )
+
+
+@contextlib.contextmanager
+def traced_peak():
+    """Trace Python's allocations inside the block; yields a list that then holds the peak, in bytes."""
+    peak = []
+    tracemalloc.start()
+    try:
+        yield peak
+    finally:
+        peak.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()

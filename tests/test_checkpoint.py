@@ -3,12 +3,12 @@
 import errno
 import io
 import os
-import tracemalloc
 import zipfile
 
 import numpy as np
 import pytest
 
+from conftest import traced_peak
 from nn_gpu.checkpoint import load_model, save_model
 from nn_gpu.errors import ModelFileError
 from nn_gpu.files import write_atomically
@@ -117,11 +117,9 @@ def test_members_are_checked_from_their_headers_before_any_is_read(saved):
             for _ in range(256):
                 member.write(bytes(1 << 20))
     assert path.stat().st_size < 1_000_000
-    tracemalloc.start()
-    with pytest.raises(ModelFileError, match="unexpected \\['surprise'\\]"):
+    with traced_peak() as peak, pytest.raises(ModelFileError, match="unexpected \\['surprise'\\]"):
         load_model(path)
-    assert tracemalloc.get_traced_memory()[1] < 2_000_000  # the 256 MB were never decompressed
-    tracemalloc.stop()
+    assert peak[0] < 2_000_000  # the 256 MB were never decompressed
 
 
 def test_a_header_cannot_claim_more_than_its_member_holds(saved):

@@ -2,12 +2,11 @@
 
 import gzip
 import os
-import tracemalloc
 
 import numpy as np
 import pytest
 
-from conftest import synthetic_digits, write_kaggle_csv
+from conftest import synthetic_digits, traced_peak, write_kaggle_csv
 from nn_gpu import idx
 from nn_gpu.data import Dataset, load_dataset, split_dev, to_inputs
 from nn_gpu.errors import DataError
@@ -236,12 +235,10 @@ def test_an_idx_holding_no_images_and_an_idx_gzip_bomb(tmp_path):
         for _ in range(256):
             f.write(bytes(1 << 20))
     assert bomb.stat().st_size < 300_000
-    tracemalloc.start()
-    with pytest.raises(DataError, match="bomb-images-idx3-ubyte.gz: over 1,048,576 trailing bytes after 2 images"):
+    match = "bomb-images-idx3-ubyte.gz: over 1,048,576 trailing bytes after 2 images"
+    with traced_peak() as peak, pytest.raises(DataError, match=match):
         load_dataset(bomb)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    assert peak < 8_000_000  # read as far as the header declares and a bounded look beyond
+    assert peak[0] < 8_000_000  # read as far as the header declares and a bounded look beyond
 
 
 def test_a_mixed_type_column_gives_our_error_not_a_pandas_warning(tmp_path, monkeypatch):
