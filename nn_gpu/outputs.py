@@ -98,7 +98,7 @@ def claim(folder: Path, overwrite: bool = False, resume: bool = False) -> RunFol
     return run
 
 
-def _lock(folder: Path) -> int | None:
+def _lock(folder: Path) -> int:
     """The open lock file of `folder`, locked by us with our PID in it; NNGpuError naming the holder.
 
     The file is removed when the lock is released, so after taking the lock we check that the file we
