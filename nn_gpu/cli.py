@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nn_gpu import plots
+from nn_gpu import parallel, plots
 from nn_gpu.checkpoint import load_checkpoint, save_checkpoint, save_model
 from nn_gpu.data import SAMPLE, load_dataset, split_dev, to_inputs
 from nn_gpu.device import (
@@ -165,6 +165,12 @@ def train_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--dry-run", action="store_true", help=f"train {DRY_RUN_ITERATIONS} iterations only, as a smoke test"
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        help="CPU threads for batches of over 1,024 samples (default: the cores this process may use, "
+        f"here {parallel.cores()}); BLAS runs on one thread per worker",
     )
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
     p.add_argument("--output-dir", type=Path, help="where model.npz and metrics.json go (default runs/<timestamp>)")
@@ -323,7 +329,12 @@ def train_command(argv: list[str] | None = None) -> int:
         raise NNGpuError("--overwrite replaces a run and --resume continues one: choose one")
     device = resolve_device(args.device)
     fallback = gpu_unavailable_reason() if args.device == "auto" and device.name == "cpu" else None
-    print(f"device: {device.describe()}" + (f"; GPU not used: {fallback}" if fallback else ""))
+    threads = args.threads or parallel.cores()
+    print(
+        f"device: {device.describe()}"
+        + (f"; GPU not used: {fallback}" if fallback else "")
+        + _threads_note(device, threads)
+    )
     params = velocity = progress = None
     if args.resume:
         _refuse_new_settings(args)
@@ -347,6 +358,14 @@ def train_command(argv: list[str] | None = None) -> int:
             return _train_into(folder.path, args, settings, arch, device, dataset, (params, velocity, progress), stop)
 
 
+def _threads_note(device: Device, threads: int) -> str:
+    """How the CPU path will use the cores: what a user checks when training is slower than expected."""
+    if device.name != "cpu":
+        return ""
+    cores = parallel.cores()
+    return f"; {threads} thread{'s' * (threads > 1)} ({cores} core{'s' * (cores > 1)} usable), BLAS {parallel.blas_summary()} on one thread each"
+
+
 def _refuse_new_settings(args) -> None:
     defaults = train_parser().parse_args([])
     changed = [f"--{name.replace('_', '-')}" for name in RUN_SETTINGS if getattr(args, name) != getattr(defaults, name)]
@@ -364,6 +383,7 @@ def _train_into(output_dir: Path, args, settings, arch, device, dataset, state, 
     _say(args.quiet, f"data: {dataset.source}: {len(train_set)} train, {len(dev_set)} dev, {test_size} test images")
     _warn_if_trivial(train_set)
     network = Network(arch, device, params if params is not None else init_parameters(arch, settings["init"], rng))
+    network.threads = args.threads or parallel.cores()
     optimizer = SGD(network, settings["momentum"], settings["weight_decay"], velocity)
     X, y = to_inputs(train_set.images, device, arch.dtype), _labels(train_set, device)
     dev = (to_inputs(dev_set.images, device, arch.dtype), _labels(dev_set, device)) if len(dev_set) else None
@@ -397,6 +417,8 @@ def _train_into(output_dir: Path, args, settings, arch, device, dataset, state, 
         "device_index": device.index,
         "device_name": device.card_name,
         "device_description": device.describe(),
+        "threads": network.threads,
+        "blas": parallel.blas_summary(),
         **settings,
         "data": dataset.source,
         "iterations": schedule.total_iterations(len(train_set)),
@@ -510,7 +532,14 @@ def _train_with_progress(network, optimizer, X, y, dev, schedule, seed, progress
 
     total = schedule.total_iterations(X.shape[1])
     done = 0 if progress is None else progress.iteration
-    with tqdm(total=total, initial=done, disable=True if quiet else None, unit="it", leave=False) as bar:
+    bar = tqdm(total=total, initial=done, disable=True if quiet else None, unit="it", leave=False)
+
+    def step(samples: int) -> None:  # the bar's rate in samples/s: a slowdown shows the moment it happens
+        bar.update()
+        if not bar.disable and bar.format_dict["rate"]:
+            bar.set_postfix_str(f"{samples * bar.format_dict['rate']:,.0f} samples/s", refresh=False)
+
+    with bar:
         return train(
             network,
             optimizer,
@@ -521,7 +550,7 @@ def _train_with_progress(network, optimizer, X, y, dev, schedule, seed, progress
             seed,
             progress,
             on_log=lambda entry: _say(quiet, _log_line(entry), bar.write),
-            on_step=bar.update,
+            on_step=step,
             save=save,
             stop_requested=stop.received,
         )
@@ -534,7 +563,8 @@ def percent(value) -> str:
 def _log_line(entry: dict) -> str:
     return (
         f"iteration {entry['iteration']:>6}  train loss {entry['train_loss']:.4f}  "
-        f"train acc {percent(entry['train_accuracy'])}  dev acc {percent(entry['dev_accuracy'])}"
+        f"train acc {percent(entry['train_accuracy'])}  dev acc {percent(entry['dev_accuracy'])}  "
+        f"{entry['samples_per_second']:,.0f} samples/s"
     )
 
 

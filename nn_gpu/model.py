@@ -31,6 +31,7 @@ from nn_gpu.device import Device
 
 N_PIXELS = 784
 BLOCK_SAMPLES = 1024  # CPU gradient block: its A0 (3.2 MB float32) stays in cache from W1 A0 to dZ1 A0^T
+PARTIAL_SUMS = 16  # CPU gradient: blocks are added into this many partial sums, whatever the thread count
 N_CLASSES = 10
 INITS = ("he", "uniform")
 
@@ -90,6 +91,7 @@ class Network:
         self.params = self._views(self.flat, host)
         self.grads = self._views(self.flat_grad, host)
         self.block_samples = BLOCK_SAMPLES
+        self.threads = parallel.cores()  # CPU worker threads for a batch of several blocks
 
     @staticmethod
     def _views(flat, shapes_of):
@@ -129,20 +131,25 @@ class Network:
         On the CPU a batch larger than `block_samples` is split into blocks of samples: every dW and
         db is a sum over samples, so the batch's is the sum of its blocks'. Each block's forward and
         backward run while its columns of X are still in cache, so X is read from memory once a step,
-        not twice, and the blocks run on every core (nn_gpu.parallel). Worker w takes blocks w,
-        w + workers, ... and the workers' sums are added in a fixed order: a run is reproducible.
-        A smaller batch is one call on this thread: handing 128 samples to threads costs more than
-        it saves, and OpenBLAS threads a mini-batch's products well itself (batch 128, measured:
-        0.31 ms a step at hidden 128 and 0.62 ms at 256,128, against 0.41 and 0.89 with one thread).
+        not twice, and the blocks run on `threads` worker threads (nn_gpu.parallel). Block b is added
+        into partial sum b mod PARTIAL_SUMS, in block order, and the partial sums are added in their
+        order: the result is the same, bit for bit, whatever the number of threads. A batch of one
+        block (a mini-batch) runs on this thread: on two cores, threads paid only from two blocks
+        (2,048 samples) up, measured at hidden 10 and 128 (docs/benchmarks.md). Every product runs
+        on one BLAS thread.
         """
         m = X.shape[1]
-        starts = range(0, m, m if self.device.name == "gpu" else self.block_samples)
-        if len(starts) == 1:  # a mini-batch, or the GPU: BLAS threads its own products, if it can
-            loss_sum, correct_sum = self._sum_gradients(X, y, self.grads)
-        else:
-            results = self._on_cores(starts, lambda mine: self._sum_block_gradients(X, y, mine))
-            np.sum([total for total, _, _ in results], axis=0, out=self.flat_grad)
-            loss_sum, correct_sum = np.sum([r[1] for r in results]), np.sum([r[2] for r in results])
+        with parallel.one_blas_thread():
+            if self.device.name == "gpu" or m <= self.block_samples:
+                loss_sum, correct_sum = self._sum_gradients(X, y, self.grads)
+            else:
+                starts = range(0, m, self.block_samples)
+                sums = min(PARTIAL_SUMS, len(starts))
+                results = parallel.run_tasks(
+                    lambda k: self._sum_block_gradients(X, y, starts[k::sums]), sums, self.threads
+                )
+                np.sum([total for total, _, _ in results], axis=0, out=self.flat_grad)
+                loss_sum, correct_sum = np.sum([r[1] for r in results]), np.sum([r[2] for r in results])
         self.flat_grad /= m  # every dW and db at once: the mean over the batch
         return loss_sum, correct_sum
 
@@ -171,23 +178,12 @@ class Network:
             loss_sum, correct_sum = loss_sum + loss, correct_sum + correct
         return total, loss_sum, correct_sum
 
-    def _on_cores(self, starts, task):
-        """[task(starts[w::n]) for w < n]: on the CPU the n = min(workers, blocks) tasks run at once,
-        one per core with one BLAS thread each (nn_gpu.parallel); on the GPU, n = 1."""
-        if self.device.name == "gpu":
-            return [task(starts)]
-        n = min(parallel.workers(), len(starts))
-        return parallel.run_on_cores(lambda w: task(starts[w::n]), n)
-
     def _map_batches(self, m, size, batch_task):
         """[batch_task(start) for start in range(0, m, size)], in that order; on the CPU the batches
-        are shared among the cores as in `_on_cores`."""
+        are shared among `threads` worker threads, one BLAS thread each; on the GPU, one at a time."""
         starts = range(0, m, size)
-        by_worker = self._on_cores(starts, lambda mine: [batch_task(start) for start in mine])
-        results = [None] * len(starts)
-        for w, worker_results in enumerate(by_worker):  # worker w had starts[w::n]
-            results[w :: len(by_worker)] = worker_results
-        return results
+        threads = 1 if self.device.name == "gpu" else self.threads
+        return parallel.run_tasks(lambda i: batch_task(starts[i]), len(starts), threads)
 
     def evaluate(self, X, y, batch_size: int = 8192):
         """(mean loss, accuracy) over X (784 x m) and labels y, in batches; reads back to the host."""

@@ -1,98 +1,108 @@
-"""Running blocks of samples on every CPU core, one BLAS thread per core.
+"""Threads for nn_gpu's CPU work: its own worker threads for blocks of samples, one BLAS thread each.
 
-nn_gpu's CPU gradient (nn_gpu.model) splits a large batch into blocks of samples and runs them in
-worker threads, one per core; NumPy releases the GIL inside its loops and matrix products. OpenBLAS
-must then run each product on its calling thread, not split it across the cores again, and NumPy has
-no switch for that: OpenBLAS's own C API does it (openblas_get/set_num_threads, found with ctypes
-among the libraries this process has loaded, which Linux lists in /proc/self/maps). Where none is
-found (another BLAS, or another system), `workers()` is 1 and BLAS threads each product itself.
+Two things decide the speed of a CPU step: where the matrix products run, and whether anything spins.
+
+- BLAS is held to one thread (`one_blas_thread`) whenever nn_gpu computes. A BLAS library's own
+  threads spin-wait for work between products; when another program holds a core (a browser, an IDE,
+  a second training: every laptop has one) they wait for a core that does not come, and a mini-batch
+  step slows by 2-50x (measured, docs/benchmarks.md; OpenBLAS's issues 731 and 5517). A product run
+  on one thread also gives the same bits whatever the machine's core count: the result does not
+  depend on how BLAS split it.
+- A batch of more than one block of samples (nn_gpu.model) runs its blocks on `threads` worker
+  threads of nn_gpu's own (NumPy releases the GIL inside its products and loops). A waiting worker
+  sleeps, so it takes no core from anybody, and wakes at once when work comes. A smaller batch runs
+  on the calling thread alone: for a mini-batch, handing work to threads costs more than it saves.
+
+BLAS is controlled through threadpoolctl, which knows OpenBLAS (NumPy's wheels), MKL, BLIS and
+FlexiBLAS. Where it finds none of them (Apple's Accelerate, which has no thread control it can use),
+BLAS runs its products as it chooses, and `blas_summary()` says so.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
-import numpy as np  # noqa: F401  (loads NumPy's BLAS before /proc/self/maps is read)
+import numpy as np  # noqa: F401  (loads NumPy's BLAS, so that threadpoolctl finds it)
+from threadpoolctl import ThreadpoolController
 
-# (get, set) symbol pairs across OpenBLAS builds: plain, 64-bit-integer, and NumPy's wheels' scipy_openblas
-_SYMBOLS = (
-    ("openblas_get_num_threads", "openblas_set_num_threads"),
-    ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
-    ("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
-    ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
-)
+_held = threading.local()  # per thread: how many one_blas_thread blocks are open
 
 
 @functools.cache
-def _openblas_thread_controls() -> tuple:
-    """((get, set), ...) for each OpenBLAS loaded in this process; () where none can be found."""
-    try:
-        with open("/proc/self/maps") as maps:
-            fields = (line.split(maxsplit=5) for line in maps)
-            paths = sorted(
-                {f[5].strip() for f in fields if len(f) == 6 and "openblas" in os.path.basename(f[5]).lower()}
-            )
-    except OSError:
-        return ()
-    controls = []
-    for path in paths:
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for get_name, set_name in _SYMBOLS:
-            if hasattr(library, get_name) and hasattr(library, set_name):
-                get, set_ = getattr(library, get_name), getattr(library, set_name)
-                get.restype, get.argtypes = ctypes.c_int, []
-                set_.restype, set_.argtypes = None, [ctypes.c_int]
-                controls.append((get, set_))
-                break
-    return tuple(controls)
+def _blas() -> ThreadpoolController:
+    """The BLAS libraries loaded in this process that threadpoolctl can control (NumPy's among them)."""
+    return ThreadpoolController().select(user_api="blas")
+
+
+def blas_summary() -> str:
+    """The BLAS libraries in use, as nn_gpu controls them, e.g. 'openblas 0.3.31 (pthreads)'."""
+    libraries = []
+    for info in _blas().info():
+        version = f" {info['version']}" if info.get("version") else ""
+        layer = f" ({info['threading_layer']})" if info.get("threading_layer") else ""
+        libraries.append(f"{info['internal_api']}{version}{layer}")
+    return ", ".join(libraries) or "a BLAS whose threads nn_gpu cannot control (not OpenBLAS, MKL, BLIS or FlexiBLAS)"
 
 
 def cores() -> int:
-    """CPU cores this process may run on."""
+    """CPU cores this process may run on: its affinity mask where the system has one (Linux), else every core."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
 
 
-def workers() -> int:
-    """Worker threads for the blocked CPU gradient: one per core where BLAS threads can be pinned, else 1."""
-    return cores() if _openblas_thread_controls() else 1
-
-
 @contextmanager
 def one_blas_thread():
-    """Within the block, every OpenBLAS product runs on its calling thread; the setting is restored after."""
-    controls = _openblas_thread_controls()
-    before = [get() for get, _ in controls]
-    for _, set_ in controls:
-        set_(1)
+    """Within the block, every BLAS product called from this thread runs on this thread alone.
+
+    The first block on a thread sets the limit through threadpoolctl (about 16 us) and restores the
+    libraries' own settings when it ends; blocks opened inside it cost nothing, so a training loop
+    opens one around all its steps.
+    """
+    depth = getattr(_held, "depth", 0)
+    _held.depth = depth + 1
     try:
-        yield
+        if depth:
+            yield
+        else:
+            with _blas().limit(limits=1):
+                yield
     finally:
-        for (_, set_), threads in zip(controls, before):
-            set_(threads)
+        _held.depth = depth
 
 
 @functools.cache
-def _pool(n: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(n, thread_name_prefix="nn_gpu")
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix="nn_gpu")
 
 
-def run_on_cores(task, n: int) -> list:
-    """[task(0), ..., task(n - 1)], run on n threads at once with one BLAS thread each.
+def run_tasks(task, n: int, threads: int) -> list:
+    """[task(0), ..., task(n - 1)], on min(threads, n) threads at once, each with one BLAS thread.
 
-    With n = 1 the task runs here, still with one BLAS thread: OpenBLAS's own threads, once woken,
-    spin for a while after each product (a tenth of a second, measured: ten full-batch steps right
-    after an evaluation took 28 ms instead of 15) and would take the cores from the next parallel run.
+    Each thread takes the next task not yet taken, so a slow thread (one whose core another program
+    holds) does fewer of them. The results come back in task order whatever thread ran each, so a
+    caller that adds them up in that order gets the same bits for any `threads`.
     """
+    threads = min(threads, n)
     with one_blas_thread():
-        if n == 1:
-            return [task(0)]
-        return list(_pool(n).map(task, range(n)))
+        if threads <= 1:
+            return [task(i) for i in range(n)]
+        results = [None] * n
+        todo = iter(range(n))
+        taking = threading.Lock()
+
+        def work(_) -> None:
+            with one_blas_thread():  # per-thread libraries (OpenMP builds) need it set on each thread
+                while True:
+                    with taking:
+                        i = next(todo, None)
+                    if i is None:
+                        return
+                    results[i] = task(i)
+
+        list(_pool(threads).map(work, range(threads)))
+        return results

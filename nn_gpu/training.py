@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nn_gpu import parallel
 from nn_gpu.errors import NNGpuError
 from nn_gpu.model import Network
 from nn_gpu.optim import SGD, learning_rate
@@ -123,86 +124,95 @@ def train(
     seed: int,
     progress: Progress | None = None,
     on_log: Callable[[dict], None] = lambda entry: None,
-    on_step: Callable[[], None] = lambda: None,
+    on_step: Callable[[int], None] = lambda samples: None,
     save: Callable[[Progress], Path] | None = None,
     stop_requested: Callable[[], int] = lambda: 0,
 ) -> Progress:
     """Train `network` on X (784 x m) and y (m labels), both on its device, from `progress` onwards.
 
     dev: (X_dev, y_dev) evaluated at each logged iteration, or None. on_log receives each history
-    entry {iteration, learning_rate, train_loss, train_accuracy, dev_loss, dev_accuracy}: training
-    metrics are the means over the batches since the last log, each measured before its update.
+    entry {iteration, learning_rate, train_loss, train_accuracy, dev_loss, dev_accuracy,
+    samples_per_second}: training metrics are the means over the batches since the last log, each
+    measured before its update, and samples_per_second is the training speed since the last log.
+    on_step(samples) is called after each step with the samples it used.
     save(progress) writes a checkpoint and returns its path; it is called every save_every
     iterations, at the end, and when stop_requested() returns a signal's number (then Interrupted is raised).
     A non-finite or exploding loss raises Diverged before anything is saved from the bad state.
+    On the CPU, BLAS is held to one thread for the whole run (nn_gpu.parallel).
     """
-    device = network.device
-    m = X.shape[1]
-    total = schedule.total_iterations(m)
-    progress = progress or Progress()
-    batches = _Batches(m, schedule, seed, device.xp)
-    last_saved: tuple[int, Path] | None = None
+    with parallel.one_blas_thread():  # set once for the run: setting it costs 16 us, a mini-batch step 200
+        device = network.device
+        m = X.shape[1]
+        total = schedule.total_iterations(m)
+        progress = progress or Progress()
+        batches = _Batches(m, schedule, seed, device.xp)
+        last_saved: tuple[int, Path] | None = None
 
-    def checkpoint() -> None:
-        nonlocal last_saved
-        _guard(network, progress, lr, last_saved)
-        last_saved = (progress.iteration, save(progress))
+        def checkpoint() -> None:
+            nonlocal last_saved
+            _guard(network, progress, lr, last_saved)
+            last_saved = (progress.iteration, save(progress))
 
-    device.synchronize()
-    started = time.perf_counter()
-    lr = schedule.alpha
-    while progress.iteration < total:
-        iteration = progress.iteration + 1
-        lr = learning_rate(schedule.lr_schedule, schedule.alpha, iteration, total)
-        rows = batches.rows(iteration)
-        if rows is None:
-            X_batch, y_batch = X, y
-        else:  # gather whole samples: rows of the m x 784 array under the 784 x m view
-            X_batch, y_batch = X.T[rows].T, y[rows]
-        batch_loss, batch_correct = network.gradients(X_batch, y_batch)
-        optimizer.step(lr)
-        progress.iteration = iteration
-        progress.loss_sum += batch_loss  # device scalars until read
-        progress.correct_sum += batch_correct
-        progress.seen += y_batch.shape[0]
-        progress.samples += y_batch.shape[0]
-        on_step()
-        log_now = (schedule.log_interval and iteration % schedule.log_interval == 0) or iteration == total
-        save_now = (
-            save is not None and schedule.save_every and (iteration % schedule.save_every == 0 or iteration == total)
-        )
-        stop_now = stop_requested()
-        if log_now or save_now or stop_now:
-            device.synchronize()
-            progress.train_seconds += time.perf_counter() - started
-            progress.loss_sum, progress.correct_sum = float(progress.loss_sum), float(progress.correct_sum)
-            if log_now:
-                _guard(network, progress, lr, last_saved)
-                entry = {
-                    "iteration": iteration,
-                    "learning_rate": lr,
-                    "train_loss": progress.loss_sum / progress.seen,
-                    "train_accuracy": progress.correct_sum / progress.seen,
-                    **_dev_metrics(network, dev),
-                }
-                progress.history.append(entry)
-                progress.loss_sum = progress.correct_sum = 0.0
-                progress.seen = 0
-                on_log(entry)
-            if save_now or (stop_now and save is not None):
-                checkpoint()
-            if stop_now:
-                where = (
-                    f"; checkpoint saved to {last_saved[1]}; continue with --resume {last_saved[1].parent}"
-                    if save
-                    else ""
-                )
-                raise Interrupted(f"after iteration {iteration}{where}", stop_now)
-            device.synchronize()
-            started = time.perf_counter()
-    train_loss, train_accuracy = network.evaluate(X, y)
-    progress.final = {"train_loss": train_loss, "train_accuracy": train_accuracy, **_dev_metrics(network, dev)}
-    return progress
+        device.synchronize()
+        started = time.perf_counter()
+        logged = (progress.samples, progress.train_seconds)  # at the last log: for the speed since then
+        lr = schedule.alpha
+        while progress.iteration < total:
+            iteration = progress.iteration + 1
+            lr = learning_rate(schedule.lr_schedule, schedule.alpha, iteration, total)
+            rows = batches.rows(iteration)
+            if rows is None:
+                X_batch, y_batch = X, y
+            else:  # gather whole samples: rows of the m x 784 array under the 784 x m view
+                X_batch, y_batch = X.T[rows].T, y[rows]
+            batch_loss, batch_correct = network.gradients(X_batch, y_batch)
+            optimizer.step(lr)
+            progress.iteration = iteration
+            progress.loss_sum += batch_loss  # device scalars until read
+            progress.correct_sum += batch_correct
+            progress.seen += y_batch.shape[0]
+            progress.samples += y_batch.shape[0]
+            on_step(y_batch.shape[0])
+            log_now = (schedule.log_interval and iteration % schedule.log_interval == 0) or iteration == total
+            save_now = (
+                save is not None
+                and schedule.save_every
+                and (iteration % schedule.save_every == 0 or iteration == total)
+            )
+            stop_now = stop_requested()
+            if log_now or save_now or stop_now:
+                device.synchronize()
+                progress.train_seconds += time.perf_counter() - started
+                progress.loss_sum, progress.correct_sum = float(progress.loss_sum), float(progress.correct_sum)
+                if log_now:
+                    _guard(network, progress, lr, last_saved)
+                    entry = {
+                        "iteration": iteration,
+                        "learning_rate": lr,
+                        "train_loss": progress.loss_sum / progress.seen,
+                        "train_accuracy": progress.correct_sum / progress.seen,
+                        **_dev_metrics(network, dev),
+                        "samples_per_second": (progress.samples - logged[0]) / (progress.train_seconds - logged[1]),
+                    }
+                    logged = (progress.samples, progress.train_seconds)
+                    progress.history.append(entry)
+                    progress.loss_sum = progress.correct_sum = 0.0
+                    progress.seen = 0
+                    on_log(entry)
+                if save_now or (stop_now and save is not None):
+                    checkpoint()
+                if stop_now:
+                    where = (
+                        f"; checkpoint saved to {last_saved[1]}; continue with --resume {last_saved[1].parent}"
+                        if save
+                        else ""
+                    )
+                    raise Interrupted(f"after iteration {iteration}{where}", stop_now)
+                device.synchronize()
+                started = time.perf_counter()
+        train_loss, train_accuracy = network.evaluate(X, y)
+        progress.final = {"train_loss": train_loss, "train_accuracy": train_accuracy, **_dev_metrics(network, dev)}
+        return progress
 
 
 def _guard(network: Network, progress: Progress, lr: float, last_saved) -> None:

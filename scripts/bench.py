@@ -9,7 +9,9 @@ Implementations (each trains the same network on the same data):
 
 Workloads: the notebook's job (784-10-10, full batch, m = 41,000), mini-batch 128 at hidden 10 and
 128, loading a 42,000-row Kaggle train.csv, and a scale sweep of m. Times are medians over repeats
-after a warm-up, with the device synchronised before every clock read.
+after a warm-up, with the device synchronised before every clock read. On the CPU, the notebook's
+job and the mini-batch rows run a second time under load: with another process spinning on one
+core, as on any laptop where a browser or an IDE is busy.
 
     python scripts/bench.py            # the full run (minutes)
     python scripts/bench.py --quick    # under a minute
@@ -23,12 +25,15 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +119,12 @@ class NNGpu:
         self.X = to_inputs(images, device, "float32")
         self.y = device.to_device(labels.astype(np.int32))
         self.alpha = alpha
+
+    def running(self):
+        """What nn_gpu.training.train holds for a whole run: BLAS on one thread (nn_gpu.parallel)."""
+        from nn_gpu import parallel
+
+        return parallel.one_blas_thread()
 
     def step(self, rows=None):
         if rows is None:
@@ -222,14 +233,15 @@ def time_steps(impl, steps, repeats, batches=None):
     """
     time.sleep(SETTLE_SECONDS)
     per_step = []
-    for repeat in range(repeats + 1):
-        impl.synchronize()
-        started = time.perf_counter()
-        for s in range(steps):
-            impl.step(None if batches is None else batches[(repeat * steps + s) % len(batches)])
-        impl.synchronize()
-        if repeat:  # the first block warms up (kernel compiles, allocator, caches)
-            per_step.append((time.perf_counter() - started) / steps)
+    with getattr(impl, "running", nullcontext)():  # nn_gpu: BLAS held to one thread, as train() holds it
+        for repeat in range(repeats + 1):
+            impl.synchronize()
+            started = time.perf_counter()
+            for s in range(steps):
+                impl.step(None if batches is None else batches[(repeat * steps + s) % len(batches)])
+            impl.synchronize()
+            if repeat:  # the first block warms up (kernel compiles, allocator, caches)
+                per_step.append((time.perf_counter() - started) / steps)
     return statistics.median(per_step)
 
 
@@ -308,6 +320,67 @@ def add_ratios(rows):
         r["speedup_vs_torch"] = torch_ms / r["ms_per_step"] if torch_ms else None
 
 
+BUSY_LIMIT_SECONDS = 900  # the busy process ends by itself after this, whatever becomes of the benchmark
+
+SPIN = """
+import os, sys, time
+deadline, parent, core = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+if hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, {core})
+while time.time() < deadline and os.getppid() == parent:
+    sum(range(10000))
+"""
+
+
+@contextmanager
+def busy_core(limit: float = BUSY_LIMIT_SECONDS):
+    """Another program busy on one core while the block runs, as a browser or an IDE is on a laptop.
+
+    A process spins on the first core this one may use. It is stopped when the block ends, also on
+    Ctrl-C or an error, and it stops by itself when this process is gone or after `limit` seconds.
+    """
+    core = min(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+    spinner = subprocess.Popen([sys.executable, "-c", SPIN, str(time.time() + limit), str(os.getpid()), str(core)])
+    try:
+        yield spinner
+    finally:
+        spinner.terminate()
+        try:
+            spinner.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            spinner.kill()
+            spinner.wait()
+
+
+UNDER_LOAD = "under load: "
+
+
+def add_speed_under_load(rows) -> None:
+    """speed_vs_idle for each row measured under load: its implementation's idle ms/step over its own."""
+    idle = {(r["workload"], r["impl"], tuple(r["hidden"]), r["batch"]): r["ms_per_step"] for r in rows if "batch" in r}
+    for r in rows:
+        if r["workload"].startswith(UNDER_LOAD):
+            key = (r["workload"].removeprefix(UNDER_LOAD), r["impl"], tuple(r["hidden"]), r["batch"])
+            r["speed_vs_idle"] = idle[key] / r["ms_per_step"] if key in idle else None
+
+
+def format_load_table(rows) -> str:
+    lines = [
+        "| workload | impl | hidden | batch | idle ms/step | under load ms/step | speed under load / idle | x torch under load |"
+    ]
+    lines.append("|" + " --- |" * 8)
+    for r in rows:
+        if r["workload"].startswith(UNDER_LOAD):
+            idle_ms = r["ms_per_step"] * r["speed_vs_idle"] if r.get("speed_vs_idle") else None
+            fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+            lines.append(
+                f"| {r['workload'].removeprefix(UNDER_LOAD)} | {r['impl']} | {','.join(map(str, r['hidden']))} | "
+                f"{r['batch']:,} | {fmt(idle_ms, '.3f')} | {r['ms_per_step']:.3f} | {fmt(r.get('speed_vs_idle'), '.2f')} | "
+                f"{fmt(r['speedup_vs_torch'], '.2f')} |"
+            )
+    return "\n".join(lines)
+
+
 def products_floor(m=41000, hidden=10, repeats=7) -> dict:
     """ms per step for the two products with X alone, Z1^T = A0^T W1^T and dW1 = dZ1 A0^T, run the way
     nn_gpu's CPU gradient runs them (blocks of samples on every core) but on a block already in cache.
@@ -318,7 +391,7 @@ def products_floor(m=41000, hidden=10, repeats=7) -> dict:
     from nn_gpu.model import BLOCK_SAMPLES
 
     rng = np.random.default_rng(0)
-    workers = parallel.workers()
+    workers = parallel.cores()
     blocks = -(-m // BLOCK_SAMPLES)
     A0T = [rng.random((BLOCK_SAMPLES, 784), dtype=np.float32) for _ in range(workers)]  # one per worker, reused
     W1 = rng.random((hidden, 784), dtype=np.float32)
@@ -332,7 +405,7 @@ def products_floor(m=41000, hidden=10, repeats=7) -> dict:
     times = []
     for _ in range(repeats + 1):
         started = time.perf_counter()
-        parallel.run_on_cores(worker, workers)
+        parallel.run_tasks(worker, workers, workers)
         times.append(time.perf_counter() - started)
     gflop = 2 * 2 * hidden * 784 * m / 1e9
     seconds = statistics.median(times[1:])
@@ -521,6 +594,12 @@ def main(argv=None) -> int:
         rows += run_training(devices, 41000, (256, 128), None, steps, repeats, "full batch")
     if "cpu" in devices:
         rows.append(products_floor())
+        with busy_core():
+            mini = 20 if args.quick else 100
+            rows += run_training(["cpu"], 41000, (10,), None, steps, repeats, UNDER_LOAD + "notebook job")
+            rows += run_training(["cpu"], 41000, (10,), 128, mini, repeats, UNDER_LOAD + "mini-batch")
+            rows += run_training(["cpu"], 41000, (128,), 128, mini, repeats, UNDER_LOAD + "mini-batch")
+        add_speed_under_load(rows)
     sizes = (1000, 10000) if args.quick else (1000, 10000, 42000, 100000, 1000000)
     for m in sizes:
         rows += run_training(devices, m, (10,), None, steps, repeats, "scale", only_nn_gpu=True)
@@ -531,6 +610,9 @@ def main(argv=None) -> int:
     print(f"machine: {machine()}")
     print(f"gpu: {'none (' + gpu_reason + ')' if gpu_reason else resolve_device('gpu').describe()}")
     print(format_table(rows))
+    if any(r["workload"].startswith(UNDER_LOAD) for r in rows):
+        print("\nUnder load: another process spinning on one core")
+        print(format_load_table(rows))
     for r in rows:
         if r["workload"] == "products floor":
             print(

@@ -48,8 +48,8 @@ def test_resume_after_ctrl_c_ends_bit_identical_to_an_uninterrupted_run(tmp_path
     def train_then_ctrl_c(*args, on_step, **kwargs):
         steps = []
 
-        def step():
-            on_step()
+        def step(samples):
+            on_step(samples)
             steps.append(1)
             if len(steps) == 17:  # mid-epoch (8 batches an epoch), between two logs
                 os.kill(os.getpid(), signal.SIGINT)

@@ -2,11 +2,13 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
 
 from conftest import run_script, synthetic_digits, write_kaggle_csv
+from nn_gpu import parallel
 from nn_gpu.cli import train_main
 from nn_gpu.data import load_dataset
 from nn_gpu.device import gpu_unavailable_reason
@@ -61,11 +63,15 @@ def test_notebook_configuration_learns_the_sample_and_he_does_better(tmp_path):
 def test_default_run_writes_model_and_metrics(tmp_path):
     result = run_script("train.py", "--device", "cpu", "--output-dir", tmp_path / "out", "--iterations", 30)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("device: cpu")
+    first_line = result.stdout.splitlines()[0]
+    assert first_line.startswith("device: cpu") and f"; {parallel.cores()} thread" in first_line
+    assert f"BLAS {parallel.blas_summary()} on one thread each" in first_line
     assert "iteration     30  train loss" in result.stdout and "done: 30 iterations" in result.stdout
+    assert re.search(r"iteration     10  train loss .* dev acc [0-9.]+%  [0-9,]+ samples/s\n", result.stdout)
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["device"] == "cpu" and metrics["dtype"] == "float32" and metrics["hidden"] == [10]
     assert metrics["device_index"] is None and metrics["device_name"] is None  # no card
+    assert metrics["threads"] == parallel.cores() and metrics["blas"] == parallel.blas_summary()
     assert metrics["iterations"] == 30 and metrics["train_size"] == 4000 and metrics["dev_size"] == 1000
     assert metrics["train_seconds"] > 0 and metrics["samples_per_second"] == pytest.approx(
         30 * 4000 / metrics["train_seconds"]
@@ -79,7 +85,10 @@ def test_default_run_writes_model_and_metrics(tmp_path):
         "dev_accuracy",
         "train_loss",
         "dev_loss",
+        "samples_per_second",
     }
+    seconds_per_log = [10 * 4000 / h["samples_per_second"] for h in metrics["history"]]  # ten 4,000-sample steps
+    assert sum(seconds_per_log) == pytest.approx(metrics["train_seconds"], rel=1e-9)  # each log's own time
     assert metrics["history"][-1]["train_loss"] < metrics["history"][0]["train_loss"]
     assert (tmp_path / "out" / "model.npz").is_file()
 

@@ -131,19 +131,25 @@ def test_evaluate_in_batches_equals_one_batch(cpu):
     assert np.mean(probs.argmax(axis=0) == y) == pytest.approx(whole[1])
 
 
-@pytest.mark.parametrize("workers", [1, 2, 3])
-def test_gradients_by_block_equal_one_block_and_repeat_exactly(cpu, monkeypatch, workers):
-    monkeypatch.setattr(parallel, "workers", lambda: workers)
+def test_gradients_by_block_equal_one_block_and_are_the_same_bits_for_any_thread_count(cpu):
     network, X, y = make_network(cpu, (6, 5), 40)
     whole_sums = network.gradients(X, y)  # 40 samples <= block_samples: one block
     whole = network.flat_grad.copy()
-    network.block_samples = 7  # 6 blocks, the last of 5 samples, shared unevenly between workers
-    by_block_sums = network.gradients(X, y)
-    by_block = network.flat_grad.copy()
-    np.testing.assert_allclose(by_block, whole, rtol=1e-12, atol=1e-15)
-    assert by_block_sums == pytest.approx(whole_sums, rel=1e-12)
-    network.gradients(X, y)
-    assert np.array_equal(network.flat_grad, by_block)  # a fixed split and order: the same bits again
+    by_threads = {}
+    for block_samples in (7, 2):  # 6 blocks, the last of 5 samples; 20 blocks, more than PARTIAL_SUMS
+        network.block_samples = block_samples
+        for threads in (1, 2, 3):
+            network.threads = threads
+            sums = network.gradients(X, y)
+            by_threads[block_samples, threads] = network.flat_grad.copy()
+            np.testing.assert_allclose(network.flat_grad, whole, rtol=1e-12, atol=1e-15)
+            assert sums == pytest.approx(whole_sums, rel=1e-12)
+            assert sums == network.gradients(X, y) and np.array_equal(
+                network.flat_grad, by_threads[block_samples, threads]
+            )
+    for (block_samples, threads), grad in by_threads.items():  # a fixed split and order: the same bits
+        assert np.array_equal(grad, by_threads[block_samples, 1]), (block_samples, threads)
+    assert not np.array_equal(by_threads[7, 1], by_threads[2, 1])  # else the comparison above shows nothing
 
 
 def test_uint8_pixels_train_exactly_as_pixels_scaled_first(cpu):
@@ -170,10 +176,10 @@ def test_on_the_gpu_a_batch_stays_one_block_on_one_thread(cpu, monkeypatch):
     as_gpu = Network(network.arch, Device("gpu", np, cpu.ops), [p.copy() for p in network.params])
     as_gpu.block_samples = 7
 
-    def no_threads(task, n):
+    def no_threads(task, n, threads):
         raise AssertionError("the GPU path must not run on CPU worker threads")
 
-    monkeypatch.setattr(parallel, "run_on_cores", no_threads)
+    monkeypatch.setattr(parallel, "run_tasks", no_threads)
     as_gpu.gradients(X, y)
     np.testing.assert_allclose(as_gpu.flat_grad, by_block, rtol=1e-12, atol=1e-15)
     network.block_samples = 10**9
