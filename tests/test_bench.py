@@ -109,4 +109,8 @@ def test_the_busy_process_stops_when_the_benchmark_is_killed():
         spinner_pid = int(benchmark.stdout.readline())
         assert not gone(spinner_pid)
         benchmark.send_signal(signal.SIGKILL)  # no finally block runs: the spinner must notice by itself
-    assert wait_until_gone(spinner_pid), "the busy process outlived the benchmark"
+    try:
+        assert wait_until_gone(spinner_pid), "the busy process outlived the benchmark"
+    finally:  # never leave it spinning through the rest of the tests
+        if not gone(spinner_pid):
+            os.kill(spinner_pid, signal.SIGKILL)
