@@ -329,11 +329,11 @@ def train_command(argv: list[str] | None = None) -> int:
         raise NNGpuError("--overwrite replaces a run and --resume continues one: choose one")
     device = resolve_device(args.device)
     fallback = gpu_unavailable_reason() if args.device == "auto" and device.name == "cpu" else None
-    threads = args.threads or parallel.cores()
+    args.threads = args.threads or parallel.cores()
     print(
         f"device: {device.describe()}"
         + (f"; GPU not used: {fallback}" if fallback else "")
-        + _threads_note(device, threads)
+        + _threads_note(device, args.threads)
     )
     params = velocity = progress = None
     if args.resume:
@@ -383,7 +383,7 @@ def _train_into(output_dir: Path, args, settings, arch, device, dataset, state, 
     _say(args.quiet, f"data: {dataset.source}: {len(train_set)} train, {len(dev_set)} dev, {test_size} test images")
     _warn_if_trivial(train_set)
     network = Network(arch, device, params if params is not None else init_parameters(arch, settings["init"], rng))
-    network.threads = args.threads or parallel.cores()
+    network.threads = args.threads
     optimizer = SGD(network, settings["momentum"], settings["weight_decay"], velocity)
     X, y = to_inputs(train_set.images, device, arch.dtype), _labels(train_set, device)
     dev = (to_inputs(dev_set.images, device, arch.dtype), _labels(dev_set, device)) if len(dev_set) else None

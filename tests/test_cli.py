@@ -93,6 +93,21 @@ def test_default_run_writes_model_and_metrics(tmp_path):
     assert (tmp_path / "out" / "model.npz").is_file()
 
 
+def test_threads_flag_sets_the_workers_says_so_and_changes_no_bit(tmp_path, capsys):
+    """--threads N is shown and recorded; the model does not depend on it (4,000 samples: 4 blocks)."""
+    runs = {}
+    for threads in (1, 3):
+        assert train_main(["--device", "cpu", "--iterations", "5", "--threads", str(threads),
+                           "--output-dir", str(tmp_path / str(threads))]) == 0  # fmt: skip
+        first_line = capsys.readouterr().out.splitlines()[0]
+        assert f"; {threads} thread{'s' * (threads > 1)} ({parallel.cores()} core" in first_line
+        assert json.loads((tmp_path / str(threads) / "metrics.json").read_text())["threads"] == threads
+        with np.load(tmp_path / str(threads) / "model.npz") as model:
+            runs[threads] = {key: model[key] for key in model.files}
+    for key in runs[1]:
+        np.testing.assert_array_equal(runs[3][key], runs[1][key], err_msg=key)
+
+
 def test_end_to_end_kaggle_train_predict_submission(tmp_path, kaggle_files, capsys):
     folder, test_labels = kaggle_files
     metrics = train(
@@ -324,6 +339,7 @@ def test_unwritable_outputs_are_one_line_and_exit_2(tmp_path, kaggle_files):
         ("--momentum", "nan", "must be at least 0 and below 1, got nan"),
         ("--weight-decay", "-1e-4", "must be a finite number, 0 or more, got -1e-4"),
         ("--weight-decay", "inf", "must be a finite number, 0 or more, got inf"),
+        ("--threads", "0", "must be at least 1, got 0"),
     ],
 )
 def test_impossible_hyperparameters_are_refused_as_flags(tmp_path, capsys, flag, value, message):
