@@ -536,8 +536,8 @@ def _train_with_progress(network, optimizer, X, y, dev, schedule, seed, progress
 
     def step(samples: int) -> None:  # the bar's rate in samples/s: a slowdown shows the moment it happens
         bar.update()
-        if not bar.disable and bar.format_dict["rate"]:
-            bar.set_postfix_str(f"{samples * bar.format_dict['rate']:,.0f} samples/s", refresh=False)
+        if not bar.disable and (rate := bar.format_dict["rate"]):  # format_dict is rebuilt on each read
+            bar.set_postfix_str(f"{samples * rate:,.0f} samples/s", refresh=False)
 
     with bar:
         return train(

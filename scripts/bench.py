@@ -356,12 +356,19 @@ UNDER_LOAD = "under load: "
 
 
 def add_speed_under_load(rows) -> None:
-    """speed_vs_idle for each row measured under load: its implementation's idle ms/step over its own."""
+    """idle_ms_per_step and speed_vs_idle (idle ms/step over its own) for each row measured under load,
+    from its implementation's idle row of the same workload."""
     idle = {(r["workload"], r["impl"], tuple(r["hidden"]), r["batch"]): r["ms_per_step"] for r in rows if "batch" in r}
     for r in rows:
         if r["workload"].startswith(UNDER_LOAD):
             key = (r["workload"].removeprefix(UNDER_LOAD), r["impl"], tuple(r["hidden"]), r["batch"])
+            r["idle_ms_per_step"] = idle.get(key)
             r["speed_vs_idle"] = idle[key] / r["ms_per_step"] if key in idle else None
+
+
+def _cell(value, spec: str) -> str:
+    """A table cell: value formatted with spec, or '-' where there is none."""
+    return "-" if value is None else format(value, spec)
 
 
 def format_load_table(rows) -> str:
@@ -371,12 +378,10 @@ def format_load_table(rows) -> str:
     lines.append("|" + " --- |" * 8)
     for r in rows:
         if r["workload"].startswith(UNDER_LOAD):
-            idle_ms = r["ms_per_step"] * r["speed_vs_idle"] if r.get("speed_vs_idle") else None
-            fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
             lines.append(
                 f"| {r['workload'].removeprefix(UNDER_LOAD)} | {r['impl']} | {','.join(map(str, r['hidden']))} | "
-                f"{r['batch']:,} | {fmt(idle_ms, '.3f')} | {r['ms_per_step']:.3f} | {fmt(r.get('speed_vs_idle'), '.2f')} | "
-                f"{fmt(r['speedup_vs_torch'], '.2f')} |"
+                f"{r['batch']:,} | {_cell(r['idle_ms_per_step'], '.3f')} | {r['ms_per_step']:.3f} | "
+                f"{_cell(r['speed_vs_idle'], '.2f')} | {_cell(r['speedup_vs_torch'], '.2f')} |"
             )
     return "\n".join(lines)
 
@@ -553,11 +558,10 @@ def format_table(rows) -> str:
     for r in rows:
         if "ms_per_step" not in r or r["workload"] == "products floor":
             continue
-        fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
         lines.append(
             f"| {r['workload']} | {r['impl']} | {r['m']:,} | {','.join(map(str, r['hidden']))} | {r['batch']:,} | "
-            f"{r['ms_per_step']:.3f} | {r['samples_per_second']:,.0f} | {fmt(r['speedup_vs_notebook'], '.2f')} | "
-            f"{fmt(r['speedup_vs_torch'], '.2f')} | {fmt(r['step_peak_mb'], '.1f')} |"
+            f"{r['ms_per_step']:.3f} | {r['samples_per_second']:,.0f} | {_cell(r['speedup_vs_notebook'], '.2f')} | "
+            f"{_cell(r['speedup_vs_torch'], '.2f')} | {_cell(r['step_peak_mb'], '.1f')} |"
         )
     return "\n".join(lines)
 
@@ -585,20 +589,21 @@ def main(argv=None) -> int:
             args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")
         return 0
     steps, repeats = (3, 3) if args.quick else (10, 7)
+    mini_steps = 20 if args.quick else 100
+    # (hidden, batch, steps, workload): timed idle, and again under load on the CPU
+    compared = [((10,), None, steps, "notebook job"), ((10,), 128, mini_steps, "mini-batch"),
+                ((128,), 128, mini_steps, "mini-batch")]  # fmt: skip
     rows = []
-    rows += run_training(devices, 41000, (10,), None, steps, repeats, "notebook job")
-    rows += run_training(devices, 41000, (10,), 128, 20 if args.quick else 100, repeats, "mini-batch")
-    rows += run_training(devices, 41000, (128,), 128, 20 if args.quick else 100, repeats, "mini-batch")
+    for hidden, batch, n, workload in compared:
+        rows += run_training(devices, 41000, hidden, batch, n, repeats, workload)
     if not args.quick:
         rows += run_training(devices, 41000, (128,), None, steps, repeats, "full batch")
         rows += run_training(devices, 41000, (256, 128), None, steps, repeats, "full batch")
     if "cpu" in devices:
         rows.append(products_floor())
         with busy_core():
-            mini = 20 if args.quick else 100
-            rows += run_training(["cpu"], 41000, (10,), None, steps, repeats, UNDER_LOAD + "notebook job")
-            rows += run_training(["cpu"], 41000, (10,), 128, mini, repeats, UNDER_LOAD + "mini-batch")
-            rows += run_training(["cpu"], 41000, (128,), 128, mini, repeats, UNDER_LOAD + "mini-batch")
+            for hidden, batch, n, workload in compared:
+                rows += run_training(["cpu"], 41000, hidden, batch, n, repeats, UNDER_LOAD + workload)
         add_speed_under_load(rows)
     sizes = (1000, 10000) if args.quick else (1000, 10000, 42000, 100000, 1000000)
     for m in sizes:
