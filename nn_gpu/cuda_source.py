@@ -9,6 +9,8 @@ Layout: Z is C x m, C-contiguous, one column per sample, so column i starts at Z
 its class k sits at Z[k * m + i]; the softmax kernels run one thread per column.
 """
 
+from nn_gpu.model import N_CLASSES, N_PIXELS
+
 CUDA_SOURCE = r"""
 template <typename T>
 __device__ __forceinline__ T nn_relu(T z) {
@@ -174,16 +176,40 @@ def fused_launch(count: int, hidden: int, sms: int, parameters: int) -> dict:
     }
 
 
-FUSED_SOURCE = r"""
-#define NN_PIXELS 784
-#define NN_CLASSES 10
-#define NN_MAX_HIDDEN 32
-#define NN_CHUNK 128
-
+FUSED_SOURCE = (
+    f"#define NN_PIXELS {N_PIXELS}\n#define NN_CLASSES {N_CLASSES}\n"
+    f"#define NN_MAX_HIDDEN {FUSED_MAX_HIDDEN}\n#define NN_CHUNK {FUSED_CHUNK}\n"
+    + r"""
 template <typename T>
 __device__ __forceinline__ T nn_warp_sum(T v) {
     for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
     return v;
+}
+
+// The per-sample math of the forward-backward kernel, one sample's column at a time (W1, b1, W2, b2
+// as in the flat layout; a1 and z2 are the sample's A1 and Z2):
+template <typename T>
+__device__ __forceinline__ T nn_hidden_unit(T w1x, T b1) {
+    // A1[h] = ReLU(W1[h] X / 255 + b1[h]), from w1x = the sum over pixels of W1[h][p] x[p], x in 0..255
+    return nn_relu<T>(w1x / (T)255 + b1);
+}
+
+template <typename T>
+__device__ __forceinline__ void nn_output_layer(const T* W2, const T* b2, const T* a1, int H, T* z2) {
+    // Z2 = W2 A1 + b2: z2[k] = b2[k] + sum over h of W2[k][h] a1[h], k < NN_CLASSES
+    for (int k = 0; k < NN_CLASSES; ++k) {
+        T acc = b2[k];
+        for (int h = 0; h < H; ++h) acc += W2[k * H + h] * a1[h];
+        z2[k] = acc;
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ T nn_hidden_delta(const T* W2, const T* dz2, T a1, int H, int h) {
+    // dZ1[h] = (W2^T dZ2)[h] * ReLU'(Z1[h]), with a1 = A1[h]
+    T d = (T)0;
+    for (int k = 0; k < NN_CLASSES; ++k) d += W2[k * H + h] * dz2[k];
+    return nn_relu_backward<T>(d, a1);
 }
 
 template <typename T>
@@ -212,21 +238,15 @@ __device__ void nn_fused_forward_backward(const unsigned char* X, const int* y, 
                 for (int h = 0; h < H; ++h) a1[h] += W1[h * NN_PIXELS + p] * xp;
             }
         }
-        for (int h = 0; h < H; ++h) a1[h] = nn_relu<T>(nn_warp_sum(a1[h]) / (T)255 + b1[h]);  // A1 = ReLU(W1 X + b1)
+        for (int h = 0; h < H; ++h) a1[h] = nn_hidden_unit<T>(nn_warp_sum(a1[h]), b1[h]);  // A1 = ReLU(W1 X + b1)
         T z2[NN_CLASSES];  // Z2 = W2 A1 + b2, then dZ2 = softmax(Z2) - onehot(y) in place
-        for (int k = 0; k < NN_CLASSES; ++k) {
-            T acc = b2[k];
-            for (int h = 0; h < H; ++h) acc += W2[k * H + h] * a1[h];
-            z2[k] = acc;
-        }
+        nn_output_layer<T>(W2, b2, a1, H, z2);
         T loss, correct;
         nn_softmax_cross_entropy_column<T>(z2, y[row], NN_CLASSES, 1, &loss, &correct);
         for (int e = lane; e < n_sums; e += 32) {  // the lanes share out the sums
             T value;
-            if (e < H) {  // db1: dZ1 = W2^T dZ2 * [A1 > 0]
-                T d = (T)0;
-                for (int k = 0; k < NN_CLASSES; ++k) d += W2[k * H + e] * z2[k];
-                value = a1[e] > (T)0 ? d : (T)0;
+            if (e < H) {  // db1 += dZ1 = W2^T dZ2 * [A1 > 0]
+                value = nn_hidden_delta<T>(W2, z2, a1[e], H, e);
                 dZ1[(long long)e * count + s] = value;
             } else if (e < H + NN_CLASSES * H) {  // dW2[k][h] += dZ2[k] A1[h]
                 const int k = (e - H) / H, h = (e - H) % H;
@@ -306,3 +326,4 @@ __device__ void nn_fused_update(T* params, T* grads, T* velocity, long long size
 NN_FUSED_KERNELS(float, f32)
 NN_FUSED_KERNELS(double, f64)
 """
+)

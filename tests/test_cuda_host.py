@@ -1,0 +1,319 @@
+"""The CUDA math run on the CPU: nn_gpu/cuda_source.py compiled as host C++ by g++, against the op table.
+
+CUDA's qualifiers are defined away (`__device__`, `__forceinline__`, `__global__`), and the few CUDA
+built-ins the source names get sequential stand-ins (block and thread indices as globals, atomicAdd
+as +=). Each ElementwiseKernel's own operation (from KERNELS) becomes a host loop over `i`, so the
+calls are tested as well as the device functions they make. The fused step's update kernel and its
+weight-gradient kernel run their whole grid, block by block (one thread per block for the latter, so
+that __syncthreads has nothing to wait for), and its per-sample device functions are checked against
+the network's own forward and backward pass. This is the math only: warps, shared memory between
+threads, atomics and launches need a card (tests/test_gpu.py).
+"""
+
+import ctypes
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from nn_gpu.cuda_source import CUDA_SOURCE, FUSED_SOURCE, KERNEL_LAYOUTS, KERNELS
+from nn_gpu.device import cpu_device
+from nn_gpu.model import Architecture, Network, init_parameters
+from nn_gpu.ops import REFERENCE_OPS as ops
+
+TYPES = {"f32": ("float", np.float32), "f64": ("double", np.float64)}
+ARGUMENT_TYPES = {"T": None, "L": "long long", "int32": "int"}  # None: the kernel's floating type
+
+PRELUDE = r"""
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#define __device__
+#define __forceinline__ inline
+#define __global__
+#define __shared__ static
+using std::exp;
+using std::log;
+using std::min;
+struct nn_dim3 { unsigned x, y, z; };
+static nn_dim3 threadIdx, blockIdx, blockDim, gridDim;
+static void __syncthreads() {}
+template <typename T> T atomicAdd(T* address, T value) { T old = *address; *address += value; return old; }
+template <typename T> T __shfl_xor_sync(unsigned, T value, int) { return value; }  // compiled, never run
+"""
+
+
+def elementwise_loop(name, in_params, out_params, operation, scalars, ctype, suffix):
+    """A host function running one ElementwiseKernel's operation for i = 0..n-1: each array argument
+    is a pointer (its element i bound by reference, as CuPy binds it), a raw one a plain pointer,
+    a scalar a value."""
+    params = [p.strip().split() for p in f"{in_params}, {out_params}".split(",")]
+    arguments, bindings = [], []
+    for words, scalar in zip(params, scalars):
+        raw = words[0] == "raw"
+        type_name, var = words[-2], words[-1]
+        ctype_of = ARGUMENT_TYPES[type_name] or ctype
+        if scalar:
+            arguments.append(f"{ctype_of} {var}")
+        elif raw:
+            arguments.append(f"{ctype_of}* {var}")
+        else:
+            arguments.append(f"{ctype_of}* {var}_array")
+            bindings.append(f"{ctype_of}& {var} = {var}_array[i];")
+    return f"""
+extern "C" void host_{name}_{suffix}({", ".join(arguments)}, long long n) {{
+    typedef {ctype} T;
+    struct {{ long long n; long long size() const {{ return n; }} }} _ind{{n}};
+    for (long long i = 0; i < n; ++i) {{
+        {" ".join(bindings)}
+        {operation};
+    }}
+}}
+"""
+
+
+def host_source() -> str:
+    parts = [PRELUDE, CUDA_SOURCE, FUSED_SOURCE]
+    for suffix, (ctype, _) in TYPES.items():
+        for name, in_params, out_params, operation in KERNELS:
+            scalars = [entry is None for entry in KERNEL_LAYOUTS[name][0][:-1]]
+            parts.append(elementwise_loop(name, in_params, out_params, operation, scalars, ctype, suffix))
+        parts.append(f"""
+extern "C" void host_fused_update_{suffix}({ctype}* p, {ctype}* g, {ctype}* v, long long size, const {ctype}* lr,
+                                         {ctype} inverse_count, {ctype} momentum, {ctype} weight_decay,
+                                         unsigned blocks, unsigned threads) {{
+    gridDim = {{blocks, 1, 1}}; blockDim = {{threads, 1, 1}};
+    for (unsigned b = 0; b < blocks; ++b)
+        for (unsigned t = 0; t < threads; ++t) {{
+            blockIdx = {{b, 0, 0}}; threadIdx = {{t, 0, 0}};
+            nn_fused_update<{ctype}>(p, g, v, size, lr, inverse_count, momentum, weight_decay);
+        }}
+}}
+extern "C" void host_fused_weight_gradient_{suffix}(const unsigned char* X, const long long* rows, int count,
+                                                  int H, int chunk, unsigned grid_y, const {ctype}* dZ1,
+                                                  {ctype}* grads) {{
+    gridDim = {{NN_PIXELS, grid_y, 1}}; blockDim = {{1, 1, 1}}; threadIdx = {{0, 0, 0}};
+    for (unsigned y = 0; y < grid_y; ++y)
+        for (unsigned x = 0; x < NN_PIXELS; ++x) {{
+            blockIdx = {{x, y, 0}};
+            nn_fused_weight_gradient<{ctype}>(X, rows, count, H, chunk, dZ1, grads);
+        }}
+}}
+extern "C" void host_fused_sample_{suffix}(const {ctype}* w1x, const {ctype}* b1, const {ctype}* W2, const {ctype}* b2,
+                                         int H, int y, {ctype}* a1, {ctype}* z2, {ctype}* dz1, {ctype}* loss,
+                                         {ctype}* correct) {{
+    // One sample through the fused kernel's per-sample steps, in its order, from W1 x (w1x).
+    for (int h = 0; h < H; ++h) a1[h] = nn_hidden_unit<{ctype}>(w1x[h], b1[h]);
+    nn_output_layer<{ctype}>(W2, b2, a1, H, z2);
+    nn_softmax_cross_entropy_column<{ctype}>(z2, y, NN_CLASSES, 1, loss, correct);
+    for (int h = 0; h < H; ++h) dz1[h] = nn_hidden_delta<{ctype}>(W2, z2, a1[h], H, h);
+}}
+""")
+    return "\n".join(parts)
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    """The compiled library (ctypes); skipped with the reason where there is no g++."""
+    compiler = shutil.which("g++")
+    if compiler is None:
+        pytest.skip("g++ is not installed: the CUDA math cannot be compiled for the host")
+    folder = tmp_path_factory.mktemp("cuda_host")
+    (folder / "nn_host.cpp").write_text(host_source())
+    # No fused multiply-add: the host then rounds each step as NumPy does, so whole ops match exactly.
+    command = [compiler, "-std=c++17", "-O2", "-ffp-contract=off", "-shared", "-fPIC", "-Wall", "-Werror"]
+    result = subprocess.run(
+        [*command, "-Wno-unused-variable", "nn_host.cpp", "-o", "nn_host.so"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    return ctypes.CDLL(str(folder / "nn_host.so"))
+
+
+def pointer(array):
+    assert array.flags.c_contiguous
+    return array.ctypes.data_as(ctypes.c_void_p)
+
+
+def scalar(value, dtype):
+    return (ctypes.c_float if dtype == np.float32 else ctypes.c_double)(value)
+
+
+def call(host, name, suffix, *arguments):
+    """host_NAME_SUFFIX(...): arrays by pointer, (value, dtype) pairs as C scalars, ints as long long."""
+    converted = []
+    for a in arguments:
+        if isinstance(a, np.ndarray):
+            converted.append(pointer(a))
+        elif isinstance(a, tuple):
+            converted.append(scalar(*a))
+        else:
+            converted.append(ctypes.c_longlong(a))
+    getattr(host, f"host_{name}_{suffix}")(*converted)
+
+
+def inputs(rng, dtype, shape, scale):
+    """Random values at +-scale, with exact zeros, ties and the extremes +-scale among them."""
+    Z = (scale * rng.uniform(-1, 1, size=shape)).astype(dtype)
+    Z.flat[:: max(1, Z.size // 7)] = 0
+    Z.flat[1::11] = scale
+    Z.flat[2::13] = -scale
+    return Z
+
+
+DTYPES = pytest.mark.parametrize("suffix", list(TYPES))
+SCALES = pytest.mark.parametrize("scale", [1.0, 30.0, 1000.0])
+
+
+@DTYPES
+@SCALES
+def test_bias_relu_and_relu_backward_kernels_are_the_op_table_exactly(host, suffix, scale):
+    dtype = TYPES[suffix][1]
+    rng = np.random.default_rng(0)
+    Z, b = inputs(rng, dtype, (9, 37), scale), inputs(rng, dtype, (9, 1), scale)
+    z = Z.copy()
+    call(host, "nn_gpu_bias_relu", suffix, np.ascontiguousarray(np.broadcast_to(b, Z.shape)), z, Z.size)
+    np.testing.assert_array_equal(z, ops.bias_relu(Z.copy(), b))
+    dA, A = inputs(rng, dtype, (9, 37), scale), np.maximum(inputs(rng, dtype, (9, 37), scale), 0)
+    d = dA.copy()
+    call(host, "nn_gpu_relu_backward", suffix, A, d, d.size)
+    np.testing.assert_array_equal(d, ops.relu_backward(dA.copy(), A))
+
+
+TOLERANCE = {"f32": 4 * 2**-23, "f64": 4 * 2**-52}  # exp and log are libm's here, NumPy's own in the op table
+
+
+@DTYPES
+@SCALES
+def test_softmax_kernels_match_the_op_table(host, suffix, scale):
+    dtype = TYPES[suffix][1]
+    rng = np.random.default_rng(1)
+    Z = inputs(rng, dtype, (10, 41), scale)
+    y = rng.integers(0, 10, size=41).astype(np.int64)
+    A = np.full_like(Z, np.nan)  # every entry must be written
+    call(host, "nn_gpu_softmax", suffix, Z, 10, A, Z.shape[1])
+    np.testing.assert_allclose(A, ops.softmax(Z.copy()), rtol=TOLERANCE[suffix], atol=TOLERANCE[suffix])
+    dZ, loss, correct = Z.copy(), np.full(41, np.nan, dtype), np.full(41, np.nan, dtype)
+    call(host, "nn_gpu_softmax_cross_entropy", suffix, y, 10, dZ, loss, correct, 41)
+    want_dZ, want_loss, want_correct = ops.softmax_cross_entropy(Z.copy(), y)
+    np.testing.assert_allclose(dZ, want_dZ, rtol=TOLERANCE[suffix], atol=TOLERANCE[suffix])  # dZ in [-1, 1]
+    np.testing.assert_allclose(loss, want_loss, rtol=TOLERANCE[suffix], atol=TOLERANCE[suffix])
+    np.testing.assert_array_equal(correct, want_correct)
+
+
+@DTYPES
+def test_softmax_kernels_are_exact_at_plus_minus_1000(host, suffix):
+    # One huge logit, one hugely negative, two tied at +1000: without the max subtracted, exp overflows.
+    dtype = TYPES[suffix][1]
+    Z = np.zeros((10, 3), dtype=dtype)
+    Z[3, 0], Z[5, 1] = 1000, -1000
+    Z[[2, 7], 2] = 1000
+    A = np.empty_like(Z)
+    call(host, "nn_gpu_softmax", suffix, Z, 10, A, 3)
+    np.testing.assert_array_equal(A[:, 0], np.eye(10, dtype=dtype)[3])
+    assert A[2, 2] == A[7, 2] == 0.5 and A[5, 1] == 0
+    dZ, loss, correct = Z.copy(), np.empty(3, dtype), np.empty(3, dtype)
+    call(host, "nn_gpu_softmax_cross_entropy", suffix, np.array([3, 5, 7]), 10, dZ, loss, correct, 3)
+    assert loss[0] == 0 and loss[1] == pytest.approx(1000 + np.log(9), rel=1e-6)
+    assert loss[2] == pytest.approx(np.log(2), rel=1e-6)
+    np.testing.assert_array_equal(correct, [1, 0, 0])  # a tie goes to the first index, as argmax does
+    assert np.isfinite(dZ).all() and dZ[5, 1] == -1
+
+
+@DTYPES
+def test_sgd_update_kernel_is_the_op_table_exactly_over_several_steps(host, suffix):
+    dtype = TYPES[suffix][1]
+    rng = np.random.default_rng(2)
+    p, v = rng.standard_normal(300).astype(dtype), np.zeros(300, dtype)
+    want_p, want_v = p.copy(), v.copy()
+    for lr, momentum, weight_decay in [(0.1, 0.9, 1e-3), (0.05, 0.9, 1e-3), (0.5, 0.0, 0.0), (0.01, 0.5, 0.1)]:
+        g = rng.standard_normal(300).astype(dtype)
+        call(host, "nn_gpu_sgd_update", suffix, g, (lr, dtype), (momentum, dtype), (weight_decay, dtype), p, v, 300)
+        ops.sgd_update(want_p, g.copy(), want_v, lr, momentum, weight_decay)
+        np.testing.assert_array_equal(v, want_v)
+        np.testing.assert_array_equal(p, want_p)
+
+
+@DTYPES
+@pytest.mark.parametrize(("blocks", "threads"), [(1, 1), (3, 32), (64, 256)])
+def test_fused_update_kernel_is_the_mean_gradient_then_the_op_tables_update(host, suffix, blocks, threads):
+    dtype = TYPES[suffix][1]
+    rng = np.random.default_rng(3)
+    size, count = 1000, 37
+    p, v, g = (rng.standard_normal(size).astype(dtype) for _ in range(3))
+    want_p, want_v, want_g = p.copy(), v.copy(), g * dtype(1 / count)
+    ops.sgd_update(want_p, want_g.copy(), want_v, 0.05, 0.9, 1e-3)
+    lr = np.array([0.05], dtype)
+    call(
+        host,
+        "fused_update",
+        suffix,
+        p,
+        g,
+        v,
+        size,
+        lr,
+        (1 / count, dtype),
+        (0.9, dtype),
+        (1e-3, dtype),
+        blocks,
+        threads,
+    )
+    np.testing.assert_array_equal(g, want_g)  # the mean gradient is left in the buffer
+    np.testing.assert_array_equal(v, want_v)
+    np.testing.assert_array_equal(p, want_p)
+
+
+@DTYPES
+@pytest.mark.parametrize(("count", "chunk", "grid_y"), [(1, 1, 1), (50, 7, 3), (130, 128, 1), (300, 16, 4)])
+def test_fused_weight_gradient_kernel_adds_dZ1_X_transposed_over_255(host, suffix, count, chunk, grid_y):
+    dtype = TYPES[suffix][1]
+    rng = np.random.default_rng(4)
+    H = 12
+    X = rng.integers(0, 256, size=(400, 784)).astype(np.uint8)
+    X[:, ::3] = 0  # the kernel skips zero pixels
+    rows = rng.choice(400, size=count, replace=False).astype(np.int64)
+    dZ1 = rng.standard_normal((H, count)).astype(dtype)
+    grads = np.full(H * 784 + 5, 0.5, dtype)  # dW1 first in the flat layout; the kernel adds into it
+    call(host, "fused_weight_gradient", suffix, X, rows, count, H, chunk, grid_y, dZ1, grads)
+    expected = 0.5 + (dZ1.astype(np.float64) @ X[rows].astype(np.float64) / 255).ravel()
+    bound = 8 * count * np.finfo(dtype).eps  # a sum of count terms of size about 1, in another order
+    np.testing.assert_allclose(grads[: H * 784], expected, rtol=0, atol=bound)
+    assert (grads[H * 784 :] == 0.5).all()  # nothing past dW1 is touched
+
+
+@DTYPES
+def test_fused_per_sample_math_is_the_networks_forward_and_backward(host, suffix):
+    dtype = TYPES[suffix][1]
+    rng = np.random.default_rng(5)
+    arch = Architecture((13,), "float32" if suffix == "f32" else "float64")
+    network = Network(arch, cpu_device(), init_parameters(arch, "he", rng))
+    for b in network.b:
+        b += rng.uniform(-0.2, 0.2, size=b.shape).astype(dtype)
+    images = rng.integers(0, 256, size=(20, 784)).astype(np.uint8)
+    y = rng.integers(0, 10, size=20)
+    W1, b1, W2, b2 = (np.ascontiguousarray(p) for p in network.params)
+    Z2, (_, A1) = network.forward(images.T)
+    A1, Z2 = A1.copy(), Z2.copy()
+    dZ2, loss, correct = ops.softmax_cross_entropy(Z2.copy(), y)
+    dZ1 = ops.relu_backward(W2.T @ dZ2, A1)
+    for s in range(20):
+        w1x = (W1.astype(np.float64) @ images[s].astype(np.float64)).astype(dtype)  # the warp's sum, here exact
+        a1, z2, dz1 = np.empty(13, dtype), np.empty(10, dtype), np.empty(13, dtype)
+        out_loss, out_correct = np.empty(1, dtype), np.empty(1, dtype)
+        host_call = getattr(host, f"host_fused_sample_{suffix}")
+        host_call(
+            *(pointer(a) for a in (w1x, b1.ravel(), W2, b2.ravel())),
+            ctypes.c_int(13),
+            ctypes.c_int(int(y[s])),
+            *(pointer(a) for a in (a1, z2, dz1, out_loss, out_correct)),
+        )
+        tol = {"rtol": 1e-4, "atol": 1e-5} if suffix == "f32" else {"rtol": 1e-10, "atol": 1e-12}
+        np.testing.assert_allclose(a1, A1[:, s], **tol)
+        np.testing.assert_allclose(z2, dZ2[:, s], **tol)  # Z2 became dZ2 in place, as in the kernel
+        np.testing.assert_allclose(dz1, dZ1[:, s], **tol)
+        np.testing.assert_allclose(out_loss, loss[s], **tol)
+        assert out_correct[0] == correct[s]
