@@ -8,6 +8,7 @@ inside a guarded function, so `import nn_gpu` and every CPU path work with no CU
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -145,7 +146,8 @@ def resolve_device(name: str = "auto") -> Device:
 
 def out_of_memory_error(error: BaseException) -> DeviceError | None:
     """A one-line DeviceError for CuPy's OutOfMemoryError (sizes and the advice), else None."""
-    if type(error).__name__ != "OutOfMemoryError" or not type(error).__module__.startswith("cupy"):
+    cupy = sys.modules.get("cupy")  # CuPy raises it, so CuPy is imported by then; never imported here
+    if cupy is None or not isinstance(error, cupy.cuda.memory.OutOfMemoryError):
         return None
     detail = " ".join(str(error).split()).rstrip(".")
     return DeviceError(f"GPU out of memory: {detail}; train with a smaller --batch-size, or use --device cpu")

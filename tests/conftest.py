@@ -29,6 +29,17 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(skip)
 
 
+def cupy_or_skip():
+    """CuPy (without a GPU, its Python side works), or a skip; CI installs it, so there it must import."""
+    try:
+        import cupy
+    except ImportError:
+        if os.environ.get("NN_GPU_REQUIRE_NVRTC") == "1":
+            raise
+        pytest.skip("CuPy is not installed")
+    return cupy
+
+
 @pytest.fixture
 def cpu():
     return cpu_device()

@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import cupy_or_skip
 from nn_gpu import device as device_module
 from nn_gpu.device import gpu_unavailable_reason, out_of_memory_error, parse_device, resolve_device
 from nn_gpu.errors import DeviceError
@@ -129,11 +130,13 @@ def test_malformed_device_names_are_refused(name):
 
 
 def test_out_of_memory_becomes_one_line_with_the_advice():
-    OutOfMemoryError = type("OutOfMemoryError", (MemoryError,), {"__module__": "cupy.cuda.memory"})
-    error = out_of_memory_error(OutOfMemoryError("Out of memory allocating 1,024 bytes\n(allocated so far: 0 bytes)."))
+    cupy = cupy_or_skip()
+    error = out_of_memory_error(cupy.cuda.memory.OutOfMemoryError(1024, 0, 4096))  # CuPy's own, as a card raises it
     assert isinstance(error, DeviceError)
     assert str(error) == (
-        "GPU out of memory: Out of memory allocating 1,024 bytes (allocated so far: 0 bytes); "
-        "train with a smaller --batch-size, or use --device cpu"
+        "GPU out of memory: Out of memory allocating 1,024 bytes (allocated so far: 0 bytes, "
+        "limit set to: 4,096 bytes); train with a smaller --batch-size, or use --device cpu"
     )
-    assert out_of_memory_error(MemoryError("host")) is None
+    assert out_of_memory_error(MemoryError("host")) is None  # the host's memory: not the GPU's advice
+    impostor = type("OutOfMemoryError", (MemoryError,), {"__module__": "cupy.cuda.memory"})
+    assert out_of_memory_error(impostor("not CuPy's")) is None

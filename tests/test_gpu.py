@@ -60,9 +60,12 @@ def test_ops_match_numpy(gpu, cp, dtype, use_kernels):
     np.testing.assert_allclose(cp.asnumpy(ops.softmax(cp.asarray(Z))), REFERENCE_OPS.softmax(Z), rtol=tol, atol=tol)
     got = ops.softmax_cross_entropy(cp.asarray(Z), cp.asarray(y.astype(np.int32)))
     want = REFERENCE_OPS.softmax_cross_entropy(Z.copy(), y)
-    for g, w in zip(got, want):
+    for g in got:
         assert g.dtype == dtype and np.isfinite(cp.asnumpy(g)).all()
-        np.testing.assert_allclose(cp.asnumpy(g), w, rtol=tol, atol=tol * 1000)  # loss reaches ~2000
+    (dZ, loss, correct), (want_dZ, want_loss, want_correct) = got, want
+    np.testing.assert_allclose(cp.asnumpy(dZ), want_dZ, rtol=tol, atol=tol)  # dZ lies in [-1, 1]
+    np.testing.assert_allclose(cp.asnumpy(loss), want_loss, rtol=tol, atol=tol * 1000)  # the loss reaches ~2000
+    np.testing.assert_array_equal(cp.asnumpy(correct), want_correct)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -4,24 +4,11 @@ Compiling and running the kernels needs a card (tests/test_gpu.py); this catches
 nn_gpu/kernels.py and nn_gpu/fused.py in CI, which installs CuPy for the NVRTC compile test.
 """
 
-import os
 import re
 
-import pytest
-
-from conftest import ROOT
+from conftest import ROOT, cupy_or_skip
 from nn_gpu.cuda_source import KERNELS
 from nn_gpu.ops import REFERENCE_OPS, Ops
-
-
-def cupy_or_skip():
-    try:
-        import cupy
-    except ImportError:
-        if os.environ.get("NN_GPU_REQUIRE_NVRTC") == "1":  # CI installs CuPy: this must run there
-            raise
-        pytest.skip("CuPy is not installed")
-    return cupy
 
 
 def test_kernel_op_table_matches_the_reference_table():
