@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nn_gpu.errors import ModelFileError
+from nn_gpu.errors import ModelFileError, one_line
 from nn_gpu.files import input_problem, write_atomically
 from nn_gpu.model import Architecture
 from nn_gpu.training import Progress
@@ -86,7 +86,7 @@ def load_checkpoint(path: Path) -> tuple[Architecture, list[np.ndarray], np.ndar
         if not isinstance(config, dict) or not isinstance(progress.iteration, int) or progress.iteration < 0:
             raise ValueError("config must be an object and iteration a count")
     except (ValueError, TypeError) as error:
-        raise ModelFileError(f"{path}: damaged training state ({' '.join(str(error).split())})") from None
+        raise ModelFileError(f"{path}: damaged training state ({one_line(error)})") from None
     params = [arrays[name] for name in parameter_names(len(arch.sizes) - 1)]
     return arch, params, arrays["velocity"], progress, config
 
@@ -113,7 +113,7 @@ def _load(path: Path, extra: tuple[str, ...]) -> tuple[Architecture, dict[str, n
                 _check_headers(path, headers, expected)
                 arrays = {key: npz[key] for key in expected}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise ModelFileError(f"{path}: not an nn_gpu model file ({' '.join(str(error).split())})") from None
+        raise ModelFileError(f"{path}: not an nn_gpu model file ({one_line(error)})") from None
     for name, (shape, _) in expected.items():
         if shape is not None and not np.isfinite(arrays[name]).all():  # the float arrays: parameters, velocity
             raise ModelFileError(f"{path}: {name} holds non-finite values")

@@ -31,7 +31,7 @@ from nn_gpu.device import (
     resolve_device,
 )
 from nn_gpu.download import REMOTES
-from nn_gpu.errors import DataError, DeviceError, ModelFileError, NNGpuError
+from nn_gpu.errors import DataError, DeviceError, ModelFileError, NNGpuError, one_line
 from nn_gpu.files import write_text_atomically
 from nn_gpu.model import INITS, Architecture, Network, init_parameters
 from nn_gpu.optim import SCHEDULES, SGD
@@ -46,7 +46,7 @@ class Parser(argparse.ArgumentParser):
     """argparse, with a flag error as one line that points to --help instead of the whole usage."""
 
     def error(self, message: str):
-        self.exit(2, f"error: {' '.join(message.split())} (see {self.prog} --help)\n")
+        self.exit(2, f"error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def _number(text: str, kind=float):
@@ -190,7 +190,7 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     Ctrl-C into one line and an exit code."""
 
     def say(message) -> None:
-        text = " ".join(str(message).split())
+        text = one_line(message)
         if len(text) > MESSAGE_LIMIT:
             text = f"{text[: MESSAGE_LIMIT - 40]} ... ({len(text):,} characters in all)"
         print(f"error: {text}", file=sys.stderr)
@@ -294,7 +294,7 @@ def _saved_settings(config: dict, path: Path, arch: Architecture) -> dict:
         argv += [f"--{name.replace('_', '-')}", str(value)]
 
     def refuse(message: str):
-        raise ModelFileError(f"{path}: damaged training state (saved {' '.join(message.split())})")
+        raise ModelFileError(f"{path}: damaged training state (saved {one_line(message)})")
 
     parser = train_parser()
     parser.error = refuse
@@ -383,7 +383,7 @@ def _train_into(output_dir: Path, args, settings, arch, device, dataset, state, 
     _say(args.quiet, f"data: {dataset.source}: {len(train_set)} train, {len(dev_set)} dev, {test_size} test images")
     _warn_if_trivial(train_set)
     network = Network(arch, device, params if params is not None else init_parameters(arch, settings["init"], rng))
-    network.threads = args.threads
+    network.runner.threads = args.threads
     optimizer = SGD(network, settings["momentum"], settings["weight_decay"], velocity)
     X, y = to_inputs(train_set.images, device, arch.dtype), _labels(train_set, device)
     dev = (to_inputs(dev_set.images, device, arch.dtype), _labels(dev_set, device)) if len(dev_set) else None
@@ -417,7 +417,7 @@ def _train_into(output_dir: Path, args, settings, arch, device, dataset, state, 
         "device_index": device.index,
         "device_name": device.card_name,
         "device_description": device.describe(),
-        "threads": network.threads,
+        "threads": network.runner.threads,
         "blas": parallel.blas_summary(),
         **settings,
         "data": dataset.source,

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from nn_gpu import download, idx
-from nn_gpu.errors import DataError
+from nn_gpu.errors import DataError, one_line
 from nn_gpu.files import input_problem
 from nn_gpu.model import N_CLASSES, N_PIXELS, inputs
 
@@ -142,7 +142,7 @@ def _csv_layout(path: Path) -> tuple[int | None, bool]:
         with _open_text(path) as f:
             first = f.readline(MAX_LINE + 1)
     except (OSError, UnicodeDecodeError, EOFError, zlib.error) as error:
-        raise DataError(f"{path}: cannot read as text ({_one_line(error)})") from None
+        raise DataError(f"{path}: cannot read as text ({one_line(error)})") from None
     if len(first) > MAX_LINE:
         raise DataError(f"{path}: line 1 is over {MAX_LINE:,} characters long: not a CSV of digits")
     if not first.strip():
@@ -204,7 +204,7 @@ def _read_csv(path: Path, label_column: int | None, header: bool) -> Dataset:
     except pd.errors.ParserError as error:
         raise DataError(f"{path}: {_parser_problem(error, skipped=int(header))}") from None
     except (OSError, UnicodeDecodeError, EOFError, zlib.error) as error:
-        raise DataError(f"{path}: cannot read ({_one_line(error)})") from None
+        raise DataError(f"{path}: cannot read ({one_line(error)})") from None
     if sum(len(chunk) for chunk in images) == 0:
         raise DataError(f"{path}: no images, only a header")
     images = np.concatenate(images)
@@ -282,7 +282,7 @@ def _parser_problem(error: Exception, skipped: int) -> str:
     skipped: lines read before pandas started (its line 1 is the file's line 1 + skipped)."""
     found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(error))
     if found is None:
-        return _one_line(error)
+        return one_line(error)
     expected, line, saw = found.groups()
     return f"line {int(line) + skipped}: {saw} fields, expected {expected} as in the lines above"
 
@@ -290,10 +290,6 @@ def _parser_problem(error: Exception, skipped: int) -> str:
 def _quote(cell: str, limit: int = 40) -> str:
     """A cell as it stands in the file, quoted for a message, cut short when long."""
     return repr(cell) if len(cell) <= limit else f"{cell[:limit]!r}... ({len(cell):,} characters)"
-
-
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())
 
 
 def _check_cells(path: Path, chunk: pd.DataFrame, n_columns: int, first_line: int) -> tuple[np.ndarray, np.ndarray]:

@@ -9,16 +9,34 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from nn_gpu.errors import DeviceError
+from nn_gpu.errors import DeviceError, one_line
 
 _INSTALL_HINT = "install CuPy for your CUDA version: pip install -e '.[cuda12]' or '.[cuda13]'"
-DEVICE_CHOICES = "auto, cpu, gpu or gpu:N"
+DEVICE_KINDS = ("auto", "cpu", "gpu")  # and gpu:N, a chosen card
+DEVICE_CHOICES = f"{', '.join(DEVICE_KINDS)} or gpu:N"
+
+
+class WholeBatches:
+    """Runs each batch whole, one after another: on the GPU, its own thousands of threads share the work.
+
+    The same calls as nn_gpu.cpu.Blocks: sum_gradients(sum_batch, X, y, flat_grad) and
+    map_batches(task, m, size); `threads` (host threads) is 1.
+    """
+
+    threads = 1
+
+    def sum_gradients(self, sum_batch, X, y, flat_grad):
+        return sum_batch(X, y, flat_grad)
+
+    def map_batches(self, task, m: int, size: int) -> list:
+        return [task(start) for start in range(0, m, size)]
 
 
 @dataclass(frozen=True)
@@ -27,13 +45,15 @@ class Device:
 
     name: "cpu" or "gpu"; xp: numpy or cupy; ops: the op table (see nn_gpu.ops) whose ReLU, ReLU'
     and softmax run as NumPy code or as custom CUDA kernels; index: the card's number on the GPU
-    (CuPy's current device from then on), None on the CPU.
+    (CuPy's current device from then on), None on the CPU; runner: makes what runs a network's
+    batches here (WholeBatches above, or nn_gpu.cpu.Blocks), one per network.
     """
 
     name: str
     xp: ModuleType
     ops: Any
     index: int | None = None
+    runner: Callable[[], Any] = WholeBatches
 
     def to_device(self, array: np.ndarray):
         """Copy a host array to this device (no copy on the CPU)."""
@@ -65,10 +85,10 @@ class Device:
 
 
 def cpu_device() -> Device:
-    """The NumPy device."""
-    from nn_gpu import ops
+    """The NumPy device: its products in OpenBLAS's fastest layout, its batches in blocks on worker threads."""
+    from nn_gpu import cpu
 
-    return Device("cpu", np, ops.REFERENCE_OPS)
+    return Device("cpu", np, cpu.CPU_OPS, runner=cpu.Blocks)
 
 
 def cuda_version(version: int) -> str:
@@ -114,7 +134,7 @@ def gpu_unavailable_reason() -> str | None:
 def parse_device(name: str) -> tuple[str, int | None]:
     """`--device` as (kind, card): "cpu" -> ("cpu", None); "gpu" -> ("gpu", 0); "gpu:N" -> ("gpu", N);
     "auto" -> ("auto", 0). DeviceError for anything else."""
-    if name in ("cpu", "auto", "gpu"):
+    if name in DEVICE_KINDS:
         return name, None if name == "cpu" else 0
     match = re.fullmatch(r"gpu:(\d+)", name)
     if match is None:
@@ -149,5 +169,5 @@ def out_of_memory_error(error: BaseException) -> DeviceError | None:
     cupy = sys.modules.get("cupy")  # CuPy raises it, so CuPy is imported by then; never imported here
     if cupy is None or not isinstance(error, cupy.cuda.memory.OutOfMemoryError):
         return None
-    detail = " ".join(str(error).split()).rstrip(".")
+    detail = one_line(error).rstrip(".")
     return DeviceError(f"GPU out of memory: {detail}; train with a smaller --batch-size, or use --device cpu")

@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from nn_gpu.errors import DataError
+from nn_gpu.errors import DataError, one_line
 from nn_gpu.files import write_atomically
 
 _TIMEOUT_SECONDS = 30
@@ -127,4 +127,4 @@ class _TransferCut(Exception):
 def _reason(error: Exception) -> str:
     if isinstance(error, urllib.error.URLError) and not isinstance(error, urllib.error.HTTPError):
         error = error.reason if isinstance(error.reason, Exception) else error
-    return " ".join(str(error).split()) or type(error).__name__
+    return one_line(error) or type(error).__name__

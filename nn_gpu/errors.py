@@ -5,6 +5,11 @@ then exit with `error.exit_code`.
 """
 
 
+def one_line(message) -> str:
+    """str(message) on one line: every run of whitespace, newlines included, becomes one space."""
+    return " ".join(str(message).split())
+
+
 class NNGpuError(Exception):
     """A problem the user can fix; the message is one line that says what and where."""
 

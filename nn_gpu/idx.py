@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nn_gpu.errors import DataError
+from nn_gpu.errors import DataError, one_line
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
@@ -78,7 +78,7 @@ def read(path: Path, magic: int) -> np.ndarray:
         raise DataError(f"{path}: no such file") from None
     except (OSError, EOFError, zlib.error) as error:
         problem = "corrupt gzip" if gzipped else "cannot read"
-        raise DataError(f"{path}: {problem} ({' '.join(str(error).split())})") from None
+        raise DataError(f"{path}: {problem} ({one_line(error)})") from None
     return np.frombuffer(body, dtype=np.uint8).reshape(shape[0], -1)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nn_gpu.errors import DataError
+from nn_gpu.errors import DataError, one_line
 from nn_gpu.files import input_problem
 from nn_gpu.plots import PLOT_HINT
 
@@ -45,9 +45,9 @@ def load_grayscale(path: Path) -> np.ndarray:
                     return _composite(picture.convert("RGBA"))
                 return np.asarray(picture.convert("L"), dtype=np.uint8).copy()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise DataError(f"{path}: too large a picture ({' '.join(str(error).split())}); shrink or crop it") from None
+        raise DataError(f"{path}: too large a picture ({one_line(error)}); shrink or crop it") from None
     except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise DataError(f"{path}: not a readable image ({' '.join(str(error).split())})") from None
+        raise DataError(f"{path}: not a readable image ({one_line(error)})") from None
 
 
 def _composite(rgba) -> np.ndarray:

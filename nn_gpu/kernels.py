@@ -8,7 +8,7 @@ The wrappers below have the same contracts as the plain versions in nn_gpu/ops.p
 import cupy as cp
 
 from nn_gpu.cuda_source import CUDA_SOURCE, KERNELS
-from nn_gpu.ops import Ops
+from nn_gpu.ops import Ops, product
 
 ELEMENTWISE_KERNELS = tuple(
     cp.ElementwiseKernel(in_params, out_params, operation, name, preamble=CUDA_SOURCE)
@@ -51,9 +51,9 @@ def softmax_cross_entropy(Z, y):
 
 
 def sgd_update(p, g, v, lr, momentum, weight_decay):
-    """d = g + weight_decay p; v := momentum v + d; p := p - lr v: one kernel over the flat buffers."""
+    """d = g + weight_decay p; v := momentum v + d; p := p - lr v: one kernel over the flat buffers; g only read."""
     dtype = p.dtype.type
     _sgd_update(g, dtype(lr), dtype(momentum), dtype(weight_decay), p, v)
 
 
-KERNEL_OPS = Ops(bias_relu, relu_backward, softmax, softmax_cross_entropy, sgd_update)
+KERNEL_OPS = Ops(bias_relu, relu_backward, softmax, softmax_cross_entropy, sgd_update, product)  # W A: cuBLAS

@@ -16,8 +16,9 @@ b1 10 x 1, W2 10 x 10, b2 10 x 1, and Z1, A1, Z2, A2, dZ2, dW2, db2, dZ1, dW1, d
 notebook is wrong this is not: db sums over samples per unit (n_l x 1, not one scalar), softmax
 subtracts each column's max, and the loss comes from log-softmax.
 
-ReLU, ReLU' and softmax come from the device's op table (nn_gpu.ops: plain NumPy, or CUDA
-kernels in nn_gpu.kernels); the matrix products, sums and updates are plain `xp`.
+ReLU, ReLU', softmax and the product W A come from the device's op table (nn_gpu.ops: plain NumPy,
+or CUDA kernels in nn_gpu.kernels); the sums and updates are plain `xp`. Below the Network class,
+each layer's forward step has its backward step beside it.
 """
 
 from __future__ import annotations
@@ -26,12 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nn_gpu import parallel
 from nn_gpu.device import Device
+from nn_gpu.ops import array_module
 
 N_PIXELS = 784
-BLOCK_SAMPLES = 1024  # CPU gradient block: its A0 (3.2 MB float32) stays in cache from W1 A0 to dZ1 A0^T
-PARTIAL_SUMS = 16  # CPU gradient: blocks are added into this many partial sums, whatever the thread count
 N_CLASSES = 10
 INITS = ("he", "uniform")
 
@@ -79,7 +78,9 @@ class Network:
 
     All parameters share one flat buffer, `flat`; `params` = [W1, b1, ..., WL, bL] are views of it
     (shapes as in init_parameters). `gradients` fills `flat_grad`, and its views `grads`, in place,
-    so an optimiser updates every parameter with one operation over the flat buffers.
+    so an optimiser updates every parameter with one operation over the flat buffers. How a batch is
+    run (whole on the GPU; in blocks on worker threads on the CPU, nn_gpu.cpu) is the device's
+    `runner`, not this class's: the math here is the same on every device.
     """
 
     def __init__(self, arch: Architecture, device: Device, params):
@@ -90,8 +91,7 @@ class Network:
         self.flat_grad = device.xp.zeros_like(self.flat)
         self.params = self._views(self.flat, host)
         self.grads = self._views(self.flat_grad, host)
-        self.block_samples = BLOCK_SAMPLES
-        self.threads = parallel.cores()  # CPU worker threads for a batch of several blocks
+        self.runner = device.runner()  # on the CPU: its threads and block size (nn_gpu.cpu.Blocks)
 
     @staticmethod
     def _views(flat, shapes_of):
@@ -117,9 +117,8 @@ class Network:
         ops = self.device.ops
         A = [inputs(X, self.arch.dtype)]
         for W, b in zip(self.W[:-1], self.b[:-1]):
-            A.append(ops.bias_relu(_product(W, A[-1]), b))  # A_l = ReLU(W_l A_{l-1} + b_l): n_l x m
-        Z = _product(self.W[-1], A[-1]) + self.b[-1]  # Z_L = W_L A_{L-1} + b_L: 10 x m
-        return Z, A
+            A.append(hidden_forward(ops, W, b, A[-1]))
+        return output_forward(ops, self.W[-1], self.b[-1], A[-1]), A
 
     def gradients(self, X, y):
         """Forward and backward on one batch; fills `grads` and returns (loss_sum, correct_sum).
@@ -127,63 +126,20 @@ class Network:
         X: 784 x m, y: m integer labels. grads: [dW1, db1, ..., dWL, dbL] of the mean loss, each the
         shape of its parameter. loss_sum and correct_sum are 0-d arrays (sums over the m samples),
         left on the device so that a training step never waits for the GPU.
-
-        On the CPU a batch larger than `block_samples` is split into blocks of samples: every dW and
-        db is a sum over samples, so the batch's is the sum of its blocks'. Each block's forward and
-        backward run while its columns of X are still in cache, so X is read from memory once a step,
-        not twice, and the blocks run on `threads` worker threads (nn_gpu.parallel). Block b is added
-        into partial sum b mod PARTIAL_SUMS, in block order, and the partial sums are added in their
-        order: the result is the same, bit for bit, whatever the number of threads. A batch of one
-        block (a mini-batch) runs on this thread: on two cores, threads paid only from two blocks
-        (2,048 samples) up, measured at hidden 10 and 128 (docs/benchmarks.md). Every product runs
-        on one BLAS thread.
         """
-        m = X.shape[1]
-        with parallel.one_blas_thread():
-            if self.device.name == "gpu" or m <= self.block_samples:
-                loss_sum, correct_sum = self._sum_gradients(X, y, self.grads)
-            else:
-                starts = range(0, m, self.block_samples)
-                sums = min(PARTIAL_SUMS, len(starts))
-                results = parallel.run_tasks(
-                    lambda k: self._sum_block_gradients(X, y, starts[k::sums]), sums, self.threads
-                )
-                np.sum([total for total, _, _ in results], axis=0, out=self.flat_grad)
-                loss_sum, correct_sum = np.sum([r[1] for r in results]), np.sum([r[2] for r in results])
-        self.flat_grad /= m  # every dW and db at once: the mean over the batch
+        loss_sum, correct_sum = self.runner.sum_gradients(self._sum_gradients, X, y, self.flat_grad)
+        self.flat_grad /= X.shape[1]  # every dW and db at once: the mean over the batch
         return loss_sum, correct_sum
 
-    def _sum_gradients(self, X, y, grads):
-        """Write into grads (a list like `grads`) the gradients of the summed loss over X's columns."""
-        xp = self.device.xp
+    def _sum_gradients(self, X, y, flat):
+        """Write into `flat` (laid out as flat_grad) the gradients of the loss summed over X's columns;
+        return (loss_sum, correct_sum). The forward pass, then each layer's backward from the top."""
+        grads = self.grads if flat is self.flat_grad else self._views(flat, self.grads)
         Z, A = self.forward(X)
         dZ, loss, correct = self.device.ops.softmax_cross_entropy(Z, y)  # dZ_L = A_L - Y: 10 x m
         for l in range(len(A) - 1, -1, -1):  # A[l] is A_l, the input of layer l + 1
-            W, dW, db = self.W[l], grads[2 * l], grads[2 * l + 1]
-            xp.matmul(dZ, A[l].T, out=dW)  # dW_{l+1} = dZ_{l+1} A_l^T (/ m later): n_{l+1} x n_l
-            xp.sum(dZ, axis=1, keepdims=True, out=db)  # db_{l+1}: n_{l+1} x 1, a sum per unit
-            if l > 0:  # dZ_l = W_{l+1}^T dZ_{l+1} * ReLU'(Z_l): n_l x m
-                dZ = self.device.ops.relu_backward(W.T @ dZ, A[l])
+            dZ = layer_backward(self.device.ops, self.W[l], A[l], dZ, grads[2 * l], grads[2 * l + 1], l > 0)
         return loss.sum(), correct.sum()
-
-    def _sum_block_gradients(self, X, y, starts):
-        """(flat gradient, loss, correct) summed over the blocks of block_samples columns at `starts`."""
-        step = self.block_samples
-        block_flat, total = np.zeros_like(self.flat_grad), np.zeros_like(self.flat_grad)
-        block_grads = self._views(block_flat, self.grads)
-        loss_sum = correct_sum = 0.0
-        for start in starts:
-            loss, correct = self._sum_gradients(X[:, start : start + step], y[start : start + step], block_grads)
-            total += block_flat
-            loss_sum, correct_sum = loss_sum + loss, correct_sum + correct
-        return total, loss_sum, correct_sum
-
-    def _map_batches(self, m, size, batch_task):
-        """[batch_task(start) for start in range(0, m, size)], in that order; on the CPU the batches
-        are shared among `threads` worker threads, one BLAS thread each; on the GPU, one at a time."""
-        starts = range(0, m, size)
-        threads = 1 if self.device.name == "gpu" else self.threads
-        return parallel.run_tasks(lambda i: batch_task(starts[i]), len(starts), threads)
 
     def evaluate(self, X, y, batch_size: int = 8192):
         """(mean loss, accuracy) over X (784 x m) and labels y, in batches; reads back to the host."""
@@ -194,7 +150,7 @@ class Network:
             _, loss, correct = self.device.ops.softmax_cross_entropy(Z, y[start : start + batch_size])
             return float(loss.sum()), float(correct.sum())  # host sync
 
-        loss_sums, correct_sums = zip(*self._map_batches(m, batch_size, sums))
+        loss_sums, correct_sums = zip(*self.runner.map_batches(sums, m, batch_size))
         return sum(loss_sums) / m, sum(correct_sums) / m
 
     def predict_proba(self, X, batch_size: int = 8192):
@@ -204,7 +160,38 @@ class Network:
             Z, _ = self.forward(X[:, start : start + batch_size])
             return self.device.to_host(self.device.ops.softmax(Z))
 
-        return np.concatenate(self._map_batches(X.shape[1], batch_size, probabilities), axis=1)
+        return np.concatenate(self.runner.map_batches(probabilities, X.shape[1], batch_size), axis=1)
+
+
+# Each layer's forward step, and under it its backward step (from the top, l = L..1).
+
+
+def hidden_forward(ops, W, b, A_prev):
+    """A_l = ReLU(Z_l), Z_l = W_l A_{l-1} + b_l: n_l x m, for W_l n_l x n_{l-1} and A_{l-1} n_{l-1} x m."""
+    return ops.bias_relu(ops.product(W, A_prev), b)
+
+
+def output_forward(ops, W, b, A_prev):
+    """Z_L = W_L A_{L-1} + b_L: 10 x m, the logits; softmax and the loss follow in the backward step's
+    ops.softmax_cross_entropy, which gives dZ_L = A_L - Y directly."""
+    return ops.product(W, A_prev) + b
+
+
+def layer_backward(ops, W, A_prev, dZ, dW, db, below: bool):
+    """Layer l's backward step, from dZ_l (n_l x m) and its input A_{l-1} (n_{l-1} x m):
+
+        dW_l = dZ_l A_{l-1}^T       (n_l x n_{l-1}, summed over samples: / m later)
+        db_l = sum over samples of dZ_l     (n_l x 1, one per unit)
+        dZ_{l-1} = W_l^T dZ_l * ReLU'(Z_{l-1})   (n_{l-1} x m), returned when a layer lies `below`
+
+    dW and db are written in place; ReLU'(Z_{l-1}) = [A_{l-1} > 0], since A_{l-1} = ReLU(Z_{l-1}).
+    """
+    xp = array_module(dZ)
+    xp.matmul(dZ, A_prev.T, out=dW)
+    xp.sum(dZ, axis=1, keepdims=True, out=db)
+    if below:
+        return ops.relu_backward(W.T @ dZ, A_prev)
+    return None
 
 
 def inputs(X, dtype: str):
@@ -218,14 +205,3 @@ def inputs(X, dtype: str):
     A0 = X.T.astype(dtype)  # m x 784 when X is the view of an m x 784 array
     A0 /= 255
     return A0.T
-
-
-def _product(W, A):
-    """W A (n_out x m, C-contiguous) for W n_out x n_in and A n_in x m.
-
-    A0 = X is the transpose of the m x 784 images array; for it, OpenBLAS's thin products run about
-    1.7x faster as (A^T W^T)^T than as W A, so that is how NumPy is asked (CuPy: W A as written).
-    """
-    if A.flags.c_contiguous or not isinstance(A, np.ndarray):
-        return W @ A
-    return (A.T @ W.T).T.copy()

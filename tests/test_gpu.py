@@ -17,6 +17,7 @@ import pytest
 
 from conftest import run_script, synthetic_digits, write_kaggle_csv
 from nn_gpu.data import to_inputs
+from nn_gpu.device import WholeBatches
 from nn_gpu.model import Architecture, Network, init_parameters
 from nn_gpu.ops import REFERENCE_OPS
 from nn_gpu.optim import SGD, learning_rate
@@ -100,6 +101,7 @@ def train_on(device, dtype, batch_size, images, labels):
 @pytest.mark.parametrize(("dtype", "rtol"), [("float64", 1e-10), ("float32", 1e-4)])
 @pytest.mark.parametrize("batch_size", [None, 128])
 def test_training_on_gpu_equals_training_on_cpu(cpu, gpu, dtype, rtol, batch_size):
+    assert isinstance(gpu.runner(), WholeBatches)  # the GPU runs a batch whole: no host threads, no blocks
     images, labels = synthetic_digits(2000, seed=1)
     gpu_params, gpu_result = train_on(gpu, dtype, batch_size, images, labels)
     cpu_params, cpu_result = train_on(cpu, dtype, batch_size, images, labels)

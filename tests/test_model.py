@@ -1,12 +1,8 @@
 """The network's equations: gradients against finite differences in float64, shapes, updates."""
 
-import time
-
 import numpy as np
 import pytest
 
-from nn_gpu import parallel
-from nn_gpu.device import Device
 from nn_gpu.model import Architecture, Network, init_parameters, inputs
 from nn_gpu.optim import SGD
 
@@ -133,74 +129,16 @@ def test_evaluate_in_batches_equals_one_batch(cpu):
     assert np.mean(probs.argmax(axis=0) == y) == pytest.approx(whole[1])
 
 
-def test_gradients_by_block_equal_one_block_and_are_the_same_bits_for_any_thread_count(cpu):
-    network, X, y = make_network(cpu, (6, 5), 40)
-    whole_sums = network.gradients(X, y)  # 40 samples <= block_samples: one block
-    whole = network.flat_grad.copy()
-    by_threads = {}
-    for block_samples in (7, 2):  # 6 blocks, the last of 5 samples; 20 blocks, more than PARTIAL_SUMS
-        network.block_samples = block_samples
-        for threads in (1, 2, 3):
-            network.threads = threads
-            sums = network.gradients(X, y)
-            by_threads[block_samples, threads] = network.flat_grad.copy()
-            np.testing.assert_allclose(network.flat_grad, whole, rtol=1e-12, atol=1e-15)
-            assert sums == pytest.approx(whole_sums, rel=1e-12)
-            assert sums == network.gradients(X, y) and np.array_equal(
-                network.flat_grad, by_threads[block_samples, threads]
-            )
-    for (block_samples, threads), grad in by_threads.items():  # a fixed split and order: the same bits
-        assert np.array_equal(grad, by_threads[block_samples, 1]), (block_samples, threads)
-    assert not np.array_equal(by_threads[7, 1], by_threads[2, 1])  # else the comparison above shows nothing
-
-
 def test_uint8_pixels_train_exactly_as_pixels_scaled_first(cpu):
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, size=(30, 784)).astype(np.uint8)
     y = rng.integers(0, 10, size=30)
     arch = Architecture((8,), "float32")
     network = Network(arch, cpu, init_parameters(arch, "he", rng))
-    network.block_samples = 8
+    network.runner.block_samples = 8
     sums = network.gradients(images.T, y)
     from_pixels = network.flat_grad.copy()
     scaled = (images.astype(np.float32) / 255).T
     assert network.gradients(scaled, y) == sums
     assert np.array_equal(network.flat_grad, from_pixels)
     assert np.array_equal(inputs(images.T, "float32"), scaled)
-
-
-def test_on_the_gpu_a_batch_stays_one_block_on_one_thread(cpu, monkeypatch):
-    """The blocked, threaded gradient is NumPy's: a "gpu" device (here NumPy under that name) never uses it."""
-    network, X, y = make_network(cpu, (6, 5), 40)
-    network.block_samples = 7
-    network.gradients(X, y)
-    by_block = network.flat_grad.copy()
-    as_gpu = Network(network.arch, Device("gpu", np, cpu.ops), [p.copy() for p in network.params])
-    as_gpu.block_samples = 7
-
-    def no_threads(task, n, threads):
-        raise AssertionError("the GPU path must not run on CPU worker threads")
-
-    monkeypatch.setattr(parallel, "run_tasks", no_threads)
-    as_gpu.gradients(X, y)
-    np.testing.assert_allclose(as_gpu.flat_grad, by_block, rtol=1e-12, atol=1e-15)
-    network.block_samples = 10**9
-    network.gradients(X, y)  # one block on the CPU, this thread: the same code as the GPU's
-    assert np.array_equal(as_gpu.flat_grad, network.flat_grad)
-
-
-def test_batches_come_back_in_sample_order_when_the_first_batch_finishes_last(cpu, monkeypatch):
-    network, X, y = make_network(cpu, (6,), 40)
-    network.threads = 3
-    expected = cpu.ops.softmax(network.forward(X)[0])
-    forward = network.forward
-
-    def first_batch_slow(X_batch):
-        if np.array_equal(X_batch[:, 0], X[:, 0]):
-            time.sleep(0.2)  # releases the GIL: the other threads finish their batches first
-        return forward(X_batch)
-
-    monkeypatch.setattr(network, "forward", first_batch_slow)
-    np.testing.assert_allclose(network.predict_proba(X, batch_size=8), expected, rtol=1e-12)
-    loss, accuracy = network.evaluate(X, y, batch_size=8)
-    assert loss == pytest.approx(mean_loss(network, X, y), rel=1e-12)

@@ -14,6 +14,7 @@ def test_sgd_update_on_a_known_step():
     g = np.array([0.1, 0.2, -0.3])
     v = np.array([0.5, 0.0, -1.0])
     REFERENCE_OPS.sgd_update(p, g, v, lr=0.1, momentum=0.9, weight_decay=0.01)
+    np.testing.assert_array_equal(g, [0.1, 0.2, -0.3])  # read, never written: the CUDA kernel's contract too
     d = np.array([0.1 + 0.01, 0.2 - 0.02, -0.3 + 0.005])  # d = g + weight_decay p
     v_expected = np.array([0.45, 0.0, -0.9]) + d  # v = momentum v + d
     np.testing.assert_allclose(v, v_expected, rtol=1e-15)
@@ -26,6 +27,7 @@ def test_without_momentum_and_decay_it_is_the_notebooks_update():
     np.testing.assert_array_equal(p, [1.0 - 0.05, 2.0 + 0.05])
 
 
+@pytest.mark.slow
 def test_matches_torch_sgd_over_several_steps():
     torch = pytest.importorskip("torch", reason="PyTorch is not installed")
     rng = np.random.default_rng(0)

@@ -68,6 +68,7 @@ def _wait_for(path, process, seconds=60):
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
 def test_a_second_run_is_refused_and_a_scheduler_stop_saves_a_checkpoint(tmp_path, train_csv, stop):
     out = tmp_path / "run"
@@ -163,6 +164,7 @@ def test_a_failed_final_write_says_what_was_saved_and_where(tmp_path, train_csv,
     load_model(tmp_path / "b" / "model.npz")
 
 
+@pytest.mark.slow
 def test_a_folder_holding_a_run_is_refused_unless_overwrite_or_resume(tmp_path, train_csv, capsys):
     out = tmp_path / "run"
     assert cli.train_main(args(train_csv, out, "--save-every", 5)) == 0

@@ -82,6 +82,7 @@ def mkl_library() -> Path | None:
     return found[0] if found else None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     mkl_library() is None, reason="MKL is not installed in this environment (.ci/run installs it: pip install mkl)"
 )
@@ -115,7 +116,7 @@ def train_sample(threads: int, batch_size: int | None, blas_default: int) -> np.
     device = cpu_device()
     arch = Architecture((64,), "float32")
     network = Network(arch, device, init_parameters(arch, "he", np.random.default_rng(0)))
-    network.threads = threads
+    network.runner.threads = threads
     X, y = to_inputs(dataset.images[:4000], device, "float32"), dataset.labels[:4000].astype(np.int32)
     schedule = Schedule(alpha=0.05, iterations=12, batch_size=batch_size, log_interval=0)
     with threadpool_limits(limits=blas_default, user_api="blas"):  # what the user's environment left BLAS at
@@ -123,6 +124,7 @@ def train_sample(threads: int, batch_size: int | None, blas_default: int) -> np.
     return network.flat.copy()
 
 
+@pytest.mark.slow
 @needs_blas
 @pytest.mark.parametrize("batch_size", [None, 1000, 128], ids=["full-batch", "batch-1000", "batch-128"])
 def test_the_same_seed_gives_the_same_bits_whatever_the_thread_count(batch_size):

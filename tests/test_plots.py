@@ -16,6 +16,8 @@ PIL = pytest.importorskip("PIL", reason="Pillow is in the 'plot' extra")
 pytest.importorskip("matplotlib", reason="matplotlib is in the 'plot' extra")
 from PIL import Image, ImageDraw  # noqa: E402
 
+pytestmark = pytest.mark.slow  # end-to-end runs that draw
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
