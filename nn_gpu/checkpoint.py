@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from nn_gpu.errors import ModelFileError, one_line
-from nn_gpu.files import input_problem, write_atomically
 from nn_gpu.model import Architecture
+from nn_gpu.safe_io import input_problem, write_atomically
 from nn_gpu.training import Progress
 
 FORMAT = "nn_gpu-model"

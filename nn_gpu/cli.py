@@ -32,10 +32,10 @@ from nn_gpu.device import (
 )
 from nn_gpu.download import REMOTES
 from nn_gpu.errors import DataError, DeviceError, ModelFileError, NNGpuError, one_line
-from nn_gpu.files import write_text_atomically
 from nn_gpu.model import INITS, Architecture, Network, init_parameters
 from nn_gpu.optim import SCHEDULES, SGD
 from nn_gpu.outputs import check_room, claim, new_run_folder
+from nn_gpu.safe_io import write_text_atomically
 from nn_gpu.training import Interrupted, Schedule, train
 
 DRY_RUN_ITERATIONS = 3

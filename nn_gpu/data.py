@@ -41,8 +41,8 @@ import pandas as pd
 
 from nn_gpu import download, idx
 from nn_gpu.errors import DataError, one_line
-from nn_gpu.files import input_problem
 from nn_gpu.model import N_CLASSES, N_PIXELS, inputs
+from nn_gpu.safe_io import input_problem
 
 SAMPLE = "sample"
 _CHUNK_ROWS = 8192

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nn_gpu.errors import DataError, one_line
-from nn_gpu.files import write_atomically
+from nn_gpu.safe_io import write_atomically
 
 _TIMEOUT_SECONDS = 30
 

@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 
 from nn_gpu.errors import NNGpuError
-from nn_gpu.files import numbered
+from nn_gpu.safe_io import numbered
 
 try:
     import fcntl

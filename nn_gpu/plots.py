@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nn_gpu.files import write_atomically
+from nn_gpu.safe_io import write_atomically
 
 PLOT_HINT = "pip install -e '.[plot]'"
 WEIGHT_UNITS = 64  # units drawn in weights.png: one subplot each, about 2 s for 64 (80 s for 2048)

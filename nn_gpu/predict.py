@@ -21,8 +21,8 @@ from nn_gpu.cli import Parser, device_name, non_negative_int, percent, run_main
 from nn_gpu.data import load_dataset, to_inputs
 from nn_gpu.device import resolve_device
 from nn_gpu.errors import DataError, NNGpuError
-from nn_gpu.files import numbered, write_text_atomically
 from nn_gpu.model import Network
+from nn_gpu.safe_io import numbered, write_text_atomically
 
 SHOW_DRAWN = 64  # digits in the --show picture: more take long to draw and are too small to read
 

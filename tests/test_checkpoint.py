@@ -11,8 +11,8 @@ import pytest
 from conftest import traced_peak
 from nn_gpu.checkpoint import load_model, save_model
 from nn_gpu.errors import ModelFileError
-from nn_gpu.files import write_atomically
 from nn_gpu.model import Architecture, init_parameters
+from nn_gpu.safe_io import write_atomically
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Files in and out: inputs checked before they are opened, outputs written atomically.
+"""Files in and out, safely: inputs checked before they are opened, outputs written atomically.
 
 Inputs (`input_problem`): a data, model or image file must be a regular file. A FIFO or a device
 (`--data /dev/zero`) is refused rather than read forever or opened twice; a symlink loop is named.
