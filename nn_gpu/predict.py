@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nn_gpu import image, plots
+from nn_gpu import handwriting, plots
 from nn_gpu.checkpoint import load_model
 from nn_gpu.cli import Parser, device_name, non_negative_int, percent, run_main
 from nn_gpu.data import load_dataset, to_inputs
@@ -105,9 +105,9 @@ def _show(dataset, predictions, confidence, n: int, path: Path) -> None:
 
 
 def _predict_image(network: Network, path: Path, save_seen: Path | None) -> int:
-    """Predict one picture of a digit, made MNIST-like (nn_gpu.image); save what the network saw."""
+    """Predict one picture of a digit, made MNIST-like (nn_gpu.handwriting); save what the network saw."""
     try:
-        digit = image.preprocess(image.load_grayscale(path))
+        digit = handwriting.preprocess(handwriting.load_grayscale(path))
     except ValueError as error:
         raise DataError(f"{path}: {error}") from None
     X = to_inputs(digit.reshape(1, 784), network.device, network.arch.dtype)
@@ -119,7 +119,7 @@ def _predict_image(network: Network, path: Path, save_seen: Path | None) -> int:
     seen = next(name for name in numbered(folder / f"{path.stem}_28x28.png") if not name.exists())
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        image.save_digit(digit, seen)
+        handwriting.save_digit(digit, seen)
     except OSError as error:
         print(
             f"warning: {seen}: not saved ({error.strerror or error}); choose a folder with --save-seen DIR",

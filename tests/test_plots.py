@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import synthetic_digits, write_kaggle_csv
-from nn_gpu import image
+from nn_gpu import handwriting
 from nn_gpu.cli import train_main
 from nn_gpu.predict import predict_main
 
@@ -90,7 +90,7 @@ def draw(digit: str, dark_on_light: bool, size=(180, 240)) -> np.ndarray:
 @pytest.mark.parametrize("dark_on_light", [True, False])
 @pytest.mark.parametrize("digit", ["1", "0"])
 def test_own_digit_is_made_mnist_like(digit, dark_on_light):
-    result = image.preprocess(draw(digit, dark_on_light))
+    result = handwriting.preprocess(draw(digit, dark_on_light))
     assert result.shape == (28, 28) and result.dtype == np.uint8
     assert result[0].max() == result[-1].max() == 0  # black background: polarity handled
     rows, columns = np.nonzero(result > 30)
@@ -113,7 +113,7 @@ def test_model_reads_a_drawn_digit(trained, tmp_path, digit, dark_on_light, caps
     out = capsys.readouterr().out
     assert f"{path}: the digit is {digit}\n" in out and out.count("(") >= 3
     saved = np.asarray(Image.open(tmp_path / f"my_{digit}_28x28.png"))
-    np.testing.assert_array_equal(saved, image.preprocess(draw(digit, dark_on_light)))
+    np.testing.assert_array_equal(saved, handwriting.preprocess(draw(digit, dark_on_light)))
 
 
 def test_unreadable_and_blank_pictures_get_one_line(trained, tmp_path, capsys):
@@ -134,10 +134,10 @@ def test_a_sideways_phone_photo_is_turned_upright_by_its_exif_orientation(tmp_pa
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation: the camera was turned; show the pixels rotated 90 degrees clockwise
     upright.transpose(Image.Transpose.ROTATE_90).save(photo, exif=exif, quality=95)
-    seen = image.preprocess(image.load_grayscale(photo))
-    expected = image.preprocess(np.asarray(upright))
+    seen = handwriting.preprocess(handwriting.load_grayscale(photo))
+    expected = handwriting.preprocess(np.asarray(upright))
     assert np.abs(seen.astype(int) - expected).mean() < 4  # the same upright 1, up to JPEG's noise
-    sideways = image.preprocess(np.asarray(upright.transpose(Image.Transpose.ROTATE_90)))
+    sideways = handwriting.preprocess(np.asarray(upright.transpose(Image.Transpose.ROTATE_90)))
     assert np.abs(seen.astype(int) - sideways).mean() > 20  # and not the sideways one
 
 
@@ -148,8 +148,8 @@ def test_ink_on_a_transparent_background_is_seen_whatever_its_colour(tmp_path, i
     rgba[..., :3] = ink
     rgba[..., 3] = mask
     Image.fromarray(rgba, "RGBA").save(tmp_path / "drawn.png")
-    seen = image.preprocess(image.load_grayscale(tmp_path / "drawn.png"))  # today white ink: "blank"
-    np.testing.assert_allclose(seen, image.preprocess(mask), atol=2)
+    seen = handwriting.preprocess(handwriting.load_grayscale(tmp_path / "drawn.png"))  # today white ink: "blank"
+    np.testing.assert_allclose(seen, handwriting.preprocess(mask), atol=2)
 
 
 def test_a_decompression_bomb_is_one_line(tmp_path, trained, capsys):
