@@ -36,7 +36,7 @@ from nn_gpu.model import INITS, Architecture, Network, init_parameters
 from nn_gpu.optim import SCHEDULES, SGD
 from nn_gpu.outputs import check_room, claim, new_run_folder
 from nn_gpu.safe_io import write_text_atomically
-from nn_gpu.training import Interrupted, Schedule, train
+from nn_gpu.training import Interrupted, TrainingPlan, train
 
 DRY_RUN_ITERATIONS = 3
 CHECKPOINT = "checkpoint.npz"
@@ -387,7 +387,7 @@ def _train_into(output_dir: Path, args, settings, arch, device, dataset, state, 
     optimizer = SGD(network, settings["momentum"], settings["weight_decay"], velocity)
     X, y = to_inputs(train_set.images, device, arch.dtype), _labels(train_set, device)
     dev = (to_inputs(dev_set.images, device, arch.dtype), _labels(dev_set, device)) if len(dev_set) else None
-    schedule = Schedule(
+    plan = TrainingPlan(
         alpha=settings["alpha"],
         iterations=settings["iterations"],
         epochs=settings["epochs"],
@@ -403,7 +403,7 @@ def _train_into(output_dir: Path, args, settings, arch, device, dataset, state, 
         return output_dir / CHECKPOINT
 
     result = _train_with_progress(
-        network, optimizer, X, y, dev, schedule, settings["seed"], progress, save, args.quiet, stop
+        network, optimizer, X, y, dev, plan, settings["seed"], progress, save, args.quiet, stop
     )
     test = dataset.test
     if test is not None and test.labels is not None:
@@ -421,7 +421,7 @@ def _train_into(output_dir: Path, args, settings, arch, device, dataset, state, 
         "blas": parallel.blas_summary(),
         **settings,
         "data": dataset.source,
-        "iterations": schedule.total_iterations(len(train_set)),
+        "iterations": plan.total_iterations(len(train_set)),
         "train_size": len(train_set),
         "dev_size": len(dev_set),
         "test_size": test_size,
@@ -526,11 +526,11 @@ def _draw_run(output_dir: Path, network: Network, history: list[dict], dev_set, 
     return written
 
 
-def _train_with_progress(network, optimizer, X, y, dev, schedule, seed, progress, save, quiet, stop: StopSignals):
+def _train_with_progress(network, optimizer, X, y, dev, plan, seed, progress, save, quiet, stop: StopSignals):
     """train(), with a progress bar on a terminal, log lines, and a stop signal turned into a checkpoint."""
     from tqdm import tqdm
 
-    total = schedule.total_iterations(X.shape[1])
+    total = plan.total_iterations(X.shape[1])
     done = 0 if progress is None else progress.iteration
     bar = tqdm(total=total, initial=done, disable=True if quiet else None, unit="it", leave=False)
 
@@ -546,7 +546,7 @@ def _train_with_progress(network, optimizer, X, y, dev, schedule, seed, progress
             X,
             y,
             dev,
-            schedule,
+            plan,
             seed,
             progress,
             on_log=lambda entry: _say(quiet, _log_line(entry), bar.write),

@@ -44,7 +44,7 @@ class Interrupted(NNGpuError):
 
 
 @dataclass(frozen=True)
-class Schedule:
+class TrainingPlan:
     """How long, in what batches and at what learning rate to train.
 
     batch_size None means the full training set each iteration (the notebook's gradient descent);
@@ -99,15 +99,15 @@ def epoch_order(m: int, seed: int, epoch: int) -> np.ndarray:
 class _Batches:
     """Device index arrays per iteration; one shuffle and one small host-to-device copy per epoch."""
 
-    def __init__(self, m: int, schedule: Schedule, seed: int, xp):
-        self.m, self.schedule, self.seed, self.xp = m, schedule, seed, xp
+    def __init__(self, m: int, plan: TrainingPlan, seed: int, xp):
+        self.m, self.plan, self.seed, self.xp = m, plan, seed, xp
         self._epoch, self._order = None, None
 
     def rows(self, iteration: int):
-        size = self.schedule.batch_size
+        size = self.plan.batch_size
         if size is None:
             return None
-        epoch, position = divmod(iteration - 1, self.schedule.batches_per_epoch(self.m))
+        epoch, position = divmod(iteration - 1, self.plan.batches_per_epoch(self.m))
         if epoch != self._epoch:
             self._epoch = epoch
             self._order = self.xp.asarray(epoch_order(self.m, self.seed, epoch))
@@ -120,7 +120,7 @@ def train(
     X,
     y,
     dev: tuple | None,
-    schedule: Schedule,
+    plan: TrainingPlan,
     seed: int,
     progress: Progress | None = None,
     on_log: Callable[[dict], None] = lambda entry: None,
@@ -143,9 +143,9 @@ def train(
     with parallel.one_blas_thread():  # set once for the run: setting it costs 16 us, a mini-batch step 200
         device = network.device
         m = X.shape[1]
-        total = schedule.total_iterations(m)
+        total = plan.total_iterations(m)
         progress = progress or Progress()
-        batches = _Batches(m, schedule, seed, device.xp)
+        batches = _Batches(m, plan, seed, device.xp)
         last_saved: tuple[int, Path] | None = None
 
         def checkpoint() -> None:
@@ -156,10 +156,10 @@ def train(
         device.synchronize()
         started = time.perf_counter()
         logged = (progress.samples, progress.train_seconds)  # at the last log: for the speed since then
-        lr = schedule.alpha
+        lr = plan.alpha
         while progress.iteration < total:
             iteration = progress.iteration + 1
-            lr = learning_rate(schedule.lr_schedule, schedule.alpha, iteration, total)
+            lr = learning_rate(plan.lr_schedule, plan.alpha, iteration, total)
             rows = batches.rows(iteration)
             if rows is None:
                 X_batch, y_batch = X, y
@@ -173,12 +173,8 @@ def train(
             progress.seen += y_batch.shape[0]
             progress.samples += y_batch.shape[0]
             on_step(y_batch.shape[0])
-            log_now = (schedule.log_interval and iteration % schedule.log_interval == 0) or iteration == total
-            save_now = (
-                save is not None
-                and schedule.save_every
-                and (iteration % schedule.save_every == 0 or iteration == total)
-            )
+            log_now = (plan.log_interval and iteration % plan.log_interval == 0) or iteration == total
+            save_now = save is not None and plan.save_every and (iteration % plan.save_every == 0 or iteration == total)
             stop_now = stop_requested()
             if log_now or save_now or stop_now:
                 device.synchronize()

@@ -14,7 +14,7 @@ from nn_gpu.data import load_dataset
 from nn_gpu.device import gpu_unavailable_reason
 from nn_gpu.model import Architecture
 from nn_gpu.predict import predict_main
-from nn_gpu.training import Schedule
+from nn_gpu.training import TrainingPlan
 
 pytestmark = pytest.mark.slow  # end-to-end runs of the scripts
 
@@ -47,11 +47,9 @@ def test_every_training_flag_reaches_the_loop(tmp_path, monkeypatch):
     # The loop itself is held to a hand loop (tests/test_training.py); this checks the flags get there.
     seen = {}
 
-    def spy(network, optimizer, X, y, dev, schedule, seed, *args, **kwargs):
-        seen.update(
-            network=network, optimizer=optimizer, m=X.shape[1], dev=dev[0].shape[1], schedule=schedule, seed=seed
-        )
-        return real_train(network, optimizer, X, y, dev, schedule, seed, *args, **kwargs)
+    def spy(network, optimizer, X, y, dev, plan, seed, *args, **kwargs):
+        seen.update(network=network, optimizer=optimizer, m=X.shape[1], dev=dev[0].shape[1], plan=plan, seed=seed)
+        return real_train(network, optimizer, X, y, dev, plan, seed, *args, **kwargs)
 
     real_train = cli.train
     monkeypatch.setattr(cli, "train", spy)
@@ -61,7 +59,7 @@ def test_every_training_flag_reaches_the_loop(tmp_path, monkeypatch):
     flags += ["--alpha", "0.03", "--batch-size", "16", "--epochs", "3", "--lr-schedule", "step", "--momentum", "0.8"]
     flags += ["--weight-decay", "0.002", "--log-interval", "4", "--save-every", "5", "--seed", "9", "--threads", "3"]
     train(tmp_path, *flags)
-    assert seen["schedule"] == Schedule(
+    assert seen["plan"] == TrainingPlan(
         alpha=0.03, iterations=500, epochs=3, batch_size=16, log_interval=4, lr_schedule="step", save_every=5
     )
     assert (seen["optimizer"].momentum, seen["optimizer"].weight_decay, seen["seed"]) == (0.8, 0.002, 9)

@@ -21,7 +21,7 @@ from nn_gpu.device import WholeBatches
 from nn_gpu.model import Architecture, Network, init_parameters
 from nn_gpu.ops import REFERENCE_OPS
 from nn_gpu.optim import SGD, learning_rate
-from nn_gpu.training import Schedule, train
+from nn_gpu.training import TrainingPlan, train
 
 pytestmark = pytest.mark.gpu
 TOLERANCE = {np.float32: 1e-5, np.float64: 1e-12}
@@ -93,8 +93,8 @@ def train_on(device, dtype, batch_size, images, labels):
     network = Network(arch, device, init_parameters(arch, "he", rng))
     optimizer = SGD(network, momentum=0.9, weight_decay=1e-3)
     X, y = to_inputs(images, device, dtype), device.to_device(labels.astype(np.int32))
-    schedule = Schedule(alpha=0.05, iterations=50, batch_size=batch_size, log_interval=10, lr_schedule="cosine")
-    result = train(network, optimizer, X, y, None, schedule, seed=0)
+    plan = TrainingPlan(alpha=0.05, iterations=50, batch_size=batch_size, log_interval=10, lr_schedule="cosine")
+    result = train(network, optimizer, X, y, None, plan, seed=0)
     return [device.to_host(p) for p in network.params], result
 
 

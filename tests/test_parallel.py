@@ -16,7 +16,7 @@ from nn_gpu.data import load_dataset, to_inputs
 from nn_gpu.device import cpu_device
 from nn_gpu.model import Architecture, Network, init_parameters
 from nn_gpu.optim import SGD
-from nn_gpu.training import Schedule, train
+from nn_gpu.training import TrainingPlan, train
 
 BLAS = [info for info in threadpool_info() if info["user_api"] == "blas"]
 needs_blas = pytest.mark.skipif(not BLAS, reason="threadpoolctl finds no BLAS it can control in this NumPy")
@@ -118,9 +118,9 @@ def train_sample(threads: int, batch_size: int | None, blas_default: int) -> np.
     network = Network(arch, device, init_parameters(arch, "he", np.random.default_rng(0)))
     network.runner.threads = threads
     X, y = to_inputs(dataset.images[:4000], device, "float32"), dataset.labels[:4000].astype(np.int32)
-    schedule = Schedule(alpha=0.05, iterations=12, batch_size=batch_size, log_interval=0)
+    plan = TrainingPlan(alpha=0.05, iterations=12, batch_size=batch_size, log_interval=0)
     with threadpool_limits(limits=blas_default, user_api="blas"):  # what the user's environment left BLAS at
-        train(network, SGD(network, momentum=0.9), X, y, None, schedule, seed=0)
+        train(network, SGD(network, momentum=0.9), X, y, None, plan, seed=0)
     return network.flat.copy()
 
 

@@ -9,7 +9,7 @@ import pytest
 from conftest import synthetic_digits
 from nn_gpu.model import Architecture, Network, init_parameters
 from nn_gpu.optim import SGD
-from nn_gpu.training import Schedule, train
+from nn_gpu.training import TrainingPlan, train
 
 M, BATCH, ITERATIONS = 50, 16, 10  # batches of 16, 16, 16 and 2: 2.5 epochs
 ALPHA, MOMENTUM, WEIGHT_DECAY, SEED = 0.1, 0.9, 1e-3, 7
@@ -66,9 +66,9 @@ def test_train_is_the_hand_loop_bit_for_bit(cpu, data):
         return gradients(X, y)
 
     network.gradients = recording_gradients
-    schedule = Schedule(alpha=ALPHA, iterations=ITERATIONS, batch_size=BATCH, log_interval=1, lr_schedule="cosine")
+    plan = TrainingPlan(alpha=ALPHA, iterations=ITERATIONS, batch_size=BATCH, log_interval=1, lr_schedule="cosine")
     optimizer = SGD(network, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-    progress = train(network, optimizer, images.T, labels, None, schedule, seed=SEED)
+    progress = train(network, optimizer, images.T, labels, None, plan, seed=SEED)
 
     expected, steps, rates, losses = hand_loop(cpu, images, labels)
     assert [len(rows) for rows in seen] == [16, 16, 16, 2] * 2 + [16, 16]

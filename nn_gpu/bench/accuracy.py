@@ -22,14 +22,14 @@ def accuracy_run(impl: str, hidden, train_set, test_set, seed, epochs=10, batch_
     m = len(train_set)
     started = time.perf_counter()
     if impl == "nn_gpu-cpu":
-        from nn_gpu.training import Schedule, train
+        from nn_gpu.training import TrainingPlan, train
 
         device = cpu_device()
         arch = Architecture(tuple(hidden), "float32")
         network = Network(arch, device, init_parameters(arch, "he", np.random.default_rng(seed)))
         X, y = to_inputs(train_set.images, device, "float32"), train_set.labels.astype(np.int32)
-        schedule = Schedule(alpha=alpha, epochs=epochs, batch_size=batch_size, log_interval=0)
-        train(network, SGD(network, momentum=momentum), X, y, None, schedule, seed=seed)
+        plan = TrainingPlan(alpha=alpha, epochs=epochs, batch_size=batch_size, log_interval=0)
+        train(network, SGD(network, momentum=momentum), X, y, None, plan, seed=seed)
         seconds = time.perf_counter() - started
         _, accuracy = network.evaluate(to_inputs(test_set.images, device, "float32"), test_set.labels.astype(np.int32))
         return accuracy, seconds
