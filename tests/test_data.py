@@ -8,9 +8,9 @@ import pytest
 
 from conftest import synthetic_digits, traced_peak, write_kaggle_csv
 from nn_gpu import idx
-from nn_gpu.data import Dataset, load_dataset, split_dev, to_inputs
+from nn_gpu.data import Dataset, load_dataset, pixels_to_device, split_dev
 from nn_gpu.errors import DataError
-from nn_gpu.model import inputs
+from nn_gpu.model import scale_pixels
 
 
 @pytest.fixture
@@ -74,13 +74,13 @@ def test_split_dev_is_a_seeded_partition():
 
 def test_to_inputs_on_the_cpu_is_the_uint8_images_viewed_784_by_m(cpu):
     images, _ = synthetic_digits(6)
-    X = to_inputs(images, cpu, "float32")
+    X = pixels_to_device(images, cpu, "float32")
     assert X.shape == (784, 6) and X.dtype == np.uint8
     assert np.shares_memory(X, images)  # no copy: the network scales each block as it goes
-    A0 = inputs(X, "float32")
+    A0 = scale_pixels(X, "float32")
     assert A0.shape == (784, 6) and A0.dtype == np.float32 and A0.T.flags.c_contiguous
     np.testing.assert_allclose(A0[:, 2], images[2] / 255, rtol=1e-7)
-    assert inputs(A0, "float32") is A0  # floating X is A0 already
+    assert scale_pixels(A0, "float32") is A0  # floating X is A0 already
 
 
 def kaggle_text(rows, header=True):

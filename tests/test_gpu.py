@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import run_script, synthetic_digits, write_kaggle_csv
-from nn_gpu.data import to_inputs
+from nn_gpu.data import pixels_to_device
 from nn_gpu.device import WholeBatches
 from nn_gpu.model import Architecture, Network, init_parameters
 from nn_gpu.ops import REFERENCE_OPS
@@ -92,7 +92,7 @@ def train_on(device, dtype, batch_size, images, labels):
     rng = np.random.default_rng(0)
     network = Network(arch, device, init_parameters(arch, "he", rng))
     optimizer = SGD(network, momentum=0.9, weight_decay=1e-3)
-    X, y = to_inputs(images, device, dtype), device.to_device(labels.astype(np.int32))
+    X, y = pixels_to_device(images, device, dtype), device.to_device(labels.astype(np.int32))
     plan = TrainingPlan(alpha=0.05, iterations=50, batch_size=batch_size, log_interval=10, lr_schedule="cosine")
     result = train(network, optimizer, X, y, None, plan, seed=0)
     return [device.to_host(p) for p in network.params], result
@@ -173,7 +173,7 @@ def fused_pair(gpu, dtype, images, labels, use_graph=True):
     plain, plain_sgd = network_and_optimizer()
     fast, fast_sgd = network_and_optimizer()
     assert fused.supports(fast)
-    X, y = to_inputs(images, gpu, dtype), gpu.to_device(labels.astype(np.int32))
+    X, y = pixels_to_device(images, gpu, dtype), gpu.to_device(labels.astype(np.int32))
     step = fused.FusedStep(fast, fast_sgd, gpu.to_device(images), y, use_graph=use_graph)
     return plain, plain_sgd, fast, step, X, y
 
@@ -265,9 +265,9 @@ def test_cupy_builds_only_the_kernel_sources_ci_compiles(gpu, cp):
             train_on(gpu, dtype, batch_size, images, labels)
         arch = Architecture((16, 12), dtype)
         network = Network(arch, gpu, init_parameters(arch, "he", np.random.default_rng(0)))
-        X, y = to_inputs(images, gpu, dtype), gpu.to_device(labels.astype(np.int32))
+        X, y = pixels_to_device(images, gpu, dtype), gpu.to_device(labels.astype(np.int32))
         network.evaluate(X, y, batch_size=256)
-        network.predict_proba(to_inputs(images[:1], gpu, dtype))
+        network.predict_proba(pixels_to_device(images[:1], gpu, dtype))
     built = {
         kernel.name: {
             cuda_compile.elementwise_code(kernel, infos, types) for _, infos, types in kernel._elementwise_kernel_memo

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from nn_gpu.model import Architecture, Network, init_parameters, inputs
+from nn_gpu.model import Architecture, Network, init_parameters, scale_pixels
 from nn_gpu.optim import SGD
 
 
@@ -141,4 +141,4 @@ def test_uint8_pixels_train_exactly_as_pixels_scaled_first(cpu):
     scaled = (images.astype(np.float32) / 255).T
     assert network.gradients(scaled, y) == sums
     assert np.array_equal(network.flat_grad, from_pixels)
-    assert np.array_equal(inputs(images.T, "float32"), scaled)
+    assert np.array_equal(scale_pixels(images.T, "float32"), scaled)

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from nn_gpu.bench.implementations import Torch, torch_available
-from nn_gpu.data import load_dataset, split_dev, to_inputs
+from nn_gpu.data import load_dataset, pixels_to_device, split_dev
 from nn_gpu.device import cpu_device
 from nn_gpu.model import Architecture, Network, init_parameters
 from nn_gpu.optim import SGD
@@ -27,11 +27,13 @@ def accuracy_run(impl: str, hidden, train_set, test_set, seed, epochs=10, batch_
         device = cpu_device()
         arch = Architecture(tuple(hidden), "float32")
         network = Network(arch, device, init_parameters(arch, "he", np.random.default_rng(seed)))
-        X, y = to_inputs(train_set.images, device, "float32"), train_set.labels.astype(np.int32)
+        X, y = pixels_to_device(train_set.images, device, "float32"), train_set.labels.astype(np.int32)
         plan = TrainingPlan(alpha=alpha, epochs=epochs, batch_size=batch_size, log_interval=0)
         train(network, SGD(network, momentum=momentum), X, y, None, plan, seed=seed)
         seconds = time.perf_counter() - started
-        _, accuracy = network.evaluate(to_inputs(test_set.images, device, "float32"), test_set.labels.astype(np.int32))
+        _, accuracy = network.evaluate(
+            pixels_to_device(test_set.images, device, "float32"), test_set.labels.astype(np.int32)
+        )
         return accuracy, seconds
     torch_impl = Torch("cpu", train_set.images, train_set.labels, tuple(hidden), alpha, seed)
     torch_impl.optimizer = torch_impl.torch.optim.SGD(torch_impl.model.parameters(), lr=alpha, momentum=momentum)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nn_gpu.data import to_inputs
+from nn_gpu.data import pixels_to_device
 from nn_gpu.device import cpu_device, resolve_device
 from nn_gpu.errors import one_line
 from nn_gpu.model import Architecture, Network, init_parameters
@@ -90,7 +90,7 @@ class NNGpu:
         arch = Architecture(hidden, "float32")
         self.network = Network(arch, device, init_parameters(arch, "he", np.random.default_rng(0)))
         self.optimizer = SGD(self.network)
-        self.X = to_inputs(images, device, "float32")
+        self.X = pixels_to_device(images, device, "float32")
         self.y = device.to_device(labels.astype(np.int32))
         self.alpha = alpha
 
@@ -109,7 +109,9 @@ class NNGpu:
 
     def accuracy(self, images, labels) -> float:
         device = self.device
-        return self.network.evaluate(to_inputs(images, device, "float32"), device.to_device(labels.astype(np.int32)))[1]
+        return self.network.evaluate(
+            pixels_to_device(images, device, "float32"), device.to_device(labels.astype(np.int32))
+        )[1]
 
     def synchronize(self):
         self.device.synchronize()
