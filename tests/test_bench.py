@@ -1,6 +1,7 @@
 """scripts/bench.py --quick runs and writes valid JSON, and its busy process always stops. No timing is
 asserted here, ever."""
 
+import importlib.util
 import json
 import math
 import os
@@ -12,9 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from nn_gpu.bench.accuracy import accuracy_benchmark
 from nn_gpu.bench.timing import busy_core
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench_main(argv):
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench.main(argv)
 
 
 @pytest.mark.slow
@@ -56,6 +65,26 @@ def test_quick_benchmark_writes_json(tmp_path):
         key = (r["workload"].removeprefix("under load: "), r["impl"], tuple(r["hidden"]))
         assert r["speed_vs_idle"] == pytest.approx(idle[key] / r["ms_per_step"])
     assert "Under load: another process spinning on one core" in result.stdout
+
+
+@pytest.mark.slow
+def test_accuracy_comparison_runs_on_the_data_given_and_refuses_bad_data(tmp_path, capsys):
+    from conftest import synthetic_digits, write_kaggle_csv
+
+    images, labels = synthetic_digits(1300, seed=4)
+    write_kaggle_csv(tmp_path / "train.csv", images, labels)
+    rows = accuracy_benchmark([tmp_path / "train.csv"], seeds=(0, 1))
+    nn_gpu_rows = [r for r in rows if r["impl"] == "nn_gpu-cpu"]
+    assert [r["hidden"] for r in nn_gpu_rows] == [[128], [256, 128]]
+    for r in nn_gpu_rows:
+        assert r["data"] == f"{tmp_path / 'train.csv'} (300 train / 1,000 test)" and r["seeds"] == [0, 1]
+        assert r["mean_test_accuracy"] == pytest.approx(sum(r["test_accuracies"]) / 2)
+        assert min(r["test_accuracies"]) > 0.5  # ten learnable prototypes: far above chance (0.1)
+    assert bench_main(["--accuracy", "--data", str(tmp_path / "missing.csv")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'missing.csv'}: ")
+    with pytest.raises(SystemExit):
+        bench_main(["--data", "sample"])  # --data belongs to --accuracy
+    assert "add --accuracy" in capsys.readouterr().err
 
 
 def gone(pid: int) -> bool:
