@@ -72,7 +72,7 @@ def test_split_dev_is_a_seeded_partition():
         split_dev(dataset, 50, np.random.default_rng(0))
 
 
-def test_to_inputs_on_the_cpu_is_the_uint8_images_viewed_784_by_m(cpu):
+def test_pixels_to_device_on_the_cpu_is_the_uint8_images_viewed_784_by_m(cpu):
     images, _ = synthetic_digits(6)
     X = pixels_to_device(images, cpu, "float32")
     assert X.shape == (784, 6) and X.dtype == np.uint8
