@@ -48,7 +48,7 @@ template <typename T> T __shfl_xor_sync(unsigned, T value, int) { return value; 
 def elementwise_loop(name, in_params, out_params, operation, scalars, ctype, suffix):
     """A host function running one ElementwiseKernel's operation for i = 0..n-1: each array argument
     is a pointer (its element i bound by reference, as CuPy binds it), a raw one a plain pointer,
-    a scalar a value."""
+    a scalar a value. Integer scalars arrive as long long, as `call` passes every int."""
     params = [p.strip().split() for p in f"{in_params}, {out_params}".split(",")]
     arguments, bindings = [], []
     for words, scalar in zip(params, scalars):
@@ -56,7 +56,7 @@ def elementwise_loop(name, in_params, out_params, operation, scalars, ctype, suf
         type_name, var = words[-2], words[-1]
         ctype_of = ARGUMENT_TYPES[type_name] or ctype
         if scalar:
-            arguments.append(f"{ctype_of} {var}")
+            arguments.append(f"{'long long' if type_name == 'int32' else ctype_of} {var}")
         elif raw:
             arguments.append(f"{ctype_of}* {var}")
         else:
@@ -83,26 +83,26 @@ def host_source() -> str:
         parts.append(f"""
 extern "C" void host_fused_update_{suffix}({ctype}* p, {ctype}* g, {ctype}* v, long long size, const {ctype}* lr,
                                          {ctype} inverse_count, {ctype} momentum, {ctype} weight_decay,
-                                         unsigned blocks, unsigned threads) {{
-    gridDim = {{blocks, 1, 1}}; blockDim = {{threads, 1, 1}};
-    for (unsigned b = 0; b < blocks; ++b)
-        for (unsigned t = 0; t < threads; ++t) {{
+                                         long long blocks, long long threads) {{
+    gridDim = {{(unsigned)blocks, 1, 1}}; blockDim = {{(unsigned)threads, 1, 1}};
+    for (unsigned b = 0; b < gridDim.x; ++b)
+        for (unsigned t = 0; t < blockDim.x; ++t) {{
             blockIdx = {{b, 0, 0}}; threadIdx = {{t, 0, 0}};
             nn_fused_update<{ctype}>(p, g, v, size, lr, inverse_count, momentum, weight_decay);
         }}
 }}
-extern "C" void host_fused_weight_gradient_{suffix}(const unsigned char* X, const long long* rows, int count,
-                                                  int H, int chunk, unsigned grid_y, const {ctype}* dZ1,
-                                                  {ctype}* grads) {{
-    gridDim = {{NN_PIXELS, grid_y, 1}}; blockDim = {{1, 1, 1}}; threadIdx = {{0, 0, 0}};
-    for (unsigned y = 0; y < grid_y; ++y)
+extern "C" void host_fused_weight_gradient_{suffix}(const unsigned char* X, const long long* rows, long long count,
+                                                  long long H, long long chunk, long long grid_y,
+                                                  const {ctype}* dZ1, {ctype}* grads) {{
+    gridDim = {{NN_PIXELS, (unsigned)grid_y, 1}}; blockDim = {{1, 1, 1}}; threadIdx = {{0, 0, 0}};
+    for (unsigned y = 0; y < gridDim.y; ++y)
         for (unsigned x = 0; x < NN_PIXELS; ++x) {{
             blockIdx = {{x, y, 0}};
             nn_fused_weight_gradient<{ctype}>(X, rows, count, H, chunk, dZ1, grads);
         }}
 }}
 extern "C" void host_fused_sample_{suffix}(const {ctype}* w1x, const {ctype}* b1, const {ctype}* W2, const {ctype}* b2,
-                                         int H, int y, {ctype}* a1, {ctype}* z2, {ctype}* dz1, {ctype}* loss,
+                                         long long H, long long y, {ctype}* a1, {ctype}* z2, {ctype}* dz1, {ctype}* loss,
                                          {ctype}* correct) {{
     // One sample through the fused kernel's per-sample steps, in its order, from W1 x (w1x).
     for (int h = 0; h < H; ++h) a1[h] = nn_hidden_unit<{ctype}>(w1x[h], b1[h]);
@@ -303,18 +303,27 @@ def test_fused_per_sample_math_is_the_networks_forward_and_backward(host, suffix
     A1, Z2 = A1.copy(), Z2.copy()
     dZ2, loss, correct = ops.softmax_cross_entropy(Z2.copy(), y)
     dZ1 = ops.relu_backward(W2.T @ dZ2, A1)
+    tol = {"rtol": 1e-4, "atol": 1e-5} if suffix == "f32" else {"rtol": 1e-10, "atol": 1e-12}
     for s in range(20):
-        w1x = (W1.astype(np.float64) @ images[s].astype(np.float64)).astype(dtype)  # the warp's sum, here exact
+        w1x = (W1.astype(np.float64) @ images[s].astype(np.float64)).astype(dtype)  # the warp's sum, in float64
         a1, z2, dz1 = np.empty(13, dtype), np.empty(10, dtype), np.empty(13, dtype)
         out_loss, out_correct = np.empty(1, dtype), np.empty(1, dtype)
-        host_call = getattr(host, f"host_fused_sample_{suffix}")
-        host_call(
-            *(pointer(a) for a in (w1x, b1.ravel(), W2, b2.ravel())),
-            ctypes.c_int(13),
-            ctypes.c_int(int(y[s])),
-            *(pointer(a) for a in (a1, z2, dz1, out_loss, out_correct)),
+        call(
+            host,
+            "fused_sample",
+            suffix,
+            w1x,
+            b1.ravel(),
+            W2,
+            b2.ravel(),
+            13,
+            int(y[s]),
+            a1,
+            z2,
+            dz1,
+            out_loss,
+            out_correct,
         )
-        tol = {"rtol": 1e-4, "atol": 1e-5} if suffix == "f32" else {"rtol": 1e-10, "atol": 1e-12}
         np.testing.assert_allclose(a1, A1[:, s], **tol)
         np.testing.assert_allclose(z2, dZ2[:, s], **tol)  # Z2 became dZ2 in place, as in the kernel
         np.testing.assert_allclose(dz1, dZ1[:, s], **tol)
