@@ -165,7 +165,7 @@ def fused_launch(count: int, hidden: int, sms: int, parameters: int) -> dict:
     update: (blocks, threads) over the parameters.
     """
     per_block = max(1, min(8, count // sms))
-    pixel_blocks = _ceil_div(784, FUSED_THREADS)
+    pixel_blocks = _ceil_div(N_PIXELS, FUSED_THREADS)
     largest = FUSED_MAX_HIDDEN * FUSED_CHUNK // hidden
     chunk = max(1, min(largest, _ceil_div(count, _ceil_div(2 * sms, pixel_blocks))))
     chunk_blocks = min(_ceil_div(count, chunk), _ceil_div(8 * sms, pixel_blocks))

@@ -24,7 +24,7 @@ import numpy as np
 
 from nn_gpu.errors import DataError, one_line
 from nn_gpu.plots import PLOT_HINT
-from nn_gpu.safe_io import input_problem
+from nn_gpu.safe_io import input_problem, write_atomically
 
 
 def load_grayscale(path: Path) -> np.ndarray:
@@ -90,7 +90,5 @@ def preprocess(gray: np.ndarray) -> np.ndarray:
 def save_digit(digit: np.ndarray, path: Path) -> None:
     """Write a 28 x 28 uint8 digit as a PNG, to show what the network saw."""
     from PIL import Image
-
-    from nn_gpu.safe_io import write_atomically
 
     write_atomically(path, lambda f: Image.fromarray(digit).save(f, format="PNG"))

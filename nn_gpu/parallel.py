@@ -8,7 +8,7 @@ Two things decide the speed of a CPU step: where the matrix products run, and wh
   step slows by 2-50x (measured, docs/benchmarks.md; OpenBLAS's issues 731 and 5517). A product run
   on one thread also gives the same bits whatever the machine's core count: the result does not
   depend on how BLAS split it.
-- A batch of more than one block of samples (nn_gpu.model) runs its blocks on `threads` worker
+- A batch of more than one block of samples (nn_gpu.cpu) runs its blocks on `threads` worker
   threads of nn_gpu's own (NumPy releases the GIL inside its products and loops). A waiting worker
   sleeps, so it takes no core from anybody, and wakes at once when work comes. A smaller batch runs
   on the calling thread alone: for a mini-batch, handing work to threads costs more than it saves.
