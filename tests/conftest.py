@@ -68,6 +68,13 @@ def write_kaggle_csv(path, images, labels=None) -> None:
     np.savetxt(path, rows, fmt="%d", delimiter=",", header=header, comments="")
 
 
+def synthetic_csv(path, m: int, seed: int = 0):
+    """A Kaggle train.csv of synthetic_digits(m, seed) written at `path`; returns `path`."""
+    images, labels = synthetic_digits(m, seed)
+    write_kaggle_csv(path, images, labels)
+    return path
+
+
 def run_script(name, *args, cwd=None):
     """Run scripts/NAME as a user does, in a new Python; the CompletedProcess, output as text."""
     return subprocess.run(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import synthetic_csv
 from nn_gpu.bench.accuracy import accuracy_benchmark
 from nn_gpu.bench.timing import busy_core
 
@@ -69,10 +70,7 @@ def test_quick_benchmark_writes_json(tmp_path):
 
 @pytest.mark.slow
 def test_accuracy_comparison_runs_on_the_data_given_and_refuses_bad_data(tmp_path, capsys):
-    from conftest import synthetic_digits, write_kaggle_csv
-
-    images, labels = synthetic_digits(1300, seed=4)
-    write_kaggle_csv(tmp_path / "train.csv", images, labels)
+    synthetic_csv(tmp_path / "train.csv", 1300, seed=4)
     rows = accuracy_benchmark([tmp_path / "train.csv"], seeds=(0, 1))
     nn_gpu_rows = [r for r in rows if r["impl"] == "nn_gpu-cpu"]
     assert [r["hidden"] for r in nn_gpu_rows] == [[128], [256, 128]]

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import synthetic_digits, write_kaggle_csv
+from conftest import synthetic_csv
 from nn_gpu import cli
 from nn_gpu.checkpoint import load_checkpoint, load_model
 from nn_gpu.outputs import LOCK
@@ -25,9 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def train_csv(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "train.csv"
-    images, labels = synthetic_digits(600, seed=12)
-    write_kaggle_csv(path, images, labels)
-    return path
+    return synthetic_csv(path, 600, seed=12)
 
 
 def run_args(train_csv, out, *extra):

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import run_script, synthetic_digits, write_kaggle_csv
+from conftest import run_script, synthetic_csv, synthetic_digits, write_kaggle_csv
 from nn_gpu import cli, parallel
 from nn_gpu.cli import train_main
 from nn_gpu.data import load_dataset
@@ -53,8 +53,7 @@ def test_every_training_flag_reaches_the_loop(tmp_path, monkeypatch):
 
     real_train = cli.train
     monkeypatch.setattr(cli, "train", spy)
-    images, labels = synthetic_digits(120, seed=5)
-    write_kaggle_csv(tmp_path / "train.csv", images, labels)
+    synthetic_csv(tmp_path / "train.csv", 120, seed=5)
     flags = ["--data", tmp_path / "train.csv", "--dev-size", "20", "--hidden", "12,8", "--dtype", "float64"]
     flags += ["--alpha", "0.03", "--batch-size", "16", "--epochs", "3", "--lr-schedule", "step", "--momentum", "0.8"]
     flags += ["--weight-decay", "0.002", "--log-interval", "4", "--save-every", "5", "--seed", "9", "--threads", "3"]

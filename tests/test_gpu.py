@@ -15,7 +15,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import run_script, synthetic_digits, write_kaggle_csv
+from conftest import run_script, synthetic_csv, synthetic_digits
 from nn_gpu.data import pixels_to_device
 from nn_gpu.device import WholeBatches
 from nn_gpu.model import Architecture, Network, init_parameters
@@ -119,8 +119,7 @@ def test_training_on_gpu_equals_training_on_cpu(cpu, gpu, dtype, rtol, batch_siz
 def test_train_script_on_gpu_matches_the_cpu(tmp_path, capsys):
     from nn_gpu.cli import train_main
 
-    images, labels = synthetic_digits(1500, seed=2)
-    write_kaggle_csv(tmp_path / "train.csv", images, labels)
+    synthetic_csv(tmp_path / "train.csv", 1500, seed=2)
     args = ["--data", str(tmp_path / "train.csv"), "--dev-size", "300", "--quiet", "--iterations", "100"]
     finals = {}
     for device in ("gpu", "cpu"):
@@ -136,8 +135,7 @@ def test_train_script_on_gpu_matches_the_cpu(tmp_path, capsys):
 def test_out_of_memory_is_one_line_with_sizes_and_advice(tmp_path, cp, capsys):
     from nn_gpu.cli import train_main
 
-    images, labels = synthetic_digits(3000, seed=3)
-    write_kaggle_csv(tmp_path / "train.csv", images, labels)
+    synthetic_csv(tmp_path / "train.csv", 3000, seed=3)
     pool = cp.get_default_memory_pool()
     pool.free_all_blocks()
     pool.set_limit(size=4 * 1024 * 1024)  # 4 MiB: X alone needs 3000 x 784 x 4 bytes = 9.4 MB
@@ -281,8 +279,7 @@ def test_cupy_builds_only_the_kernel_sources_ci_compiles(gpu, cp):
 
 
 def test_train_and_predict_scripts_on_a_chosen_card(tmp_path, cp):
-    images, labels = synthetic_digits(1200, seed=5)
-    write_kaggle_csv(tmp_path / "train.csv", images, labels)
+    synthetic_csv(tmp_path / "train.csv", 1200, seed=5)
     name = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
     out = tmp_path / "run"
     result = run_script(

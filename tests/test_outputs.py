@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, synthetic_digits, write_kaggle_csv
+from conftest import ROOT, synthetic_csv
 from nn_gpu import cli, outputs
 from nn_gpu.checkpoint import load_checkpoint, load_model
 from nn_gpu.errors import NNGpuError
@@ -21,9 +21,7 @@ from nn_gpu.outputs import LOCK, RUN_FILES, claim, new_run_folder
 @pytest.fixture(scope="module")
 def train_csv(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "train.csv"
-    images, labels = synthetic_digits(300, seed=3)
-    write_kaggle_csv(path, images, labels)
-    return path
+    return synthetic_csv(path, 300, seed=3)
 
 
 def args(train_csv, out, *extra):

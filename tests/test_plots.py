@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import synthetic_digits, write_kaggle_csv
+from conftest import synthetic_csv, synthetic_digits, write_kaggle_csv
 from nn_gpu import handwriting
 from nn_gpu.cli import train_main
 from nn_gpu.predict import predict_main
@@ -52,8 +52,7 @@ def test_run_pictures_exist_and_come_from_the_runs_data(trained):
 
 def test_training_without_matplotlib_still_succeeds_and_says_so(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    images, labels = synthetic_digits(300)
-    write_kaggle_csv(tmp_path / "train.csv", images, labels)
+    synthetic_csv(tmp_path / "train.csv", 300)
     out = tmp_path / "run"
     args = ["--data", str(tmp_path / "train.csv"), "--output-dir", str(out)]
     assert train_main([*args, *"--device cpu --dev-size 50 --iterations 5 --quiet".split()]) == 0
@@ -193,8 +192,7 @@ def test_what_the_network_saw_never_replaces_a_file_nor_fails_the_prediction(tra
 
 
 def test_show_and_weights_pictures_are_capped(tmp_path, capsys):
-    images, labels = synthetic_digits(300)
-    write_kaggle_csv(tmp_path / "train.csv", images, labels)
+    synthetic_csv(tmp_path / "train.csv", 300)
     out = tmp_path / "run"
     args = ["--data", str(tmp_path / "train.csv"), "--output-dir", str(out), "--hidden", "300", "--quiet"]
     assert train_main([*args, *"--device cpu --dev-size 50 --iterations 2".split()]) == 0
