@@ -81,7 +81,6 @@ def machine() -> str:
                 break
     except OSError:
         pass
-
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, NumPy {np.__version__}"
 
 

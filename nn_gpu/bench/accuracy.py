@@ -11,7 +11,7 @@ from nn_gpu.data import load_dataset, pixels_to_device, split_dev
 from nn_gpu.device import cpu_device
 from nn_gpu.model import Architecture, Network, init_parameters
 from nn_gpu.optim import SGD
-from nn_gpu.training import epoch_order
+from nn_gpu.training import TrainingPlan, epoch_order, train
 
 
 def accuracy_run(impl: str, hidden, train_set, test_set, seed, epochs=10, batch_size=128, alpha=0.05, momentum=0.9):
@@ -22,8 +22,6 @@ def accuracy_run(impl: str, hidden, train_set, test_set, seed, epochs=10, batch_
     m = len(train_set)
     started = time.perf_counter()
     if impl == "nn_gpu-cpu":
-        from nn_gpu.training import TrainingPlan, train
-
         device = cpu_device()
         arch = Architecture(tuple(hidden), "float32")
         network = Network(arch, device, init_parameters(arch, "he", np.random.default_rng(seed)))

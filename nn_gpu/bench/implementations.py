@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nn_gpu import parallel
 from nn_gpu.data import pixels_to_device
 from nn_gpu.device import cpu_device, resolve_device
 from nn_gpu.errors import one_line
@@ -96,8 +97,6 @@ class NNGpu:
 
     def running(self):
         """What nn_gpu.training.train holds for a whole run: BLAS on one thread (nn_gpu.parallel)."""
-        from nn_gpu import parallel
-
         return parallel.one_blas_thread()
 
     def step(self, rows=None):

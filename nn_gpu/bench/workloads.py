@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from nn_gpu import parallel
 from nn_gpu.bench.implementations import NNGpu, Torch, implementations, synthetic_digits
 from nn_gpu.bench.timing import step_peak_bytes, time_steps
-from nn_gpu.data import load_dataset
+from nn_gpu.cpu import BLOCK_SAMPLES
+from nn_gpu.data import load_dataset, split_dev
 
 
 def run_training(devices, m, hidden, batch_size, steps, repeats, label, only_nn_gpu=False):
@@ -77,9 +79,6 @@ def products_floor(m=41000, hidden=10, repeats=7) -> dict:
 
     A NumPy implementation of a step that multiplies by X twice cannot be faster than this here.
     """
-    from nn_gpu import parallel
-    from nn_gpu.cpu import BLOCK_SAMPLES
-
     rng = np.random.default_rng(0)
     workers = parallel.cores()
     blocks = -(-m // BLOCK_SAMPLES)
@@ -133,8 +132,6 @@ def time_to_accuracy(devices, target=0.85, check_every=10, limit=3000) -> list[d
     notebook starts from its U(-0.5, 0.5) weights, nn_gpu from He's, PyTorch from nn.Linear's. Dev
     accuracy is checked every `check_every` iterations, off the clock.
     """
-    from nn_gpu.data import split_dev
-
     train_set, dev_set = split_dev(load_dataset("sample"), 1000, np.random.default_rng(0))
     rows = []
     for impl in implementations(devices, train_set.images, train_set.labels, (10,)):
