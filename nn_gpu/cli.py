@@ -496,34 +496,28 @@ def _draw_run(output_dir: Path, network: Network, history: list[dict], dev_set, 
         summary = json.dumps(plots.confusion_summary(counts), indent=2) + "\n"
         write_text_atomically(output_dir / "confusion_matrix.json", summary)
         written.append(output_dir / "confusion_matrix.json")
-    plt = plots.load_pyplot()
-    if plt is None:
+    if not plots.available():
         print(f"pictures skipped: matplotlib is not installed ({plots.PLOT_HINT})")
         return written
     W1, hidden = network.W[0], network.W[0].shape[0]
     if hidden > plots.WEIGHT_UNITS:
         print(f"weights.png shows the first {plots.WEIGHT_UNITS} of the {hidden} hidden units")
     drawings = [
-        ("training_curves.png", lambda path: plots.training_curves(plt, history, path)),
-        (
-            "weights.png",
-            lambda path: plots.weights(plt, network.device.to_host(W1[: plots.WEIGHT_UNITS]), path, hidden),
-        ),
+        ("training_curves.png", lambda: plots.training_curves(history)),
+        ("weights.png", lambda: plots.weights(network.device.to_host(W1[: plots.WEIGHT_UNITS]), hidden)),
     ]
     if dev is not None:
         n = min(32, len(dev_set))
         drawings += [
-            ("confusion_matrix.png", lambda path: plots.confusion_matrix(plt, counts, path)),
+            ("confusion_matrix.png", lambda: plots.confusion_matrix(counts)),
             (
                 "predictions.png",
-                lambda path: plots.predictions_grid(
-                    plt, dev_set.images[:n], predictions[:n], confidence[:n], dev_set.labels[:n], path
-                ),
+                lambda: plots.predictions_grid(dev_set.images[:n], predictions[:n], confidence[:n], dev_set.labels[:n]),
             ),
         ]
     for name, draw in drawings:
         stop.check(f"while drawing the pictures; {saved}")
-        draw(output_dir / name)
+        plots.save(draw(), output_dir / name)
         written.append(output_dir / name)
     return written
 

@@ -94,13 +94,12 @@ def _show(dataset, predictions, confidence, n: int, path: Path) -> None:
     for k in range(n):
         truth = "" if dataset.labels is None else f", true {dataset.labels[k]}"
         print(f"image {k + 1}: predicted {predictions[k]} (probability {confidence[k]:.3f}){truth}")
-    plt = plots.load_pyplot()
-    if plt is None:
+    if not plots.available():
         print(f"picture skipped: matplotlib is not installed ({plots.PLOT_HINT})")
         return
     drawn = min(n, SHOW_DRAWN)
     labels = None if dataset.labels is None else dataset.labels[:drawn]
-    plots.predictions_grid(plt, dataset.images[:drawn], predictions[:drawn], confidence[:drawn], labels, path)
+    plots.save(plots.predictions_grid(dataset.images[:drawn], predictions[:drawn], confidence[:drawn], labels), path)
     print(f"wrote {path}" + (f": the first {drawn} of the {n}" if drawn < n else ""))
 
 

@@ -234,8 +234,9 @@ def test_ctrl_c_while_drawing_stops_the_pictures_and_keeps_the_model(tmp_path, t
     real_curves = cli.plots.training_curves
 
     def curves_then_ctrl_c(*args):
-        real_curves(*args)
+        fig = real_curves(*args)
         os.kill(os.getpid(), signal.SIGINT)
+        return fig
 
     monkeypatch.setattr(cli.plots, "training_curves", curves_then_ctrl_c)
     out = tmp_path / "run"
