@@ -21,22 +21,16 @@ from pathlib import Path
 import numpy as np
 
 from nn_gpu.errors import ModelFileError, one_line
-from nn_gpu.model import Architecture
+from nn_gpu.model import DTYPES, Architecture, parameter_names
 from nn_gpu.safe_io import input_problem, write_atomically
 from nn_gpu.training import Progress
 
 FORMAT = "nn_gpu-model"
-_DTYPES = ("float32", "float64")
 _HEADER = ("format", "hidden", "dtype")
 _CHECKPOINT = ("velocity", "progress", "config")
 _TEXT = ("format", "dtype", "progress", "config")  # 0-d strings
 _SMALL = 1 << 20  # bytes: the most a header member (format, hidden, dtype, progress, config) may hold
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-
-
-def parameter_names(n_layers: int) -> list[str]:
-    """["W1", "b1", ..., "WL", "bL"]."""
-    return [f"{kind}{l}" for l in range(1, n_layers + 1) for kind in ("W", "b")]
 
 
 def _model_arrays(arch: Architecture, params) -> dict:
@@ -146,8 +140,8 @@ def _architecture(path: Path, small: dict) -> Architecture:
     hidden, dtype = small.get("hidden", np.array([])), str(small.get("dtype", ""))
     if hidden.size == 0 or hidden.ndim != 1 or hidden.dtype.kind not in "iu" or (hidden < 1).any():
         raise ModelFileError(f"{path}: 'hidden' must be a list of positive layer widths")
-    if dtype not in _DTYPES:
-        raise ModelFileError(f"{path}: dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
+    if dtype not in DTYPES:
+        raise ModelFileError(f"{path}: dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     return Architecture(tuple(int(h) for h in hidden), dtype)
 
 

@@ -75,6 +75,11 @@ class Blocks:
             np.sum(totals, axis=0, out=flat_grad)
             return np.sum(losses), np.sum(corrects)
 
+    def whole(self, task):
+        """task(), on the calling thread with BLAS on one thread: a batch run whole, as one block is."""
+        with parallel.one_blas_thread():
+            return task()
+
     def map_batches(self, task, m: int, size: int) -> list:
         """[task(start) for start in range(0, m, size)], in that order, shared among the worker threads."""
         starts = range(0, m, size)

@@ -26,11 +26,14 @@ DEVICE_CHOICES = f"{', '.join(DEVICE_KINDS)} or gpu:N"
 class WholeBatches:
     """Runs each batch whole, one after another: on the GPU, its own thousands of threads share the work.
 
-    The same calls as nn_gpu.cpu.Blocks: sum_gradients(sum_batch, X, y, flat_grad) and
-    map_batches(task, m, size); `threads` (host threads) is 1.
+    The same calls as nn_gpu.cpu.Blocks: sum_gradients(sum_batch, X, y, flat_grad),
+    map_batches(task, m, size) and whole(task); `threads` (host threads) is 1.
     """
 
     threads = 1
+
+    def whole(self, task):
+        return task()
 
     def sum_gradients(self, sum_batch, X, y, flat_grad):
         return sum_batch(X, y, flat_grad)

@@ -23,16 +23,19 @@ each layer's forward step has its backward step beside it.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from nn_gpu.device import Device
+from nn_gpu.device import Device, resolve_device
 from nn_gpu.ops import array_module
 
 N_PIXELS = 784
 N_CLASSES = 10
 INITS = ("he", "uniform")
+DTYPES = ("float32", "float64")
 
 
 @dataclass(frozen=True)
@@ -73,17 +76,53 @@ def init_parameters(arch: Architecture, init: str, rng: np.random.Generator):
     return params
 
 
+class Arrays(dict):
+    """Named arrays in the order they were made: A0, Z1, A1, ... from forward, dZ2, dW2, db2, ... from
+    backward. A dict; printed as one line per array with its shape, dtype and equation (docs/math.md)."""
+
+    def __repr__(self) -> str:
+        L = max((int(re.sub(r"\D", "", name)) for name in self), default=0)
+        rows = [(name, " x ".join(map(str, a.shape)), str(a.dtype), equation(name, L)) for name, a in self.items()]
+        widths = [max((len(row[k]) for row in rows), default=0) for k in range(3)]
+        return "\n".join(f"{n:<{widths[0]}}  {s:>{widths[1]}}  {d:<{widths[2]}}  {e}" for n, s, d, e in rows)
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:  # IPython and Jupyter print a dict subclass this way
+        printer.text(repr(self))
+
+
+def equation(name: str, L: int) -> str:
+    """What array `name` (A0, Z1, dW2, ...) of an L-layer network holds, in docs/math.md's notation."""
+    match = re.fullmatch(r"(A|Z|dZ|dW|db)(\d+)", name)
+    if match is None:
+        return ""
+    kind, l = match.group(1), int(match.group(2))
+    if kind == "A":
+        return "X: pixels / 255, one column per sample" if l == 0 else f"{'ReLU' if l < L else 'softmax'}(Z{l})"
+    if kind == "dZ":
+        return f"A{L} - Y" if l == L else f"W{l + 1}^T dZ{l + 1} * ReLU'(Z{l})"
+    return {"Z": f"W{l} A{l - 1} + b{l}", "dW": f"dZ{l} A{l - 1}^T / m", "db": f"sum over samples of dZ{l} / m"}[kind]
+
+
 class Network:
     """A multilayer perceptron whose parameters live on `device`.
 
-    All parameters share one flat buffer, `flat`; `params` = [W1, b1, ..., WL, bL] are views of it
-    (shapes as in init_parameters). `gradients` fills `flat_grad`, and its views `grads`, in place,
-    so an optimiser updates every parameter with one operation over the flat buffers. How a batch is
-    run (whole on the GPU; in blocks on worker threads on the CPU, nn_gpu.cpu) is the device's
-    `runner`, not this class's: the math here is the same on every device.
+    X is always 784 x m, one column per sample (the notebook's layout). One iteration by hand, in
+    the notebook's names:
+
+        net = Network.create(hidden=(10,), device="cpu", seed=0)
+        cache = net.forward(X, keep=True)   # A0, Z1, A1, Z2, A2
+        grads = net.backward(cache, y)      # dZ2, dW2, db2, dZ1, dW1, db1
+        net.step(grads, alpha=0.10)         # W := W - alpha dW, b := b - alpha db
+
+    nn_gpu.train runs the same equations without keeping what it need not: `gradients` fills
+    `flat_grad` in place. All parameters share one flat buffer, `flat`; `params` = [W1, b1, ..., WL,
+    bL] are views of it (shapes as in init_parameters), and `grads` are views of `flat_grad`, so an
+    optimiser updates every parameter with one operation. How a batch is run (whole on the GPU; in
+    blocks on worker threads on the CPU, nn_gpu.cpu) is the device's `runner`, not this class's: the
+    math here is the same on every device.
     """
 
-    def __init__(self, arch: Architecture, device: Device, params):
+    def __init__(self, arch: Architecture, device: Device, params: Sequence[np.ndarray]):
         self.arch = arch
         self.device = device
         host = [np.asarray(p, dtype=arch.dtype) for p in params]
@@ -92,6 +131,28 @@ class Network:
         self.params = self._views(self.flat, host)
         self.grads = self._views(self.flat_grad, host)
         self.runner = device.runner()  # on the CPU: its threads and block size (nn_gpu.cpu.Blocks)
+
+    @classmethod
+    def create(
+        cls,
+        hidden: Sequence[int] = (10,),
+        device: str | Device = "auto",
+        seed: int = 0,
+        init: str = "he",
+        dtype: str = "float32",
+    ) -> Network:
+        """A new 784-hidden...-10 network with parameters drawn from `seed` (see init_parameters).
+
+        device: "auto" (card 0 if usable, else the CPU), "cpu", "gpu", "gpu:N", or a Device.
+        """
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+        hidden = tuple(int(h) for h in hidden)
+        if not hidden or min(hidden) < 1:
+            raise ValueError(f"hidden must list one or more layer widths of at least 1; got {hidden}")
+        arch = Architecture(hidden, dtype)
+        device = resolve_device(device) if isinstance(device, str) else device
+        return cls(arch, device, init_parameters(arch, init, np.random.default_rng(seed)))
 
     @staticmethod
     def _views(flat, shapes_of):
@@ -102,30 +163,114 @@ class Network:
         return views
 
     @property
-    def W(self):
+    def W(self) -> list:
         return self.params[0::2]
 
     @property
-    def b(self):
+    def b(self) -> list:
         return self.params[1::2]
 
-    def forward(self, X):
-        """Logits Z_L (10 x m) and the activations [A0, A1, ..., A_{L-1}] for X (784 x m).
+    @property
+    def n_layers(self) -> int:
+        """L: the hidden layers and the output layer."""
+        return len(self.arch.sizes) - 1
 
-        A0 = X when X is floating; when X holds uint8 pixels, A0 = X / 255 (see `scale_pixels`).
+    @property
+    def parameter_names(self) -> list[str]:
+        """["W1", "b1", ..., "WL", "bL"], the names of `params`."""
+        return parameter_names(self.n_layers)
+
+    def __repr__(self) -> str:
+        sizes = "-".join(map(str, self.arch.sizes))
+        return (
+            f"Network({sizes}, {self.arch.dtype}, {self.arch.n_parameters:,} parameters, on {self.device.describe()})"
+        )
+
+    def inputs(self, X):
+        """A0 for X (784 x m, one column per sample) on this network's device, in its dtype.
+
+        uint8 pixels are scaled by 1/255 here (scale_pixels); floating X is taken to be pixels / 255
+        already. ValueError, naming the expected shape, for anything else (an m x 784 array among them).
         """
-        ops = self.device.ops
-        A = [scale_pixels(X, self.arch.dtype)]
-        for W, b in zip(self.W[:-1], self.b[:-1]):
-            A.append(hidden_forward(ops, W, b, A[-1]))
-        return output_forward(ops, self.W[-1], self.b[-1], A[-1]), A
+        X = self.device.to_device(X)
+        if X.ndim != 2 or X.shape[0] != N_PIXELS:
+            shape = " x ".join(map(str, X.shape)) or "a scalar"
+            hint = ": one row per sample; pass X.T" if X.ndim == 2 and X.shape[1] == N_PIXELS else ""
+            raise ValueError(f"X is {shape}{hint}; nn_gpu takes X as {N_PIXELS} x m, one column per sample")
+        if X.dtype == np.uint8:
+            return scale_pixels(X, self.arch.dtype)
+        if X.dtype.kind != "f":
+            raise ValueError(f"X holds {X.dtype}: pass uint8 pixels 0..255, or floating pixels / 255")
+        return X.astype(self.arch.dtype, copy=False)
+
+    def labels(self, y, m: int):
+        """y on this network's device: m integer labels 0..9, one per column of X; ValueError otherwise."""
+        y = self.device.to_device(y)
+        if y.shape != (m,):
+            raise ValueError(f"y has shape {y.shape}; it must hold m = {m} labels, one per column of X")
+        if y.dtype.kind not in "iu":
+            raise ValueError(f"y holds {y.dtype}; it must hold integer labels 0..{N_CLASSES - 1}")
+        if m and not 0 <= int(y.min()) <= int(y.max()) < N_CLASSES:  # host sync
+            raise ValueError(f"y holds labels {int(y.min())}..{int(y.max())}; they must lie in 0..{N_CLASSES - 1}")
+        return y
+
+    def forward(self, X, keep: bool = False):
+        """The forward pass for X (784 x m, one column per sample): A_L = softmax(Z_L), 10 x m.
+
+        With keep=True, every array on the way, for `backward`: Arrays A0 (784 x m), Z1 and A1 (n_1 x
+        m), ..., Z_L and A_L (10 x m); with one hidden layer, the notebook's Z1, A1, Z2, A2.
+        """
+        kept_Z = [] if keep else None
+        Z_L, A = self.runner.whole(lambda: self._logits(self.inputs(X), kept_Z))
+        A_L = self.device.ops.softmax(Z_L)
+        if not keep:
+            return A_L
+        cache = Arrays(A0=A[0])
+        for l, (Z_l, A_l) in enumerate(zip([*kept_Z, Z_L], [*A[1:], A_L]), start=1):
+            cache[f"Z{l}"], cache[f"A{l}"] = Z_l, A_l
+        return cache
+
+    def backward(self, cache: Arrays, y) -> Arrays:
+        """The backward pass from forward(X, keep=True) and the labels y (m): Arrays, from the top,
+        dZ_L (10 x m), dW_L, db_L, ..., dZ1 (n_1 x m), dW1 (n_1 x 784), db1 (n_1 x 1); dW and db are
+        the gradients of the mean loss, shaped as W and b. The notebook's dZ2, dW2, db2, dZ1, dW1, db1.
+        """
+        L, ops = self.n_layers, self.device.ops
+        A = [cache[f"A{l}"] for l in range(L)]
+        m = A[0].shape[1]
+        y = self.labels(y, m)
+        flat = self.device.xp.zeros_like(self.flat)
+        grads = self._views(flat, self.params)
+        dZ, _, _ = ops.softmax_cross_entropy(cache[f"Z{L}"].copy(), y)  # dZ_L = A_L - Y: 10 x m
+        kept_dZ: list = []
+        self.runner.whole(lambda: self._backward(A, dZ, grads, kept_dZ))
+        flat /= m  # every dW and db at once: the mean over the batch
+        result = Arrays()
+        for l, dZ_l in zip(range(L, 0, -1), kept_dZ):
+            result[f"dZ{l}"], result[f"dW{l}"], result[f"db{l}"] = dZ_l, grads[2 * l - 2], grads[2 * l - 1]
+        return result
+
+    def step(self, grads: Arrays, alpha: float) -> None:
+        """W_l := W_l - alpha dW_l and b_l := b_l - alpha db_l for every layer (`grads` from backward).
+
+        The same op as nn_gpu.train's update with no momentum (ops.sgd_update over the flat buffer),
+        so a loop of forward, backward and step gives train's numbers.
+        """
+        xp, parts = self.device.xp, []
+        for name, p in zip(self.parameter_names, self.params):
+            g = xp.asarray(grads[f"d{name}"], dtype=p.dtype)
+            if g.shape != p.shape:
+                raise ValueError(f"d{name} is {' x '.join(map(str, g.shape))}; it must be shaped as {name}, {p.shape}")
+            parts.append(g.ravel())
+        g = xp.concatenate(parts)
+        self.device.ops.sgd_update(self.flat, g, xp.zeros_like(g), alpha, 0.0, 0.0)
 
     def gradients(self, X, y):
         """Forward and backward on one batch; fills `grads` and returns (loss_sum, correct_sum).
 
-        X: 784 x m, y: m integer labels. grads: [dW1, db1, ..., dWL, dbL] of the mean loss, each the
-        shape of its parameter. loss_sum and correct_sum are 0-d arrays (sums over the m samples),
-        left on the device so that a training step never waits for the GPU.
+        X: 784 x m, y: m integer labels, both on the device. grads: [dW1, db1, ..., dWL, dbL] of the
+        mean loss, each the shape of its parameter. loss_sum and correct_sum are 0-d arrays (sums over
+        the m samples), left on the device so that a training step never waits for the GPU.
         """
         loss_sum, correct_sum = self.runner.sum_gradients(self._sum_gradients, X, y, self.flat_grad)
         self.flat_grad /= X.shape[1]  # every dW and db at once: the mean over the batch
@@ -135,40 +280,71 @@ class Network:
         """Write into `flat` (laid out as flat_grad) the gradients of the loss summed over X's columns;
         return (loss_sum, correct_sum). The forward pass, then each layer's backward from the top."""
         grads = self.grads if flat is self.flat_grad else self._views(flat, self.grads)
-        Z, A = self.forward(X)
+        Z, A = self._logits(self.inputs(X))
         dZ, loss, correct = self.device.ops.softmax_cross_entropy(Z, y)  # dZ_L = A_L - Y: 10 x m
-        for l in range(len(A) - 1, -1, -1):  # A[l] is A_l, the input of layer l + 1
-            dZ = layer_backward(self.device.ops, self.W[l], A[l], dZ, grads[2 * l], grads[2 * l + 1], l > 0)
+        self._backward(A, dZ, grads)
         return loss.sum(), correct.sum()
 
-    def evaluate(self, X, y, batch_size: int = 8192):
-        """(mean loss, accuracy) over X (784 x m) and labels y, in batches; reads back to the host."""
+    def _logits(self, A0, kept_Z: list | None = None):
+        """(Z_L, [A0, A1, ..., A_{L-1}]): the forward pass from A0 (784 x m) up to the logits Z_L
+        (10 x m). Each hidden layer's Z_l is appended to kept_Z when a list is given."""
+        ops, A = self.device.ops, [A0]
+        for W, b in zip(self.W[:-1], self.b[:-1]):
+            A.append(hidden_forward(ops, W, b, A[-1], kept_Z))
+        return output_forward(ops, self.W[-1], self.b[-1], A[-1]), A
+
+    def _backward(self, A, dZ, grads, kept_dZ: list | None = None) -> None:
+        """Each layer's backward step, from dZ_L down: the summed dW_l and db_l written into grads.
+        Each dZ_l (L..1) is appended to kept_dZ when a list is given."""
+        for l in range(len(A) - 1, -1, -1):  # A[l] is A_l, the input of layer l + 1
+            if kept_dZ is not None:
+                kept_dZ.append(dZ)
+            dZ = layer_backward(self.device.ops, self.W[l], A[l], dZ, grads[2 * l], grads[2 * l + 1], l > 0)
+
+    def evaluate(self, X, y, batch_size: int = 8192) -> tuple[float, float]:
+        """(mean loss, accuracy) over X (784 x m, one column per sample) and labels y, in batches; on the host."""
         m = X.shape[1]
+        y = self.labels(y, m)
 
         def sums(start):
-            Z, _ = self.forward(X[:, start : start + batch_size])
+            Z, _ = self._logits(self.inputs(X[:, start : start + batch_size]))
             _, loss, correct = self.device.ops.softmax_cross_entropy(Z, y[start : start + batch_size])
             return float(loss.sum()), float(correct.sum())  # host sync
 
         loss_sums, correct_sums = zip(*self.runner.map_batches(sums, m, batch_size))
         return sum(loss_sums) / m, sum(correct_sums) / m
 
-    def predict_proba(self, X, batch_size: int = 8192):
-        """Class probabilities A_L (10 x m) for X (784 x m), as a host array."""
+    def predict_proba(self, X, batch_size: int = 8192) -> np.ndarray:
+        """Class probabilities A_L (10 x m) for X (784 x m, one column per sample), as a host array."""
 
         def probabilities(start):
-            Z, _ = self.forward(X[:, start : start + batch_size])
+            Z, _ = self._logits(self.inputs(X[:, start : start + batch_size]))
             return self.device.to_host(self.device.ops.softmax(Z))
 
         return np.concatenate(self.runner.map_batches(probabilities, X.shape[1], batch_size), axis=1)
+
+    def predict(self, X, batch_size: int = 8192) -> np.ndarray:
+        """The predicted digit of each column of X (784 x m): argmax of A_L, m int64 on the host."""
+        return self.predict_proba(X, batch_size).argmax(axis=0)
+
+
+def parameter_names(n_layers: int) -> list[str]:
+    """["W1", "b1", ..., "WL", "bL"]."""
+    return [f"{kind}{l}" for l in range(1, n_layers + 1) for kind in ("W", "b")]
 
 
 # Each layer's forward step, and under it its backward step (from the top, l = L..1).
 
 
-def hidden_forward(ops, W, b, A_prev):
-    """A_l = ReLU(Z_l), Z_l = W_l A_{l-1} + b_l: n_l x m, for W_l n_l x n_{l-1} and A_{l-1} n_{l-1} x m."""
-    return ops.bias_relu(ops.product(W, A_prev), b)
+def hidden_forward(ops, W, b, A_prev, kept_Z: list | None = None):
+    """A_l = ReLU(Z_l), Z_l = W_l A_{l-1} + b_l: n_l x m, for W_l n_l x n_{l-1} and A_{l-1} n_{l-1} x m.
+
+    Z_l is appended to kept_Z when a list is given; otherwise it is never made (bias + ReLU is one op).
+    """
+    WA = ops.product(W, A_prev)
+    if kept_Z is not None:
+        kept_Z.append(WA + b)  # Z_l, before the op below turns W A into A_l in place
+    return ops.bias_relu(WA, b)
 
 
 def output_forward(ops, W, b, A_prev):

@@ -299,7 +299,8 @@ def test_fused_per_sample_math_is_the_networks_forward_and_backward(host, suffix
     images = rng.integers(0, 256, size=(20, 784)).astype(np.uint8)
     y = rng.integers(0, 10, size=20)
     W1, b1, W2, b2 = (np.ascontiguousarray(p) for p in network.params)
-    Z2, (_, A1) = network.forward(images.T)
+    cache = network.forward(images.T, keep=True)
+    Z2, A1 = cache["Z2"], cache["A1"]
     A1, Z2 = A1.copy(), Z2.copy()
     dZ2, loss, correct = ops.softmax_cross_entropy(Z2.copy(), y)
     dZ1 = ops.relu_backward(W2.T @ dZ2, A1)

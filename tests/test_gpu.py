@@ -184,7 +184,7 @@ def test_fused_step_equals_gradients_then_sgd_from_the_same_parameters(gpu, cp, 
     fast.gradients(X, y)  # leaves a gradient in flat_grad: the fused step must not add to it
     rows = None if batch_size is None else cp.asarray(np.random.default_rng(1).permutation(1000)[:batch_size])
     X_batch, y_batch = (X, y) if rows is None else (X.T[rows].T, y[rows])
-    Z, _ = plain.forward(X_batch)
+    Z = plain.forward(X_batch, keep=True)["Z2"]
     ties = near_ties(cp.asnumpy(Z), rtol)
     loss, correct = plain.gradients(X_batch, y_batch)
     plain_sgd.step(0.05)
@@ -213,7 +213,9 @@ def test_fused_training_follows_the_plain_path(gpu, cp, dtype, rtol, batch_size,
         lr = learning_rate("cosine", 0.05, iteration, 50)  # a new rate each step: the graph reads it from memory
         rows = None if batch_size is None else cp.asarray(order.permutation(1000)[:batch_size])
         X_batch, y_batch = (X, y) if rows is None else (X.T[rows].T, y[rows])
-        ties += near_ties(cp.asnumpy(plain.forward(X_batch)[0]), 10 * rtol)  # the paths drift apart within rtol
+        ties += near_ties(
+            cp.asnumpy(plain.forward(X_batch, keep=True)["Z2"]), 10 * rtol
+        )  # the paths drift apart within rtol
         loss, correct = plain.gradients(X_batch, y_batch)
         plain_sgd.step(lr)
         loss_sum, correct_sum = loss_sum + float(loss), correct_sum + float(correct)

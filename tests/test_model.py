@@ -17,14 +17,10 @@ def make_network(cpu, hidden, m, seed=0, dtype="float64"):
             b += rng.uniform(-0.1, 0.1, size=b.shape)  # nonzero biases, so their gradients are tested
         X = rng.random((784, m))
         y = rng.integers(0, 10, size=m)
-        if all(np.abs(W @ A + b).min() > 1e-3 for W, b, A in _hidden_inputs(network, X)):
+        cache = network.forward(X, keep=True)
+        if all(np.abs(cache[f"Z{l}"]).min() > 1e-3 for l in range(1, len(hidden) + 1)):  # the hidden Z_l
             return network, X, y
     raise AssertionError("no batch away from the ReLU kink")
-
-
-def _hidden_inputs(network, X):
-    _, A = network.forward(X)
-    return zip(network.W[:-1], network.b[:-1], A[:-1])
 
 
 def mean_loss(network, X, y):
@@ -76,7 +72,7 @@ def test_db_is_a_per_unit_sum_not_the_notebooks_scalar(cpu):
     np.testing.assert_allclose(grads[3], db2_numeric, rtol=1e-6, atol=1e-9)
     # The notebook's db2 = np.sum(dZ2) / m adds every unit together into one scalar, which is 0 here
     # (each column of A2 - Y sums to 0) and wrong for every unit.
-    Z, _ = network.forward(X)
+    Z = network.forward(X, keep=True)["Z2"]
     dZ2, _, _ = cpu.ops.softmax_cross_entropy(Z, y)
     notebook_db2 = np.sum(dZ2) / 32
     assert abs(notebook_db2) < 1e-12
