@@ -36,7 +36,7 @@ from nn_gpu.model import INITS, Architecture, Network, init_parameters
 from nn_gpu.optim import SCHEDULES, SGD
 from nn_gpu.outputs import check_room, claim, new_run_folder
 from nn_gpu.safe_io import write_text_atomically
-from nn_gpu.training import Interrupted, TrainingPlan, train
+from nn_gpu.training import Interrupted, TrainingPlan, log_line, percent, train
 
 DRY_RUN_ITERATIONS = 3
 CHECKPOINT = "checkpoint.npz"
@@ -57,7 +57,7 @@ def _number(text: str, kind=float):
         raise argparse.ArgumentTypeError(f"expected {'a whole' if kind is int else 'a'} number, got {text!r}") from None
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = _number(text, int)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
@@ -101,7 +101,7 @@ def device_name(text: str) -> str:
     return text
 
 
-def _widths(text: str) -> tuple[int, ...]:
+def widths(text: str) -> tuple[int, ...]:
     try:
         widths = tuple(int(w) for w in text.split(","))
     except ValueError:
@@ -135,14 +135,14 @@ def train_parser() -> argparse.ArgumentParser:
         help="images held out for the dev set after a seeded shuffle (default 1000)",
     )
     p.add_argument("--seed", type=non_negative_int, default=0, help="same seed, same device: same result (default 0)")
-    p.add_argument("--hidden", type=_widths, default=(10,), help="hidden layer widths, e.g. 10 or 256,128 (default 10)")
+    p.add_argument("--hidden", type=widths, default=(10,), help="hidden layer widths, e.g. 10 or 256,128 (default 10)")
     p.add_argument("--alpha", "--lr", type=_learning_rate, default=0.10, help="learning rate (default 0.10)")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--iterations", type=_positive_int, default=500, help="gradient steps (default 500)")
-    length.add_argument("--epochs", type=_positive_int, help="passes over the training set, instead of --iterations")
+    length.add_argument("--iterations", type=positive_int, default=500, help="gradient steps (default 500)")
+    length.add_argument("--epochs", type=positive_int, help="passes over the training set, instead of --iterations")
     p.add_argument("--init", choices=INITS, default="he", help="he (default) or uniform, the notebook's U(-0.5, 0.5)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--batch-size", type=_positive_int, help="mini-batch size (default: the full training set)")
+    p.add_argument("--batch-size", type=positive_int, help="mini-batch size (default: the full training set)")
     p.add_argument(
         "--momentum", type=_momentum, default=0.0, help="SGD momentum in [0, 1), v := momentum v + g (default 0)"
     )
@@ -168,7 +168,7 @@ def train_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         help="CPU threads for batches of over 1,024 samples (default: the cores this process may use, "
         f"here {parallel.cores()}); BLAS runs on one thread per worker",
     )
@@ -545,23 +545,11 @@ def _train_with_progress(network, optimizer, X, y, dev, plan, seed, progress, sa
             plan,
             seed,
             progress,
-            on_log=lambda entry: _say(quiet, _log_line(entry), bar.write),
+            on_log=lambda entry: _say(quiet, log_line(entry), bar.write),
             on_step=step,
             save=save,
             stop_requested=stop.received,
         )
-
-
-def percent(value) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
-
-
-def _log_line(entry: dict) -> str:
-    return (
-        f"iteration {entry['iteration']:>6}  train loss {entry['train_loss']:.4f}  "
-        f"train acc {percent(entry['train_accuracy'])}  dev acc {percent(entry['dev_accuracy'])}  "
-        f"{entry['samples_per_second']:,.0f} samples/s"
-    )
 
 
 def _summary(metrics: dict, output_dir: Path, written: list[Path]) -> str:

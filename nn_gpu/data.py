@@ -28,6 +28,7 @@ file that is not a CSV (or a device such as /dev/zero) is refused rather than re
 
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib.util
 import re
@@ -52,7 +53,11 @@ FIRST_OR_LAST = -1  # label_column of a headerless 785-column CSV: told from the
 
 @dataclass(frozen=True)
 class Dataset:
-    """images: m x 784 uint8; labels: m uint8 in 0..9, or None; source: where it came from."""
+    """images: m x 784 uint8, one row per image as stored; labels: m uint8 in 0..9, or None; source:
+    where it came from; test: the held-out t10k set of an IDX directory, else None.
+
+    X and y are the same data in the notebook's layout, for nn_gpu's Python API.
+    """
 
     images: np.ndarray
     labels: np.ndarray | None
@@ -61,6 +66,20 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    @functools.cached_property
+    def X(self) -> np.ndarray:
+        """784 x m float32, pixels / 255, one column per sample: the notebook's X (made once, on first use)."""
+        return self.images.T / np.float32(255)
+
+    @property
+    def y(self) -> np.ndarray | None:
+        """The m labels 0..9 (uint8), one per column of X, or None."""
+        return self.labels
+
+    def split(self, dev_size: int, seed: int = 0) -> tuple[Dataset, Dataset]:
+        """(train, dev): dev_size images held out after a shuffle drawn from `seed` (split_dev)."""
+        return split_dev(self, dev_size, np.random.default_rng(seed))
 
     def subset(self, rows: np.ndarray) -> Dataset:
         """The images (and labels) at `rows`, in that order."""

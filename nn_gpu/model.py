@@ -192,15 +192,9 @@ class Network:
         uint8 pixels are scaled by 1/255 here (scale_pixels); floating X is taken to be pixels / 255
         already. ValueError, naming the expected shape, for anything else (an m x 784 array among them).
         """
-        X = self.device.to_device(X)
-        if X.ndim != 2 or X.shape[0] != N_PIXELS:
-            shape = " x ".join(map(str, X.shape)) or "a scalar"
-            hint = ": one row per sample; pass X.T" if X.ndim == 2 and X.shape[1] == N_PIXELS else ""
-            raise ValueError(f"X is {shape}{hint}; nn_gpu takes X as {N_PIXELS} x m, one column per sample")
+        X = check_columns(self.device.to_device(X))
         if X.dtype == np.uint8:
             return scale_pixels(X, self.arch.dtype)
-        if X.dtype.kind != "f":
-            raise ValueError(f"X holds {X.dtype}: pass uint8 pixels 0..255, or floating pixels / 255")
         return X.astype(self.arch.dtype, copy=False)
 
     def labels(self, y, m: int):
@@ -326,6 +320,18 @@ class Network:
     def predict(self, X, batch_size: int = 8192) -> np.ndarray:
         """The predicted digit of each column of X (784 x m): argmax of A_L, m int64 on the host."""
         return self.predict_proba(X, batch_size).argmax(axis=0)
+
+
+def check_columns(X):
+    """X itself if it is 784 x m (one column per sample) of uint8 pixels or floating pixels / 255;
+    otherwise ValueError naming the shape expected (and, for m x 784, the fix)."""
+    if X.ndim != 2 or X.shape[0] != N_PIXELS:
+        shape = " x ".join(map(str, X.shape)) or "a scalar"
+        hint = ": one row per sample; pass X.T" if X.ndim == 2 and X.shape[1] == N_PIXELS else ""
+        raise ValueError(f"X is {shape}{hint}; nn_gpu takes X as {N_PIXELS} x m, one column per sample")
+    if X.dtype != np.uint8 and X.dtype.kind != "f":
+        raise ValueError(f"X holds {X.dtype}: pass uint8 pixels 0..255, or floating pixels / 255")
+    return X
 
 
 def parameter_names(n_layers: int) -> list[str]:

@@ -16,13 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from nn_gpu import handwriting, plots
+from nn_gpu.api import read_digit
 from nn_gpu.checkpoint import load_model
-from nn_gpu.cli import Parser, device_name, non_negative_int, percent, run_main
+from nn_gpu.cli import Parser, device_name, non_negative_int, run_main
 from nn_gpu.data import load_dataset, pixels_to_device
 from nn_gpu.device import resolve_device
-from nn_gpu.errors import DataError, NNGpuError
+from nn_gpu.errors import NNGpuError
 from nn_gpu.model import Network
 from nn_gpu.safe_io import numbered, write_text_atomically
+from nn_gpu.training import percent
 
 SHOW_DRAWN = 64  # digits in the --show picture: more take long to draw and are too small to read
 
@@ -105,11 +107,7 @@ def _show(dataset, predictions, confidence, n: int, path: Path) -> None:
 
 def _predict_image(network: Network, path: Path, save_seen: Path | None) -> int:
     """Predict one picture of a digit, made MNIST-like (nn_gpu.handwriting); save what the network saw."""
-    try:
-        digit = handwriting.preprocess(handwriting.load_grayscale(path))
-    except ValueError as error:
-        raise DataError(f"{path}: {error}") from None
-    X = pixels_to_device(digit.reshape(1, 784), network.device, network.arch.dtype)
+    X = read_digit(path)  # 784 x 1
     probabilities = network.predict_proba(X)[:, 0]
     top = np.argsort(probabilities)[::-1][:3]
     print(f"{path}: the digit is {top[0]}")
@@ -118,7 +116,7 @@ def _predict_image(network: Network, path: Path, save_seen: Path | None) -> int:
     seen = next(name for name in numbered(folder / f"{path.stem}_28x28.png") if not name.exists())
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        handwriting.save_digit(digit, seen)
+        handwriting.save_digit(X.reshape(28, 28), seen)
     except OSError as error:
         print(
             f"warning: {seen}: not saved ({error.strerror or error}); choose a folder with --save-seen DIR",

@@ -211,6 +211,20 @@ def train(
         return progress
 
 
+def percent(value) -> str:
+    """0.8512 as '85.12%'; None as '-'."""
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def log_line(entry: dict) -> str:
+    """One history entry of `train` as the line train.py prints."""
+    return (
+        f"iteration {entry['iteration']:>6}  train loss {entry['train_loss']:.4f}  "
+        f"train acc {percent(entry['train_accuracy'])}  dev acc {percent(entry['dev_accuracy'])}  "
+        f"{entry['samples_per_second']:,.0f} samples/s"
+    )
+
+
 def _guard(network: Network, progress: Progress, lr: float, last_saved) -> None:
     """Raise Diverged if the loss since the last log, or any parameter, is non-finite or exploding."""
     loss = progress.loss_sum / progress.seen if progress.seen else 0.0

@@ -1,0 +1,97 @@
+"""nn_gpu from Python: what `import nn_gpu` offers besides the Network itself.
+
+    data = nn_gpu.load_dataset("sample")                  # data.X: 784 x m, data.y: m labels
+    train_set, dev_set = data.split(dev_size=1000)
+    net = nn_gpu.Network.create(hidden=(10,), device="cpu", seed=0)
+    progress = nn_gpu.train(net, train_set.X, train_set.y, dev=(dev_set.X, dev_set.y))
+    nn_gpu.save_model(net, "model.npz"); net = nn_gpu.load_model("model.npz")
+
+X is always 784 x m, one column per sample (the notebook's layout): uint8 pixels 0..255, or
+floating pixels / 255. `train` is train.py's loop (nn_gpu.training), on the network's device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from nn_gpu import checkpoint, handwriting, training
+from nn_gpu.device import Device, resolve_device
+from nn_gpu.errors import DataError
+from nn_gpu.model import Network, check_columns
+from nn_gpu.optim import SGD
+
+
+def train(
+    net: Network,
+    X,
+    y,
+    *,
+    alpha: float = 0.10,
+    iterations: int = 500,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    lr_schedule: str = "constant",
+    dev: tuple | None = None,
+    seed: int = 0,
+    log_interval: int = 10,
+    log: Callable[[str], None] | None = print,
+) -> training.Progress:
+    """Train `net` in place on X (784 x m, one column per sample) and labels y (m), as train.py does.
+
+    The defaults are the notebook's: full-batch gradient descent, alpha 0.10, 500 iterations. With
+    batch_size, each iteration is a step on the next mini-batch of a per-epoch shuffle drawn from
+    seed; epochs, when given, replaces iterations. dev: (X_dev, y_dev), evaluated every log_interval
+    iterations. log receives one line per evaluation (None: silent). Returns the Progress: .history
+    (a dict per evaluation), .final (train and dev loss and accuracy) and .train_seconds.
+
+    With no momentum and no weight decay, each iteration is exactly forward, backward and step: the
+    same numbers, bit for bit on the CPU while a batch fits in one block of 1,024 samples (a larger
+    one is summed block by block, a different order of additions).
+    """
+    X, y = _on_device(net, X, y)
+    dev = None if dev is None else _on_device(net, *dev)
+    plan = training.TrainingPlan(
+        alpha=alpha,
+        iterations=iterations,
+        epochs=epochs,
+        batch_size=batch_size,
+        log_interval=log_interval,
+        lr_schedule=lr_schedule,
+    )
+    on_log = (lambda entry: log(training.log_line(entry))) if log else (lambda entry: None)
+    return training.train(net, SGD(net, momentum, weight_decay), X, y, dev, plan, seed, on_log=on_log)
+
+
+def _on_device(net: Network, X, y):
+    """(X, y) on the network's device, checked. uint8 pixels stay uint8 on the CPU, scaled block by
+    block as training goes, as train.py's do (nn_gpu.data.pixels_to_device); anything else becomes A0 here."""
+    X = np.asarray(X) if net.device.name == "cpu" else X
+    X = check_columns(X) if net.device.name == "cpu" and X.dtype == np.uint8 else net.inputs(X)
+    return X, net.labels(y, X.shape[1])
+
+
+def save_model(net: Network, path: str | Path) -> None:
+    """Write `net` to a model.npz (atomically) that load_model and predict.py read."""
+    checkpoint.save_model(Path(path), net.arch, [net.device.to_host(p) for p in net.params])
+
+
+def load_model(path: str | Path, device: str | Device = "auto") -> Network:
+    """The Network saved in a model.npz (by train.py or save_model), on `device`; ModelFileError, naming
+    the file and what is wrong with it, for anything that is not exactly one."""
+    arch, params = checkpoint.load_model(Path(path))
+    return Network(arch, resolve_device(device) if isinstance(device, str) else device, params)
+
+
+def read_digit(path: str | Path) -> np.ndarray:
+    """A picture of one handwritten digit made MNIST-like (nn_gpu.handwriting): X of one column,
+    784 x 1 uint8, for net.predict. DataError naming the file when it cannot be read."""
+    try:
+        digit = handwriting.preprocess(handwriting.load_grayscale(Path(path)))
+    except ValueError as error:
+        raise DataError(f"{path}: {error}") from None
+    return digit.reshape(784, 1)
