@@ -297,6 +297,7 @@ class Network:
 
     def evaluate(self, X, y, batch_size: int = 8192) -> tuple[float, float]:
         """(mean loss, accuracy) over X (784 x m, one column per sample) and labels y, in batches; on the host."""
+        X = check_columns(self.device.to_device(X))
         m = X.shape[1]
         y = self.labels(y, m)
 

@@ -53,8 +53,9 @@ def _picture_class():
 
 
 def figure(figsize: tuple[float, float]):
-    """A new Figure of figsize inches (a PNG of figsize x 100 pixels), laid out tight when drawn."""
-    return _picture_class()(figsize=figsize, layout="tight")
+    """A new Figure of figsize inches (a PNG of figsize x 100 pixels); each function below lays it out
+    once, when it is complete (fig.tight_layout()), so every drawing of it is the same picture."""
+    return _picture_class()(figsize=figsize)
 
 
 def png_bytes(fig) -> bytes:
@@ -106,6 +107,7 @@ def training_curves(history: list[dict]):
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
         ax.legend()
+    fig.tight_layout()
     return fig
 
 
@@ -123,6 +125,7 @@ def confusion_matrix(counts: np.ndarray):
     ax.set_yticks(range(10), [f"{k} ({100 * a:.0f}%)" for k, a in enumerate(summary["per_class_accuracy"])])
     ax.set(xlabel="predicted label", ylabel="true label (per-class accuracy)")
     ax.set_title(f"Dev set: {summary['total']} images, accuracy {100 * summary['accuracy']:.2f}%")
+    fig.tight_layout()
     return fig
 
 
@@ -145,6 +148,7 @@ def predictions_grid(images: np.ndarray, predictions=None, probabilities=None, l
         if labels is not None:
             titles.append(f"true {labels[k]}" if predictions is not None else f"{labels[k]}")
         ax.set_title("\n".join(titles), fontsize=8, color="red" if wrong else "black")
+    fig.tight_layout()
     return fig
 
 
@@ -164,4 +168,5 @@ def weights(W1: np.ndarray, hidden: int | None = None):
             ax.set_title(str(k + 1), fontsize=7)
     shown = f" (units 1-{units} of {hidden})" if hidden and hidden > units else ""
     fig.suptitle(f"First-layer weights: what each hidden unit looks for{shown}")
+    fig.tight_layout()
     return fig

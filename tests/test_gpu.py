@@ -15,6 +15,7 @@ import json
 import numpy as np
 import pytest
 
+import nn_gpu
 from conftest import run_script, synthetic_csv, synthetic_digits
 from nn_gpu.data import pixels_to_device
 from nn_gpu.device import WholeBatches
@@ -301,3 +302,28 @@ def test_train_and_predict_scripts_on_a_chosen_card(tmp_path, cp):
     result = run_script("train.py", "--device", f"gpu:{count}", "--output-dir", tmp_path / "none")
     assert result.returncode == 2 and result.stderr.startswith(f"error: --device gpu:{count}: no such card: ")
     assert not (tmp_path / "none").exists()
+
+
+@pytest.mark.parametrize(("dtype", "rtol"), [("float64", 1e-10), ("float32", 1e-4)])
+def test_the_python_api_runs_on_the_gpu_as_on_the_cpu(cp, dtype, rtol):
+    images, labels = synthetic_digits(300, seed=2)
+    X, y = images.T, labels  # host arrays: the API moves them to the device
+    nets = {name: nn_gpu.Network.create(hidden=(10, 8), device=name, seed=0, dtype=dtype) for name in ("cpu", "gpu")}
+    caches = {name: net.forward(X, keep=True) for name, net in nets.items()}
+    grads = {name: nets[name].backward(cache, y) for name, cache in caches.items()}
+    for arrays in (caches, grads):
+        assert list(arrays["gpu"]) == list(arrays["cpu"])
+        for name, expected in arrays["cpu"].items():
+            found = arrays["gpu"][name]
+            assert isinstance(found, cp.ndarray) and found.dtype == expected.dtype, name
+            scale = float(np.abs(expected).max())
+            np.testing.assert_allclose(cp.asnumpy(found), expected, rtol=rtol, atol=rtol * scale, err_msg=name)
+    nets["gpu"].step(grads["gpu"], alpha=0.1)
+    fast = nn_gpu.Network.create(hidden=(10, 8), device="gpu", seed=0, dtype=dtype)
+    nn_gpu.train(fast, X, y, iterations=1, log=None)  # the same kernels as forward, backward and step
+    np.testing.assert_allclose(
+        cp.asnumpy(fast.flat), cp.asnumpy(nets["gpu"].flat), rtol=1e-12 if dtype == "float64" else 1e-6
+    )
+    table = nn_gpu.gradcheck(nets["gpu"], X[:, :16], y[:16], entries=30)
+    assert table["passed"].all(), table.to_string()
+    assert nets["gpu"].predict(X).shape == (300,)

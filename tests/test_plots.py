@@ -1,7 +1,9 @@
 """Pictures of a run, the predictions gallery, and your own handwriting."""
 
 import json
+import os
 import struct
+import subprocess
 import sys
 
 import numpy as np
@@ -211,3 +213,43 @@ def png_size_of_weights(units):
     columns = min(units, 16)
     rows = -(-units // columns)
     return (round(110 * columns), round(100 * (1.2 * rows + 0.5)))
+
+
+FIGURES_IN_A_NOTEBOOK = """
+import sys
+import numpy as np
+import matplotlib
+from nn_gpu import plots
+
+history = [{"iteration": i, "train_loss": 1 / i, "train_accuracy": 0.5, "dev_loss": 1 / i, "dev_accuracy": 0.4}
+           for i in (10, 20)]
+figures = [
+    plots.training_curves(history),
+    plots.confusion_matrix(plots.confusion_counts(np.arange(10) % 10, np.arange(10)[::-1] % 10)),
+    plots.predictions_grid(np.zeros((3, 784), np.uint8), [1, 2, 3], [0.9, 0.8, 0.7], [1, 2, 4]),
+    plots.predictions_grid(np.zeros((2, 784), np.uint8), labels=[5, 6]),
+    plots.weights(np.ones((4, 784)), hidden=128),
+]
+print(matplotlib.get_backend(), "matplotlib.pyplot" in sys.modules)
+for fig in figures:
+    png = fig._repr_png_()  # what Jupyter shows
+    print(type(fig).__mro__[1].__name__, png[:8] == b"\\x89PNG\\r\\n\\x1a\\n", len(fig.axes) > 0)
+"""
+
+
+def test_plot_functions_return_figures_and_leave_the_chosen_backend_alone():
+    # A notebook has chosen its backend before nn_gpu draws (MPLBACKEND, as ipykernel sets it): it
+    # must stay, pyplot must not be imported, and each Figure must show itself as a PNG.
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    result = subprocess.run([sys.executable, "-c", FIGURES_IN_A_NOTEBOOK], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["svg False"] + ["Figure True True"] * 5
+
+
+def test_a_figure_saved_by_plots_save_is_the_png_it_shows(tmp_path):
+    from nn_gpu import plots
+
+    fig = plots.weights(np.linspace(-1, 1, 2 * 784).reshape(2, 784))
+    plots.save(fig, tmp_path / "weights.png")
+    assert (tmp_path / "weights.png").read_bytes() == fig._repr_png_()
+    assert png_size(tmp_path / "weights.png") == png_size_of_weights(2)
