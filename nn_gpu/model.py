@@ -214,8 +214,8 @@ class Network:
         With keep=True, every array on the way, for `backward`: Arrays A0 (784 x m), Z1 and A1 (n_1 x
         m), ..., Z_L and A_L (10 x m); with one hidden layer, the notebook's Z1, A1, Z2, A2.
         """
-        kept_Z = [] if keep else None
-        Z_L, A = self.runner.whole(lambda: self._logits(self.inputs(X), kept_Z))
+        kept_Z: list = []
+        Z_L, A = self.runner.whole(lambda: self._logits(self.inputs(X), kept_Z if keep else None))
         A_L = self.device.ops.softmax(Z_L)
         if not keep:
             return A_L
