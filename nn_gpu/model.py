@@ -76,15 +76,21 @@ def init_parameters(arch: Architecture, init: str, rng: np.random.Generator):
     return params
 
 
+_ARRAY_NAME = re.compile(r"(A|Z|dZ|dW|db)(\d+)")  # A0, Z1, dW2, ...: the kind and the layer
+
+
 class Arrays(dict):
     """Named arrays in the order they were made: A0, Z1, A1, ... from forward, dZ2, dW2, db2, ... from
     backward. A dict; printed as one line per array with its shape, dtype and equation (docs/math.md)."""
 
     def __repr__(self) -> str:
-        L = max((int(re.sub(r"\D", "", name)) for name in self), default=0)
-        rows = [(name, " x ".join(map(str, a.shape)), str(a.dtype), equation(name, L)) for name, a in self.items()]
+        L = max((int(match.group(2)) for match in map(_ARRAY_NAME.fullmatch, self) if match), default=0)
+        rows = [
+            (name, " x ".join(map(str, np.shape(a))), str(getattr(a, "dtype", type(a).__name__)), equation(name, L))
+            for name, a in self.items()
+        ]
         widths = [max((len(row[k]) for row in rows), default=0) for k in range(3)]
-        return "\n".join(f"{n:<{widths[0]}}  {s:>{widths[1]}}  {d:<{widths[2]}}  {e}" for n, s, d, e in rows)
+        return "\n".join(f"{n:<{widths[0]}}  {s:>{widths[1]}}  {d:<{widths[2]}}  {e}".rstrip() for n, s, d, e in rows)
 
     def _repr_pretty_(self, printer, cycle: bool) -> None:  # IPython and Jupyter print a dict subclass this way
         printer.text(repr(self))
@@ -92,7 +98,7 @@ class Arrays(dict):
 
 def equation(name: str, L: int) -> str:
     """What array `name` (A0, Z1, dW2, ...) of an L-layer network holds, in docs/math.md's notation."""
-    match = re.fullmatch(r"(A|Z|dZ|dW|db)(\d+)", name)
+    match = _ARRAY_NAME.fullmatch(name)
     if match is None:
         return ""
     kind, l = match.group(1), int(match.group(2))
@@ -135,19 +141,20 @@ class Network:
     @classmethod
     def create(
         cls,
-        hidden: Sequence[int] = (10,),
+        hidden: int | Sequence[int] = (10,),
         device: str | Device = "auto",
         seed: int = 0,
         init: str = "he",
         dtype: str = "float32",
     ) -> Network:
-        """A new 784-hidden...-10 network with parameters drawn from `seed` (see init_parameters).
+        """A new 784-hidden...-10 network with parameters drawn from `seed` (see init_parameters);
+        hidden: the widths of the hidden layers, e.g. (10,), 10 or (256, 128).
 
         device: "auto" (card 0 if usable, else the CPU), "cpu", "gpu", "gpu:N", or a Device.
         """
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-        hidden = tuple(int(h) for h in hidden)
+        hidden = (int(hidden),) if isinstance(hidden, int) else tuple(int(h) for h in hidden)
         if not hidden or min(hidden) < 1:
             raise ValueError(f"hidden must list one or more layer widths of at least 1; got {hidden}")
         arch = Architecture(hidden, dtype)

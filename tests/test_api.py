@@ -91,6 +91,8 @@ def test_arrays_print_their_names_shapes_and_equations(batch):
         "dW1  10 x 784  float32  dZ1 A0^T / m",
         "db1    10 x 1  float32  sum over samples of dZ1 / m",
     ]
+    cache["loss"] = 2.3  # a learner's own entry prints too
+    assert repr(cache).splitlines()[-1] == "loss" + " " * 13 + "float"  # no shape, no equation
     assert repr(net) == "Network(784-10-10, float32, 7,960 parameters, on cpu (NumPy " + np.__version__ + "))"
 
 
@@ -182,6 +184,7 @@ def test_create_refuses_what_it_cannot_build():
         nn_gpu.Network.create(hidden=(10, 0), device="cpu")
     with pytest.raises(ValueError, match="unknown init 'zeros'"):
         nn_gpu.Network.create(device="cpu", init="zeros")
+    assert nn_gpu.Network.create(hidden=7, device="cpu").arch.hidden == (7,)
     a, b = (nn_gpu.Network.create(hidden=(5,), device="cpu", seed=s) for s in (0, 1))
     assert not np.array_equal(a.flat, b.flat)
     np.testing.assert_array_equal(a.flat, nn_gpu.Network.create(hidden=(5,), device="cpu", seed=0).flat)
