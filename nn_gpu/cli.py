@@ -32,7 +32,7 @@ from nn_gpu.device import (
 )
 from nn_gpu.download import REMOTES
 from nn_gpu.errors import DataError, DeviceError, ModelFileError, NNGpuError, one_line
-from nn_gpu.model import INITS, Architecture, Network, init_parameters
+from nn_gpu.model import DTYPES, INITS, Architecture, Network, init_parameters
 from nn_gpu.optim import SCHEDULES, SGD
 from nn_gpu.outputs import check_room, claim, new_run_folder
 from nn_gpu.safe_io import write_text_atomically
@@ -141,7 +141,7 @@ def train_parser() -> argparse.ArgumentParser:
     length.add_argument("--iterations", type=positive_int, default=500, help="gradient steps (default 500)")
     length.add_argument("--epochs", type=positive_int, help="passes over the training set, instead of --iterations")
     p.add_argument("--init", choices=INITS, default="he", help="he (default) or uniform, the notebook's U(-0.5, 0.5)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--batch-size", type=positive_int, help="mini-batch size (default: the full training set)")
     p.add_argument(
         "--momentum", type=_momentum, default=0.0, help="SGD momentum in [0, 1), v := momentum v + g (default 0)"

@@ -63,9 +63,11 @@ def gradcheck(net: Network, X, y, eps: float = 1e-5, entries: int | None = 200, 
     rows = []
     for name, p in zip(twin.parameter_names, twin.params):
         flat = p.reshape(-1)  # a view: writing an entry perturbs the network
-        chosen = np.arange(p.size) if entries is None or p.size <= entries else rng.choice(p.size, entries, False)
+        chosen = (
+            np.arange(p.size) if entries is None or p.size <= entries else np.sort(rng.choice(p.size, entries, False))
+        )
         numeric, kink = np.empty(len(chosen)), np.zeros(len(chosen), dtype=bool)
-        for k, i in enumerate(np.sort(chosen)):
+        for k, i in enumerate(chosen):
             saved = float(flat[i])
             flat[i] = saved + eps
             up, up_sides = _loss_and_sides(twin, A0, y)
@@ -74,7 +76,7 @@ def gradcheck(net: Network, X, y, eps: float = 1e-5, entries: int | None = 200, 
             flat[i] = saved
             numeric[k] = (up - down) / (2 * eps)
             kink[k] = any(bool((a != b).any()) for a, b in zip(sides + sides, up_sides + down_sides))  # host sync
-        analytic = net.device.to_host(grads[f"d{name}"]).reshape(-1)[np.sort(chosen)].astype(np.float64)
+        analytic = net.device.to_host(grads[f"d{name}"]).reshape(-1)[chosen].astype(np.float64)
         analytic, numeric = analytic[~kink], numeric[~kink]
         scale = max(np.abs(analytic).max(initial=0), np.abs(numeric).max(initial=0))
         error = np.abs(analytic - numeric).max(initial=0) / scale if scale > 0 else 0.0

@@ -222,7 +222,7 @@ class Network:
         m), ..., Z_L and A_L (10 x m); with one hidden layer, the notebook's Z1, A1, Z2, A2.
         """
         kept_Z: list = []
-        Z_L, A = self.runner.whole(lambda: self._logits(self.inputs(X), kept_Z if keep else None))
+        Z_L, A = self.runner.whole(lambda: self._logits(X, kept_Z if keep else None))
         A_L = self.device.ops.softmax(Z_L)
         if not keep:
             return A_L
@@ -281,15 +281,15 @@ class Network:
         """Write into `flat` (laid out as flat_grad) the gradients of the loss summed over X's columns;
         return (loss_sum, correct_sum). The forward pass, then each layer's backward from the top."""
         grads = self.grads if flat is self.flat_grad else self._views(flat, self.grads)
-        Z, A = self._logits(self.inputs(X))
+        Z, A = self._logits(X)
         dZ, loss, correct = self.device.ops.softmax_cross_entropy(Z, y)  # dZ_L = A_L - Y: 10 x m
         self._backward(A, dZ, grads)
         return loss.sum(), correct.sum()
 
-    def _logits(self, A0, kept_Z: list | None = None):
-        """(Z_L, [A0, A1, ..., A_{L-1}]): the forward pass from A0 (784 x m) up to the logits Z_L
-        (10 x m). Each hidden layer's Z_l is appended to kept_Z when a list is given."""
-        ops, A = self.device.ops, [A0]
+    def _logits(self, X, kept_Z: list | None = None):
+        """(Z_L, [A0, A1, ..., A_{L-1}]): the forward pass for X (784 x m; A0 = inputs(X)) up to the
+        logits Z_L (10 x m). Each hidden layer's Z_l is appended to kept_Z when a list is given."""
+        ops, A = self.device.ops, [self.inputs(X)]
         for W, b in zip(self.W[:-1], self.b[:-1]):
             A.append(hidden_forward(ops, W, b, A[-1], kept_Z))
         return output_forward(ops, self.W[-1], self.b[-1], A[-1]), A
@@ -309,7 +309,7 @@ class Network:
         y = self.labels(y, m)
 
         def sums(start):
-            Z, _ = self._logits(self.inputs(X[:, start : start + batch_size]))
+            Z, _ = self._logits(X[:, start : start + batch_size])
             _, loss, correct = self.device.ops.softmax_cross_entropy(Z, y[start : start + batch_size])
             return float(loss.sum()), float(correct.sum())  # host sync
 
@@ -320,7 +320,7 @@ class Network:
         """Class probabilities A_L (10 x m) for X (784 x m, one column per sample), as a host array."""
 
         def probabilities(start):
-            Z, _ = self._logits(self.inputs(X[:, start : start + batch_size]))
+            Z, _ = self._logits(X[:, start : start + batch_size])
             return self.device.to_host(self.device.ops.softmax(Z))
 
         return np.concatenate(self.runner.map_batches(probabilities, X.shape[1], batch_size), axis=1)
