@@ -38,7 +38,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from nn_gpu.cli import Parser, device_name, positive_int, run_main, widths
+from nn_gpu.cli import Parser, device_name, non_negative_int, positive_int, run_main, widths
 from nn_gpu.data import load_dataset
 from nn_gpu.errors import NNGpuError
 from nn_gpu.model import DTYPES, Architecture, Network
@@ -115,7 +115,9 @@ def gradcheck_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=widths, default=(10,), help="hidden layer widths, e.g. 10 or 256,128 (default 10)")
     p.add_argument("--dtype", choices=DTYPES, default="float64", help="the network's dtype (default float64)")
     p.add_argument("--device", type=device_name, default="auto", help="auto (default), cpu, gpu (card 0) or gpu:N")
-    p.add_argument("--seed", type=int, default=0, help="draws the network, the images and the entries checked")
+    p.add_argument(
+        "--seed", type=non_negative_int, default=0, help="draws the network, the images and the entries checked"
+    )
     p.add_argument(
         "--entries", type=positive_int, default=200, help="entries checked per parameter, at random (default 200)"
     )

@@ -126,6 +126,10 @@ def test_bad_data_is_one_line_and_exit_2(tmp_path, capsys):
         gradcheck_main(["--samples", "0"])
     assert exit.value.code == 2
     assert capsys.readouterr().err == "error: argument --samples: must be at least 1, got 0 (see gradcheck.py --help)\n"
+    with pytest.raises(SystemExit) as exit:
+        gradcheck_main(["--seed", "-1"])  # NumPy's generators take no negative seed
+    assert exit.value.code == 2
+    assert capsys.readouterr().err.startswith("error: argument --seed: ")
 
 
 @pytest.mark.slow
