@@ -16,14 +16,14 @@ From Python, in the notebook's names (X is 784 x m, one column per sample, every
 Start reading with nn_gpu/model.py; docs/math.md derives every equation.
 """
 
-from nn_gpu import plots
+__version__ = "0.1.0"  # pyproject.toml reads it from here
+
+from nn_gpu import plots  # noqa: E402
 from nn_gpu.api import load_model, read_digit, save_model, train
 from nn_gpu.data import Dataset, load_dataset
 from nn_gpu.device import Device, gpu_unavailable_reason, resolve_device
 from nn_gpu.gradient_check import gradcheck
 from nn_gpu.model import Arrays, Network
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Arrays",

@@ -38,16 +38,18 @@ def train(
     lr_schedule: str = "constant",
     dev: tuple | None = None,
     seed: int = 0,
-    log_interval: int = 10,
+    log_interval: int | None = None,
     log: Callable[[str], None] | None = print,
 ) -> training.Progress:
     """Train `net` in place on X (784 x m, one column per sample) and labels y (m), as train.py does.
 
     The defaults are the notebook's: full-batch gradient descent, alpha 0.10, 500 iterations. With
     batch_size, each iteration is a step on the next mini-batch of a per-epoch shuffle drawn from
-    seed; epochs, when given, replaces iterations. dev: (X_dev, y_dev), evaluated every log_interval
-    iterations. log receives one line per evaluation (None: silent). Returns the Progress: .history
-    (a dict per evaluation), .final (train and dev loss and accuracy) and .train_seconds.
+    seed; epochs, when given, replaces iterations, in mini-batches of 64 unless batch_size says
+    otherwise (an epoch as Keras and PyTorch mean it). dev: (X_dev, y_dev), evaluated every log_interval
+    iterations (default 10, or once an epoch when training by epochs). log receives one line per
+    evaluation (None: silent). Returns the Progress: .history (a dict per evaluation), .final (train and
+    dev loss and accuracy), .train_seconds, and with dev .best_iteration and .best_dev_accuracy.
 
     With no momentum and no weight decay, each iteration is exactly forward, backward and step: the
     same numbers, bit for bit on the CPU while a batch fits in one block of 1,024 samples (a larger

@@ -2,8 +2,12 @@
 
 model.npz keys: `format` ("nn_gpu-model"), `hidden` (int64 array of hidden widths), `dtype` (a
 string), and W1, b1, ..., WL, bL as plain float arrays with the shapes of
-nn_gpu.model.init_parameters. checkpoint.npz holds the same keys plus `velocity` (the optimiser's
-flat buffer), `progress` and `config` (JSON text: nn_gpu.training.Progress and the run's settings).
+nn_gpu.model.init_parameters. A model written by train.py also says what it was trained on:
+`data` (the source's name) and `trained_on` (uint64, a hash of each training image,
+nn_gpu.data.image_hashes), so predict.py can tell when it is asked to predict its own training set.
+checkpoint.npz holds the model's keys plus `velocity` (the optimiser's flat buffer), `best` (the
+parameters at the best dev accuracy, flat), `progress` and `config` (JSON text:
+nn_gpu.training.Progress and the run's settings).
 
 Both are written atomically and read with allow_pickle=False, so loading never runs code, and are
 checked key by key: anything else raises ModelFileError with one line naming the file. The checks
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,33 +32,48 @@ from nn_gpu.training import Progress
 
 FORMAT = "nn_gpu-model"
 _HEADER = ("format", "hidden", "dtype")
-_CHECKPOINT = ("velocity", "progress", "config")
-_TEXT = ("format", "dtype", "progress", "config")  # 0-d strings
+_CHECKPOINT = ("velocity", "best", "progress", "config")
+_PROVENANCE = ("data", "trained_on")  # optional: both or neither
+_TEXT = ("format", "dtype", "progress", "config", "data")  # 0-d strings
 _SMALL = 1 << 20  # bytes: the most a header member (format, hidden, dtype, progress, config) may hold
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
-def _model_arrays(arch: Architecture, params) -> dict:
-    return {
+@dataclass(frozen=True)
+class TrainingData:
+    """What a model was trained on: the data source's name, and a uint64 hash of each training image."""
+
+    source: str
+    hashes: np.ndarray
+
+
+def _model_arrays(arch: Architecture, params, trained_on: TrainingData | None = None) -> dict:
+    arrays = {
         "format": np.array(FORMAT),
         "hidden": np.array(arch.hidden, dtype=np.int64),
         "dtype": np.array(arch.dtype),
-        **dict(zip(parameter_names(len(arch.sizes) - 1), params)),
+        **dict(zip(parameter_names(arch.n_layers), params)),
     }
+    if trained_on is not None:
+        arrays.update(data=np.array(trained_on.source), trained_on=np.asarray(trained_on.hashes, dtype=np.uint64))
+    return arrays
 
 
-def save_model(path: Path, arch: Architecture, params) -> None:
-    """Write host parameters [W1, b1, ...] and their architecture to `path` atomically."""
-    arrays = _model_arrays(arch, params)
+def save_model(path: Path, arch: Architecture, params, trained_on: TrainingData | None = None) -> None:
+    """Write host parameters [W1, b1, ...] and their architecture (and what they were trained on) to
+    `path` atomically."""
+    arrays = _model_arrays(arch, params, trained_on)
     write_atomically(Path(path), lambda f: np.savez(f, **arrays))
 
 
-def save_checkpoint(path: Path, arch: Architecture, params, velocity, progress: Progress, config: dict) -> None:
-    """Write a resumable checkpoint (host arrays) to `path` atomically."""
+def save_checkpoint(path: Path, arch: Architecture, params, velocity, best, progress: Progress, config: dict) -> None:
+    """Write a resumable checkpoint (host arrays; best: the flat parameters at the best dev accuracy,
+    or the current ones before any) to `path` atomically."""
     state = progress.to_dict()
     arrays = {
         **_model_arrays(arch, params),
         "velocity": velocity,
+        "best": best,
         "progress": np.array(json.dumps(state)),
         "config": np.array(json.dumps(config)),
     }
@@ -64,11 +84,21 @@ def load_model(path: Path) -> tuple[Architecture, list[np.ndarray]]:
     """(architecture, host parameters) from a model.npz, or ModelFileError saying what is wrong."""
     path = Path(path)
     arch, arrays = _load(path, extra=())
-    return arch, [arrays[name] for name in parameter_names(len(arch.sizes) - 1)]
+    return arch, [arrays[name] for name in parameter_names(arch.n_layers)]
+
+
+def load_training_data(path: Path) -> TrainingData | None:
+    """What the model in `path` was trained on, or None when it does not say (a model saved from Python)."""
+    path = Path(path)
+    _, arrays = _load(path, extra=())
+    if "trained_on" not in arrays:
+        return None
+    return TrainingData(str(arrays["data"]), arrays["trained_on"])
 
 
 def load_checkpoint(path: Path) -> tuple[Architecture, list[np.ndarray], np.ndarray, Progress, dict]:
-    """(architecture, parameters, velocity, progress, config) from a checkpoint.npz.
+    """(architecture, parameters, velocity, progress, config) from a checkpoint.npz; progress.best_params
+    holds the saved best parameters (host, flat) when a dev evaluation has been made.
 
     config is the run's settings as saved; nn_gpu.cli checks them as it checks its flags.
     """
@@ -81,7 +111,8 @@ def load_checkpoint(path: Path) -> tuple[Architecture, list[np.ndarray], np.ndar
             raise ValueError("config must be an object and iteration a count")
     except (ValueError, TypeError) as error:
         raise ModelFileError(f"{path}: damaged training state ({one_line(error)})") from None
-    params = [arrays[name] for name in parameter_names(len(arch.sizes) - 1)]
+    params = [arrays[name] for name in parameter_names(arch.n_layers)]
+    progress.best_params = None if progress.best_iteration is None else arrays["best"]
     return arch, params, arrays["velocity"], progress, config
 
 
@@ -105,7 +136,7 @@ def _load(path: Path, extra: tuple[str, ...]) -> tuple[Architecture, dict[str, n
                 arch = _architecture(path, small)
                 expected = _expected(arch, extra)
                 _check_headers(path, headers, expected)
-                arrays = {key: npz[key] for key in expected}
+                arrays = {key: npz[key] for key in headers}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise ModelFileError(f"{path}: not an nn_gpu model file ({one_line(error)})") from None
     for name, (shape, _) in expected.items():
@@ -148,15 +179,26 @@ def _architecture(path: Path, small: dict) -> Architecture:
 def _expected(arch: Architecture, extra: tuple[str, ...]) -> dict[str, tuple[tuple[int, ...] | None, str]]:
     """name: (shape, dtype) of every member the file must hold; shape None for a header member."""
     expected = {name: (None, "") for name in _HEADER}
-    for name, (n_in, n_out) in zip(parameter_names(len(arch.sizes) - 1), _shapes(arch)):
+    for name, (n_in, n_out) in zip(parameter_names(arch.n_layers), _shapes(arch)):
         expected[name] = ((n_out, n_in) if name.startswith("W") else (n_out, 1), arch.dtype)
     if extra:
-        expected.update(velocity=((arch.n_parameters,), arch.dtype), progress=(None, ""), config=(None, ""))
+        flat = ((arch.n_parameters,), arch.dtype)
+        expected.update(velocity=flat, best=flat, progress=(None, ""), config=(None, ""))
     return expected
 
 
 def _check_headers(path: Path, headers: dict, expected: dict) -> None:
-    """ModelFileError unless the members are exactly `expected`, each with its shape and dtype."""
+    """ModelFileError unless the members are exactly `expected`, each with its shape and dtype, plus
+    the optional pair `data` (a short text) and `trained_on` (a uint64 list)."""
+    provenance = [name for name in _PROVENANCE if name in headers]
+    if provenance:
+        if len(provenance) != len(_PROVENANCE):
+            raise ModelFileError(f"{path}: {provenance[0]} without {set(_PROVENANCE).difference(provenance).pop()}")
+        shape, dtype, _ = headers["trained_on"]
+        if len(shape) != 1 or dtype != np.uint64:
+            raise ModelFileError(f"{path}: trained_on is {dtype} {shape}, expected a uint64 list")
+        expected = {**expected, "data": (None, "")}
+        headers = {name: header for name, header in headers.items() if name != "trained_on"}
     if set(headers) != set(expected):
         missing, unexpected = sorted(set(expected) - set(headers)), sorted(set(headers) - set(expected))
         raise ModelFileError(f"{path}: keys differ from an nn_gpu file: missing {missing}, unexpected {unexpected}")

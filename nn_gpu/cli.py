@@ -1,8 +1,9 @@
-"""The command line of scripts/train.py (`train_main`), and what it shares with scripts/predict.py.
+"""The command line of scripts/train.py and `nn-gpu train` (`train_main`), and what it shares with the
+other commands.
 
 Every error a user can cause ends as one line on stderr and exit code 2 (see nn_gpu.errors); a
 diverged run ends with exit code 3. Ctrl-C, SIGTERM and SIGHUP stop training at the next step, save
-a checkpoint and exit with 128 + the signal's number (130, 143, 129).
+a checkpoint and say so (not as an error), and exit with 128 + the signal's number (130, 143, 129).
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from nn_gpu import parallel, plots
-from nn_gpu.checkpoint import load_checkpoint, save_checkpoint, save_model
-from nn_gpu.data import SAMPLE, load_dataset, pixels_to_device, split_dev
+from nn_gpu import __version__, parallel, plots
+from nn_gpu.checkpoint import TrainingData, load_checkpoint, save_checkpoint, save_model
+from nn_gpu.data import SAMPLE, Dataset, image_hashes, load_dataset, pixels_to_device, split_dev
 from nn_gpu.device import (
     DEVICE_CHOICES,
+    INSTALL_HINT,
     Device,
     gpu_unavailable_reason,
     out_of_memory_error,
@@ -35,11 +38,14 @@ from nn_gpu.errors import DataError, DeviceError, ModelFileError, NNGpuError, on
 from nn_gpu.model import DTYPES, INITS, Architecture, Network, init_parameters
 from nn_gpu.optim import SCHEDULES, SGD
 from nn_gpu.outputs import check_room, claim, new_run_folder
+from nn_gpu.run_log import TENSORBOARD_DIR, TENSORBOARD_HINT, MetricsLog, tensorboard_writer_class
 from nn_gpu.safe_io import write_text_atomically
-from nn_gpu.training import Interrupted, TrainingPlan, log_line, percent, train
+from nn_gpu.training import EPOCH_BATCH_SIZE, LOG_LEGEND, Interrupted, TrainingPlan, log_line, percent, train
 
 DRY_RUN_ITERATIONS = 3
+DEFAULT_ITERATIONS = 500
 CHECKPOINT = "checkpoint.npz"
+BEST_MODEL = "best_model.npz"
 
 
 class Parser(argparse.ArgumentParser):
@@ -111,16 +117,22 @@ def widths(text: str) -> tuple[int, ...]:
     return widths
 
 
-def train_parser() -> argparse.ArgumentParser:
+def add_version(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--version", action="version", version=f"nn_gpu {__version__}")
+
+
+def train_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     p = Parser(
-        prog="train.py",
-        description="Train the notebook's digit network (784 -> hidden ReLU -> 10 softmax) with hand-written backpropagation.",
+        prog=prog,
+        description="Train the notebook's digit network (784 -> hidden ReLU -> 10 softmax) with hand-written "
+        "backpropagation. With no flags: the notebook's job, 500 full-batch steps on the built-in sample.",
     )
+    add_version(p)
     p.add_argument(
         "--device",
         type=device_name,
         default="auto",
-        help="auto: card 0 if usable, else the CPU (default); cpu; gpu (card 0) or gpu:N",
+        help=f"auto: card 0 if usable, else the CPU (default); cpu; gpu (card 0) or gpu:N. The GPU needs CuPy: {INSTALL_HINT}",
     )
     p.add_argument(
         "--data",
@@ -138,11 +150,24 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=widths, default=(10,), help="hidden layer widths, e.g. 10 or 256,128 (default 10)")
     p.add_argument("--alpha", "--lr", type=_learning_rate, default=0.10, help="learning rate (default 0.10)")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--iterations", type=positive_int, default=500, help="gradient steps (default 500)")
-    length.add_argument("--epochs", type=positive_int, help="passes over the training set, instead of --iterations")
+    length.add_argument(
+        "--iterations",
+        type=positive_int,
+        help=f"gradient steps (default {DEFAULT_ITERATIONS}, when --epochs is not given)",
+    )
+    length.add_argument(
+        "--epochs",
+        type=positive_int,
+        help=f"passes over the training set in shuffled mini-batches (of {EPOCH_BATCH_SIZE} unless --batch-size "
+        "says otherwise), instead of --iterations; evaluated once an epoch",
+    )
     p.add_argument("--init", choices=INITS, default="he", help="he (default) or uniform, the notebook's U(-0.5, 0.5)")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
-    p.add_argument("--batch-size", type=positive_int, help="mini-batch size (default: the full training set)")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help=f"mini-batch size (default: the full training set; {EPOCH_BATCH_SIZE} with --epochs)",
+    )
     p.add_argument(
         "--momentum", type=_momentum, default=0.0, help="SGD momentum in [0, 1), v := momentum v + g (default 0)"
     )
@@ -154,14 +179,39 @@ def train_parser() -> argparse.ArgumentParser:
         "--save-every",
         type=non_negative_int,
         default=0,
-        help="save DIR/checkpoint.npz every N iterations (default 0: off)",
+        help="save DIR/checkpoint.npz every N iterations too (default 0: only at the end and on a stop signal)",
     )
-    p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run saved in DIR/checkpoint.npz")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        metavar="DIR",
+        help="continue the run saved in DIR/checkpoint.npz; with --epochs N or --iterations N, extend it to N",
+    )
     p.add_argument(
         "--log-interval",
         type=non_negative_int,
-        default=10,
-        help="evaluate every N iterations, 0 for only at the end (default 10)",
+        help="evaluate every N iterations, 0 for only at the end (default 10; with --epochs, once an epoch)",
+    )
+    p.add_argument(
+        "--early-stopping",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="stop after N evaluations in a row without a better dev accuracy (default 0: off); "
+        "best_model.npz holds the best either way",
+    )
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help=f"also write TensorBoard event files to DIR/{TENSORBOARD_DIR} (needs tensorboardX: {TENSORBOARD_HINT})",
+    )
+    p.add_argument(
+        "--weights-layer",
+        type=positive_int,
+        default=1,
+        metavar="L",
+        help="the layer weights.png draws (default 1; a deeper layer is drawn as the product of the weights "
+        "below it, ReLU left out)",
     )
     p.add_argument(
         "--dry-run", action="store_true", help=f"train {DRY_RUN_ITERATIONS} iterations only, as a smoke test"
@@ -173,7 +223,11 @@ def train_parser() -> argparse.ArgumentParser:
         f"here {parallel.cores()}); BLAS runs on one thread per worker",
     )
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
-    p.add_argument("--output-dir", type=Path, help="where model.npz and metrics.json go (default runs/<timestamp>)")
+    p.add_argument(
+        "--output-dir",
+        type=Path,
+        help="where best_model.npz, model.npz and the metrics go (default runs/<timestamp>)",
+    )
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -197,6 +251,9 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
 
     try:
         return main(argv)
+    except Interrupted as stopped:  # not an error: the user asked, and the work is saved
+        print(one_line(stopped), file=sys.stderr)
+        return stopped.exit_code
     except NNGpuError as error:
         say(error)
         return error.exit_code
@@ -222,19 +279,22 @@ def _say(quiet: bool, text: str, write=print) -> None:
         write(text)
 
 
-def _labels(dataset, device: Device):
+def _labels(dataset, device: Device | None):
+    """The dataset's labels as int32 on `device` (None: only checked), or DataError when it has none."""
     if dataset.labels is None:
         raise DataError(
-            f"{dataset.source}: has no labels (no label column, or no IDX labels file beside the images); training needs labels"
+            f"{dataset.source}: has no labels (no label column, or no IDX labels file beside the images); "
+            "training needs labels (a Kaggle test.csv is for predict.py)"
         )
-    return device.to_device(dataset.labels.astype(np.int32))
+    return None if device is None else device.to_device(dataset.labels.astype(np.int32))
 
 
 # The flags that define a run; a checkpoint stores them, and --resume takes them from it.
 RUN_SETTINGS = (
     "data", "dev_size", "seed", "hidden", "alpha", "iterations", "epochs", "init", "dtype", "batch_size",
-    "log_interval", "momentum", "weight_decay", "lr_schedule", "save_every",
+    "log_interval", "momentum", "weight_decay", "lr_schedule", "save_every", "early_stopping",
 )  # fmt: skip
+LENGTH = ("epochs", "iterations")  # the settings --resume may change: it extends the run
 
 
 def _run_settings(args) -> dict:
@@ -244,6 +304,9 @@ def _run_settings(args) -> dict:
         settings["data"] = os.path.abspath(settings["data"])  # not resolve(): load_dataset names a symlink loop
     if args.dry_run:
         settings.update(iterations=DRY_RUN_ITERATIONS, epochs=None)
+    if settings["epochs"] is None and settings["iterations"] is None:
+        settings["iterations"] = DEFAULT_ITERATIONS
+    settings["batch_size"] = TrainingPlan(epochs=settings["epochs"], batch_size=settings["batch_size"]).batch_size
     return settings
 
 
@@ -323,21 +386,24 @@ def _check_size(arch: Architecture, device: Device) -> None:
         )
 
 
-def train_command(argv: list[str] | None = None) -> int:
-    args = train_parser().parse_args(argv)
+def train_command(argv: list[str] | None = None, prog: str = "train.py") -> int:
+    args = train_parser(prog).parse_args(argv)
+    args.prog = prog
     if args.resume and args.overwrite:
         raise NNGpuError("--overwrite replaces a run and --resume continues one: choose one")
+    if args.tensorboard:
+        tensorboard_writer_class()  # refused now, not after training, when tensorboardX is missing
     device = resolve_device(args.device)
     fallback = gpu_unavailable_reason() if args.device == "auto" and device.name == "cpu" else None
     args.threads = args.threads or parallel.cores()
     print(
         f"device: {device.describe()}"
-        + (f"; GPU not used: {fallback}" if fallback else "")
+        + (f"; no GPU: {fallback.split(': ')[0]}" if fallback else "")
         + _threads_note(device, args.threads)
     )
     params = velocity = progress = None
     if args.resume:
-        _refuse_new_settings(args)
+        length = _refuse_new_settings(args)
         if not args.resume.is_dir():
             raise NNGpuError(f"--resume {args.resume}: no such folder")
         folder = claim(args.resume, resume=True)
@@ -345,17 +411,72 @@ def train_command(argv: list[str] | None = None) -> int:
         settings = _run_settings(args)
         arch = Architecture(tuple(settings["hidden"]), settings["dtype"])
         _check_size(arch, device)
-        dataset = load_dataset(settings["data"])  # a bad file is refused before any folder is made
+        _check_weights_layer(args.weights_layer, arch)
+        data = _training_data(settings)  # a bad file is refused before any folder is made
         folder = claim(args.output_dir, overwrite=args.overwrite) if args.output_dir else claim(new_run_folder())
     with folder:
         if args.resume:
             arch, params, velocity, progress, config = load_checkpoint(folder.path / CHECKPOINT)
-            settings = _saved_settings(config, folder.path / CHECKPOINT, arch)
+            settings = _extended(_saved_settings(config, folder.path / CHECKPOINT, arch), length, progress, args)
+            _check_weights_layer(args.weights_layer, arch)
             _say(args.quiet, f"resuming {folder.path / CHECKPOINT} after iteration {progress.iteration}")
-            dataset = load_dataset(settings["data"])
-        check_room(folder.path, 5 * _parameter_bytes(arch) + (4 << 20))  # model, checkpoint and its copy, pictures
+            data = _training_data(settings)
+        check_room(folder.path, 7 * _parameter_bytes(arch) + (4 << 20))  # models, checkpoint and its copy, pictures
         with StopSignals() as stop:
-            return _train_into(folder.path, args, settings, arch, device, dataset, (params, velocity, progress), stop)
+            return _train_into(folder.path, args, settings, arch, device, data, (params, velocity, progress), stop)
+
+
+class RunData(NamedTuple):
+    dataset: Dataset
+    train: Dataset
+    dev: Dataset
+    rng: np.random.Generator  # the seed's generator after the split: it draws the initial weights next
+
+
+def _check_weights_layer(layer: int, arch: Architecture) -> None:
+    if layer > arch.n_layers:
+        raise NNGpuError(f"--weights-layer {layer}: the network has layers 1 to {arch.n_layers}")
+
+
+def _training_data(settings: dict) -> RunData:
+    """The run's data, split: DataError, before anything else is said of the data, when it has no labels
+    or too few images for the dev set."""
+    dataset = load_dataset(settings["data"])
+    _labels(dataset, None)
+    if settings["early_stopping"] and not settings["dev_size"]:
+        raise NNGpuError("--early-stopping needs a dev set to watch: give --dev-size N above 0")
+    rng = np.random.default_rng(settings["seed"])
+    train_set, dev_set = split_dev(dataset, settings["dev_size"], rng)
+    return RunData(dataset, train_set, dev_set, rng)
+
+
+def _extended(settings: dict, length: dict, progress, args) -> dict:
+    """The saved settings with the run's length changed to `length` ({"epochs": N} or {"iterations": N},
+    from --resume's flags; {} keeps it): NNGpuError when the run cannot be extended to N bit-identically."""
+    if not length:
+        return settings
+    ((unit, n),) = length.items()
+    resume = f"--resume {args.resume}"
+    trained_by = "epochs" if settings["epochs"] is not None else "iterations"
+    if unit != trained_by:
+        raise NNGpuError(
+            f"{resume}: the run counts {trained_by} ({settings[trained_by]}); extend it with --{trained_by} N"
+        )
+    if n < settings[unit]:
+        raise NNGpuError(
+            f"{resume} --{unit} {n}: the run is {settings[unit]} {unit} long already; give more to extend it"
+        )
+    if settings["lr_schedule"] != "constant" and n != settings[unit]:
+        raise NNGpuError(
+            f"{resume} --{unit} {n}: the {settings['lr_schedule']} learning-rate schedule is laid out over the run's "
+            f"length, so a longer run would have taken other steps from the start; train a new run of {n} {unit}"
+        )
+    if progress.stopped_early:
+        raise NNGpuError(
+            f"{resume}: the run stopped early at iteration {progress.iteration} (no better dev accuracy in "
+            f"{settings['early_stopping']} evaluations): a longer run stops there too; its best model is {BEST_MODEL}"
+        )
+    return {**settings, unit: n}
 
 
 def _threads_note(device: Device, threads: int) -> str:
@@ -366,45 +487,65 @@ def _threads_note(device: Device, threads: int) -> str:
     return f"; {threads} thread{'s' * (threads > 1)} ({cores} core{'s' * (cores > 1)} usable), BLAS {parallel.blas_summary()} on one thread each"
 
 
-def _refuse_new_settings(args) -> None:
+def _refuse_new_settings(args) -> dict:
+    """The new length --resume was given ({"epochs": N}, {"iterations": N} or {}); NNGpuError for any
+    other setting, which the run keeps as it was saved."""
     defaults = train_parser().parse_args([])
-    changed = [f"--{name.replace('_', '-')}" for name in RUN_SETTINGS if getattr(args, name) != getattr(defaults, name)]
+    changed = [
+        f"--{name.replace('_', '-')}"
+        for name in RUN_SETTINGS
+        if name not in LENGTH and getattr(args, name) != getattr(defaults, name)
+    ]
     changed += ["--output-dir"] * bool(args.output_dir) + ["--dry-run"] * args.dry_run
     if changed:
         raise NNGpuError(f"--resume continues a run with the settings saved in it; drop {', '.join(changed)}")
+    return {name: getattr(args, name) for name in LENGTH if getattr(args, name) is not None}
 
 
-def _train_into(output_dir: Path, args, settings, arch, device, dataset, state, stop: StopSignals) -> int:
+def _train_into(output_dir: Path, args, settings, arch, device, data, state, stop: StopSignals) -> int:
     """Train (from `state`: saved params, velocity and progress, or Nones) and write the run into output_dir."""
     params, velocity, progress = state
-    rng = np.random.default_rng(settings["seed"])
-    train_set, dev_set = split_dev(dataset, settings["dev_size"], rng)
+    dataset, train_set, dev_set, rng = data
     test_size = 0 if dataset.test is None else len(dataset.test)
     _say(args.quiet, f"data: {dataset.source}: {len(train_set)} train, {len(dev_set)} dev, {test_size} test images")
     _warn_if_trivial(train_set)
     network = Network(arch, device, params if params is not None else init_parameters(arch, settings["init"], rng))
     network.runner.threads = args.threads
     optimizer = SGD(network, settings["momentum"], settings["weight_decay"], velocity)
+    if progress is not None and progress.best_params is not None:
+        progress.best_params = device.to_device(progress.best_params)
     X, y = pixels_to_device(train_set.images, device, arch.dtype), _labels(train_set, device)
     dev = (pixels_to_device(dev_set.images, device, arch.dtype), _labels(dev_set, device)) if len(dev_set) else None
-    plan = TrainingPlan(
-        alpha=settings["alpha"],
-        iterations=settings["iterations"],
-        epochs=settings["epochs"],
-        batch_size=settings["batch_size"],
-        log_interval=settings["log_interval"],
-        lr_schedule=settings["lr_schedule"],
-        save_every=settings["save_every"],
+    plan = TrainingPlan(**{name: settings[name] for name in PLAN_SETTINGS})
+    _say(
+        args.quiet, _plan_line(plan, len(train_set), default_batch=args.epochs is not None and args.batch_size is None)
     )
+    trained_on = TrainingData(dataset.source, image_hashes(train_set.images))
 
     def save(progress):
         params = [device.to_host(p) for p in network.params]
-        save_checkpoint(output_dir / CHECKPOINT, arch, params, device.to_host(optimizer.velocity), progress, settings)
+        best = network.flat if progress.best_params is None else progress.best_params
+        save_checkpoint(
+            output_dir / CHECKPOINT,
+            arch,
+            params,
+            device.to_host(optimizer.velocity),
+            device.to_host(best),
+            progress,
+            settings,
+        )
         return output_dir / CHECKPOINT
 
-    result = _train_with_progress(
-        network, optimizer, X, y, dev, plan, settings["seed"], progress, save, args.quiet, stop
-    )
+    history = [] if progress is None else progress.history
+    with MetricsLog(output_dir, history, 0 if progress is None else progress.iteration, args.tensorboard) as log:
+        try:
+            result = _train_with_progress(
+                network, optimizer, X, y, dev, plan, settings["seed"], progress, save, args, log, stop
+            )
+        except Interrupted as stopped:
+            raise Interrupted(
+                f"{stopped.when}; resume with {args.prog} --resume {output_dir}", stopped.signum
+            ) from None
     test = dataset.test
     if test is not None and test.labels is not None:
         test_loss, test_accuracy = network.evaluate(
@@ -413,7 +554,7 @@ def _train_into(output_dir: Path, args, settings, arch, device, dataset, state, 
         result.final.update(test_loss=test_loss, test_accuracy=test_accuracy)
     if stop.received():  # a signal during the final evaluation: the weights are trained, keep them resumable
         stop.check(f"after the last iteration, {result.iteration}; checkpoint saved to {save(result)}; "
-                   f"finish with --resume {output_dir}")  # fmt: skip
+                   f"finish with {args.prog} --resume {output_dir}")  # fmt: skip
     metrics = {
         "device": device.name,
         "device_index": device.index,
@@ -423,19 +564,59 @@ def _train_into(output_dir: Path, args, settings, arch, device, dataset, state, 
         "blas": parallel.blas_summary(),
         **settings,
         "data": dataset.source,
-        "iterations": plan.total_iterations(len(train_set)),
+        "iterations": result.iteration,
+        "planned_iterations": plan.total_iterations(len(train_set)),
+        "stopped_early": result.stopped_early,
         "train_size": len(train_set),
         "dev_size": len(dev_set),
         "test_size": test_size,
         "train_seconds": result.train_seconds,
         "samples_per_second": result.samples_per_second,
         "final": result.final,
+        "best": {"iteration": result.best_iteration, "dev_accuracy": result.best_dev_accuracy},
         "history": result.history,
     }
-    written = _write_results(output_dir, network, metrics, dev_set, dev, stop)
-    print(_summary(metrics, output_dir, written))
+    written = _write_results(output_dir, network, result.best_params, trained_on, metrics, dev_set, dev, args, stop)
+    print(_summary(metrics, output_dir, written, args.prog))
     _warn_if_too_good(train_set, result.final)
     return 0
+
+
+PLAN_SETTINGS = (
+    "alpha",
+    "iterations",
+    "epochs",
+    "batch_size",
+    "log_interval",
+    "lr_schedule",
+    "save_every",
+    "early_stopping",
+)
+
+
+def _plan_line(plan: TrainingPlan, m: int, default_batch: bool) -> str:
+    """What the run will do, said before it starts: e.g. '10 epochs of 63 mini-batches of 64 (the
+    default with --epochs; --batch-size N to change it), evaluated once an epoch'."""
+    every = plan.evaluate_every(m)
+    batches = plan.batches_per_epoch(m)
+    if plan.epochs is not None:
+        default = " (the default with --epochs; --batch-size N to change it)" if default_batch else ""
+        what = f"{plan.epochs} epoch{'s' * (plan.epochs > 1)} of {batches} mini-batches of {plan.batch_size}{default}"
+    elif plan.batch_size is None:
+        what = f"{plan.iterations} full-batch gradient steps on all {m} images"
+    else:
+        what = f"{plan.iterations} steps on mini-batches of {plan.batch_size} ({batches} an epoch)"
+    when = (
+        "only at the end"
+        if not every
+        else "once an epoch"
+        if plan.epochs and every == batches
+        else f"every {every} steps"
+    )
+    stopping = (
+        f"; stop after {plan.early_stopping} evaluations without a better dev accuracy" if plan.early_stopping else ""
+    )
+    return f"training: {what}, evaluated {when}{stopping}"
 
 
 def _warn(text: str) -> None:
@@ -457,38 +638,47 @@ def _warn_if_too_good(train_set, final: dict) -> None:
         _warn(f"dev accuracy 100.00% with only {classes} label value(s) in training: a trivial problem, not a result")
 
 
-def _write_results(output_dir: Path, network: Network, metrics: dict, dev_set, dev, stop: StopSignals) -> list[Path]:
-    """model.npz, metrics.json, then the pictures; the paths written. A write that fails ends in one line
-    saying what was saved, and where (model.npz is rescued into the temporary folder when it cannot be
-    written in output_dir); a signal stops the pictures, never the model or the metrics."""
+def _write_results(
+    output_dir: Path, network: Network, best, trained_on: TrainingData, metrics: dict, dev_set, dev, args, stop
+) -> list[Path]:
+    """model.npz (the last parameters), best_model.npz (those at the best dev accuracy, `best`, when
+    there is a dev set), metrics.json, then the pictures; the paths written. A write that fails ends in
+    one line saying what was saved, and where (the models are rescued into the temporary folder when
+    model.npz cannot be written in output_dir); a signal stops the pictures, never the models or the metrics."""
     arch, params = network.arch, [network.device.to_host(p) for p in network.params]
+    models = {"model.npz": params}
+    if best is not None:
+        models[BEST_MODEL] = Network.views(network.device.to_host(best), params)
     written = []
     try:
-        save_model(output_dir / "model.npz", arch, params)
-        written.append(output_dir / "model.npz")
+        for name, saved in models.items():
+            save_model(output_dir / name, arch, saved, trained_on)
+            written.append(output_dir / name)
         write_text_atomically(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         written.append(output_dir / "metrics.json")
-        written += _draw_run(output_dir, network, metrics["history"], dev_set, dev, stop)
+        written += _draw_run(output_dir, network, metrics["history"], dev_set, dev, args.weights_layer, stop)
     except OSError as error:
         failed = f"{error.filename}: {error.strerror or error}"
         if written:
             raise NNGpuError(f"{failed}; saved: {', '.join(map(str, written))}") from None
         try:
-            rescue = Path(tempfile.mkdtemp(prefix="nn_gpu-rescue-")) / "model.npz"
-            save_model(rescue, arch, params)
+            rescue = Path(tempfile.mkdtemp(prefix="nn_gpu-rescue-"))
+            for name, saved in reversed(models.items()):
+                save_model(rescue / name, arch, saved, trained_on)
         except OSError as second:
             raise NNGpuError(
                 f"{failed}; the trained model could not be saved anywhere (the temporary folder failed too: {second})"
             ) from None
-        raise NNGpuError(f"{failed}; the trained model was saved to {rescue} instead") from None
+        best_too = f"the best weights were saved to {rescue / BEST_MODEL} and " if best is not None else ""
+        raise NNGpuError(f"{failed}; {best_too}the trained model was saved to {rescue / 'model.npz'} instead") from None
     return written
 
 
-def _draw_run(output_dir: Path, network: Network, history: list[dict], dev_set, dev, stop: StopSignals) -> list[Path]:
+def _draw_run(output_dir: Path, network: Network, history: list[dict], dev_set, dev, layer: int, stop) -> list[Path]:
     """confusion_matrix.json, and the pictures of nn_gpu.plots when matplotlib is there; the paths written.
     A signal stops the drawing between two pictures (Interrupted)."""
     written = []
-    saved = f"model.npz and metrics.json are saved in {output_dir}"
+    saved = f"the models and metrics.json are saved in {output_dir}"
     if dev is not None:
         probabilities = network.predict_proba(dev[0])  # 10 x m_dev
         predictions, confidence = probabilities.argmax(axis=0), probabilities.max(axis=0)
@@ -499,12 +689,10 @@ def _draw_run(output_dir: Path, network: Network, history: list[dict], dev_set, 
     if not plots.available():
         print(f"pictures skipped: matplotlib is not installed ({plots.PLOT_HINT})")
         return written
-    W1, hidden = network.W[0], network.W[0].shape[0]
-    if hidden > plots.WEIGHT_UNITS:
-        print(f"weights.png shows the first {plots.WEIGHT_UNITS} of the {hidden} hidden units")
+    W = [network.device.to_host(W) for W in network.W]
     drawings = [
         ("training_curves.png", lambda: plots.training_curves(history)),
-        ("weights.png", lambda: plots.weights(network.device.to_host(W1[: plots.WEIGHT_UNITS]), hidden)),
+        ("weights.png", lambda: plots.weights(W, layer)),
     ]
     if dev is not None:
         n = min(32, len(dev_set))
@@ -522,19 +710,27 @@ def _draw_run(output_dir: Path, network: Network, history: list[dict], dev_set, 
     return written
 
 
-def _train_with_progress(network, optimizer, X, y, dev, plan, seed, progress, save, quiet, stop: StopSignals):
-    """train(), with a progress bar on a terminal, log lines, and a stop signal turned into a checkpoint."""
+def _train_with_progress(network, optimizer, X, y, dev, plan, seed, progress, save, args, log: MetricsLog, stop):
+    """train(), with a progress bar on a terminal (the last loss and accuracy, samples/s), log lines,
+    each evaluation streamed to `log`, and a stop signal turned into a checkpoint."""
     from tqdm import tqdm
 
     total = plan.total_iterations(X.shape[1])
     done = 0 if progress is None else progress.iteration
-    bar = tqdm(total=total, initial=done, disable=True if quiet else None, unit="it", leave=False)
+    bar = tqdm(total=total, initial=done, disable=True if args.quiet else None, unit="it", leave=False)
+    last: dict = {}
 
     def step(samples: int) -> None:  # the bar's rate in samples/s: a slowdown shows the moment it happens
         bar.update()
         if not bar.disable and (rate := bar.format_dict["rate"]):  # format_dict is rebuilt on each read
-            bar.set_postfix_str(f"{samples * rate:,.0f} samples/s", refresh=False)
+            bar.set_postfix_str(bar_postfix(last, samples * rate), refresh=False)
 
+    def logged(entry: dict) -> None:
+        last.update(entry)
+        log.write(entry)
+        _say(args.quiet, log_line(entry), bar.write)
+
+    _say(args.quiet, LOG_LEGEND)
     with bar:
         return train(
             network,
@@ -545,34 +741,52 @@ def _train_with_progress(network, optimizer, X, y, dev, plan, seed, progress, sa
             plan,
             seed,
             progress,
-            on_log=lambda entry: _say(quiet, log_line(entry), bar.write),
+            on_log=logged,
             on_step=step,
             save=save,
             stop_requested=stop.received,
         )
 
 
-def _summary(metrics: dict, output_dir: Path, written: list[Path]) -> str:
-    final = metrics["final"]
-    dev = [e for e in metrics["history"] if e["dev_accuracy"] is not None]
-    best = max(dev, key=lambda e: e["dev_accuracy"], default=None)
+def bar_postfix(entry: dict, samples_per_second: float) -> str:
+    """The progress bar's figures: the last logged train loss and accuracy, and the speed now."""
+    figures = [] if not entry else [f"loss {entry['train_loss']:.4f}", f"acc {percent(entry['train_accuracy'])}"]
+    return ", ".join([*figures, f"{samples_per_second:,.0f} samples/s"])
+
+
+def _summary(metrics: dict, output_dir: Path, written: list[Path], prog: str) -> str:
+    final, best = metrics["final"], metrics["best"]
+    stopped = (
+        f" (stopped early: no better dev accuracy in {metrics['early_stopping']} evaluations)"
+        if metrics["stopped_early"]
+        else ""
+    )
     lines = [
         f"done: {metrics['iterations']} iterations in {metrics['train_seconds']:.2f} s on {metrics['device_description']} "
-        f"({metrics['samples_per_second']:,.0f} samples/s)",
-        f"final: train accuracy {percent(final['train_accuracy'])}, dev accuracy {percent(final['dev_accuracy'])}, "
+        f"({metrics['samples_per_second']:,.0f} samples/s){stopped}",
+        f"last: train accuracy {percent(final['train_accuracy'])}, dev accuracy {percent(final['dev_accuracy'])}, "
         f"train loss {final['train_loss']:.4f}",
     ]
     if "test_accuracy" in final:
         lines.append(
-            f"test accuracy {percent(final['test_accuracy'])} (the held-out t10k set), test loss {final['test_loss']:.4f}"
+            f"test accuracy {percent(final['test_accuracy'])} (the held-out t10k set, last weights), "
+            f"test loss {final['test_loss']:.4f}"
         )
-    if best is not None:
-        lines.append(f"best dev accuracy {percent(best['dev_accuracy'])} at iteration {best['iteration']}")
     names = ", ".join(p.name for p in written)
     lines.append(f"wrote to {output_dir}: {names}")
+    if best["iteration"] is not None:
+        lines.append(
+            f"best dev accuracy {percent(best['dev_accuracy'])} at iteration {best['iteration']}: "
+            f"{BEST_MODEL} holds those weights, model.npz the last"
+        )
+        model = output_dir / BEST_MODEL
+    else:
+        model = output_dir / "model.npz"
+    lines.append(f"predict with: {prog.replace('train', 'predict')} --model {model} --data FILE --out submission.csv")
     return "\n".join(lines)
 
 
-def train_main(argv: list[str] | None = None) -> int:
-    """`python scripts/train.py [flags]`: train and write model.npz and metrics.json."""
-    return run_main(train_command, argv)
+def train_main(argv: list[str] | None = None, prog: str = "train.py") -> int:
+    """`python scripts/train.py [flags]` (prog names the command typed, for usage lines and hints):
+    train and write best_model.npz, model.npz and the metrics."""
+    return run_main(lambda argv: train_command(argv, prog), argv)

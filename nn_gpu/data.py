@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import importlib.util
 import re
 import warnings
@@ -355,6 +356,13 @@ def _check_range(path: Path, values: np.ndarray, largest: int, what: str, lines:
         shown = int(value) if abs(value) < 1e15 else f"{value:g}"
         raise DataError(f"{path}: line {lines[index[0]]}: {what} {shown} outside 0..{largest}")
     return values.astype(np.uint8)
+
+
+def image_hashes(images: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each image (m x 784 uint8 -> m uint64, BLAKE2b of its bytes): the same image
+    has the same hash in any file or order, so a model can know the images it was trained on."""
+    rows = np.ascontiguousarray(images, dtype=np.uint8)
+    return np.array([int.from_bytes(hashlib.blake2b(row, digest_size=8).digest(), "little") for row in rows], np.uint64)
 
 
 def split_dev(dataset: Dataset, dev_size: int, rng: np.random.Generator) -> tuple[Dataset, Dataset]:

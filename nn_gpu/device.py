@@ -18,7 +18,7 @@ import numpy as np
 
 from nn_gpu.errors import DeviceError, one_line
 
-_INSTALL_HINT = "install CuPy for your CUDA version: pip install -e '.[cuda12]' or '.[cuda13]'"
+INSTALL_HINT = "install CuPy for your CUDA version: pip install -e '.[cuda12]' or '.[cuda13]'"
 DEVICE_KINDS = ("auto", "cpu", "gpu")  # and gpu:N, a chosen card
 DEVICE_CHOICES = f"{', '.join(DEVICE_KINDS)} or gpu:N"
 
@@ -104,12 +104,12 @@ def _gpu_count() -> tuple[int, str | None]:
     try:
         import cupy
     except ImportError:
-        return 0, f"CuPy not installed: {_INSTALL_HINT}"
+        return 0, f"CuPy not installed: {INSTALL_HINT}"
     runtime = cupy.cuda.runtime
     try:
         driver, built_for = runtime.driverGetVersion(), runtime.runtimeGetVersion()
     except Exception as error:  # CuPy's own libraries are broken or missing
-        return 0, f"CuPy cannot load the CUDA runtime ({error}); {_INSTALL_HINT}"
+        return 0, f"CuPy cannot load the CUDA runtime: {error}; {INSTALL_HINT}"
     if driver == 0:
         return 0, "no CUDA device: no NVIDIA driver found on this machine; use --device cpu"
     # CUDA's minor-version compatibility: a driver for CUDA 13.0 runs a runtime built for 13.2, so only
@@ -130,7 +130,8 @@ def _gpu_count() -> tuple[int, str | None]:
 
 
 def gpu_unavailable_reason() -> str | None:
-    """Why the GPU cannot be used, as one line with the fix, or None when it can."""
+    """Why the GPU cannot be used, as one line with the fix, or None when it can. The cause comes
+    first, before the first ': ' (e.g. 'CuPy not installed'), as a short note can quote it."""
     return _gpu_count()[1]
 
 

@@ -38,7 +38,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from nn_gpu.cli import Parser, device_name, non_negative_int, positive_int, run_main, widths
+from nn_gpu.cli import Parser, add_version, device_name, non_negative_int, positive_int, run_main, widths
 from nn_gpu.data import load_dataset
 from nn_gpu.errors import NNGpuError
 from nn_gpu.model import DTYPES, Architecture, Network
@@ -103,11 +103,12 @@ def _loss_and_sides(net: Network, A0, y) -> tuple[float, list]:
     return float(loss.mean()), [cache[f"Z{l}"] > 0 for l in range(1, net.n_layers)]  # host sync
 
 
-def gradcheck_parser() -> argparse.ArgumentParser:
+def gradcheck_parser(prog: str = "gradcheck.py") -> argparse.ArgumentParser:
     p = Parser(
-        prog="gradcheck.py",
+        prog=prog,
         description="Check every gradient of backpropagation against centred finite differences, on a few images.",
     )
+    add_version(p)
     p.add_argument(
         "--data", default="sample", help="where the images come from: any source train.py reads (default sample)"
     )
@@ -124,8 +125,8 @@ def gradcheck_parser() -> argparse.ArgumentParser:
     return p
 
 
-def gradcheck_command(argv: list[str] | None = None) -> int:
-    args = gradcheck_parser().parse_args(argv)
+def gradcheck_command(argv: list[str] | None = None, prog: str = "gradcheck.py") -> int:
+    args = gradcheck_parser(prog).parse_args(argv)
     dataset = load_dataset(args.data)
     if dataset.labels is None:
         raise NNGpuError(f"{dataset.source}: has no labels; the gradient check needs labelled images")
@@ -143,6 +144,7 @@ def gradcheck_command(argv: list[str] | None = None) -> int:
     return 0
 
 
-def gradcheck_main(argv: list[str] | None = None) -> int:
-    """`python scripts/gradcheck.py [flags]`: exit 0 when every gradient passes, 1 when one does not."""
-    return run_main(gradcheck_command, argv)
+def gradcheck_main(argv: list[str] | None = None, prog: str = "gradcheck.py") -> int:
+    """`python scripts/gradcheck.py [flags]` (prog: the command typed): exit 0 when every gradient passes,
+    1 when one does not."""
+    return run_main(lambda argv: gradcheck_command(argv, prog), argv)

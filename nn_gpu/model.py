@@ -50,6 +50,11 @@ class Architecture:
         return (N_PIXELS, *self.hidden, N_CLASSES)
 
     @property
+    def n_layers(self) -> int:
+        """L: the hidden layers and the output layer."""
+        return len(self.sizes) - 1
+
+    @property
     def n_parameters(self) -> int:
         """Every weight and bias: the sum over layers of n_l x (n_{l-1} + 1), the length of Network.flat."""
         return sum(n_out * (n_in + 1) for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]))
@@ -134,8 +139,8 @@ class Network:
         host = [np.asarray(p, dtype=arch.dtype) for p in params]
         self.flat = device.to_device(np.concatenate([p.ravel() for p in host]))
         self.flat_grad = device.xp.zeros_like(self.flat)
-        self.params = self._views(self.flat, host)
-        self.grads = self._views(self.flat_grad, host)
+        self.params = self.views(self.flat, host)
+        self.grads = self.views(self.flat_grad, host)
         self.runner = device.runner()  # on the CPU: its threads and block size (nn_gpu.cpu.Blocks)
 
     @classmethod
@@ -162,7 +167,8 @@ class Network:
         return cls(arch, device, init_parameters(arch, init, np.random.default_rng(seed)))
 
     @staticmethod
-    def _views(flat, shapes_of):
+    def views(flat, shapes_of) -> list:
+        """Views of the flat buffer `flat` shaped as each array of shapes_of, in order (params, grads)."""
         views, start = [], 0
         for p in shapes_of:
             views.append(flat[start : start + p.size].reshape(p.shape))
@@ -180,7 +186,7 @@ class Network:
     @property
     def n_layers(self) -> int:
         """L: the hidden layers and the output layer."""
-        return len(self.arch.sizes) - 1
+        return self.arch.n_layers
 
     @property
     def parameter_names(self) -> list[str]:
@@ -241,7 +247,7 @@ class Network:
         m = A[0].shape[1]
         y = self.labels(y, m)
         flat = self.device.xp.zeros_like(self.flat)
-        grads = self._views(flat, self.params)
+        grads = self.views(flat, self.params)
         dZ, _, _ = ops.softmax_cross_entropy(cache[f"Z{L}"].copy(), y)  # dZ_L = A_L - Y: 10 x m
         kept_dZ: list = []
         self.runner.whole(lambda: self._backward(A, dZ, grads, kept_dZ))
@@ -280,7 +286,7 @@ class Network:
     def _sum_gradients(self, X, y, flat):
         """Write into `flat` (laid out as flat_grad) the gradients of the loss summed over X's columns;
         return (loss_sum, correct_sum). The forward pass, then each layer's backward from the top."""
-        grads = self.grads if flat is self.flat_grad else self._views(flat, self.grads)
+        grads = self.grads if flat is self.flat_grad else self.views(flat, self.grads)
         Z, A = self._logits(X)
         dZ, loss, correct = self.device.ops.softmax_cross_entropy(Z, y)  # dZ_L = A_L - Y: 10 x m
         self._backward(A, dZ, grads)

@@ -33,8 +33,8 @@ except ImportError:  # Windows
 
 LOCK = ".nn_gpu.lock"
 RUN_FILES = (
-    "model.npz", "metrics.json", "checkpoint.npz", "confusion_matrix.json", "confusion_matrix.png",
-    "training_curves.png", "weights.png", "predictions.png",
+    "best_model.npz", "model.npz", "metrics.json", "metrics.jsonl", "checkpoint.npz", "confusion_matrix.json",
+    "confusion_matrix.png", "training_curves.png", "weights.png", "predictions.png", "tensorboard",
 )  # fmt: skip
 
 
@@ -91,7 +91,10 @@ def claim(folder: Path, overwrite: bool = False, resume: bool = False) -> RunFol
                     f"--resume {folder} to continue it, or choose another --output-dir"
                 )
             for name in found:
-                (folder / name).unlink()
+                if (folder / name).is_dir() and not (folder / name).is_symlink():
+                    shutil.rmtree(folder / name)  # tensorboard/
+                else:
+                    (folder / name).unlink()
     except BaseException:
         run.release()
         raise

@@ -4,9 +4,9 @@
     confusion_matrix(counts)         dev-set counts, true label by predicted label, with per-class accuracy
     predictions_grid(images, ...)    a grid of digits with their labels, or predicted and true labels
                                      (mistakes in red)
-    weights(W1)                      each first-layer unit's 784 weights as a 28 x 28 image: what it
-                                     looks for (the first WEIGHT_UNITS units of a wider layer, as its
-                                     title says)
+    weights(W, layer)                what a layer's units look for, each unit's weights over the 784
+                                     pixels as a 28 x 28 image on one shared scale: at most the
+                                     WEIGHT_UNITS most informative units, as the title says
 
 Each returns a Figure built without pyplot, so matplotlib's backend is never chosen or changed (a
 notebook keeps its own), nothing is left open, and drawing works on any thread and headless. In
@@ -27,7 +27,7 @@ import numpy as np
 from nn_gpu.safe_io import write_atomically
 
 PLOT_HINT = "pip install -e '.[plot]'"
-WEIGHT_UNITS = 64  # units drawn in weights.png: one subplot each, about 2 s for 64 (80 s for 2048)
+WEIGHT_UNITS = 32  # units drawn in weights.png: enough to compare, few enough to see each one
 
 
 def available() -> bool:
@@ -152,21 +152,61 @@ def predictions_grid(images: np.ndarray, predictions=None, probabilities=None, l
     return fig
 
 
-def weights(W1: np.ndarray, hidden: int | None = None):
-    """Each row of W1 (units x 784) as a 28 x 28 image, red positive and blue negative, one scale per
-    unit; `hidden`, when larger than the units given, is the layer's width, named in the title."""
-    W1 = np.asarray(W1)
-    units = W1.shape[0]
-    columns = min(units, 16)
-    rows = math.ceil(units / columns)
-    fig = figure((1.1 * columns, 1.2 * rows + 0.5))
-    for k, ax in enumerate(fig.subplots(rows, columns, squeeze=False).flat):
+def informative_units(W: list, layer: int) -> np.ndarray:
+    """The units of `layer` (1..L) from the most to the least informative: by the norm of each unit's
+    outgoing weights (the column of W_{layer+1} that reads it: how much the next layer listens to it,
+    0 for a unit it ignores), or, in the last layer given, by the norm of the unit's input pattern."""
+    if layer < len(W):
+        strength = np.linalg.norm(np.asarray(W[layer], dtype=np.float64), axis=0)
+    else:
+        strength = np.linalg.norm(input_patterns(W, layer), axis=1)
+    return np.argsort(-strength, kind="stable")
+
+
+def input_patterns(W: list, layer: int) -> np.ndarray:
+    """Each unit of `layer` as weights over the 784 pixels (units x 784): W1 for layer 1, and for a
+    deeper layer the product W_layer ... W2 W1, the pattern it answers to with the ReLUs left out."""
+    pattern = np.asarray(W[0], dtype=np.float64)
+    for W_l in W[1:layer]:
+        pattern = np.asarray(W_l, dtype=np.float64) @ pattern
+    return pattern
+
+
+def weights(W, layer: int = 1, units: int = WEIGHT_UNITS):
+    """What the units of one layer look for, each as a 28 x 28 image on one shared colour scale (red
+    positive, blue negative), so units can be compared: the `units` most informative units
+    (informative_units), most informative first, titled by their number in the layer.
+
+    W: the network's weight matrices [W1, ..., WL] (net.W), or W1 alone (units x 784). layer 1 draws
+    W1's rows; a deeper one draws input_patterns. Pixels on MNIST's border are 0 in every image, so
+    dW1 is 0 there and their weights keep their initial values: the caption says so.
+    """
+    W = [W] if isinstance(W, np.ndarray) and W.ndim == 2 else list(W)
+    if not 1 <= layer <= len(W):
+        raise ValueError(f"layer must be 1 to {len(W)}, got {layer}")
+    patterns = input_patterns(W, layer)
+    output = len(W) > 1 and layer == len(W)  # the softmax layer: one unit per digit
+    width = patterns.shape[0]
+    order = informative_units(W, layer)[:units]
+    shown = patterns[order]
+    limit = np.abs(shown).max() or 1.0
+    columns = min(len(order), 16)
+    rows = math.ceil(len(order) / columns)
+    fig = figure((1.1 * columns + 0.8, 1.2 * rows + 1.0))
+    fig.set_layout_engine("constrained")  # room for the colour bar and the caption
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for k, ax in enumerate(axes.flat):
         ax.axis("off")
-        if k < units:
-            limit = np.abs(W1[k]).max() or 1.0
-            ax.imshow(W1[k].reshape(28, 28), cmap="bwr", vmin=-limit, vmax=limit)
-            ax.set_title(str(k + 1), fontsize=7)
-    shown = f" (units 1-{units} of {hidden})" if hidden and hidden > units else ""
-    fig.suptitle(f"First-layer weights: what each hidden unit looks for{shown}")
-    fig.tight_layout()
+        if k < len(order):
+            image = ax.imshow(shown[k].reshape(28, 28), cmap="bwr", vmin=-limit, vmax=limit)
+            ax.set_title(f"digit {order[k]}" if output else str(order[k] + 1), fontsize=7)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, pad=0.02)
+    which = "the most informative " if len(order) < width else ""
+    of = f"{len(order)} of the {width}" if len(order) < width else f"all {width}"
+    what = "W1" if layer == 1 else " ".join(f"W{k}" for k in range(layer, 0, -1)) + " (ReLU left out)"
+    fig.suptitle(f"Layer {layer}: what {which}units look for ({of} units, {what}, one colour scale)", fontsize=10)
+    fig.supxlabel(
+        "Border pixels never change: they are 0 in every MNIST image, so their weights keep their initial values.",
+        fontsize=8,
+    )
     return fig

@@ -1,7 +1,10 @@
-"""The command line of scripts/predict.py: a Kaggle submission, a gallery, or your own digit.
+"""The command line of scripts/predict.py and `nn-gpu predict`: a Kaggle submission, a gallery, or your own digit.
 
---out is refused when it names the --data or --model file. The gallery (--show N) prints N
-predictions and draws at most SHOW_DRAWN of them. --image saves the 28 x 28 digit the network saw
+A submission is written only when --out names it, and --out is refused when it names the --data or
+--model file. When the model knows what it was trained on (train.py records a hash of each training
+image in model.npz), images of --data that were in its training set are counted and warned about,
+and the accuracy is given on the others too. The gallery (--show N) prints N predictions spread over
+the classes and draws at most SHOW_DRAWN of them. --image saves the 28 x 28 digit the network saw
 beside the picture (or in --save-seen DIR) under a name not yet taken, and a failure to save it is a
 warning: the prediction it already printed stands.
 """
@@ -17,9 +20,9 @@ import numpy as np
 
 from nn_gpu import handwriting, plots
 from nn_gpu.api import read_digit
-from nn_gpu.checkpoint import load_model
-from nn_gpu.cli import Parser, device_name, non_negative_int, run_main
-from nn_gpu.data import load_dataset, pixels_to_device
+from nn_gpu.checkpoint import load_model, load_training_data
+from nn_gpu.cli import Parser, add_version, device_name, non_negative_int, run_main
+from nn_gpu.data import image_hashes, load_dataset, pixels_to_device
 from nn_gpu.device import resolve_device
 from nn_gpu.errors import NNGpuError
 from nn_gpu.model import Network
@@ -29,20 +32,31 @@ from nn_gpu.training import percent
 SHOW_DRAWN = 64  # digits in the --show picture: more take long to draw and are too small to read
 
 
-def predict_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="predict.py", description="Predict digits with a trained model and write a Kaggle submission.")
-    p.add_argument("--model", type=Path, required=True, help="a model.npz written by train.py")
+def predict_parser(prog: str = "predict.py") -> argparse.ArgumentParser:
+    p = Parser(prog=prog, description="Predict digits with a trained model, and write a Kaggle submission with --out.")
+    add_version(p)
+    p.add_argument(
+        "--model",
+        type=Path,
+        required=True,
+        help="a model written by train.py: DIR/best_model.npz (the best dev accuracy), or DIR/model.npz (the last)",
+    )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="a Kaggle test.csv, or any source train.py reads (labels give an accuracy)")
     source.add_argument("--image", type=Path, help="a picture of one handwritten digit (PNG, JPEG, ...)")
     p.add_argument(
         "--out",
         type=Path,
-        default=Path("submission.csv"),
-        help="the ImageId,Label CSV to write (default submission.csv)",
+        help="write the predictions of --data to this ImageId,Label CSV, Kaggle's submission format "
+        "(default: none written)",
     )
     p.add_argument(
-        "--show", type=non_negative_int, default=0, metavar="N", help="print and draw the first N predictions"
+        "--show",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="print and draw N predictions spread over the classes (to --out's name + _show.png, "
+        "else predictions_show.png)",
     )
     p.add_argument("--device", type=device_name, default="auto", help="auto (default), cpu, gpu (card 0) or gpu:N")
     p.add_argument(
@@ -54,10 +68,10 @@ def predict_parser() -> argparse.ArgumentParser:
     return p
 
 
-def predict_command(argv: list[str] | None = None) -> int:
-    args = predict_parser().parse_args(argv)
+def predict_command(argv: list[str] | None = None, prog: str = "predict.py") -> int:
+    args = predict_parser(prog).parse_args(argv)
     for flag, other in (("--data", args.data), ("--model", args.model)):
-        if other is not None and _same_file(args.out, Path(other)):
+        if other is not None and args.out is not None and _same_file(args.out, Path(other)):
             raise NNGpuError(f"--out {args.out} is the {flag} file, which it would overwrite; choose another --out")
     arch, params = load_model(args.model)
     device = resolve_device(args.device)
@@ -68,17 +82,58 @@ def predict_command(argv: list[str] | None = None) -> int:
     dataset = dataset.test or dataset  # a directory of IDX files: predict its t10k test set
     probabilities = network.predict_proba(pixels_to_device(dataset.images, device, arch.dtype))  # 10 x m
     predictions = probabilities.argmax(axis=0)
-    rows = "".join(f"{i},{label}\n" for i, label in enumerate(predictions, start=1))
-    write_text_atomically(args.out, "ImageId,Label\n" + rows)
-    print(f"wrote {len(predictions)} predictions to {args.out} (device: {device.describe()})")
-    if dataset.labels is not None:
-        accuracy = float(np.mean(predictions == dataset.labels))
-        print(f"accuracy: {percent(accuracy)} ({int(np.sum(predictions == dataset.labels))} of {len(dataset)})")
-    if args.show:
-        _show(
-            dataset, predictions, probabilities.max(axis=0), args.show, args.out.with_name(args.out.stem + "_show.png")
+    if args.out is not None:
+        rows = "".join(f"{i},{label}\n" for i, label in enumerate(predictions, start=1))
+        write_text_atomically(args.out, "ImageId,Label\n" + rows)
+        print(f"wrote {len(predictions)} predictions to {args.out} (device: {device.describe()})")
+    else:
+        print(
+            f"predicted {len(predictions)} images (device: {device.describe()}); --out FILE writes them as a submission"
         )
+    seen = _seen_in_training(args.model, dataset)
+    if dataset.labels is not None:
+        print(f"accuracy: {_accuracy(predictions, dataset.labels)}")
+    if seen.any():
+        trained_on = load_training_data(args.model).source
+        _warn(
+            f"{seen.sum():,} of these {len(dataset):,} images were in the model's training set ({trained_on}): "
+            "an accuracy over them is not a test of the model"
+        )
+        if dataset.labels is not None and not seen.all():
+            print(f"accuracy on the {(~seen).sum():,} images it was not trained on: "
+                  f"{_accuracy(predictions[~seen], dataset.labels[~seen])}")  # fmt: skip
+    if args.show:
+        picture = Path("predictions_show.png") if args.out is None else args.out.with_name(args.out.stem + "_show.png")
+        _show(dataset, predictions, probabilities.max(axis=0), args.show, picture)
     return 0
+
+
+def _accuracy(predictions: np.ndarray, labels: np.ndarray) -> str:
+    right = int(np.sum(predictions == labels))
+    return f"{percent(right / len(labels))} ({right} of {len(labels)})"
+
+
+def _warn(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr)
+
+
+def _seen_in_training(model: Path, dataset) -> np.ndarray:
+    """Which images of `dataset` the model was trained on (a bool per image; none when it does not say)."""
+    trained = load_training_data(model)
+    if trained is None:
+        return np.zeros(len(dataset), dtype=bool)
+    return np.isin(image_hashes(dataset.images), trained.hashes)
+
+
+def spread(classes: np.ndarray, n: int) -> np.ndarray:
+    """n indices of `classes` taking each class in turn (its first image, then its second, ...), classes in
+    order: a gallery of a file sorted by label still shows every digit. All indices when n >= len(classes)."""
+    classes = np.asarray(classes)
+    rank = np.zeros(len(classes), dtype=np.int64)  # how many earlier images share the image's class
+    for label in np.unique(classes):
+        where = classes == label
+        rank[where] = np.arange(where.sum())
+    return np.lexsort((classes, rank))[:n]
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -90,19 +145,19 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _show(dataset, predictions, confidence, n: int, path: Path) -> None:
-    """Print the first n predictions with their probability, and draw up to SHOW_DRAWN of them (the
-    notebook's test_prediction)."""
-    n = min(n, len(predictions))
-    for k in range(n):
+    """Print n predictions with their probability, spread over the classes (the true ones when known,
+    else the predicted), and draw up to SHOW_DRAWN of them (the notebook's test_prediction)."""
+    shown = spread(predictions if dataset.labels is None else dataset.labels, n)
+    for k in shown:
         truth = "" if dataset.labels is None else f", true {dataset.labels[k]}"
         print(f"image {k + 1}: predicted {predictions[k]} (probability {confidence[k]:.3f}){truth}")
     if not plots.available():
         print(f"picture skipped: matplotlib is not installed ({plots.PLOT_HINT})")
         return
-    drawn = min(n, SHOW_DRAWN)
-    labels = None if dataset.labels is None else dataset.labels[:drawn]
-    plots.save(plots.predictions_grid(dataset.images[:drawn], predictions[:drawn], confidence[:drawn], labels), path)
-    print(f"wrote {path}" + (f": the first {drawn} of the {n}" if drawn < n else ""))
+    drawn = shown[:SHOW_DRAWN]
+    labels = None if dataset.labels is None else dataset.labels[drawn]
+    plots.save(plots.predictions_grid(dataset.images[drawn], predictions[drawn], confidence[drawn], labels), path)
+    print(f"wrote {path}" + (f": the first {len(drawn)} of the {len(shown)}" if len(drawn) < len(shown) else ""))
 
 
 def _predict_image(network: Network, path: Path, save_seen: Path | None) -> int:
@@ -127,6 +182,6 @@ def _predict_image(network: Network, path: Path, save_seen: Path | None) -> int:
     return 0
 
 
-def predict_main(argv: list[str] | None = None) -> int:
-    """`python scripts/predict.py --model M --data CSV --out submission.csv`."""
-    return run_main(predict_command, argv)
+def predict_main(argv: list[str] | None = None, prog: str = "predict.py") -> int:
+    """`python scripts/predict.py --model M --data CSV --out submission.csv` (prog: the command typed)."""
+    return run_main(lambda argv: predict_command(argv, prog), argv)

@@ -6,7 +6,12 @@ at logged iterations and checkpoints, and the clock behind `train_seconds` is st
 
 Everything needed to continue a run lives in `Progress` (plus the parameters and velocities), and
 each epoch's shuffle is drawn from (seed, epoch) alone, so a run resumed from a checkpoint ends with
-the same parameters, bit for bit, as one that was never stopped.
+the same parameters, bit for bit, as one that was never stopped, or one planned that long from the
+start (a run is extended by resuming it with more epochs or iterations).
+
+With a dev set, the parameters at the best dev accuracy so far are kept (`Progress.best_params`, a
+device copy made at each improvement: Keras' restore_best_weights, sklearn's early_stopping), and
+`early_stopping` N > 0 ends the run after N evaluations in a row without an improvement.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import math
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +31,11 @@ from nn_gpu.model import Network
 from nn_gpu.optim import SGD, learning_rate
 
 EXPLODING_LOSS = 100.0  # mean cross-entropy; chance level for 10 classes is log 10 = 2.3
+EPOCH_BATCH_SIZE = 64  # the mini-batch of a run by epochs with no batch size: PyTorch's MNIST example
+LOG_LEGEND = (
+    "train loss and acc: the mean over the steps since the previous line, each before its update; "
+    "dev: the weights at the line"
+)
 
 
 class Diverged(NNGpuError):
@@ -35,31 +45,49 @@ class Diverged(NNGpuError):
 
 
 class Interrupted(NNGpuError):
-    """A stop signal (Ctrl-C, SIGTERM, SIGHUP): a checkpoint was saved and the run stopped; exit 128 + signal."""
+    """A stop signal (Ctrl-C, SIGTERM, SIGHUP): a checkpoint was saved and the run stopped; exit 128 + signal.
+
+    Not an error: the message is printed as it is, without "error:".
+    """
 
     def __init__(self, when: str, signum: int = signal.SIGINT):
-        by = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
-        super().__init__(f"{by} {when}")
-        self.exit_code = 128 + signum
+        by = "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"
+        super().__init__(f"stopped{by} {when}")
+        self.when, self.signum, self.exit_code = when, signum, 128 + signum
 
 
 @dataclass(frozen=True)
 class TrainingPlan:
     """How long, in what batches and at what learning rate to train.
 
-    batch_size None means the full training set each iteration (the notebook's gradient descent);
-    otherwise each iteration is one step on the next batch_size samples of a per-epoch shuffle.
-    epochs, when given, sets the iterations to epochs x batches per epoch. save_every N > 0 saves a
-    checkpoint every N iterations and at the end.
+    By iterations (the default): batch_size None means the full training set each iteration (the
+    notebook's gradient descent); otherwise each iteration is one step on the next batch_size samples
+    of a per-epoch shuffle. By epochs (epochs given): iterations = epochs x batches per epoch, in
+    mini-batches of EPOCH_BATCH_SIZE unless batch_size says otherwise, as an epoch means in Keras,
+    PyTorch and scikit-learn. log_interval: evaluate every N iterations, 0 only at the end; None
+    (the default) every 10 iterations, or once an epoch when training by epochs. save_every N > 0
+    saves a checkpoint every N iterations; a checkpoint is also saved at the end. early_stopping N > 0
+    ends the run after N evaluations without a better dev accuracy.
     """
 
     alpha: float = 0.10
     iterations: int = 500
     epochs: int | None = None
     batch_size: int | None = None
-    log_interval: int = 10
+    log_interval: int | None = None
     lr_schedule: str = "constant"
     save_every: int = 0
+    early_stopping: int = 0
+
+    def __post_init__(self):
+        if self.epochs is not None and self.batch_size is None:
+            object.__setattr__(self, "batch_size", EPOCH_BATCH_SIZE)
+
+    def evaluate_every(self, m: int) -> int:
+        """Iterations between evaluations (0: only at the end)."""
+        if self.log_interval is not None:
+            return self.log_interval
+        return 10 if self.epochs is None else self.batches_per_epoch(m)
 
     def batches_per_epoch(self, m: int) -> int:
         return 1 if self.batch_size is None else math.ceil(m / self.batch_size)
@@ -82,13 +110,19 @@ class Progress:
     correct_sum: float = 0.0
     seen: int = 0
     final: dict = field(default_factory=dict)
+    best_iteration: int | None = None  # the evaluation with the best dev accuracy so far
+    best_dev_accuracy: float | None = None
+    waited: int = 0  # evaluations since the best
+    stopped_early: bool = False
+    best_params: object = field(default=None, repr=False)  # network.flat at the best, on the device; not in to_dict
 
     @property
     def samples_per_second(self) -> float:
         return self.samples / self.train_seconds if self.train_seconds > 0 else float("nan")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Everything but best_params, as JSON-ready values (a checkpoint stores best_params as an array)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "best_params"}
 
 
 def epoch_order(m: int, seed: int, epoch: int) -> np.ndarray:
@@ -131,19 +165,20 @@ def train(
     """Train `network` on X (784 x m) and y (m labels), both on its device, from `progress` onwards.
 
     dev: (X_dev, y_dev) evaluated at each logged iteration, or None. on_log receives each history
-    entry {iteration, learning_rate, train_loss, train_accuracy, dev_loss, dev_accuracy,
-    samples_per_second}: training metrics are the means over the batches since the last log, each
-    measured before its update, and samples_per_second is the training speed since the last log.
-    on_step(samples) is called after each step with the samples it used.
+    entry {iteration, (epoch, when training by epochs), learning_rate, train_loss, train_accuracy,
+    dev_loss, dev_accuracy, samples_per_second}: training metrics are the means over the batches since
+    the last log, each measured before its update, and samples_per_second is the training speed since
+    the last log. on_step(samples) is called after each step with the samples it used.
     save(progress) writes a checkpoint and returns its path; it is called every save_every
-    iterations, at the end, and when stop_requested() returns a signal's number (then Interrupted is raised).
+    iterations, at the end (the last iteration, or an early stop), and when stop_requested() returns
+    a signal's number (then Interrupted is raised).
     A non-finite or exploding loss raises Diverged before anything is saved from the bad state.
     On the CPU, BLAS is held to one thread for the whole run (nn_gpu.parallel).
     """
     with parallel.one_blas_thread():  # set once for the run: setting it costs 16 us, a mini-batch step 200
         device = network.device
         m = X.shape[1]
-        total = plan.total_iterations(m)
+        total, every = plan.total_iterations(m), plan.evaluate_every(m)
         progress = progress or Progress()
         batches = _Batches(m, plan, seed, device.xp)
         last_saved: tuple[int, Path] | None = None
@@ -157,7 +192,7 @@ def train(
         started = time.perf_counter()
         logged = (progress.samples, progress.train_seconds)  # at the last log: for the speed since then
         lr = plan.alpha
-        while progress.iteration < total:
+        while progress.iteration < total and not progress.stopped_early:
             iteration = progress.iteration + 1
             lr = learning_rate(plan.lr_schedule, plan.alpha, iteration, total)
             rows = batches.rows(iteration)
@@ -173,10 +208,10 @@ def train(
             progress.seen += y_batch.shape[0]
             progress.samples += y_batch.shape[0]
             on_step(y_batch.shape[0])
-            log_now = (plan.log_interval and iteration % plan.log_interval == 0) or iteration == total
-            save_now = save is not None and plan.save_every and (iteration % plan.save_every == 0 or iteration == total)
+            log_now = (every and iteration % every == 0) or iteration == total
             stop_now = stop_requested()
-            if log_now or save_now or stop_now:
+            periodic = plan.save_every and iteration % plan.save_every == 0
+            if log_now or periodic or stop_now or iteration == total:
                 device.synchronize()
                 progress.train_seconds += time.perf_counter() - started
                 progress.loss_sum, progress.correct_sum = float(progress.loss_sum), float(progress.correct_sum)
@@ -184,6 +219,7 @@ def train(
                     _guard(network, progress, lr, last_saved)
                     entry = {
                         "iteration": iteration,
+                        **({} if plan.epochs is None else {"epoch": iteration / plan.batches_per_epoch(m)}),
                         "learning_rate": lr,
                         "train_loss": progress.loss_sum / progress.seen,
                         "train_accuracy": progress.correct_sum / progress.seen,
@@ -194,21 +230,31 @@ def train(
                     progress.history.append(entry)
                     progress.loss_sum = progress.correct_sum = 0.0
                     progress.seen = 0
+                    if dev is not None:
+                        _keep_best(network, progress, entry["dev_accuracy"], plan.early_stopping)
                     on_log(entry)
-                if save_now or (stop_now and save is not None):
+                ended = iteration == total or progress.stopped_early
+                if save is not None and (periodic or ended or stop_now):
                     checkpoint()
                 if stop_now:
-                    where = (
-                        f"; checkpoint saved to {last_saved[1]}; continue with --resume {last_saved[1].parent}"
-                        if save
-                        else ""
-                    )
-                    raise Interrupted(f"after iteration {iteration}{where}", stop_now)
+                    where = f"; checkpoint saved to {last_saved[1]}" if save else ""
+                    raise Interrupted(f"at iteration {iteration}{where}", stop_now)
                 device.synchronize()
                 started = time.perf_counter()
         train_loss, train_accuracy = network.evaluate(X, y)
         progress.final = {"train_loss": train_loss, "train_accuracy": train_accuracy, **_dev_metrics(network, dev)}
         return progress
+
+
+def _keep_best(network: Network, progress: Progress, dev_accuracy: float, patience: int) -> None:
+    """Keep a copy of the parameters when dev_accuracy beats the best so far (the first best wins a
+    tie); count the evaluations since, and mark the run stopped once they reach patience (0: never)."""
+    if progress.best_dev_accuracy is None or dev_accuracy > progress.best_dev_accuracy:
+        progress.best_dev_accuracy, progress.best_iteration, progress.waited = dev_accuracy, progress.iteration, 0
+        progress.best_params = network.flat.copy()
+    else:
+        progress.waited += 1
+    progress.stopped_early = bool(patience) and progress.waited >= patience
 
 
 def percent(value) -> str:
@@ -217,9 +263,12 @@ def percent(value) -> str:
 
 
 def log_line(entry: dict) -> str:
-    """One history entry of `train` as the line train.py prints."""
+    """One history entry of `train` as the line train.py prints: by epoch when training by epochs."""
+    when = f"iteration {entry['iteration']:>6}"
+    if "epoch" in entry:
+        when = f"epoch {entry['epoch']:>4g}  ({when})"
     return (
-        f"iteration {entry['iteration']:>6}  train loss {entry['train_loss']:.4f}  "
+        f"{when}  train loss {entry['train_loss']:.4f}  "
         f"train acc {percent(entry['train_accuracy'])}  dev acc {percent(entry['dev_accuracy'])}  "
         f"{entry['samples_per_second']:,.0f} samples/s"
     )

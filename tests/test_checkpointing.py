@@ -60,9 +60,8 @@ def test_resume_after_ctrl_c_ends_bit_identical_to_an_uninterrupted_run(tmp_path
     assert cli.train_main(run_args(train_csv, tmp_path / "stopped")) == 130
     err = capsys.readouterr().err
     checkpoint = tmp_path / "stopped" / "checkpoint.npz"
-    assert (
-        err
-        == f"error: interrupted after iteration 17; checkpoint saved to {checkpoint}; continue with --resume {checkpoint.parent}\n"
+    assert err == (  # not an error: no "error:"
+        f"stopped at iteration 17; checkpoint saved to {checkpoint}; resume with train.py --resume {checkpoint.parent}\n"
     )
     assert load_checkpoint(checkpoint)[3].iteration == 17
     assert not (tmp_path / "stopped" / "model.npz").exists()
@@ -106,8 +105,8 @@ def test_sigint_from_outside_saves_and_exits_130(tmp_path, train_csv):
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130, err
-    assert err.startswith("error: interrupted after iteration ") and err.count("\n") == 1
-    assert load_checkpoint(tmp_path / "checkpoint.npz")[3].iteration == int(err.split()[4].rstrip(";"))
+    assert err.startswith("stopped at iteration ") and err.count("\n") == 1
+    assert load_checkpoint(tmp_path / "checkpoint.npz")[3].iteration == int(err.split()[3].rstrip(";"))
 
 
 def test_kill_9_at_random_moments_never_breaks_the_checkpoint(tmp_path, train_csv):
@@ -123,7 +122,7 @@ def test_kill_9_at_random_moments_never_breaks_the_checkpoint(tmp_path, train_cs
         process.communicate()
         loaded.append(load_checkpoint(checkpoint)[3].iteration)  # raises if damaged
     assert len(loaded) == 8 and max(loaded) > 0
-    leftovers = {p.name for p in tmp_path.iterdir()} - {"checkpoint.npz", ".checkpoint.npz.tmp", LOCK}
+    leftovers = {p.name for p in tmp_path.iterdir()} - {"checkpoint.npz", ".checkpoint.npz.tmp", "metrics.jsonl", LOCK}
     assert leftovers == set()  # at most the one fixed temporary name, replaced by the next save
 
 
@@ -191,8 +190,12 @@ def test_divergence_stops_with_exit_3_and_keeps_the_last_good_checkpoint(tmp_pat
 
 def test_resume_refuses_new_settings(tmp_path, capsys):
     assert cli.train_main(["--resume", str(tmp_path), "--iterations", "900", "--alpha", "0.5"]) == 2
+    assert capsys.readouterr().err == (  # the length may change (it extends the run), nothing else
+        "error: --resume continues a run with the settings saved in it; drop --alpha\n"
+    )
+    assert cli.train_main(["--resume", str(tmp_path), "--early-stopping", "3", "--batch-size", "8"]) == 2
     assert capsys.readouterr().err == (
-        "error: --resume continues a run with the settings saved in it; drop --alpha, --iterations\n"
+        "error: --resume continues a run with the settings saved in it; drop --batch-size, --early-stopping\n"
     )
 
 
@@ -200,9 +203,9 @@ def test_model_file_is_not_a_checkpoint_and_back(tmp_path, train_csv):
     out = tmp_path / "run"
     assert cli.train_main(run_args(train_csv, out, "--save-every", "100", "--epochs", "1")) == 0
     load_model(out / "model.npz")
-    with pytest.raises(Exception, match="missing \\['config', 'progress', 'velocity'\\]"):
+    with pytest.raises(Exception, match="missing \\['best', 'config', 'progress', 'velocity'\\]"):
         load_checkpoint(out / "model.npz")
-    with pytest.raises(Exception, match="unexpected \\['config', 'progress', 'velocity'\\]"):
+    with pytest.raises(Exception, match="unexpected \\['best', 'config', 'progress', 'velocity'\\]"):
         load_model(out / "checkpoint.npz")
 
 
@@ -219,7 +222,7 @@ def test_ctrl_c_after_the_last_iteration_is_not_swallowed(tmp_path, train_csv, m
     assert cli.train_main(run_args(train_csv, out)) == 130
     checkpoint = out / "checkpoint.npz"
     assert capsys.readouterr().err == (
-        f"error: interrupted after the last iteration, 32; checkpoint saved to {checkpoint}; finish with --resume {out}\n"
+        f"stopped after the last iteration, 32; checkpoint saved to {checkpoint}; finish with train.py --resume {out}\n"
     )
     assert load_checkpoint(checkpoint)[3].iteration == 32 and not (out / "model.npz").exists()
     monkeypatch.setattr(cli, "train", real_train)
@@ -242,7 +245,8 @@ def test_ctrl_c_while_drawing_stops_the_pictures_and_keeps_the_model(tmp_path, t
     out = tmp_path / "run"
     assert cli.train_main(run_args(train_csv, out)) == 130
     assert capsys.readouterr().err == (
-        f"error: interrupted while drawing the pictures; model.npz and metrics.json are saved in {out}\n"
+        f"stopped while drawing the pictures; the models and metrics.json are saved in {out}\n"
     )
     load_model(out / "model.npz")
+    load_model(out / "best_model.npz")
     assert (out / "training_curves.png").exists() and not (out / "weights.png").exists()

@@ -57,9 +57,16 @@ def test_every_training_flag_reaches_the_loop(tmp_path, monkeypatch):
     flags = ["--data", tmp_path / "train.csv", "--dev-size", "20", "--hidden", "12,8", "--dtype", "float64"]
     flags += ["--alpha", "0.03", "--batch-size", "16", "--epochs", "3", "--lr-schedule", "step", "--momentum", "0.8"]
     flags += ["--weight-decay", "0.002", "--log-interval", "4", "--save-every", "5", "--seed", "9", "--threads", "3"]
-    train(tmp_path, *flags)
+    train(tmp_path, *flags, "--early-stopping", "7")
     assert seen["plan"] == TrainingPlan(
-        alpha=0.03, iterations=500, epochs=3, batch_size=16, log_interval=4, lr_schedule="step", save_every=5
+        alpha=0.03,
+        iterations=None,
+        epochs=3,
+        batch_size=16,
+        log_interval=4,
+        lr_schedule="step",
+        save_every=5,
+        early_stopping=7,
     )
     assert (seen["optimizer"].momentum, seen["optimizer"].weight_decay, seen["seed"]) == (0.8, 0.002, 9)
     assert seen["network"].arch == Architecture((12, 8), "float64") and seen["network"].runner.threads == 3

@@ -83,9 +83,9 @@ def test_a_second_run_is_refused_and_a_scheduler_stop_saves_a_checkpoint(tmp_pat
     _, err = first.communicate(timeout=60)
     assert first.returncode == 128 + stop, err
     name = signal.Signals(stop).name
-    assert err.startswith(f"error: stopped by {name} after iteration ") and err.count("\n") == 1
+    assert err.startswith(f"stopped by {name} at iteration ") and err.count("\n") == 1  # not an error
     iteration = int(err.split("iteration ")[1].split(";")[0])
-    assert f"checkpoint saved to {out / 'checkpoint.npz'}; continue with --resume {out}" in err
+    assert f"checkpoint saved to {out / 'checkpoint.npz'}; resume with train.py --resume {out}" in err
     assert load_checkpoint(out / "checkpoint.npz")[3].iteration == iteration
     assert not (out / LOCK).exists() and not (out / "model.npz").exists()
 
@@ -132,11 +132,13 @@ def test_a_failed_final_write_says_what_was_saved_and_where(tmp_path, train_csv,
     monkeypatch.setattr(cli, "save_model", disk_full_in_run_folders)
     assert cli.train_main(args(train_csv, tmp_path / "a")) == 2
     err = capsys.readouterr().err
-    prefix = f"error: {tmp_path / 'a' / 'model.npz'}: No space left on device; the trained model was saved to "
+    prefix = f"error: {tmp_path / 'a' / 'model.npz'}: No space left on device; the best weights were saved to "
     assert err.startswith(prefix) and err.endswith("/model.npz instead\n"), err
-    rescued = err.removeprefix(prefix).split()[0]
-    assert load_model(rescued)[0].hidden == (10,)
-    os.unlink(rescued)
+    best, _, _, _, _, _, _, _, rescued, _ = err.removeprefix(prefix).split()
+    assert best == os.path.join(os.path.dirname(rescued), "best_model.npz")
+    for path in (best, rescued):  # both models, whole
+        assert load_model(path)[0].hidden == (10,)
+        os.unlink(path)
     os.rmdir(os.path.dirname(rescued))
 
     monkeypatch.setattr(cli.tempfile, "mkdtemp", lambda prefix: str(tmp_path / "no" / "such" / "folder"))
@@ -157,7 +159,8 @@ def test_a_failed_final_write_says_what_was_saved_and_where(tmp_path, train_csv,
     monkeypatch.setattr(cli, "write_text_atomically", metrics_fail)
     assert cli.train_main(args(train_csv, tmp_path / "b")) == 2
     assert capsys.readouterr().err == (
-        f"error: {tmp_path / 'b' / 'metrics.json'}: No space left on device; saved: {tmp_path / 'b' / 'model.npz'}\n"
+        f"error: {tmp_path / 'b' / 'metrics.json'}: No space left on device; "
+        f"saved: {tmp_path / 'b' / 'model.npz'}, {tmp_path / 'b' / 'best_model.npz'}\n"
     )
     load_model(tmp_path / "b" / "model.npz")
 
@@ -165,8 +168,8 @@ def test_a_failed_final_write_says_what_was_saved_and_where(tmp_path, train_csv,
 @pytest.mark.slow
 def test_a_folder_holding_a_run_is_refused_unless_overwrite_or_resume(tmp_path, train_csv, capsys):
     out = tmp_path / "run"
-    assert cli.train_main(args(train_csv, out, "--save-every", 5)) == 0
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert cli.train_main(args(train_csv, out, "--save-every", 5, "--tensorboard")) == 0
+    before = {p.name: p.read_bytes() if p.is_file() else sorted(os.listdir(p)) for p in out.iterdir()}
     assert set(before) == set(RUN_FILES)  # every file a run writes, and no lock left behind
     capsys.readouterr()
 
@@ -176,12 +179,12 @@ def test_a_folder_holding_a_run_is_refused_unless_overwrite_or_resume(tmp_path, 
         f"error: {out}: holds a run already ({', '.join(RUN_FILES)}); add --overwrite to replace it, "
         f"--resume {out} to continue it, or choose another --output-dir\n"
     )
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # untouched
+    assert {p.name: p.read_bytes() if p.is_file() else sorted(os.listdir(p)) for p in out.iterdir()} == before
 
     assert cli.train_main(args(train_csv, out, "--seed", 1, "--overwrite")) == 0
-    assert not (out / "checkpoint.npz").exists()  # the old run's checkpoint is gone: --resume cannot mix runs
+    assert load_checkpoint(out / "checkpoint.npz")[4]["seed"] == 1  # the new run's own: --resume cannot mix runs
     assert json.loads((out / "metrics.json").read_text())["seed"] == 1
-    assert set(os.listdir(out)) == set(RUN_FILES) - {"checkpoint.npz"}
+    assert set(os.listdir(out)) == set(RUN_FILES) - {"tensorboard"}  # the old run's events are gone
 
     assert cli.train_main(["--device", "cpu", "--resume", str(out), "--overwrite"]) == 2
     assert capsys.readouterr().err == "error: --overwrite replaces a run and --resume continues one: choose one\n"

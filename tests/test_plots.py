@@ -60,7 +60,9 @@ def test_training_without_matplotlib_still_succeeds_and_says_so(tmp_path, monkey
     assert train_main([*args, *"--device cpu --dev-size 50 --iterations 5 --quiet".split()]) == 0
     printed = capsys.readouterr().out
     assert printed.count("pictures skipped: matplotlib is not installed (pip install -e '.[plot]')") == 1
-    assert sorted(p.name for p in out.iterdir()) == ["confusion_matrix.json", "metrics.json", "model.npz"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "best_model.npz", "checkpoint.npz", "confusion_matrix.json", "metrics.json", "metrics.jsonl", "model.npz"
+    ]  # fmt: skip
 
 
 def test_show_prints_and_draws_predictions(trained, tmp_path, capsys):
@@ -70,9 +72,11 @@ def test_show_prints_and_draws_predictions(trained, tmp_path, capsys):
     args = ["--model", str(trained / "model.npz"), "--data", str(tmp_path / "test.csv"), "--out", str(out)]
     assert predict_main([*args, "--show", "6", "--device", "cpu"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("image ")]
-    assert len(lines) == 6 and lines[0].startswith("image 1: predicted ") and f"true {labels[0]}" in lines[0]
-    submitted = [int(line.split(",")[1]) for line in out.read_text().splitlines()[1:7]]
-    assert [int(line.split("predicted ")[1].split()[0]) for line in lines] == submitted
+    shown = [int(line.split()[1].rstrip(":")) for line in lines]  # ImageIds, from 1
+    assert len(lines) == 6 and [f"true {labels[k - 1]}" in line for k, line in zip(shown, lines)] == [True] * 6
+    assert sorted(labels[k - 1] for k in shown) == sorted(np.unique(labels))[:6]  # one image of each class
+    submitted = [int(line.split(",")[1]) for line in out.read_text().splitlines()[1:]]
+    assert [int(line.split("predicted ")[1].split()[0]) for line in lines] == [submitted[k - 1] for k in shown]
     png_size(tmp_path / "submission_show.png")
 
 
@@ -198,13 +202,13 @@ def test_show_and_weights_pictures_are_capped(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["--data", str(tmp_path / "train.csv"), "--output-dir", str(out), "--hidden", "300", "--quiet"]
     assert train_main([*args, *"--device cpu --dev-size 50 --iterations 2".split()]) == 0
-    assert "weights.png shows the first 64 of the 300 hidden units\n" in capsys.readouterr().out
-    assert png_size(out / "weights.png") == png_size_of_weights(64)
+    assert png_size(out / "weights.png") == png_size_of_weights(32)
     submission = tmp_path / "submission.csv"
     predict = ["--model", str(out / "model.npz"), "--data", str(tmp_path / "train.csv"), "--out", str(submission)]
     assert predict_main([*predict, "--show", "200", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("\nimage ") == 200 and "image 200: predicted " in printed
+    shown = {line.split(":")[0] for line in printed.splitlines() if line.startswith("image ")}
+    assert printed.count("\nimage ") == len(shown) == 200
     assert f"wrote {tmp_path / 'submission_show.png'}: the first 64 of the 200\n" in printed
 
 
@@ -212,7 +216,7 @@ def png_size_of_weights(units):
     """The pixel size of weights.png for `units` units, as plots.weights lays them out."""
     columns = min(units, 16)
     rows = -(-units // columns)
-    return (round(110 * columns), round(100 * (1.2 * rows + 0.5)))
+    return (round(110 * columns + 80), round(100 * (1.2 * rows + 1.0)))
 
 
 FIGURES_IN_A_NOTEBOOK = """
@@ -228,7 +232,7 @@ figures = [
     plots.confusion_matrix(plots.confusion_counts(np.arange(10) % 10, np.arange(10)[::-1] % 10)),
     plots.predictions_grid(np.zeros((3, 784), np.uint8), [1, 2, 3], [0.9, 0.8, 0.7], [1, 2, 4]),
     plots.predictions_grid(np.zeros((2, 784), np.uint8), labels=[5, 6]),
-    plots.weights(np.ones((4, 784)), hidden=128),
+    plots.weights([np.ones((4, 784)), np.ones((10, 4))], layer=2),
 ]
 print(matplotlib.get_backend(), "matplotlib.pyplot" in sys.modules)
 for fig in figures:
@@ -253,3 +257,41 @@ def test_a_figure_saved_by_plots_save_is_the_png_it_shows(tmp_path):
     plots.save(fig, tmp_path / "weights.png")
     assert (tmp_path / "weights.png").read_bytes() == fig._repr_png_()
     assert png_size(tmp_path / "weights.png") == png_size_of_weights(2)
+
+
+def test_weights_shows_the_most_informative_units_on_one_scale():
+    from nn_gpu import plots
+
+    rng = np.random.default_rng(0)
+    W1, W2 = rng.normal(size=(50, 784)), rng.normal(size=(10, 50))
+    W2[:, 7] *= 100  # unit 8 is what the next layer listens to most; unit 3 is ignored
+    W2[:, 2] = 0
+    order = plots.informative_units([W1, W2], 1)
+    assert order[0] == 7 and order[-1] == 2 and sorted(order) == list(range(50))
+    fig = plots.weights([W1, W2], layer=1)
+    images = [ax.images[0] for ax in fig.axes if ax.images]
+    assert len(images) == plots.WEIGHT_UNITS == 32  # at most 32 of the 50
+    assert {image.get_clim() for image in images} == {images[0].get_clim()}  # one shared colour scale
+    assert images[0].get_clim()[1] == pytest.approx(np.abs(W1[order[:32]]).max())
+    assert [ax.get_title() for ax in fig.axes if ax.images][:1] == ["8"]
+    assert fig.get_supxlabel().startswith("Border pixels never change: they are 0 in every MNIST image")
+    assert "32 of the 50 units" in fig.get_suptitle()
+
+    output = plots.weights([W1, W2], layer=2)  # the digits' patterns: W2 W1
+    shown = [ax for ax in output.axes if ax.images]
+    assert len(shown) == 10 and {ax.get_title() for ax in shown} == {f"digit {k}" for k in range(10)}
+    digit = int(shown[0].get_title().split()[1])
+    np.testing.assert_allclose(shown[0].images[0].get_array().ravel(), (W2 @ W1)[digit])
+    with pytest.raises(ValueError, match="layer must be 1 to 2, got 3"):
+        plots.weights([W1, W2], layer=3)
+
+
+def test_train_draws_the_layer_asked_for(tmp_path, capsys):
+    synthetic_csv(tmp_path / "train.csv", 200)
+    args = ["--device", "cpu", "--data", str(tmp_path / "train.csv"), "--dev-size", "50", "--iterations", "2"]
+    args += ["--hidden", "40,20", "--quiet"]
+    assert train_main([*args, "--weights-layer", "2", "--output-dir", str(tmp_path / "a")]) == 0
+    assert png_size(tmp_path / "a" / "weights.png") == png_size_of_weights(20)
+    assert train_main([*args, "--weights-layer", "4", "--output-dir", str(tmp_path / "b")]) == 2
+    assert capsys.readouterr().err == "error: --weights-layer 4: the network has layers 1 to 3\n"
+    assert not (tmp_path / "b").exists()  # refused before the run folder is made

