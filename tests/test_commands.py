@@ -156,7 +156,7 @@ def test_a_practitioners_session_start_to_finish(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     train = [sys.executable, "-m", "nn_gpu", "train", "--device", "cpu", "--hidden", "32", "--batch-size", "16"]
     first = subprocess.Popen(
-        [*train, "--epochs", "400", "--early-stopping", "10", "--output-dir", str(out)],
+        [*train, "--epochs", "400", "--early-stopping", "20", "--output-dir", str(out)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

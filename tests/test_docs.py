@@ -43,3 +43,15 @@ def test_the_readmes_python_snippet_runs_and_prints_what_the_readme_shows(tmp_pa
     assert [line.split()[-1] for line in table[1:]] == ["True"] * 4
     assert printed[-1].startswith("iteration    500  train loss ")
     assert (tmp_path / "curves.png").is_file() and (tmp_path / "model.npz").is_file()
+
+
+def test_the_readmes_flag_table_lists_every_flag_of_train_py():
+    from nn_gpu.cli import train_parser
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Flags of scripts/train.py", 1)[1].split("\n\n", 2)[1]
+    listed = set(re.findall(r"^\| `(--[\w-]+)", table, re.M))
+    flags = {
+        option for action in train_parser()._actions for option in action.option_strings if option.startswith("--")
+    }
+    assert flags - {"--help", "--version", "--lr"} == listed
