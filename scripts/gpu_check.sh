@@ -110,7 +110,8 @@ stage graph 30 "graph replay = launches" "${pytest[@]}" "$gpu_tests::test_fused_
 stage oom 30 "out-of-memory message" "${pytest[@]}" "$gpu_tests::test_out_of_memory_is_one_line_with_sizes_and_advice"
 stage cli 60 "train.py and predict.py on the GPU" "${pytest[@]}" \
     "$gpu_tests::test_train_script_on_gpu_matches_the_cpu" \
-    "$gpu_tests::test_train_and_predict_scripts_on_a_chosen_card"
+    "$gpu_tests::test_train_and_predict_scripts_on_a_chosen_card" \
+    "$gpu_tests::test_best_model_early_stopping_and_resume_on_the_gpu"
 stage compile 60 "NVRTC for sm_90/80/75/60, ptxas limits" "${pytest[@]}" tests/test_cuda_source.py
 stage bench 120 "benchmark" "$python" scripts/bench.py --device gpu --skip-load --json "$out/bench.json"
 

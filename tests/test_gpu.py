@@ -304,6 +304,30 @@ def test_train_and_predict_scripts_on_a_chosen_card(tmp_path, cp):
     assert not (tmp_path / "none").exists()
 
 
+def test_best_model_early_stopping_and_resume_on_the_gpu(tmp_path, cp):
+    from nn_gpu.checkpoint import load_model
+    from nn_gpu.cli import train_main
+
+    csv = synthetic_csv(tmp_path / "train.csv", 700, seed=4)
+    common = ["--device", "gpu", "--data", str(csv), "--dev-size", "100", "--hidden", "16", "--quiet"]
+    flags = [*common, "--batch-size", "8", "--alpha", "0.5", "--log-interval", "5", "--early-stopping", "4"]
+    assert train_main([*flags, "--iterations", "3000", "--output-dir", str(tmp_path / "stop")]) == 0
+    metrics = json.loads((tmp_path / "stop" / "metrics.json").read_text())
+    assert metrics["stopped_early"] and metrics["best"]["dev_accuracy"] == max(
+        h["dev_accuracy"] for h in metrics["history"]
+    )
+    arch, params = load_model(tmp_path / "stop" / "best_model.npz")
+    net = nn_gpu.Network(arch, nn_gpu.resolve_device("cpu"), params)
+    dev = nn_gpu.load_dataset(str(csv)).split(100, seed=0)[1]
+    assert abs(net.evaluate(dev.X, dev.y)[1] - metrics["best"]["dev_accuracy"]) <= 1 / 100  # the GPU's best, on the CPU
+    by_epochs = [*common, "--output-dir", str(tmp_path / "short")]
+    assert train_main([*by_epochs, "--epochs", "2"]) == 0
+    assert train_main(["--device", "gpu", "--quiet", "--resume", str(tmp_path / "short"), "--epochs", "4"]) == 0
+    assert train_main([*common, "--epochs", "4", "--output-dir", str(tmp_path / "long")]) == 0
+    for a, b in zip(load_model(tmp_path / "short" / "model.npz")[1], load_model(tmp_path / "long" / "model.npz")[1]):
+        np.testing.assert_array_equal(a, b)  # extended = one run of 4 epochs, bit for bit on one card
+
+
 @pytest.mark.parametrize(("dtype", "rtol"), [("float64", 1e-10), ("float32", 1e-4)])
 def test_the_python_api_runs_on_the_gpu_as_on_the_cpu(cp, dtype, rtol):
     images, labels = synthetic_digits(300, seed=2)
