@@ -82,18 +82,16 @@ def save_checkpoint(path: Path, arch: Architecture, params, velocity, best, prog
 
 def load_model(path: Path) -> tuple[Architecture, list[np.ndarray]]:
     """(architecture, host parameters) from a model.npz, or ModelFileError saying what is wrong."""
-    path = Path(path)
-    arch, arrays = _load(path, extra=())
-    return arch, [arrays[name] for name in parameter_names(arch.n_layers)]
+    arch, params, _ = load_trained_model(path)
+    return arch, params
 
 
-def load_training_data(path: Path) -> TrainingData | None:
-    """What the model in `path` was trained on, or None when it does not say (a model saved from Python)."""
-    path = Path(path)
-    _, arrays = _load(path, extra=())
-    if "trained_on" not in arrays:
-        return None
-    return TrainingData(str(arrays["data"]), arrays["trained_on"])
+def load_trained_model(path: Path) -> tuple[Architecture, list[np.ndarray], TrainingData | None]:
+    """(architecture, host parameters, what they were trained on) from one read of a model.npz; the last
+    is None when the file does not say (a model saved from Python)."""
+    arch, arrays = _load(Path(path), extra=())
+    trained_on = TrainingData(str(arrays["data"]), arrays["trained_on"]) if "trained_on" in arrays else None
+    return arch, [arrays[name] for name in parameter_names(arch.n_layers)], trained_on
 
 
 def load_checkpoint(path: Path) -> tuple[Architecture, list[np.ndarray], np.ndarray, Progress, dict]:

@@ -16,6 +16,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import NamedTuple
 
@@ -516,7 +517,7 @@ def _train_into(output_dir: Path, args, settings, arch, device, data, state, sto
         progress.best_params = device.to_device(progress.best_params)
     X, y = pixels_to_device(train_set.images, device, arch.dtype), _labels(train_set, device)
     dev = (pixels_to_device(dev_set.images, device, arch.dtype), _labels(dev_set, device)) if len(dev_set) else None
-    plan = TrainingPlan(**{name: settings[name] for name in PLAN_SETTINGS})
+    plan = TrainingPlan(**{field.name: settings[field.name] for field in fields(TrainingPlan)})
     _say(
         args.quiet, _plan_line(plan, len(train_set), default_batch=args.epochs is not None and args.batch_size is None)
     )
@@ -582,18 +583,6 @@ def _train_into(output_dir: Path, args, settings, arch, device, data, state, sto
     return 0
 
 
-PLAN_SETTINGS = (
-    "alpha",
-    "iterations",
-    "epochs",
-    "batch_size",
-    "log_interval",
-    "lr_schedule",
-    "save_every",
-    "early_stopping",
-)
-
-
 def _plan_line(plan: TrainingPlan, m: int, default_batch: bool) -> str:
     """What the run will do, said before it starts: e.g. '10 epochs of 63 mini-batches of 64 (the
     default with --epochs; --batch-size N to change it), evaluated once an epoch'."""
@@ -619,14 +608,15 @@ def _plan_line(plan: TrainingPlan, m: int, default_batch: bool) -> str:
     return f"training: {what}, evaluated {when}{stopping}"
 
 
-def _warn(text: str) -> None:
+def warn(text: str) -> None:
+    """A warning on stderr: the run goes on."""
     print(f"warning: {text}", file=sys.stderr)
 
 
 def _warn_if_trivial(train_set) -> None:
     """Say loudly when the labels cannot be a digit problem: the sign of a pixel column read as the labels."""
     if train_set.labels is not None and len(train_set) > 1 and len(np.unique(train_set.labels)) == 1:
-        _warn(
+        warn(
             f"{train_set.source}: every training label is {train_set.labels[0]}: the accuracy will mean nothing; "
             "is a pixel column being read as the label?"
         )
@@ -635,7 +625,7 @@ def _warn_if_trivial(train_set) -> None:
 def _warn_if_too_good(train_set, final: dict) -> None:
     classes = 0 if train_set.labels is None else len(np.unique(train_set.labels))
     if final.get("dev_accuracy") == 1.0 and classes < 3:
-        _warn(f"dev accuracy 100.00% with only {classes} label value(s) in training: a trivial problem, not a result")
+        warn(f"dev accuracy 100.00% with only {classes} label value(s) in training: a trivial problem, not a result")
 
 
 def _write_results(
@@ -663,7 +653,7 @@ def _write_results(
             raise NNGpuError(f"{failed}; saved: {', '.join(map(str, written))}") from None
         try:
             rescue = Path(tempfile.mkdtemp(prefix="nn_gpu-rescue-"))
-            for name, saved in reversed(models.items()):
+            for name, saved in models.items():
                 save_model(rescue / name, arch, saved, trained_on)
         except OSError as second:
             raise NNGpuError(

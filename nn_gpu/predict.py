@@ -20,8 +20,8 @@ import numpy as np
 
 from nn_gpu import handwriting, plots
 from nn_gpu.api import read_digit
-from nn_gpu.checkpoint import load_model, load_training_data
-from nn_gpu.cli import Parser, add_version, device_name, non_negative_int, run_main
+from nn_gpu.checkpoint import TrainingData, load_trained_model
+from nn_gpu.cli import Parser, add_version, device_name, non_negative_int, run_main, warn
 from nn_gpu.data import image_hashes, load_dataset, pixels_to_device
 from nn_gpu.device import resolve_device
 from nn_gpu.errors import NNGpuError
@@ -73,7 +73,7 @@ def predict_command(argv: list[str] | None = None, prog: str = "predict.py") -> 
     for flag, other in (("--data", args.data), ("--model", args.model)):
         if other is not None and args.out is not None and _same_file(args.out, Path(other)):
             raise NNGpuError(f"--out {args.out} is the {flag} file, which it would overwrite; choose another --out")
-    arch, params = load_model(args.model)
+    arch, params, trained_on = load_trained_model(args.model)
     device = resolve_device(args.device)
     network = Network(arch, device, params)
     if args.image is not None:
@@ -90,13 +90,12 @@ def predict_command(argv: list[str] | None = None, prog: str = "predict.py") -> 
         print(
             f"predicted {len(predictions)} images (device: {device.describe()}); --out FILE writes them as a submission"
         )
-    seen = _seen_in_training(args.model, dataset)
+    seen = _seen_in_training(trained_on, dataset)
     if dataset.labels is not None:
         print(f"accuracy: {_accuracy(predictions, dataset.labels)}")
     if seen.any():
-        trained_on = load_training_data(args.model).source
-        _warn(
-            f"{seen.sum():,} of these {len(dataset):,} images were in the model's training set ({trained_on}): "
+        warn(
+            f"{seen.sum():,} of these {len(dataset):,} images were in the model's training set ({trained_on.source}): "
             "an accuracy over them is not a test of the model"
         )
         if dataset.labels is not None and not seen.all():
@@ -113,16 +112,11 @@ def _accuracy(predictions: np.ndarray, labels: np.ndarray) -> str:
     return f"{percent(right / len(labels))} ({right} of {len(labels)})"
 
 
-def _warn(text: str) -> None:
-    print(f"warning: {text}", file=sys.stderr)
-
-
-def _seen_in_training(model: Path, dataset) -> np.ndarray:
+def _seen_in_training(trained_on: TrainingData | None, dataset) -> np.ndarray:
     """Which images of `dataset` the model was trained on (a bool per image; none when it does not say)."""
-    trained = load_training_data(model)
-    if trained is None:
+    if trained_on is None:
         return np.zeros(len(dataset), dtype=bool)
-    return np.isin(image_hashes(dataset.images), trained.hashes)
+    return np.isin(image_hashes(dataset.images), trained_on.hashes)
 
 
 def spread(classes: np.ndarray, n: int) -> np.ndarray:

@@ -211,7 +211,7 @@ def train(
             log_now = (every and iteration % every == 0) or iteration == total
             stop_now = stop_requested()
             periodic = plan.save_every and iteration % plan.save_every == 0
-            if log_now or periodic or stop_now or iteration == total:
+            if log_now or periodic or stop_now:  # log_now holds the last iteration
                 device.synchronize()
                 progress.train_seconds += time.perf_counter() - started
                 progress.loss_sum, progress.correct_sum = float(progress.loss_sum), float(progress.correct_sum)

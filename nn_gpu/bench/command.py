@@ -36,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 
-from nn_gpu import __version__
 from nn_gpu.bench.accuracy import accuracy_benchmark
 from nn_gpu.bench.timing import busy_core
 from nn_gpu.bench.workloads import (
@@ -47,6 +46,7 @@ from nn_gpu.bench.workloads import (
     run_training,
     time_to_accuracy,
 )
+from nn_gpu.cli import add_version
 from nn_gpu.device import DEVICE_KINDS, gpu_unavailable_reason, resolve_device
 from nn_gpu.errors import NNGpuError
 
@@ -101,7 +101,7 @@ def format_table(rows) -> str:
 
 def main(argv=None, prog: str = "bench.py") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--version", action="version", version=f"nn_gpu {__version__}")
+    add_version(parser)
     parser.add_argument("--quick", action="store_true", help="fewer steps and sizes: under a minute")
     parser.add_argument("--device", choices=DEVICE_KINDS, default="auto", help="auto: CPU, plus GPU if usable")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
