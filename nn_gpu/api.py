@@ -21,7 +21,7 @@ from nn_gpu import checkpoint, handwriting, training
 from nn_gpu.device import Device, resolve_device
 from nn_gpu.errors import DataError
 from nn_gpu.model import Network, check_columns
-from nn_gpu.optim import SGD
+from nn_gpu.optim import make_optimizer
 
 
 def train(
@@ -36,6 +36,9 @@ def train(
     momentum: float = 0.0,
     weight_decay: float = 0.0,
     lr_schedule: str = "constant",
+    optimizer: str = "sgd",
+    dropout: tuple[float, ...] | None = None,
+    augment: str | None = None,
     dev: tuple | None = None,
     seed: int = 0,
     log_interval: int | None = None,
@@ -48,7 +51,9 @@ def train(
     seed; epochs, when given, replaces iterations, in mini-batches of 64 unless batch_size says
     otherwise (an epoch as Keras and PyTorch mean it). dev: (X_dev, y_dev), evaluated every log_interval
     iterations (default 10, or once an epoch when training by epochs). log receives one line per
-    evaluation (None: silent). Returns the Progress: .history (a dict per evaluation), .final (train and
+    evaluation (None: silent). optimizer: "sgd", "adam" or "adamw" (nn_gpu.optim); dropout: rates
+    (input, hidden...), e.g. (0.2, 0.5) (nn_gpu.dropout); augment: "affine", "elastic" or
+    "affine+elastic" (nn_gpu.augment), each training batch distorted afresh. Returns the Progress: .history (a dict per evaluation), .final (train and
     dev loss and accuracy), .train_seconds, and with dev .best_iteration and .best_dev_accuracy.
 
     With no momentum and no weight decay, each iteration is exactly forward, backward and step: the
@@ -64,9 +69,12 @@ def train(
         batch_size=batch_size,
         log_interval=log_interval,
         lr_schedule=lr_schedule,
+        dropout=dropout,
+        augment=augment,
     )
     on_log = (lambda entry: log(training.log_line(entry))) if log else (lambda entry: None)
-    return training.train(net, SGD(net, momentum, weight_decay), X, y, dev, plan, seed, on_log=on_log)
+    opt = make_optimizer(optimizer, net, momentum, weight_decay)
+    return training.train(net, opt, X, y, dev, plan, seed, on_log=on_log)
 
 
 def _on_device(net: Network, X, y):

@@ -5,9 +5,10 @@ string), and W1, b1, ..., WL, bL as plain float arrays with the shapes of
 nn_gpu.model.init_parameters. A model written by train.py also says what it was trained on:
 `data` (the source's name) and `trained_on` (uint64, a hash of each training image,
 nn_gpu.data.image_hashes), so predict.py can tell when it is asked to predict its own training set.
-checkpoint.npz holds the model's keys plus `velocity` (the optimiser's flat buffer), `best` (the
-parameters at the best dev accuracy, flat), `progress` and `config` (JSON text:
-nn_gpu.training.Progress and the run's settings).
+checkpoint.npz holds the model's keys plus `velocity` (the optimiser's flat buffer: SGD's velocity,
+or Adam's first moment m, with its second moment v in `second_moment`), `best` (the parameters at
+the best dev accuracy, flat), `progress` and `config` (JSON text: nn_gpu.training.Progress and the
+run's settings).
 
 Both are written atomically and read with allow_pickle=False, so loading never runs code, and are
 checked key by key: anything else raises ModelFileError with one line naming the file. The checks
@@ -66,13 +67,14 @@ def save_model(path: Path, arch: Architecture, params, trained_on: TrainingData 
     write_atomically(Path(path), lambda f: np.savez(f, **arrays))
 
 
-def save_checkpoint(path: Path, arch: Architecture, params, velocity, best, progress: Progress, config: dict) -> None:
-    """Write a resumable checkpoint (host arrays; best: the flat parameters at the best dev accuracy,
-    or the current ones before any) to `path` atomically."""
+def save_checkpoint(path: Path, arch: Architecture, params, moments, best, progress: Progress, config: dict) -> None:
+    """Write a resumable checkpoint (host arrays; moments: the optimiser's state, [velocity] or [m, v];
+    best: the flat parameters at the best dev accuracy, or the current ones before any) to `path` atomically."""
     state = progress.to_dict()
     arrays = {
         **_model_arrays(arch, params),
-        "velocity": velocity,
+        "velocity": moments[0],
+        **({"second_moment": moments[1]} if len(moments) > 1 else {}),
         "best": best,
         "progress": np.array(json.dumps(state)),
         "config": np.array(json.dumps(config)),
@@ -94,8 +96,9 @@ def load_trained_model(path: Path) -> tuple[Architecture, list[np.ndarray], Trai
     return arch, [arrays[name] for name in parameter_names(arch.n_layers)], trained_on
 
 
-def load_checkpoint(path: Path) -> tuple[Architecture, list[np.ndarray], np.ndarray, Progress, dict]:
-    """(architecture, parameters, velocity, progress, config) from a checkpoint.npz; progress.best_params
+def load_checkpoint(path: Path) -> tuple[Architecture, list[np.ndarray], list[np.ndarray], Progress, dict]:
+    """(architecture, parameters, moments, progress, config) from a checkpoint.npz (moments: [velocity],
+    or Adam's [m, v]); progress.best_params
     holds the saved best parameters (host, flat) when a dev evaluation has been made.
 
     config is the run's settings as saved; nn_gpu.cli checks them as it checks its flags.
@@ -111,7 +114,8 @@ def load_checkpoint(path: Path) -> tuple[Architecture, list[np.ndarray], np.ndar
         raise ModelFileError(f"{path}: damaged training state ({one_line(error)})") from None
     params = [arrays[name] for name in parameter_names(arch.n_layers)]
     progress.best_params = None if progress.best_iteration is None else arrays["best"]
-    return arch, params, arrays["velocity"], progress, config
+    moments = [arrays[name] for name in ("velocity", "second_moment") if name in arrays]
+    return arch, params, moments, progress, config
 
 
 def _load(path: Path, extra: tuple[str, ...]) -> tuple[Architecture, dict[str, np.ndarray]]:
@@ -132,7 +136,7 @@ def _load(path: Path, extra: tuple[str, ...]) -> tuple[Architecture, dict[str, n
                     if key in headers and headers[key][2] <= _SMALL
                 }
                 arch = _architecture(path, small)
-                expected = _expected(arch, extra)
+                expected = _expected(arch, extra, adam="second_moment" in headers)
                 _check_headers(path, headers, expected)
                 arrays = {key: npz[key] for key in headers}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
@@ -174,14 +178,17 @@ def _architecture(path: Path, small: dict) -> Architecture:
     return Architecture(tuple(int(h) for h in hidden), dtype)
 
 
-def _expected(arch: Architecture, extra: tuple[str, ...]) -> dict[str, tuple[tuple[int, ...] | None, str]]:
-    """name: (shape, dtype) of every member the file must hold; shape None for a header member."""
+def _expected(arch: Architecture, extra: tuple[str, ...], adam: bool) -> dict[str, tuple[tuple[int, ...] | None, str]]:
+    """name: (shape, dtype) of every member the file must hold (a checkpoint of Adam's: second_moment
+    too); shape None for a header member."""
     expected = {name: (None, "") for name in _HEADER}
     for name, (n_in, n_out) in zip(parameter_names(arch.n_layers), _shapes(arch)):
         expected[name] = ((n_out, n_in) if name.startswith("W") else (n_out, 1), arch.dtype)
     if extra:
         flat = ((arch.n_parameters,), arch.dtype)
         expected.update(velocity=flat, best=flat, progress=(None, ""), config=(None, ""))
+        if adam:
+            expected.update(second_moment=flat)
     return expected
 
 

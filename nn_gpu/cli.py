@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from nn_gpu import __version__, parallel, plots
+from nn_gpu.augment import AUGMENTATIONS
 from nn_gpu.checkpoint import TrainingData, load_checkpoint, save_checkpoint, save_model
 from nn_gpu.data import SAMPLE, Dataset, image_hashes, load_dataset, pixels_to_device, split_dev
 from nn_gpu.device import (
@@ -35,9 +36,10 @@ from nn_gpu.device import (
     resolve_device,
 )
 from nn_gpu.download import REMOTES
+from nn_gpu.dropout import layer_rates
 from nn_gpu.errors import DataError, DeviceError, ModelFileError, NNGpuError, one_line
 from nn_gpu.model import DTYPES, INITS, Architecture, Network, init_parameters
-from nn_gpu.optim import SCHEDULES, SGD
+from nn_gpu.optim import OPTIMIZERS, SCHEDULES, make_optimizer
 from nn_gpu.outputs import check_room, claim, new_run_folder
 from nn_gpu.run_log import TENSORBOARD_DIR, TENSORBOARD_HINT, MetricsLog, tensorboard_writer_class
 from nn_gpu.safe_io import write_text_atomically
@@ -97,6 +99,21 @@ def _weight_decay(text: str) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"must be a finite number, 0 or more, got {text}")
     return value
+
+
+def dropout_rates(text: str) -> tuple[float, ...]:
+    """`--dropout`: rates like 0.2,0.5 (input, then hidden layers), each in [0, 1)."""
+    try:
+        rates = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected rates like 0.2,0.5 (input, hidden), got {text!r}") from None
+    if len(rates) < 2:
+        raise argparse.ArgumentTypeError(
+            f"give the input's rate and the hidden layers', e.g. 0,{text} for hidden units only; got {text!r}"
+        )
+    if not all(0 <= p < 1 for p in rates):
+        raise argparse.ArgumentTypeError(f"every rate must be at least 0 and below 1, got {text!r}")
+    return rates
 
 
 def device_name(text: str) -> str:
@@ -176,6 +193,25 @@ def train_parser(prog: str = "train.py") -> argparse.ArgumentParser:
         "--weight-decay", type=_weight_decay, default=0.0, help="L2 weight decay added to each gradient (default 0)"
     )
     p.add_argument("--lr-schedule", choices=SCHEDULES, default="constant", help="constant (default), step or cosine")
+    p.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default="sgd",
+        help="sgd (default, with --momentum), adam or adamw (betas 0.9, 0.999, eps 1e-8; --weight-decay is L2 for "
+        "adam, decoupled for adamw; an --alpha near 0.001 suits both)",
+    )
+    p.add_argument(
+        "--dropout",
+        type=dropout_rates,
+        metavar="RATES",
+        help="inverted dropout in training steps: INPUT,HIDDEN rates, e.g. 0.2,0.5 drops 20%% of the pixels and half "
+        "of each hidden layer's units; one rate per hidden layer may follow the input's (the last repeats)",
+    )
+    p.add_argument(
+        "--augment",
+        choices=tuple(AUGMENTATIONS),
+        help="distort each training batch afresh: affine (rotation, scale, shift), elastic (Simard 2003) or both",
+    )
     p.add_argument(
         "--save-every",
         type=non_negative_int,
@@ -294,13 +330,16 @@ def _labels(dataset, device: Device | None):
 RUN_SETTINGS = (
     "data", "dev_size", "seed", "hidden", "alpha", "iterations", "epochs", "init", "dtype", "batch_size",
     "log_interval", "momentum", "weight_decay", "lr_schedule", "save_every", "early_stopping",
+    "optimizer", "dropout", "augment",
 )  # fmt: skip
+ADDED_SETTINGS = {"optimizer": "sgd", "dropout": None, "augment": None}  # absent from older checkpoints
 LENGTH = ("epochs", "iterations")  # the settings --resume may change: it extends the run
 
 
 def _run_settings(args) -> dict:
     settings = {name: getattr(args, name) for name in RUN_SETTINGS}
     settings["hidden"] = list(args.hidden)
+    settings["dropout"] = None if args.dropout is None else list(args.dropout)
     if settings["data"] not in (SAMPLE, *REMOTES):  # a path: keep it valid from any working directory
         settings["data"] = os.path.abspath(settings["data"])  # not resolve(): load_dataset names a symlink loop
     if args.dry_run:
@@ -345,6 +384,7 @@ class StopSignals:
 def _saved_settings(config: dict, path: Path, arch: Architecture) -> dict:
     """The run settings of a checkpoint, checked as the flags that made them were: ModelFileError if any
     is missing, of the wrong type or out of range, or disagrees with the saved network."""
+    config = {**ADDED_SETTINGS, **config}
     missing = [name for name in RUN_SETTINGS if name not in config]
     if missing:
         raise ModelFileError(f"{path}: damaged training state (settings missing: {', '.join(missing)})")
@@ -353,7 +393,7 @@ def _saved_settings(config: dict, path: Path, arch: Architecture) -> dict:
         value = config[name]
         if value is None or (name == "iterations" and config["epochs"] is not None):
             continue
-        if name == "hidden" and isinstance(value, list):
+        if name in ("hidden", "dropout") and isinstance(value, list):
             value = ",".join(map(str, value))
         argv += [f"--{name.replace('_', '-')}", str(value)]
 
@@ -373,16 +413,16 @@ def _parameter_bytes(arch: Architecture) -> int:
 
 
 def _check_size(arch: Architecture, device: Device) -> None:
-    """Refuse, before allocating, a network whose parameters, gradients and velocity cannot fit in memory."""
+    """Refuse, before allocating, a network whose parameters, gradients and optimiser moments cannot fit in memory."""
     try:
         memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):  # not a POSIX system: MemoryError will say it
         return
-    needed = 4 * _parameter_bytes(arch)  # parameters, gradients, velocity, and a host copy
+    needed = 5 * _parameter_bytes(arch)  # parameters, gradients, up to two moments (Adam's), and a host copy
     if device.name == "cpu" and needed > memory:
         hidden = ",".join(map(str, arch.hidden))
         raise NNGpuError(
-            f"--hidden {hidden}: the parameters, gradients and momentum need {needed / 1e9:.1f} GB, "
+            f"--hidden {hidden}: the parameters, gradients and optimiser moments need {needed / 1e9:.1f} GB, "
             f"more than this machine's {memory / 1e9:.1f} GB of memory; choose smaller layers"
         )
 
@@ -402,7 +442,7 @@ def train_command(argv: list[str] | None = None, prog: str = "train.py") -> int:
         + (f"; no GPU: {fallback.split(': ')[0]}" if fallback else "")
         + _threads_note(device, args.threads)
     )
-    params = velocity = progress = None
+    params = moments = progress = None
     if args.resume:
         length = _refuse_new_settings(args)
         if not args.resume.is_dir():
@@ -417,14 +457,14 @@ def train_command(argv: list[str] | None = None, prog: str = "train.py") -> int:
         folder = claim(args.output_dir, overwrite=args.overwrite) if args.output_dir else claim(new_run_folder())
     with folder:
         if args.resume:
-            arch, params, velocity, progress, config = load_checkpoint(folder.path / CHECKPOINT)
+            arch, params, moments, progress, config = load_checkpoint(folder.path / CHECKPOINT)
             settings = _extended(_saved_settings(config, folder.path / CHECKPOINT, arch), length, progress, args)
             _check_weights_layer(args.weights_layer, arch)
             _say(args.quiet, f"resuming {folder.path / CHECKPOINT} after iteration {progress.iteration}")
             data = _training_data(settings)
         check_room(folder.path, 7 * _parameter_bytes(arch) + (4 << 20))  # models, checkpoint and its copy, pictures
         with StopSignals() as stop:
-            return _train_into(folder.path, args, settings, arch, device, data, (params, velocity, progress), stop)
+            return _train_into(folder.path, args, settings, arch, device, data, (params, moments, progress), stop)
 
 
 class RunData(NamedTuple):
@@ -446,6 +486,12 @@ def _training_data(settings: dict) -> RunData:
     _labels(dataset, None)
     if settings["early_stopping"] and not settings["dev_size"]:
         raise NNGpuError("--early-stopping needs a dev set to watch: give --dev-size N above 0")
+    if settings["momentum"] and settings["optimizer"] != "sgd":
+        raise NNGpuError(f"--momentum is SGD's; --optimizer {settings['optimizer']} keeps its own moments: drop it")
+    try:
+        layer_rates(settings["dropout"], len(settings["hidden"]))
+    except ValueError as error:
+        raise NNGpuError(f"--dropout: {error}") from None
     rng = np.random.default_rng(settings["seed"])
     train_set, dev_set = split_dev(dataset, settings["dev_size"], rng)
     return RunData(dataset, train_set, dev_set, rng)
@@ -504,15 +550,22 @@ def _refuse_new_settings(args) -> dict:
 
 
 def _train_into(output_dir: Path, args, settings, arch, device, data, state, stop: StopSignals) -> int:
-    """Train (from `state`: saved params, velocity and progress, or Nones) and write the run into output_dir."""
-    params, velocity, progress = state
+    """Train (from `state`: saved params, optimiser moments and progress, or Nones) and write the run into output_dir."""
+    params, moments, progress = state
     dataset, train_set, dev_set, rng = data
     test_size = 0 if dataset.test is None else len(dataset.test)
     _say(args.quiet, f"data: {dataset.source}: {len(train_set)} train, {len(dev_set)} dev, {test_size} test images")
     _warn_if_trivial(train_set)
     network = Network(arch, device, params if params is not None else init_parameters(arch, settings["init"], rng))
     network.runner.threads = args.threads
-    optimizer = SGD(network, settings["momentum"], settings["weight_decay"], velocity)
+    optimizer = make_optimizer(
+        settings["optimizer"],
+        network,
+        settings["momentum"],
+        settings["weight_decay"],
+        moments,
+        0 if progress is None else progress.iteration,
+    )
     if progress is not None and progress.best_params is not None:
         progress.best_params = device.to_device(progress.best_params)
     X, y = pixels_to_device(train_set.images, device, arch.dtype), _labels(train_set, device)
@@ -530,7 +583,7 @@ def _train_into(output_dir: Path, args, settings, arch, device, data, state, sto
             output_dir / CHECKPOINT,
             arch,
             params,
-            device.to_host(optimizer.velocity),
+            [device.to_host(moment) for moment in optimizer.state],
             device.to_host(best),
             progress,
             settings,
@@ -577,7 +630,15 @@ def _train_into(output_dir: Path, args, settings, arch, device, data, state, sto
         "best": {"iteration": result.best_iteration, "dev_accuracy": result.best_dev_accuracy},
         "history": result.history,
     }
-    written = _write_results(output_dir, network, result.best_params, trained_on, metrics, dev_set, dev, args, stop)
+    pictures = []
+    if settings["augment"]:
+        shown = plots.spread(train_set.labels, 8)
+        distortion = AUGMENTATIONS[settings["augment"]]
+        pictures.append(("augmentations.png", lambda: plots.augmentations(
+            train_set.images[shown], train_set.labels[shown], distortion, settings["seed"])))  # fmt: skip
+    written = _write_results(
+        output_dir, network, result.best_params, trained_on, metrics, dev_set, dev, args, stop, pictures
+    )
     print(_summary(metrics, output_dir, written, args.prog))
     _warn_if_too_good(train_set, result.final)
     return 0
@@ -605,7 +666,9 @@ def _plan_line(plan: TrainingPlan, m: int, default_batch: bool) -> str:
     stopping = (
         f"; stop after {plan.early_stopping} evaluations without a better dev accuracy" if plan.early_stopping else ""
     )
-    return f"training: {what}, evaluated {when}{stopping}"
+    extras = [f"dropout {','.join(f'{p:g}' for p in plan.dropout)}"] if plan.dropout else []
+    extras += [f"{plan.augment} distortions of each batch"] if plan.augment else []
+    return f"training: {what}, evaluated {when}{stopping}" + "".join(f"; {extra}" for extra in extras)
 
 
 def warn(text: str) -> None:
@@ -629,10 +692,20 @@ def _warn_if_too_good(train_set, final: dict) -> None:
 
 
 def _write_results(
-    output_dir: Path, network: Network, best, trained_on: TrainingData, metrics: dict, dev_set, dev, args, stop
+    output_dir: Path,
+    network: Network,
+    best,
+    trained_on: TrainingData,
+    metrics: dict,
+    dev_set,
+    dev,
+    args,
+    stop,
+    pictures=(),
 ) -> list[Path]:
     """model.npz (the last parameters), best_model.npz (those at the best dev accuracy, `best`, when
-    there is a dev set), metrics.json, then the pictures; the paths written. A write that fails ends in
+    there is a dev set), metrics.json, then the pictures (and `pictures`: more (name, draw) pairs); the
+    paths written. A write that fails ends in
     one line saying what was saved, and where (the models are rescued into the temporary folder when
     model.npz cannot be written in output_dir); a signal stops the pictures, never the models or the metrics."""
     arch, params = network.arch, [network.device.to_host(p) for p in network.params]
@@ -646,7 +719,7 @@ def _write_results(
             written.append(output_dir / name)
         write_text_atomically(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         written.append(output_dir / "metrics.json")
-        written += _draw_run(output_dir, network, metrics["history"], dev_set, dev, args.weights_layer, stop)
+        written += _draw_run(output_dir, network, metrics["history"], dev_set, dev, args.weights_layer, stop, pictures)
     except OSError as error:
         failed = f"{error.filename}: {error.strerror or error}"
         if written:
@@ -664,7 +737,9 @@ def _write_results(
     return written
 
 
-def _draw_run(output_dir: Path, network: Network, history: list[dict], dev_set, dev, layer: int, stop) -> list[Path]:
+def _draw_run(
+    output_dir: Path, network: Network, history: list[dict], dev_set, dev, layer: int, stop, pictures=()
+) -> list[Path]:
     """confusion_matrix.json, and the pictures of nn_gpu.plots when matplotlib is there; the paths written.
     A signal stops the drawing between two pictures (Interrupted)."""
     written = []
@@ -693,7 +768,7 @@ def _draw_run(output_dir: Path, network: Network, history: list[dict], dev_set, 
                 lambda: plots.predictions_grid(dev_set.images[:n], predictions[:n], confidence[:n], dev_set.labels[:n]),
             ),
         ]
-    for name, draw in drawings:
+    for name, draw in [*drawings, *pictures]:
         stop.check(f"while drawing the pictures; {saved}")
         plots.save(draw(), output_dir / name)
         written.append(output_dir / name)

@@ -48,16 +48,17 @@ class Blocks:
         self.threads = parallel.cores() if threads is None else threads
         self.block_samples = block_samples
 
-    def sum_gradients(self, sum_batch, X, y, flat_grad):
+    def sum_gradients(self, sum_batch, X, y, flat_grad, masks=None):
         """Fill flat_grad with the gradients of the summed loss over X's m columns; (loss_sum, correct_sum).
 
-        sum_batch(X, y, flat) writes the summed gradients of the batch (X, y) into `flat`, a buffer
-        laid out as flat_grad, and returns its (loss_sum, correct_sum).
+        sum_batch(X, y, flat, masks) writes the summed gradients of the batch (X, y) into `flat`, a
+        buffer laid out as flat_grad, and returns its (loss_sum, correct_sum). masks: dropout masks
+        (n_l x m each, or None), cut into blocks with X.
         """
         m = X.shape[1]
         with parallel.one_blas_thread():
             if m <= self.block_samples:
-                return sum_batch(X, y, flat_grad)
+                return sum_batch(X, y, flat_grad, masks)
             starts = range(0, m, self.block_samples)
             sums = min(PARTIAL_SUMS, len(starts))
 
@@ -66,7 +67,8 @@ class Blocks:
                 loss_sum = correct_sum = 0.0
                 for start in starts[k::sums]:
                     block = slice(start, start + self.block_samples)
-                    loss, correct = sum_batch(X[:, block], y[block], block_flat)
+                    block_masks = masks and [None if M is None else M[:, block] for M in masks]
+                    loss, correct = sum_batch(X[:, block], y[block], block_flat, block_masks)
                     total += block_flat
                     loss_sum, correct_sum = loss_sum + loss, correct_sum + correct
                 return total, loss_sum, correct_sum

@@ -69,6 +69,21 @@ __device__ __forceinline__ void nn_sgd_update(T g, T lr, T momentum, T weight_de
     *v = momentum * *v + d;
     *p -= lr * *v;
 }
+
+template <typename T>
+__device__ __forceinline__ void nn_adam_update(T g, T beta1, T beta2, T eps, T l2, T shrink, T step_size,
+                                               T root_correction2, T* p, T* m, T* v) {
+    // Kingma and Ba's Adam, as PyTorch computes it (step_size = lr / (1 - beta1^t) and
+    // root_correction2 = sqrt(1 - beta2^t) carry the bias corrections of step t):
+    // d = g + l2 p;  m := beta1 m + (1 - beta1) d;  v := beta2 v + (1 - beta2) d^2;
+    // p := shrink p - step_size m / (sqrt(v) / root_correction2 + eps)
+    // Adam's weight decay is L2 (l2 = weight_decay, shrink = 1); AdamW's is decoupled
+    // (l2 = 0, shrink = 1 - lr weight_decay).
+    T d = g + l2 * *p;
+    *m = beta1 * *m + ((T)1 - beta1) * d;
+    *v = beta2 * *v + ((T)1 - beta2) * d * d;
+    *p = shrink * *p - step_size * *m / (sqrt(*v) / root_correction2 + eps);
+}
 """
 
 KERNELS = (
@@ -97,6 +112,13 @@ KERNELS = (
         "T p, T v",
         "nn_sgd_update<T>(g, lr, momentum, weight_decay, &p, &v)",
     ),
+    # One thread per parameter: Adam or AdamW in one kernel; p, m and v written, g read.
+    (
+        "nn_gpu_adam_update",
+        "T g, T beta1, T beta2, T eps, T l2, T shrink, T step_size, T root_correction2",
+        "T p, T m, T v",
+        "nn_adam_update<T>(g, beta1, beta2, eps, l2, shrink, step_size, root_correction2, &p, &m, &v)",
+    ),
 )
 
 # How nn_gpu calls each ElementwiseKernel, as CuPy sees the arguments once it has broadcast them and
@@ -123,6 +145,7 @@ KERNEL_LAYOUTS = {
         ),  # y, raw Z, loss, correct
     ),
     "nn_gpu_sgd_update": (((1, True, False), None, None, None, (1, True, False), (1, True, False), (1, False)),),
+    "nn_gpu_adam_update": (((1, True, False), *(None,) * 7, *((1, True, False),) * 3, (1, False)),),
 }
 
 # The fused training step of a 784-H-10 network (H <= FUSED_MAX_HIDDEN), used by nn_gpu/fused.py.

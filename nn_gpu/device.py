@@ -26,7 +26,7 @@ DEVICE_CHOICES = f"{', '.join(DEVICE_KINDS)} or gpu:N"
 class WholeBatches:
     """Runs each batch whole, one after another: on the GPU, its own thousands of threads share the work.
 
-    The same calls as nn_gpu.cpu.Blocks: sum_gradients(sum_batch, X, y, flat_grad),
+    The same calls as nn_gpu.cpu.Blocks: sum_gradients(sum_batch, X, y, flat_grad, masks),
     map_batches(task, m, size) and whole(task); `threads` (host threads) is 1.
     """
 
@@ -35,8 +35,8 @@ class WholeBatches:
     def whole(self, task):
         return task()
 
-    def sum_gradients(self, sum_batch, X, y, flat_grad):
-        return sum_batch(X, y, flat_grad)
+    def sum_gradients(self, sum_batch, X, y, flat_grad, masks=None):
+        return sum_batch(X, y, flat_grad, masks)
 
     def map_batches(self, task, m: int, size: int) -> list:
         return [task(start) for start in range(0, m, size)]

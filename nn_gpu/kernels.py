@@ -14,7 +14,7 @@ ELEMENTWISE_KERNELS = tuple(
     cp.ElementwiseKernel(in_params, out_params, operation, name, preamble=CUDA_SOURCE)
     for name, in_params, out_params, operation in KERNELS
 )
-_bias_relu, _relu_backward, _softmax, _softmax_cross_entropy, _sgd_update = ELEMENTWISE_KERNELS
+_bias_relu, _relu_backward, _softmax, _softmax_cross_entropy, _sgd_update, _adam_update = ELEMENTWISE_KERNELS
 
 
 def _contiguous(Z):
@@ -56,4 +56,13 @@ def sgd_update(p, g, v, lr, momentum, weight_decay):
     _sgd_update(g, dtype(lr), dtype(momentum), dtype(weight_decay), p, v)
 
 
-KERNEL_OPS = Ops(bias_relu, relu_backward, softmax, softmax_cross_entropy, sgd_update, product)  # W A: cuBLAS
+def adam_update(p, g, m, v, beta1, beta2, eps, l2, shrink, step_size, root_correction2):
+    """Adam or AdamW (nn_gpu.ops.adam_update): one kernel over the flat buffers; p, m, v written, g only read."""
+    T = p.dtype.type
+    scalars = (beta1, beta2, eps, l2, shrink, step_size, root_correction2)
+    _adam_update(g, *map(T, scalars), p, m, v)
+
+
+KERNEL_OPS = Ops(
+    bias_relu, relu_backward, softmax, softmax_cross_entropy, sgd_update, adam_update, product
+)  # W A: cuBLAS  # W A: cuBLAS

@@ -9,7 +9,11 @@ A0 = X is n0 x m (784 pixels / 255, one column per sample). For layers l = 1..L:
     A_L = softmax(Z_L)                        dZ_L = A_L - Y                          (Y one-hot)
     loss = mean over samples of -log A_L[y]
 
-    update (nn_gpu.optim): W_l := W_l - alpha dW_l,  b_l := b_l - alpha db_l, or with momentum
+    update (nn_gpu.optim): W_l := W_l - alpha dW_l,  b_l := b_l - alpha db_l, or with momentum, or Adam
+
+With dropout (nn_gpu.dropout), a training step multiplies each layer input A_l (l < L) by its mask
+M_l = D_l / (1 - p_l) as it is made, and the backward step multiplies dA_l = W_{l+1}^T dZ_{l+1} by the
+same M_l before ReLU'.
 
 With one hidden layer of 10 units this is the notebook's network, in its names: W1 10 x 784,
 b1 10 x 1, W2 10 x 10, b2 10 x 1, and Z1, A1, Z2, A2, dZ2, dW2, db2, dZ1, dW1, db1. Where the
@@ -81,12 +85,12 @@ def init_parameters(arch: Architecture, init: str, rng: np.random.Generator):
     return params
 
 
-_ARRAY_NAME = re.compile(r"(A|Z|dZ|dW|db)(\d+)")  # A0, Z1, dW2, ...: the kind and the layer
+_ARRAY_NAME = re.compile(r"(A|Z|M|dZ|dW|db)(\d+)")  # A0, Z1, dW2, ...: the kind and the layer
 
 
 class Arrays(dict):
-    """Named arrays in the order they were made: A0, Z1, A1, ... from forward, dZ2, dW2, db2, ... from
-    backward. A dict; printed as one line per array with its shape, dtype and equation (docs/math.md)."""
+    """Named arrays in the order they were made: A0, Z1, A1, ... from forward (with M0, M1, ... when
+    there are dropout masks), dZ2, dW2, db2, ... from backward. A dict; printed as one line per array with its shape, dtype and equation (docs/math.md)."""
 
     def __repr__(self) -> str:
         L = max((int(match.group(2)) for match in map(_ARRAY_NAME.fullmatch, self) if match), default=0)
@@ -109,6 +113,8 @@ def equation(name: str, L: int) -> str:
     kind, l = match.group(1), int(match.group(2))
     if kind == "A":
         return "X: pixels / 255, one column per sample" if l == 0 else f"{'ReLU' if l < L else 'softmax'}(Z{l})"
+    if kind == "M":
+        return f"dropout mask D{l} / (1 - p{l}), D{l} ~ Bernoulli(1 - p{l}); A{l} is multiplied by it"
     if kind == "dZ":
         return f"A{L} - Y" if l == L else f"W{l + 1}^T dZ{l + 1} * ReLU'(Z{l})"
     return {"Z": f"W{l} A{l - 1} + b{l}", "dW": f"dZ{l} A{l - 1}^T / m", "db": f"sum over samples of dZ{l} / m"}[kind]
@@ -221,20 +227,25 @@ class Network:
             raise ValueError(f"y holds labels {int(y.min())}..{int(y.max())}; they must lie in 0..{N_CLASSES - 1}")
         return y
 
-    def forward(self, X, keep: bool = False):
+    def forward(self, X, keep: bool = False, masks: list | None = None):
         """The forward pass for X (784 x m, one column per sample): A_L = softmax(Z_L), 10 x m.
 
         With keep=True, every array on the way, for `backward`: Arrays A0 (784 x m), Z1 and A1 (n_1 x
         m), ..., Z_L and A_L (10 x m); with one hidden layer, the notebook's Z1, A1, Z2, A2.
+        masks: dropout masks [M_0, ..., M_{L-1}] (n_l x m, or None for a layer without), as a training
+        step makes them (nn_gpu.dropout.masks); each A_l is kept multiplied by its mask, and M_l is kept too.
         """
         kept_Z: list = []
-        Z_L, A = self.runner.whole(lambda: self._logits(X, kept_Z if keep else None))
+        Z_L, A = self.runner.whole(lambda: self._logits(X, kept_Z if keep else None, masks))
         A_L = self.device.ops.softmax(Z_L)
         if not keep:
             return A_L
         cache = Arrays(A0=A[0])
         for l, (Z_l, A_l) in enumerate(zip([*kept_Z, Z_L], [*A[1:], A_L]), start=1):
             cache[f"Z{l}"], cache[f"A{l}"] = Z_l, A_l
+        for l, M_l in enumerate(masks or []):
+            if M_l is not None:
+                cache[f"M{l}"] = M_l
         return cache
 
     def backward(self, cache: Arrays, y) -> Arrays:
@@ -250,7 +261,8 @@ class Network:
         grads = self.views(flat, self.params)
         dZ, _, _ = ops.softmax_cross_entropy(cache[f"Z{L}"].copy(), y)  # dZ_L = A_L - Y: 10 x m
         kept_dZ: list = []
-        self.runner.whole(lambda: self._backward(A, dZ, grads, kept_dZ))
+        masks = [cache.get(f"M{l}") for l in range(L)]
+        self.runner.whole(lambda: self._backward(A, dZ, grads, kept_dZ, masks))
         flat /= m  # every dW and db at once: the mean over the batch
         result = Arrays()
         for l, dZ_l in zip(range(L, 0, -1), kept_dZ):
@@ -272,41 +284,50 @@ class Network:
         g = xp.concatenate(parts)
         self.device.ops.sgd_update(self.flat, g, xp.zeros_like(g), alpha, 0.0, 0.0)
 
-    def gradients(self, X, y):
+    def gradients(self, X, y, masks: list | None = None):
         """Forward and backward on one batch; fills `grads` and returns (loss_sum, correct_sum).
 
-        X: 784 x m, y: m integer labels, both on the device. grads: [dW1, db1, ..., dWL, dbL] of the
+        X: 784 x m, y: m integer labels, both on the device; masks: the step's dropout masks
+        [M_0, ..., M_{L-1}] (n_l x m each, or None), or None for no dropout. grads: [dW1, db1, ..., dWL, dbL] of the
         mean loss, each the shape of its parameter. loss_sum and correct_sum are 0-d arrays (sums over
         the m samples), left on the device so that a training step never waits for the GPU.
         """
-        loss_sum, correct_sum = self.runner.sum_gradients(self._sum_gradients, X, y, self.flat_grad)
+        loss_sum, correct_sum = self.runner.sum_gradients(self._sum_gradients, X, y, self.flat_grad, masks)
         self.flat_grad /= X.shape[1]  # every dW and db at once: the mean over the batch
         return loss_sum, correct_sum
 
-    def _sum_gradients(self, X, y, flat):
+    def _sum_gradients(self, X, y, flat, masks=None):
         """Write into `flat` (laid out as flat_grad) the gradients of the loss summed over X's columns;
         return (loss_sum, correct_sum). The forward pass, then each layer's backward from the top."""
         grads = self.grads if flat is self.flat_grad else self.views(flat, self.grads)
-        Z, A = self._logits(X)
+        Z, A = self._logits(X, masks=masks)
         dZ, loss, correct = self.device.ops.softmax_cross_entropy(Z, y)  # dZ_L = A_L - Y: 10 x m
-        self._backward(A, dZ, grads)
+        self._backward(A, dZ, grads, masks=masks)
         return loss.sum(), correct.sum()
 
-    def _logits(self, X, kept_Z: list | None = None):
+    def _logits(self, X, kept_Z: list | None = None, masks: list | None = None):
         """(Z_L, [A0, A1, ..., A_{L-1}]): the forward pass for X (784 x m; A0 = inputs(X)) up to the
-        logits Z_L (10 x m). Each hidden layer's Z_l is appended to kept_Z when a list is given."""
+        logits Z_L (10 x m). Each hidden layer's Z_l is appended to kept_Z when a list is given; with
+        dropout masks, each A_l is multiplied by M_l as it is made."""
+        masks = masks or [None] * self.n_layers
         ops, A = self.device.ops, [self.inputs(X)]
-        for W, b in zip(self.W[:-1], self.b[:-1]):
+        if masks[0] is not None:
+            A[0] = A[0] * masks[0]  # a new array: X itself is never written
+        for W, b, M in zip(self.W[:-1], self.b[:-1], masks[1:]):
             A.append(hidden_forward(ops, W, b, A[-1], kept_Z))
+            if M is not None:
+                A[-1] *= M
         return output_forward(ops, self.W[-1], self.b[-1], A[-1]), A
 
-    def _backward(self, A, dZ, grads, kept_dZ: list | None = None) -> None:
+    def _backward(self, A, dZ, grads, kept_dZ: list | None = None, masks: list | None = None) -> None:
         """Each layer's backward step, from dZ_L down: the summed dW_l and db_l written into grads.
-        Each dZ_l (L..1) is appended to kept_dZ when a list is given."""
+        Each dZ_l (L..1) is appended to kept_dZ when a list is given; masks as in _logits."""
+        masks = masks or [None] * len(A)
         for l in range(len(A) - 1, -1, -1):  # A[l] is A_l, the input of layer l + 1
             if kept_dZ is not None:
                 kept_dZ.append(dZ)
-            dZ = layer_backward(self.device.ops, self.W[l], A[l], dZ, grads[2 * l], grads[2 * l + 1], l > 0)
+            W, dW, db = self.W[l], grads[2 * l], grads[2 * l + 1]
+            dZ = layer_backward(self.device.ops, W, A[l], dZ, dW, db, l > 0, masks[l])
 
     def evaluate(self, X, y, batch_size: int = 8192) -> tuple[float, float]:
         """(mean loss, accuracy) over X (784 x m, one column per sample) and labels y, in batches; on the host."""
@@ -373,21 +394,26 @@ def output_forward(ops, W, b, A_prev):
     return ops.product(W, A_prev) + b
 
 
-def layer_backward(ops, W, A_prev, dZ, dW, db, below: bool):
+def layer_backward(ops, W, A_prev, dZ, dW, db, below: bool, M_prev=None):
     """Layer l's backward step, from dZ_l (n_l x m) and its input A_{l-1} (n_{l-1} x m):
 
         dW_l = dZ_l A_{l-1}^T       (n_l x n_{l-1}, summed over samples: / m later)
         db_l = sum over samples of dZ_l     (n_l x 1, one per unit)
         dZ_{l-1} = W_l^T dZ_l * ReLU'(Z_{l-1})   (n_{l-1} x m), returned when a layer lies `below`
+                   W_l^T dZ_l * M_{l-1} * ReLU'(Z_{l-1})   with dropout mask M_{l-1} (n_{l-1} x m)
 
-    dW and db are written in place; ReLU'(Z_{l-1}) = [A_{l-1} > 0], since A_{l-1} = ReLU(Z_{l-1}).
+    dW and db are written in place; ReLU'(Z_{l-1}) = [A_{l-1} > 0], since A_{l-1} = ReLU(Z_{l-1})
+    (times M_{l-1}, which is positive wherever it keeps a unit).
     """
     xp = array_module(dZ)
     xp.matmul(dZ, A_prev.T, out=dW)
     xp.sum(dZ, axis=1, keepdims=True, out=db)
-    if below:
-        return ops.relu_backward(W.T @ dZ, A_prev)
-    return None
+    if not below:
+        return None
+    dA = W.T @ dZ
+    if M_prev is not None:
+        dA *= M_prev
+    return ops.relu_backward(dA, A_prev)
 
 
 def scale_pixels(X, dtype: str):

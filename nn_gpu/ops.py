@@ -14,10 +14,15 @@ sample, C classes or H units in rows, m samples.
     sgd_update(p, g, v, lr,      d = g + weight_decay p,                 all parameters as one
                momentum,         v := momentum v + d,                    flat buffer: p, g, v
                weight_decay)     p := p - lr v
+    adam_update(p, g, m, v,      d = g + l2 p,                           flat buffers as above;
+                beta1, beta2,    m := beta1 m + (1 - beta1) d,            step_size, root_correction2
+                eps, l2, shrink, v := beta2 v + (1 - beta2) d^2,          from the step number
+                step_size,       p := shrink p - step_size m /            (nn_gpu.optim.Adam)
+                root_correction2)     (sqrt(v) / root_correction2 + eps)
     product(W, A)                W A (the CPU asks OpenBLAS for it in     W: n x k, A: k x m
                                  its fastest layout: nn_gpu.cpu)
 
-Ops that overwrite an argument say so (sgd_update writes p and v, never g); every result keeps the
+Ops that overwrite an argument say so (sgd_update writes p and v, adam_update p, m and v; never g); every result keeps the
 input's dtype.
 """
 
@@ -37,6 +42,7 @@ class Ops(NamedTuple):
     softmax: Any
     softmax_cross_entropy: Any
     sgd_update: Any
+    adam_update: Any
     product: Any
 
 
@@ -104,9 +110,32 @@ def sgd_update(p, g, v, lr: float, momentum: float, weight_decay: float) -> None
     p -= lr * v
 
 
+def adam_update(p, g, m, v, beta1, beta2, eps, l2, shrink, step_size, root_correction2) -> None:
+    """One Adam step, in place on p, m and v; g is only read. Scalars are rounded to p's dtype first and
+    every operation is done in the CUDA kernel's order (nn_adam_update), so both give the same bits.
+
+    d = g + l2 p;  m := beta1 m + (1 - beta1) d;  v := beta2 v + (1 - beta2) d^2;
+    p := shrink p - step_size m / (sqrt(v) / root_correction2 + eps). nn_gpu.optim.Adam gives the
+    scalars: Adam's L2 (l2 = weight_decay, shrink = 1) or AdamW's decoupled decay (l2 = 0,
+    shrink = 1 - lr weight_decay), and the bias corrections of step t in step_size and root_correction2.
+    """
+    xp, T = array_module(p), p.dtype.type
+    beta1, beta2, eps, l2, shrink, step_size, root_correction2 = map(
+        T, (beta1, beta2, eps, l2, shrink, step_size, root_correction2)
+    )
+    d = g + l2 * p if l2 else g
+    m *= beta1
+    m += (T(1) - beta1) * d
+    v *= beta2
+    v += (T(1) - beta2) * d * d
+    if shrink != 1:
+        p *= shrink
+    p -= step_size * m / (xp.sqrt(v) / root_correction2 + eps)
+
+
 def product(W, A):
     """W A, a new n x m array, for W n x k and A k x m."""
     return W @ A
 
 
-REFERENCE_OPS = Ops(bias_relu, relu_backward, softmax, softmax_cross_entropy, sgd_update, product)
+REFERENCE_OPS = Ops(bias_relu, relu_backward, softmax, softmax_cross_entropy, sgd_update, adam_update, product)

@@ -34,7 +34,8 @@ except ImportError:  # Windows
 LOCK = ".nn_gpu.lock"
 RUN_FILES = (
     "best_model.npz", "model.npz", "metrics.json", "metrics.jsonl", "checkpoint.npz", "confusion_matrix.json",
-    "confusion_matrix.png", "training_curves.png", "weights.png", "predictions.png", "tensorboard",
+    "confusion_matrix.png", "training_curves.png", "weights.png", "predictions.png", "augmentations.png",
+    "tensorboard",
 )  # fmt: skip
 
 

@@ -7,6 +7,8 @@
     weights(W, layer)                what a layer's units look for, each unit's weights over the 784
                                      pixels as a 28 x 28 image on one shared scale: at most the
                                      WEIGHT_UNITS most informative units, as the title says
+    augmentations(images, ...)       each image beside distorted copies of it, as a training batch
+                                     sees them (nn_gpu.augment)
 
 Each returns a Figure built without pyplot, so matplotlib's backend is never chosen or changed (a
 notebook keeps its own), nothing is left open, and drawing works on any thread and headless. In
@@ -129,6 +131,17 @@ def confusion_matrix(counts: np.ndarray):
     return fig
 
 
+def spread(classes: np.ndarray, n: int) -> np.ndarray:
+    """n indices of `classes` taking each class in turn (its first image, then its second, ...), classes in
+    order: a gallery of a file sorted by label still shows every digit. All indices when n >= len(classes)."""
+    classes = np.asarray(classes)
+    rank = np.zeros(len(classes), dtype=np.int64)  # how many earlier images share the image's class
+    for label in np.unique(classes):
+        where = classes == label
+        rank[where] = np.arange(where.sum())
+    return np.lexsort((classes, rank))[:n]
+
+
 def predictions_grid(images: np.ndarray, predictions=None, probabilities=None, labels=None):
     """Digits (images: n x 784 uint8, one row per image) in rows of 8, each titled 'predicted
     (probability)' and 'true label', mistakes in red; with no predictions, each titled by its label."""
@@ -209,4 +222,32 @@ def weights(W, layer: int = 1, units: int = WEIGHT_UNITS):
         "Border pixels never change: they are 0 in every MNIST image, so their weights keep their initial values.",
         fontsize=8,
     )
+    return fig
+
+
+def augmentations(images: np.ndarray, labels, distortion, seed: int = 0, copies: int = 5):
+    """Each image (n x 784 uint8, one row per image) beside `copies` distortions of it, made by the
+    function training uses (nn_gpu.augment.distort, from `seed`): one row per image, titled with its label."""
+    from nn_gpu.augment import distort
+
+    rng = np.random.default_rng(seed)
+    distorted = [distort(np.asarray(images), distortion, rng) for _ in range(copies)]  # each n x 784, in [0, 1]
+    n = len(images)
+    fig = figure((1.1 * (copies + 1), 1.25 * n + 0.6))
+    axes = fig.subplots(n, copies + 1, squeeze=False)
+    for i, row in enumerate(axes):
+        for j, ax in enumerate(row):
+            ax.axis("off")
+            picture = np.asarray(images[i]) / 255 if j == 0 else distorted[j - 1][i]
+            ax.imshow(picture.reshape(28, 28), cmap="gray", vmin=0, vmax=1)
+        row[0].set_title(f"label {labels[i]}", fontsize=8)
+    for j in range(1, copies + 1):
+        axes[0, j].set_title(f"distorted {j}", fontsize=8)
+    d = distortion
+    fig.suptitle(
+        f"originals, then what training sees:\nrotation up to {d.rotation:g}°, zoom up to {100 * d.scale:g}%, "
+        f"shift up to {d.shift:g} px, elastic alpha {d.elastic:g} (sigma {d.sigma:g})",
+        fontsize=8,
+    )
+    fig.tight_layout()
     return fig

@@ -119,17 +119,6 @@ def _seen_in_training(trained_on: TrainingData | None, dataset) -> np.ndarray:
     return np.isin(image_hashes(dataset.images), trained_on.hashes)
 
 
-def spread(classes: np.ndarray, n: int) -> np.ndarray:
-    """n indices of `classes` taking each class in turn (its first image, then its second, ...), classes in
-    order: a gallery of a file sorted by label still shows every digit. All indices when n >= len(classes)."""
-    classes = np.asarray(classes)
-    rank = np.zeros(len(classes), dtype=np.int64)  # how many earlier images share the image's class
-    for label in np.unique(classes):
-        where = classes == label
-        rank[where] = np.arange(where.sum())
-    return np.lexsort((classes, rank))[:n]
-
-
 def _same_file(a: Path, b: Path) -> bool:
     """Whether a and b name one file (through links, or as different spellings of one path)."""
     try:
@@ -141,7 +130,7 @@ def _same_file(a: Path, b: Path) -> bool:
 def _show(dataset, predictions, confidence, n: int, path: Path) -> None:
     """Print n predictions with their probability, spread over the classes (the true ones when known,
     else the predicted), and draw up to SHOW_DRAWN of them (the notebook's test_prediction)."""
-    shown = spread(predictions if dataset.labels is None else dataset.labels, n)
+    shown = plots.spread(predictions if dataset.labels is None else dataset.labels, n)
     for k in shown:
         truth = "" if dataset.labels is None else f", true {dataset.labels[k]}"
         print(f"image {k + 1}: predicted {predictions[k]} (probability {confidence[k]:.3f}){truth}")

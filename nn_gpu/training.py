@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from nn_gpu import parallel
+from nn_gpu import augment, dropout, parallel
 from nn_gpu.errors import NNGpuError
 from nn_gpu.model import Network
-from nn_gpu.optim import SGD, learning_rate
+from nn_gpu.optim import learning_rate
 
 EXPLODING_LOSS = 100.0  # mean cross-entropy; chance level for 10 classes is log 10 = 2.3
 EPOCH_BATCH_SIZE = 64  # the mini-batch of a run by epochs with no batch size: PyTorch's MNIST example
@@ -67,7 +67,9 @@ class TrainingPlan:
     PyTorch and scikit-learn. log_interval: evaluate every N iterations, 0 only at the end; None
     (the default) every 10 iterations, or once an epoch when training by epochs. save_every N > 0
     saves a checkpoint every N iterations; a checkpoint is also saved at the end. early_stopping N > 0
-    ends the run after N evaluations without a better dev accuracy.
+    ends the run after N evaluations without a better dev accuracy. dropout: rates (input, hidden...)
+    as nn_gpu.dropout.layer_rates reads them, or None; augment: a name in nn_gpu.augment.AUGMENTATIONS
+    (each training batch distorted afresh), or None.
     """
 
     alpha: float = 0.10
@@ -78,6 +80,8 @@ class TrainingPlan:
     lr_schedule: str = "constant"
     save_every: int = 0
     early_stopping: int = 0
+    dropout: tuple[float, ...] | None = None
+    augment: str | None = None
 
     def __post_init__(self):
         if self.epochs is not None and self.batch_size is None:
@@ -150,7 +154,7 @@ class _Batches:
 
 def train(
     network: Network,
-    optimizer: SGD,
+    optimizer,
     X,
     y,
     dev: tuple | None,
@@ -162,7 +166,8 @@ def train(
     save: Callable[[Progress], Path] | None = None,
     stop_requested: Callable[[], int] = lambda: 0,
 ) -> Progress:
-    """Train `network` on X (784 x m) and y (m labels), both on its device, from `progress` onwards.
+    """Train `network` on X (784 x m) and y (m labels), both on its device, from `progress` onwards,
+    with `optimizer` (nn_gpu.optim: SGD or Adam) and the plan's dropout and augmentation.
 
     dev: (X_dev, y_dev) evaluated at each logged iteration, or None. on_log receives each history
     entry {iteration, (epoch, when training by epochs), learning_rate, train_loss, train_accuracy,
@@ -181,6 +186,8 @@ def train(
         total, every = plan.total_iterations(m), plan.evaluate_every(m)
         progress = progress or Progress()
         batches = _Batches(m, plan, seed, device.xp)
+        rates = dropout.layer_rates(plan.dropout, network.n_layers - 1)
+        distortion = augment.AUGMENTATIONS[plan.augment] if plan.augment else None
         last_saved: tuple[int, Path] | None = None
 
         def checkpoint() -> None:
@@ -200,7 +207,14 @@ def train(
                 X_batch, y_batch = X, y
             else:  # gather whole samples: rows of the m x 784 array under the 784 x m view
                 X_batch, y_batch = X.T[rows].T, y[rows]
-            batch_loss, batch_correct = network.gradients(X_batch, y_batch)
+            if distortion is not None:  # n x 784 images in, distorted n x 784 out: X is their 784 x n view
+                X_batch = augment.distort(
+                    X_batch.T, distortion, augment.batch_rng(seed, iteration), network.arch.dtype
+                ).T
+            masks = dropout.masks(
+                rates, network.arch.sizes, y_batch.shape[0], seed, iteration, device, network.arch.dtype
+            )
+            batch_loss, batch_correct = network.gradients(X_batch, y_batch, masks)
             optimizer.step(lr)
             progress.iteration = iteration
             progress.loss_sum += batch_loss  # device scalars until read

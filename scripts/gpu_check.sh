@@ -98,10 +98,13 @@ stage versions 30 "driver, runtime, card" bash -c '"$0" -c "$1"; rc=$?; nvidia-s
 stage kernels 60 "kernels vs NumPy; CuPy's sources are CI's" "${pytest[@]}" \
     "$gpu_tests::test_ops_match_numpy" \
     "$gpu_tests::test_softmax_kernels_write_every_output" \
+    "$gpu_tests::test_the_adam_kernel_is_the_op_table_on_the_card" \
     "$gpu_tests::test_cupy_builds_only_the_kernel_sources_ci_compiles"
 stage parity 60 "training GPU = CPU; the Python API" "${pytest[@]}" \
     "$gpu_tests::test_training_on_gpu_equals_training_on_cpu" \
-    "$gpu_tests::test_the_python_api_runs_on_the_gpu_as_on_the_cpu"
+    "$gpu_tests::test_the_python_api_runs_on_the_gpu_as_on_the_cpu" \
+    "$gpu_tests::test_augmentation_is_the_same_on_both_devices" \
+    "$gpu_tests::test_the_ladders_recipe_on_the_gpu_follows_the_cpu"
 stage fused 60 "fused step = plain path" "${pytest[@]}" \
     "$gpu_tests::test_fused_step_equals_gradients_then_sgd_from_the_same_parameters" \
     "$gpu_tests::test_fused_training_follows_the_plain_path" \

@@ -423,6 +423,6 @@ def test_inputs_that_used_to_end_in_tracebacks_are_one_line(tmp_path, capsys):
     assert capsys.readouterr().err == f"error: {tmp_path / 'a.csv'}: too many levels of symbolic links\n"
     assert train_main([*out, "--hidden", "100000000"]) == 2  # today: MemoryError
     err = capsys.readouterr().err
-    assert err.startswith("error: --hidden 100000000: the parameters, gradients and momentum need 1272.0 GB, ")
+    assert err.startswith("error: --hidden 100000000: the parameters, gradients and optimiser moments need 1590.0 GB, ")
     assert err.endswith(" of memory; choose smaller layers\n")
     assert not (tmp_path / "out").exists()

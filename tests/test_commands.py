@@ -16,7 +16,8 @@ import pytest
 
 from conftest import ROOT, synthetic_csv
 from nn_gpu import __version__, cli
-from nn_gpu.predict import predict_main, predict_parser, spread
+from nn_gpu.plots import spread
+from nn_gpu.predict import predict_main, predict_parser
 
 pytestmark = pytest.mark.slow  # subprocesses and end-to-end runs
 

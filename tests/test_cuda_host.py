@@ -36,6 +36,7 @@ PRELUDE = r"""
 #define __shared__ static
 using std::exp;
 using std::log;
+using std::sqrt;
 using std::min;
 struct nn_dim3 { unsigned x, y, z; };
 static nn_dim3 threadIdx, blockIdx, blockDim, gridDim;
@@ -238,6 +239,23 @@ def test_sgd_update_kernel_is_the_op_table_exactly_over_several_steps(host, suff
         ops.sgd_update(want_p, g.copy(), want_v, lr, momentum, weight_decay)
         np.testing.assert_array_equal(v, want_v)
         np.testing.assert_array_equal(p, want_p)
+
+
+@DTYPES
+@pytest.mark.parametrize("decoupled", [False, True], ids=["adam", "adamw"])
+def test_adam_update_kernel_is_the_op_table_exactly_over_several_steps(host, suffix, decoupled):
+    dtype = TYPES[suffix][1]
+    rng = np.random.default_rng(4)
+    p, m, v = rng.standard_normal(300).astype(dtype), np.zeros(300, dtype), np.zeros(300, dtype)
+    want = [p.copy(), m.copy(), v.copy()]
+    for t, lr in enumerate([1e-3, 1e-3, 5e-4, 1e-2], start=1):
+        g = rng.standard_normal(300).astype(dtype)
+        l2, shrink = (0.0, 1 - lr * 0.01) if decoupled else (0.01, 1.0)
+        scalars = (0.9, 0.999, 1e-8, l2, shrink, lr / (1 - 0.9**t), np.sqrt(1 - 0.999**t))
+        call(host, "nn_gpu_adam_update", suffix, g, *((s, dtype) for s in scalars), p, m, v, 300)
+        ops.adam_update(*want[:1], g.copy(), *want[1:], *scalars)
+        for found, expected in zip((p, m, v), want):
+            np.testing.assert_array_equal(found, expected)
 
 
 @DTYPES

@@ -351,3 +351,52 @@ def test_the_python_api_runs_on_the_gpu_as_on_the_cpu(cp, dtype, rtol):
     table = nn_gpu.gradcheck(nets["gpu"], X[:, :16], y[:16], entries=30)
     assert table["passed"].all(), table.to_string()
     assert nets["gpu"].predict(X).shape == (300,)
+
+
+@pytest.mark.parametrize(("dtype", "rtol"), [(np.float64, 1e-12), (np.float32, 1e-5)])
+@pytest.mark.parametrize("decoupled", [False, True], ids=["adam", "adamw"])
+def test_the_adam_kernel_is_the_op_table_on_the_card(gpu, cp, dtype, rtol, decoupled):
+    rng = np.random.default_rng(8)
+    p, m, v = rng.standard_normal(5000).astype(dtype), np.zeros(5000, dtype), np.zeros(5000, dtype)
+    on_card = [cp.asarray(a) for a in (p, m, v)]
+    for t in range(1, 6):
+        g = rng.standard_normal(5000).astype(dtype)
+        l2, shrink = (0.0, 1 - 1e-3 * 0.01) if decoupled else (0.01, 1.0)
+        scalars = (0.9, 0.999, 1e-8, l2, shrink, 1e-3 / (1 - 0.9**t), np.sqrt(1 - 0.999**t))
+        gpu.ops.adam_update(on_card[0], cp.asarray(g), on_card[1], on_card[2], *scalars)
+        REFERENCE_OPS.adam_update(p, g, m, v, *scalars)
+    for found, expected in zip(on_card, (p, m, v)):
+        assert found.dtype == dtype
+        np.testing.assert_allclose(cp.asnumpy(found), expected, rtol=rtol, atol=rtol * np.abs(expected).max())
+
+
+@pytest.mark.parametrize(("dtype", "atol"), [("float64", 1e-12), ("float32", 1e-5)])
+def test_augmentation_is_the_same_on_both_devices(cp, dtype, atol):
+    from nn_gpu.augment import AUGMENTATIONS, batch_rng, distort
+
+    images = synthetic_digits(200, seed=4)[0]
+    for name, distortion in AUGMENTATIONS.items():
+        on_card = distort(cp.asarray(images), distortion, batch_rng(0, 7), dtype)
+        on_host = distort(images, distortion, batch_rng(0, 7), dtype)
+        assert isinstance(on_card, cp.ndarray) and on_card.dtype == dtype and on_card.shape == (200, 784)
+        np.testing.assert_allclose(cp.asnumpy(on_card), on_host, atol=atol, err_msg=name)
+
+
+@pytest.mark.parametrize(("dtype", "rtol"), [("float64", 1e-10), ("float32", 1e-3)])
+def test_the_ladders_recipe_on_the_gpu_follows_the_cpu(cpu, gpu, dtype, rtol):
+    """AdamW, dropout and distorted batches: masks and distortions are drawn on the host, so both devices
+    take the same steps."""
+    from nn_gpu.optim import make_optimizer
+
+    images, labels = synthetic_digits(1000, seed=1)
+    params = []
+    for device in (gpu, cpu):
+        arch = Architecture((32, 16), dtype)
+        network = Network(arch, device, init_parameters(arch, "he", np.random.default_rng(0)))
+        optimizer = make_optimizer("adamw", network, weight_decay=0.01)
+        X, y = pixels_to_device(images, device, dtype), device.to_device(labels.astype(np.int32))
+        plan = TrainingPlan(alpha=1e-3, epochs=2, batch_size=100, dropout=(0.2, 0.5), augment="affine+elastic")
+        train(network, optimizer, X, y, None, plan, seed=0)
+        params.append([device.to_host(p) for p in network.params])
+    for g, c in zip(*params):
+        np.testing.assert_allclose(g, c, rtol=rtol, atol=rtol * np.abs(c).max())

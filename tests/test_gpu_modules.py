@@ -23,6 +23,7 @@ def test_kernel_op_table_matches_the_reference_table():
         kernels._softmax,
         kernels._softmax_cross_entropy,
         kernels._sgd_update,
+        kernels._adam_update,
     ]
     assert [k.name for k in built] == [name for name, *_ in KERNELS]
     assert all(isinstance(k, cupy.ElementwiseKernel) for k in built)

@@ -56,8 +56,8 @@ def test_a_wrong_equation_fails_the_check(batch, cpu, monkeypatch, mistake, caug
     elif mistake == "the notebook's scalar db":
         real = model.layer_backward
 
-        def scalar_db(ops, W, A_prev, dZ, dW, db, below):
-            dZ_below = real(ops, W, A_prev, dZ, dW, db, below)
+        def scalar_db(ops, W, A_prev, dZ, dW, db, below, M_prev=None):
+            dZ_below = real(ops, W, A_prev, dZ, dW, db, below, M_prev)
             db[:] = db.sum()  # np.sum(dZ) over every unit and sample
             return dZ_below
 

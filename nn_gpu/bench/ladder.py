@@ -1,0 +1,198 @@
+"""The accuracy ladder (docs/ladder.md): the notebook's network, then one addition at a time.
+
+Each rung is a train.py command. nn_gpu runs it through train.py's own code (nn_gpu.cli.train_main,
+into a temporary folder), and PyTorch runs the same recipe written as a PyTorch user writes it
+(nn.Linear, nn.ReLU, nn.Dropout, torch.optim, CrossEntropyLoss), on the same train/test split, the
+same batches (epoch e's shuffle from (seed, e)) and the same distorted images (nn_gpu.augment, drawn
+from (seed, iteration)); its own initialisation and dropout masks. Test accuracy is the last
+weights' on the held-out set: Fashion-MNIST's t10k, the sample's 1,000 dev images (split by seed).
+Seconds are training time alone, as train.py's metrics.json counts it.
+
+    python scripts/ladder.py                      # the full ladder: Fashion-MNIST and the sample, 3 seeds
+    python scripts/ladder.py --quick              # 2 epochs, 1 seed, the sample: a check that it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nn_gpu import __version__, cli, parallel
+from nn_gpu.augment import AUGMENTATIONS, batch_rng, distort
+from nn_gpu.bench.implementations import torch_available
+from nn_gpu.dropout import layer_rates
+from nn_gpu.optim import learning_rate
+from nn_gpu.training import TrainingPlan, epoch_order
+
+FASHION = "/usr/share/datasets/fashion-mnist"
+
+
+def rungs(epochs: int) -> list[tuple[str, list[str]]]:
+    """(what the rung adds, its train.py flags), from the notebook's job up; each adds to the one above
+    (AdamW replaces SGD with momentum)."""
+    minibatch = ["--epochs", str(epochs), "--batch-size", "128"]
+    sgd = ["--alpha", "0.05", "--momentum", "0.9"]
+    wide = ["--hidden", "256,256"]
+    adamw = ["--optimizer", "adamw", "--alpha", "0.001", "--weight-decay", "0.01", "--lr-schedule", "cosine"]
+    return [
+        ("the notebook: 784-10-10, U(-0.5, 0.5), 500 full-batch steps", ["--init", "uniform"]),
+        (f"He init, {epochs} epochs of mini-batches of 128, momentum 0.9", [*minibatch, *sgd]),
+        ("two hidden layers of 256", [*minibatch, *sgd, *wide]),
+        ("weight decay 5e-4, cosine schedule", [*minibatch, *sgd, *wide, "--weight-decay", "5e-4", "--lr-schedule", "cosine"]),
+        ("AdamW (lr 0.001, decay 0.01) instead of SGD", [*minibatch, *wide, *adamw]),
+        ("dropout 0.2 on pixels, 0.5 on hidden units", [*minibatch, *wide, *adamw, "--dropout", "0.2,0.5"]),
+        ("affine distortions", [*minibatch, *wide, *adamw, "--dropout", "0.2,0.5", "--augment", "affine"]),
+        ("affine and elastic distortions", [*minibatch, *wide, *adamw, "--dropout", "0.2,0.5", "--augment", "affine+elastic"]),
+    ]  # fmt: skip
+
+
+def data_flags(source: str) -> list[str]:
+    """The data flags of a rung's command: Fashion-MNIST trains on all 60,000 (tested on t10k)."""
+    return ["--data", source, "--dev-size", "0"] if source != "sample" else []
+
+
+def run_nn_gpu(flags: list[str], seed: int) -> dict:
+    """train.py with `flags` and --seed seed, into a temporary folder: test accuracy, seconds, epochs."""
+    with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stdout(io.StringIO()):
+        code = cli.train_main([*flags, "--seed", str(seed), "--device", "cpu", "--quiet", "--output-dir", folder])
+        if code:
+            raise RuntimeError(f"train.py {' '.join(flags)} exited {code}")
+        metrics = json.loads((Path(folder) / "metrics.json").read_text())
+    final = metrics["final"]
+    accuracy = final["test_accuracy"] if "test_accuracy" in final else final["dev_accuracy"]
+    return {"accuracy": accuracy, "seconds": metrics["train_seconds"]}
+
+
+def run_torch(flags: list[str], seed: int) -> dict:
+    """The same recipe in PyTorch, on the same split, batches and distorted images."""
+    import torch
+
+    args = cli.train_parser().parse_args([*flags, "--seed", str(seed)])
+    settings = cli._run_settings(args)
+    data = cli._training_data(settings)
+    test = data.dataset.test if data.dataset.test is not None else data.dev
+    images, labels = np.array(data.train.images), data.train.labels.astype(np.int64)
+    m = len(labels)
+    torch.manual_seed(seed)
+    sizes = (784, *settings["hidden"], 10)
+    rates = layer_rates(settings["dropout"], len(settings["hidden"]))
+    layers: list = []
+    for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        if l > 0:
+            layers.append(torch.nn.ReLU())
+        if rates[l]:
+            layers.append(torch.nn.Dropout(rates[l]))
+        layers.append(torch.nn.Linear(n_in, n_out))
+    model = torch.nn.Sequential(*layers)
+    if settings["init"] == "uniform":  # the notebook's U(-0.5, 0.5), as its reader would write it
+        for parameter in model.parameters():
+            torch.nn.init.uniform_(parameter, -0.5, 0.5)
+    optimizer = {
+        "sgd": lambda p: torch.optim.SGD(p, lr=args.alpha, momentum=args.momentum, weight_decay=args.weight_decay),
+        "adam": lambda p: torch.optim.Adam(p, lr=args.alpha, weight_decay=args.weight_decay),
+        "adamw": lambda p: torch.optim.AdamW(p, lr=args.alpha, weight_decay=args.weight_decay),
+    }[settings["optimizer"]](model.parameters())
+    plan = TrainingPlan(**{name: settings[name] for name in ("alpha", "iterations", "epochs", "batch_size")})
+    total = plan.total_iterations(m)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: learning_rate(settings["lr_schedule"], 1.0, min(step + 1, total), total)
+    )
+    loss_function = torch.nn.CrossEntropyLoss()
+    distortion = AUGMENTATIONS[settings["augment"]] if settings["augment"] else None
+    X, y = torch.from_numpy(images).float() / 255, torch.from_numpy(labels)
+    model.train()
+    started = time.perf_counter()
+    for iteration in range(1, total + 1):
+        if plan.batch_size is None:
+            rows = np.arange(m)
+        else:
+            epoch, position = divmod(iteration - 1, plan.batches_per_epoch(m))
+            rows = epoch_order(m, seed, epoch)[position * plan.batch_size : (position + 1) * plan.batch_size]
+        if distortion is None:
+            X_batch = X[torch.from_numpy(rows)]
+        else:
+            with parallel.one_blas_thread():  # as nn_gpu's loop runs it: no BLAS threads spinning against torch's
+                X_batch = torch.from_numpy(distort(images[rows], distortion, batch_rng(seed, iteration)))
+        optimizer.zero_grad()
+        loss_function(model(X_batch), y[torch.from_numpy(rows)]).backward()
+        optimizer.step()
+        schedule.step()
+    seconds = time.perf_counter() - started
+    model.eval()
+    with torch.no_grad():
+        predicted = model(torch.from_numpy(np.array(test.images)).float() / 255).argmax(dim=1).numpy()
+    return {"accuracy": float((predicted == test.labels).mean()), "seconds": seconds}
+
+
+def spread(values) -> str:
+    """'90.12% ± 0.15 (89.98-90.30)': the mean, the standard deviation and the range, in percent."""
+    values = 100 * np.asarray(values)
+    return f"{values.mean():.2f}% ± {values.std():.2f} ({values.min():.2f}-{values.max():.2f})"
+
+
+def ladder(sources, seeds, epochs: int, with_torch: bool) -> list[dict]:
+    """Every rung on every source, nn_gpu and (where installed) PyTorch: one table row per rung, printed as made."""
+    rows = []
+    for source in sources:
+        print(f"\n### {source}\n")
+        print("| rung | command | nn_gpu test accuracy | nn_gpu s/run | PyTorch test accuracy | PyTorch s/run |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for number, (what, flags) in enumerate(rungs(epochs)):
+            flags = [*data_flags(source), *flags]
+            runs = {"nn_gpu": [run_nn_gpu(flags, seed) for seed in seeds]}
+            if with_torch:
+                runs["torch"] = [run_torch(flags, seed) for seed in seeds]
+            row = {
+                "data": source,
+                "rung": number,
+                "what": what,
+                "command": " ".join(["python scripts/train.py", *flags]),
+            }
+            for impl, results in runs.items():
+                row[impl] = {
+                    "accuracies": [r["accuracy"] for r in results],
+                    "seconds": [r["seconds"] for r in results],
+                }
+            rows.append(row)
+            cells = [
+                (spread(row[impl]["accuracies"]), f"{np.mean(row[impl]['seconds']):.1f}") if impl in row else ("-", "-")
+                for impl in ("nn_gpu", "torch")
+            ]
+            print(
+                f"| {number}. {what} | `{row['command']}` | {cells[0][0]} | {cells[0][1]} | {cells[1][0]} | {cells[1][1]} |",
+                flush=True,
+            )
+    return rows
+
+
+def main(argv: list[str] | None = None, prog: str = "ladder.py") -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--quick", action="store_true", help="2 epochs, seed 0, the sample only: a check that every rung runs"
+    )
+    p.add_argument("--data", action="append", help=f"sources (default: {FASHION} and sample)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per rung (default 3)")
+    p.add_argument("--epochs", type=int, default=20, help="epochs of the mini-batch rungs (default 20)")
+    p.add_argument("--no-torch", action="store_true", help="nn_gpu alone")
+    p.add_argument("--json", type=Path, help="also write the rows to this file")
+    args = p.parse_args(argv)
+    if args.quick:
+        sources, seeds, epochs = args.data or ["sample"], [0], 2
+    else:
+        sources, seeds, epochs = args.data or [FASHION, "sample"], list(range(args.seeds)), args.epochs
+    torch_version = __import__("torch").__version__ if torch_available("cpu") else "not installed"
+    print(f"nn_gpu {__version__}, PyTorch {torch_version}, {parallel.cores()} cores, {parallel.blas_summary()}")
+    print(f"epochs {epochs}, seeds {seeds}")
+    started = time.perf_counter()
+    rows = ladder(sources, seeds, epochs, with_torch=not args.no_torch and torch_available("cpu"))
+    print(f"\nthe ladder took {time.perf_counter() - started:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0

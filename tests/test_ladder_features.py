@@ -1,0 +1,111 @@
+"""The ladder's rungs through train.py: --optimizer, --dropout and --augment, their refusals, their
+checkpoints (a resumed run ends bit-identical to one never stopped), augmentations.png, and the
+ladder script's --quick run."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_script, synthetic_csv
+from nn_gpu import cli
+from nn_gpu.bench.ladder import rungs
+from nn_gpu.checkpoint import load_checkpoint, load_model
+
+pytestmark = pytest.mark.slow  # end-to-end runs
+
+RECIPE = ["--optimizer", "adamw", "--alpha", "0.002", "--weight-decay", "0.01", "--dropout", "0.2,0.5", "--augment", "affine+elastic"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def train_csv(tmp_path_factory):
+    return synthetic_csv(tmp_path_factory.mktemp("data") / "train.csv", 500, seed=5)
+
+
+def run(train_csv, out, *flags):
+    base = [
+        "--device",
+        "cpu",
+        "--data",
+        str(train_csv),
+        "--dev-size",
+        "100",
+        "--hidden",
+        "16,8",
+        "--output-dir",
+        str(out),
+    ]
+    return cli.train_main([*base, *map(str, flags)])
+
+
+def test_the_recipe_resumes_bit_identically_and_keeps_adams_moments(train_csv, tmp_path, capsys):
+    assert run(train_csv, tmp_path / "short", "--epochs", 2, *RECIPE) == 0
+    assert "; dropout 0.2,0.5; affine+elastic distortions of each batch" in capsys.readouterr().out
+    _, _, moments, progress, config = load_checkpoint(tmp_path / "short" / "checkpoint.npz")
+    assert len(moments) == 2 and (moments[1] >= 0).all() and moments[1].any()  # m and v; v holds squares
+    assert config["optimizer"] == "adamw" and config["dropout"] == [0.2, 0.5] and config["augment"] == "affine+elastic"
+    assert cli.train_main(["--resume", str(tmp_path / "short"), "--epochs", "3"]) == 0
+    assert run(train_csv, tmp_path / "long", "--epochs", 3, *RECIPE) == 0
+    for a, b in zip(load_model(tmp_path / "short" / "model.npz")[1], load_model(tmp_path / "long" / "model.npz")[1]):
+        np.testing.assert_array_equal(a, b)
+    assert (tmp_path / "long" / "augmentations.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sgd_checkpoints_keep_one_moment_and_older_ones_still_resume(train_csv, tmp_path):
+    assert run(train_csv, tmp_path / "sgd", "--iterations", 4, "--momentum", 0.9) == 0
+    path = tmp_path / "sgd" / "checkpoint.npz"
+    assert len(load_checkpoint(path)[2]) == 1 and not (tmp_path / "sgd" / "augmentations.png").exists()
+    with np.load(path) as npz:  # as written before --optimizer, --dropout and --augment existed
+        arrays = dict(npz)
+    config = json.loads(str(arrays["config"]))
+    for name in ("optimizer", "dropout", "augment"):
+        del config[name]
+    arrays["config"] = np.array(json.dumps(config))
+    np.savez(path, **arrays)
+    assert cli.train_main(["--resume", str(tmp_path / "sgd"), "--iterations", "6"]) == 0
+    assert load_checkpoint(path)[3].iteration == 6
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--dropout", "0.5"], "give the input's rate and the hidden layers', e.g. 0,0.5 for hidden units only"),
+        (["--dropout", "0.2,1"], "every rate must be at least 0 and below 1, got '0.2,1'"),
+        (["--dropout", "0.2,x"], "expected rates like 0.2,0.5 (input, hidden), got '0.2,x'"),
+        (["--dropout", "0.1,0.2,0.3,0.4"], "--dropout: 4 dropout rates for 2 hidden layers"),
+        (["--optimizer", "adam", "--momentum", "0.9"], "--momentum is SGD's; --optimizer adam keeps its own moments"),
+        (["--augment", "rotate"], "argument --augment: invalid choice: 'rotate'"),
+    ],
+)
+def test_bad_recipes_are_refused_in_one_line_before_any_folder(train_csv, tmp_path, capsys, flags, message):
+    try:
+        code = run(train_csv, tmp_path / "out", *flags)
+    except SystemExit as stopped:  # argparse's own refusal
+        code = stopped.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_each_rung_is_a_train_py_command_that_changes_one_thing():
+    parser = cli.train_parser()
+    settings = [vars(parser.parse_args(flags)) for _, flags in rungs(20)]  # exits on a flag train.py lacks
+    changed = [{name for name in after if after[name] != before[name]} for before, after in zip(settings, settings[1:])]
+    assert changed[1:] == [
+        {"hidden"},
+        {"weight_decay", "lr_schedule"},
+        {"optimizer", "alpha", "momentum", "weight_decay"},  # AdamW replaces SGD with momentum
+        {"dropout"},
+        {"augment"},
+        {"augment"},
+    ]
+
+
+def test_the_quick_ladder_runs_every_rung(tmp_path):
+    result = run_script("ladder.py", "--quick", "--no-torch", "--json", tmp_path / "l.json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "l.json").read_text())
+    assert [row["rung"] for row in rows] == list(range(len(rungs(2))))
+    assert all(len(row["nn_gpu"]["accuracies"]) == 1 and 0.1 < row["nn_gpu"]["accuracies"][0] <= 1 for row in rows)
+    assert "| 7. affine and elastic distortions |" in result.stdout
