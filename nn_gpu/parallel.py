@@ -34,7 +34,8 @@ _held = threading.local()  # per thread: how many one_blas_thread blocks are ope
 
 @functools.cache
 def _blas() -> ThreadpoolController:
-    """The BLAS libraries loaded in this process that threadpoolctl can control (NumPy's among them)."""
+    """The BLAS libraries loaded in this process that threadpoolctl can control (NumPy's among them), as
+    found at the first call: one loaded later (scipy's, say) is not held, and nn_gpu never calls it."""
     return ThreadpoolController().select(user_api="blas")
 
 

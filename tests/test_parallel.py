@@ -23,12 +23,14 @@ needs_blas = pytest.mark.skipif(not BLAS, reason="threadpoolctl finds no BLAS it
 
 
 def blas_threads() -> list[int]:
-    return [info["num_threads"] for info in ThreadpoolController().select(user_api="blas").info()]
+    """The thread count of each BLAS nn_gpu controls: those loaded when it first looked (NumPy's among
+    them; a BLAS loaded later, such as scipy's by another test, is not nn_gpu's to hold)."""
+    return [info["num_threads"] for info in parallel._blas().info()]
 
 
 @needs_blas
 def test_one_blas_thread_holds_every_blas_to_one_thread_on_every_worker_and_restores():
-    n = len(blas_threads())  # as loaded now: another test may have loaded a second BLAS (scipy's)
+    n = len(blas_threads())
     with threadpool_limits(limits=2, user_api="blas"):
         assert blas_threads() == [2] * n
         with parallel.one_blas_thread():
@@ -69,7 +71,7 @@ def test_a_failing_task_raises_in_the_caller():
 
 def test_blas_summary_names_the_library_or_says_it_cannot_control_it(monkeypatch):
     summary = parallel.blas_summary()
-    for info in ThreadpoolController().select(user_api="blas").info():  # every BLAS loaded now is named
+    for info in parallel._blas().info():  # every BLAS nn_gpu controls is named
         assert f"{info['internal_api']} {info['version']}" in summary
     monkeypatch.setattr(parallel, "_blas", lambda: ThreadpoolController().select(user_api="no such api"))
     assert parallel.blas_summary() == (
