@@ -7,8 +7,8 @@
 # network, no mlxtend (the data is generated). Prints the CUDA driver and runtime versions first,
 # then runs each stage below with its result, keeps going after a failure so that one run shows
 # everything, writes each stage's full output to OUTDIR/STAGE.log, and ends with one summary table.
-# The whole check stops at GPU_CHECK_SECONDS (default 285): a stage that would start later is
-# reported as SKIP, so the script ends inside 5 minutes whatever happens.
+# The whole check stops at GPU_CHECK_SECONDS (default 420): a stage that would start later is
+# reported as SKIP, so the script ends inside 7 minutes whatever happens.
 #
 # Stages, with what each is expected to take on an H200 with a cold CuPy kernel cache (most of it
 # NVRTC compiling each kernel once, then cached on disk for the stages after):
@@ -22,13 +22,15 @@
 #   cli       ~30 s  train.py and predict.py with --device gpu / gpu:0 end to end on generated digits
 #   compile   ~25 s  every kernel source compiled by NVRTC for sm_90/80/75(/60), ptxas' limits checked
 #   bench     ~70 s  scripts/bench.py --device gpu: nn_gpu, fused, PyTorch; OUTDIR/bench.json
+#   ladder    ~40 s  scripts/ladder.py --device gpu, rungs 4 (AdamW) and 8 (1024,1024 + dropout), 3 epochs
+#                    of 60,000 generated digits: seconds per run against PyTorch on cuda; OUTDIR/ladder.json
 set -uo pipefail
 out=${1:?usage: scripts/gpu_check.sh OUTDIR}
 mkdir -p "$out" && out=$(cd "$out" && pwd)  # absolute before the cd below
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 NN_GPU_REQUIRE_GPU=1 NN_GPU_REQUIRE_NVRTC=1
 python=${PYTHON:-python3}
-budget=${GPU_CHECK_SECONDS:-285}
+budget=${GPU_CHECK_SECONDS:-420}
 gpu_tests=tests/test_gpu.py
 rows=()
 failed=0
@@ -117,6 +119,25 @@ stage cli 60 "train.py and predict.py on the GPU" "${pytest[@]}" \
     "$gpu_tests::test_best_model_early_stopping_and_resume_on_the_gpu"
 stage compile 60 "NVRTC for sm_90/80/75/60, ptxas limits" "${pytest[@]}" tests/test_cuda_source.py
 stage bench 120 "benchmark" "$python" scripts/bench.py --device gpu --skip-load --json "$out/bench.json"
+synthetic_idx_py=$(
+    cat <<'EOF'
+import struct, sys
+from pathlib import Path
+import numpy as np
+rng = np.random.default_rng(0)  # digits-like: ten random prototypes plus noise (tests/conftest.synthetic_digits)
+prototypes = rng.integers(0, 256, size=(10, 784))
+folder = Path(sys.argv[1])
+folder.mkdir(parents=True, exist_ok=True)
+for split, m in (("train", 60000), ("t10k", 10000)):
+    labels = rng.integers(0, 10, m)
+    images = np.clip(prototypes[labels] + rng.integers(-90, 91, (m, 784)), 0, 255).astype(np.uint8)
+    (folder / f"{split}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, m, 28, 28) + images.tobytes())
+    (folder / f"{split}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, m) + labels.astype(np.uint8).tobytes())
+EOF
+)
+stage ladder 90 "the ladder's AdamW and widest rungs: epochs/s vs PyTorch on the card" bash -c \
+    '"$0" -c "$1" "$2/synthetic-idx" && "$0" scripts/ladder.py --device gpu --data "$2/synthetic-idx" --rungs 4,8 --seeds 1 --epochs 3 --json "$2/ladder.json"' \
+    "$python" "$synthetic_idx_py" "$out"
 
 echo
 echo "=== summary (logs in $out)"

@@ -3,11 +3,12 @@ checkpoints (a resumed run ends bit-identical to one never stopped), augmentatio
 ladder script's --quick run."""
 
 import json
+import shlex
 
 import numpy as np
 import pytest
 
-from conftest import run_script, synthetic_csv
+from conftest import ROOT, run_script, synthetic_csv
 from nn_gpu import cli
 from nn_gpu.bench.ladder import rungs
 from nn_gpu.checkpoint import load_checkpoint, load_model
@@ -90,15 +91,21 @@ def test_bad_recipes_are_refused_in_one_line_before_any_folder(train_csv, tmp_pa
 
 def test_each_rung_is_a_train_py_command_that_changes_one_thing():
     parser = cli.train_parser()
-    settings = [vars(parser.parse_args(flags)) for _, flags in rungs(20)]  # exits on a flag train.py lacks
-    changed = [{name for name in after if after[name] != before[name]} for before, after in zip(settings, settings[1:])]
-    assert changed[1:] == [
+    ladder = rungs(20)
+    settings = [vars(parser.parse_args(flags)) for _, flags, _ in ladder]  # exits on a flag train.py lacks
+    changed = [
+        {name for name in after if after[name] != settings[base][name]}
+        for after, (_, _, base) in zip(settings[2:], ladder[2:])
+    ]
+    assert [base for _, _, base in ladder] == [None, 0, 1, 2, 3, 4, 5, 6, 5]
+    assert changed == [
         {"hidden"},
         {"weight_decay", "lr_schedule"},
         {"optimizer", "alpha", "momentum", "weight_decay"},  # AdamW replaces SGD with momentum
         {"dropout"},
         {"augment"},
         {"augment"},
+        {"hidden"},
     ]
 
 
@@ -108,4 +115,17 @@ def test_the_quick_ladder_runs_every_rung(tmp_path):
     rows = json.loads((tmp_path / "l.json").read_text())
     assert [row["rung"] for row in rows] == list(range(len(rungs(2))))
     assert all(len(row["nn_gpu"]["accuracies"]) == 1 and 0.1 < row["nn_gpu"]["accuracies"][0] <= 1 for row in rows)
-    assert "| 7. affine and elastic distortions |" in result.stdout
+    assert (
+        "| 7. affine and elastic distortions |" in result.stdout
+        and "| 8. rung 5 with two hidden layers" in result.stdout
+    )
+
+
+def test_the_readmes_best_recipe_runs_unchanged_on_a_kaggle_csv(train_csv, tmp_path, monkeypatch):
+    block = (ROOT / "README.md").read_text().split("<!-- best-recipe -->\n```\n", 1)[1].split("\n```", 1)[0]
+    words = shlex.split(block)
+    assert words[:2] == ["python", "scripts/train.py"] and words[words.index("--data") + 1] == "sample"
+    words[words.index("--data") + 1] = str(train_csv)  # a Kaggle-format train.csv in its place
+    monkeypatch.chdir(tmp_path)
+    assert cli.train_main([*words[2:], "--dry-run", "--device", "cpu", "--quiet"]) == 0
+    assert next((tmp_path / "runs").iterdir()).joinpath("best_model.npz").exists()

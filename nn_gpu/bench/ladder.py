@@ -10,6 +10,10 @@ Seconds are training time alone, as train.py's metrics.json counts it.
 
     python scripts/ladder.py                      # the full ladder: Fashion-MNIST and the sample, 3 seeds
     python scripts/ladder.py --quick              # 2 epochs, 1 seed, the sample: a check that it runs
+    python scripts/ladder.py --device gpu --data DIR --rungs 4,8 --seeds 1    # on a card, torch on cuda
+
+On the GPU, nn_gpu distorts each batch on the card (the same xp code); PyTorch gets the same images
+distorted on the host, as a PyTorch user with a NumPy augmentation would.
 """
 
 from __future__ import annotations
@@ -34,22 +38,25 @@ from nn_gpu.training import TrainingPlan, epoch_order
 FASHION = "/usr/share/datasets/fashion-mnist"
 
 
-def rungs(epochs: int) -> list[tuple[str, list[str]]]:
-    """(what the rung adds, its train.py flags), from the notebook's job up; each adds to the one above
-    (AdamW replaces SGD with momentum)."""
+def rungs(epochs: int) -> list[tuple[str, list[str], int | None]]:
+    """(what the rung adds, its train.py flags, the rung it builds on), from the notebook's job up. Each
+    adds one thing to the rung above (AdamW replaces SGD with momentum), except the last: width, which
+    dropout needs (Srivastava et al. used 800 to 4096 units), added to the dropout rung."""
     minibatch = ["--epochs", str(epochs), "--batch-size", "128"]
     sgd = ["--alpha", "0.05", "--momentum", "0.9"]
     wide = ["--hidden", "256,256"]
     adamw = ["--optimizer", "adamw", "--alpha", "0.001", "--weight-decay", "0.01", "--lr-schedule", "cosine"]
+    dropout = ["--dropout", "0.2,0.5"]
     return [
-        ("the notebook: 784-10-10, U(-0.5, 0.5), 500 full-batch steps", ["--init", "uniform"]),
-        (f"He init, {epochs} epochs of mini-batches of 128, momentum 0.9", [*minibatch, *sgd]),
-        ("two hidden layers of 256", [*minibatch, *sgd, *wide]),
-        ("weight decay 5e-4, cosine schedule", [*minibatch, *sgd, *wide, "--weight-decay", "5e-4", "--lr-schedule", "cosine"]),
-        ("AdamW (lr 0.001, decay 0.01) instead of SGD", [*minibatch, *wide, *adamw]),
-        ("dropout 0.2 on pixels, 0.5 on hidden units", [*minibatch, *wide, *adamw, "--dropout", "0.2,0.5"]),
-        ("affine distortions", [*minibatch, *wide, *adamw, "--dropout", "0.2,0.5", "--augment", "affine"]),
-        ("affine and elastic distortions", [*minibatch, *wide, *adamw, "--dropout", "0.2,0.5", "--augment", "affine+elastic"]),
+        ("the notebook: 784-10-10, U(-0.5, 0.5), 500 full-batch steps", ["--init", "uniform"], None),
+        (f"He init, {epochs} epochs of mini-batches of 128, momentum 0.9", [*minibatch, *sgd], 0),
+        ("two hidden layers of 256", [*minibatch, *sgd, *wide], 1),
+        ("weight decay 5e-4, cosine schedule", [*minibatch, *sgd, *wide, "--weight-decay", "5e-4", "--lr-schedule", "cosine"], 2),
+        ("AdamW (lr 0.001, decay 0.01) instead of SGD", [*minibatch, *wide, *adamw], 3),
+        ("dropout 0.2 on pixels, 0.5 on hidden units", [*minibatch, *wide, *adamw, *dropout], 4),
+        ("affine distortions", [*minibatch, *wide, *adamw, *dropout, "--augment", "affine"], 5),
+        ("affine and elastic distortions", [*minibatch, *wide, *adamw, *dropout, "--augment", "affine+elastic"], 6),
+        ("rung 5 with two hidden layers of 1024", [*minibatch, "--hidden", "1024,1024", *adamw, *dropout], 5),
     ]  # fmt: skip
 
 
@@ -58,10 +65,10 @@ def data_flags(source: str) -> list[str]:
     return ["--data", source, "--dev-size", "0"] if source != "sample" else []
 
 
-def run_nn_gpu(flags: list[str], seed: int) -> dict:
-    """train.py with `flags` and --seed seed, into a temporary folder: test accuracy, seconds, epochs."""
+def run_nn_gpu(flags: list[str], seed: int, device: str = "cpu") -> dict:
+    """train.py with `flags`, --seed seed and --device device, into a temporary folder: test accuracy, seconds."""
     with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stdout(io.StringIO()):
-        code = cli.train_main([*flags, "--seed", str(seed), "--device", "cpu", "--quiet", "--output-dir", folder])
+        code = cli.train_main([*flags, "--seed", str(seed), "--device", device, "--quiet", "--output-dir", folder])
         if code:
             raise RuntimeError(f"train.py {' '.join(flags)} exited {code}")
         metrics = json.loads((Path(folder) / "metrics.json").read_text())
@@ -70,10 +77,11 @@ def run_nn_gpu(flags: list[str], seed: int) -> dict:
     return {"accuracy": accuracy, "seconds": metrics["train_seconds"]}
 
 
-def run_torch(flags: list[str], seed: int) -> dict:
-    """The same recipe in PyTorch, on the same split, batches and distorted images."""
+def run_torch(flags: list[str], seed: int, device: str = "cpu") -> dict:
+    """The same recipe in PyTorch (on cuda for device "gpu"), on the same split, batches and distorted images."""
     import torch
 
+    on = torch.device("cuda" if device == "gpu" else "cpu")
     args = cli.train_parser().parse_args([*flags, "--seed", str(seed)])
     settings = cli._run_settings(args)
     data = cli._training_data(settings)
@@ -90,7 +98,7 @@ def run_torch(flags: list[str], seed: int) -> dict:
         if rates[l]:
             layers.append(torch.nn.Dropout(rates[l]))
         layers.append(torch.nn.Linear(n_in, n_out))
-    model = torch.nn.Sequential(*layers)
+    model = torch.nn.Sequential(*layers).to(on)
     if settings["init"] == "uniform":  # the notebook's U(-0.5, 0.5), as its reader would write it
         for parameter in model.parameters():
             torch.nn.init.uniform_(parameter, -0.5, 0.5)
@@ -106,8 +114,10 @@ def run_torch(flags: list[str], seed: int) -> dict:
     )
     loss_function = torch.nn.CrossEntropyLoss()
     distortion = AUGMENTATIONS[settings["augment"]] if settings["augment"] else None
-    X, y = torch.from_numpy(images).float() / 255, torch.from_numpy(labels)
+    X, y = (torch.from_numpy(images).to(on).float() / 255), torch.from_numpy(labels).to(on)
     model.train()
+    if on.type == "cuda":
+        torch.cuda.synchronize()
     started = time.perf_counter()
     for iteration in range(1, total + 1):
         if plan.batch_size is None:
@@ -115,19 +125,22 @@ def run_torch(flags: list[str], seed: int) -> dict:
         else:
             epoch, position = divmod(iteration - 1, plan.batches_per_epoch(m))
             rows = epoch_order(m, seed, epoch)[position * plan.batch_size : (position + 1) * plan.batch_size]
+        index = torch.from_numpy(rows).to(on)
         if distortion is None:
-            X_batch = X[torch.from_numpy(rows)]
+            X_batch = X[index]
         else:
             with parallel.one_blas_thread():  # as nn_gpu's loop runs it: no BLAS threads spinning against torch's
-                X_batch = torch.from_numpy(distort(images[rows], distortion, batch_rng(seed, iteration)))
+                X_batch = torch.from_numpy(distort(images[rows], distortion, batch_rng(seed, iteration))).to(on)
         optimizer.zero_grad()
-        loss_function(model(X_batch), y[torch.from_numpy(rows)]).backward()
+        loss_function(model(X_batch), y[index]).backward()
         optimizer.step()
         schedule.step()
+    if on.type == "cuda":
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - started
     model.eval()
     with torch.no_grad():
-        predicted = model(torch.from_numpy(np.array(test.images)).float() / 255).argmax(dim=1).numpy()
+        predicted = model(torch.from_numpy(np.array(test.images)).to(on).float() / 255).argmax(dim=1).cpu().numpy()
     return {"accuracy": float((predicted == test.labels).mean()), "seconds": seconds}
 
 
@@ -137,19 +150,23 @@ def spread(values) -> str:
     return f"{values.mean():.2f}% ± {values.std():.2f} ({values.min():.2f}-{values.max():.2f})"
 
 
-def ladder(sources, seeds, epochs: int, with_torch: bool) -> list[dict]:
-    """Every rung on every source, nn_gpu and (where installed) PyTorch: one table row per rung, printed as made."""
+def ladder(sources, seeds, epochs: int, with_torch: bool, only=None, device: str = "cpu") -> list[dict]:
+    """Every rung (or those numbered in `only`) on every source, nn_gpu and (where installed) PyTorch:
+    one table row per rung, printed as made."""
     rows = []
     for source in sources:
         print(f"\n### {source}\n")
         print("| rung | command | nn_gpu test accuracy | nn_gpu s/run | PyTorch test accuracy | PyTorch s/run |")
         print("| --- | --- | --- | --- | --- | --- |")
-        for number, (what, flags) in enumerate(rungs(epochs)):
+        for number, (what, flags, _) in enumerate(rungs(epochs)):
+            if only is not None and number not in only:
+                continue
             flags = [*data_flags(source), *flags]
-            runs = {"nn_gpu": [run_nn_gpu(flags, seed) for seed in seeds]}
+            runs = {"nn_gpu": [run_nn_gpu(flags, seed, device) for seed in seeds]}
             if with_torch:
-                runs["torch"] = [run_torch(flags, seed) for seed in seeds]
+                runs["torch"] = [run_torch(flags, seed, device) for seed in seeds]
             row = {
+                "device": device,
                 "data": source,
                 "rung": number,
                 "what": what,
@@ -181,17 +198,21 @@ def main(argv: list[str] | None = None, prog: str = "ladder.py") -> int:
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per rung (default 3)")
     p.add_argument("--epochs", type=int, default=20, help="epochs of the mini-batch rungs (default 20)")
     p.add_argument("--no-torch", action="store_true", help="nn_gpu alone")
+    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="nn_gpu's device, and PyTorch's (cuda)")
+    p.add_argument("--rungs", type=cli.widths, help="only these rungs, e.g. 8 or 0,4 (default: all)")
     p.add_argument("--json", type=Path, help="also write the rows to this file")
     args = p.parse_args(argv)
     if args.quick:
         sources, seeds, epochs = args.data or ["sample"], [0], 2
     else:
         sources, seeds, epochs = args.data or [FASHION, "sample"], list(range(args.seeds)), args.epochs
-    torch_version = __import__("torch").__version__ if torch_available("cpu") else "not installed"
+    torch_version = __import__("torch").__version__ if torch_available(args.device) else "not available"
     print(f"nn_gpu {__version__}, PyTorch {torch_version}, {parallel.cores()} cores, {parallel.blas_summary()}")
     print(f"epochs {epochs}, seeds {seeds}")
     started = time.perf_counter()
-    rows = ladder(sources, seeds, epochs, with_torch=not args.no_torch and torch_available("cpu"))
+    with_torch = not args.no_torch and torch_available(args.device)
+    only = None if args.rungs is None else set(args.rungs)
+    rows = ladder(sources, seeds, epochs, with_torch, only, args.device)
     print(f"\nthe ladder took {time.perf_counter() - started:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
