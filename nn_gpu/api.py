@@ -39,6 +39,7 @@ def train(
     optimizer: str = "sgd",
     dropout: tuple[float, ...] | None = None,
     augment: str | None = None,
+    label_smoothing: float = 0.0,
     dev: tuple | None = None,
     seed: int = 0,
     log_interval: int | None = None,
@@ -53,7 +54,8 @@ def train(
     iterations (default 10, or once an epoch when training by epochs). log receives one line per
     evaluation (None: silent). optimizer: "sgd", "adam" or "adamw" (nn_gpu.optim); dropout: rates
     (input, hidden...), e.g. (0.2, 0.5) (nn_gpu.dropout); augment: "affine", "elastic" or
-    "affine+elastic" (nn_gpu.augment), each training batch distorted afresh. Returns the Progress: .history (a dict per evaluation), .final (train and
+    "affine+elastic" (nn_gpu.augment), each training batch distorted afresh; label_smoothing: eps of
+    the training targets (nn_gpu.model.smooth_labels). Returns the Progress: .history (a dict per evaluation), .final (train and
     dev loss and accuracy), .train_seconds, and with dev .best_iteration and .best_dev_accuracy.
 
     With no momentum and no weight decay, each iteration is exactly forward, backward and step: the
@@ -71,6 +73,7 @@ def train(
         lr_schedule=lr_schedule,
         dropout=dropout,
         augment=augment,
+        label_smoothing=label_smoothing,
     )
     on_log = (lambda entry: log(training.log_line(entry))) if log else (lambda entry: None)
     opt = make_optimizer(optimizer, net, momentum, weight_decay)

@@ -101,6 +101,13 @@ def _weight_decay(text: str) -> float:
     return value
 
 
+def _label_smoothing(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+    return value
+
+
 def dropout_rates(text: str) -> tuple[float, ...]:
     """`--dropout`: rates like 0.2,0.5 (input, then hidden layers), each in [0, 1)."""
     try:
@@ -206,6 +213,13 @@ def train_parser(prog: str = "train.py") -> argparse.ArgumentParser:
         metavar="RATES",
         help="inverted dropout in training steps: INPUT,HIDDEN rates, e.g. 0.2,0.5 drops 20%% of the pixels and half "
         "of each hidden layer's units; one rate per hidden layer may follow the input's (the last repeats)",
+    )
+    p.add_argument(
+        "--label-smoothing",
+        type=_label_smoothing,
+        default=0.0,
+        metavar="EPS",
+        help="train towards (1 - EPS) on the label and EPS / 10 on every class (default 0: one-hot)",
     )
     p.add_argument(
         "--augment",
@@ -330,9 +344,14 @@ def _labels(dataset, device: Device | None):
 RUN_SETTINGS = (
     "data", "dev_size", "seed", "hidden", "alpha", "iterations", "epochs", "init", "dtype", "batch_size",
     "log_interval", "momentum", "weight_decay", "lr_schedule", "save_every", "early_stopping",
-    "optimizer", "dropout", "augment",
+    "optimizer", "dropout", "augment", "label_smoothing",
 )  # fmt: skip
-ADDED_SETTINGS = {"optimizer": "sgd", "dropout": None, "augment": None}  # absent from older checkpoints
+ADDED_SETTINGS = {
+    "optimizer": "sgd",
+    "dropout": None,
+    "augment": None,
+    "label_smoothing": 0.0,
+}  # absent from older checkpoints
 LENGTH = ("epochs", "iterations")  # the settings --resume may change: it extends the run
 
 
@@ -668,6 +687,7 @@ def _plan_line(plan: TrainingPlan, m: int, default_batch: bool) -> str:
     )
     extras = [f"dropout {','.join(f'{p:g}' for p in plan.dropout)}"] if plan.dropout else []
     extras += [f"{plan.augment} distortions of each batch"] if plan.augment else []
+    extras += [f"label smoothing {plan.label_smoothing:g}"] if plan.label_smoothing else []
     return f"training: {what}, evaluated {when}{stopping}" + "".join(f"; {extra}" for extra in extras)
 
 

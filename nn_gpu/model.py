@@ -11,7 +11,9 @@ A0 = X is n0 x m (784 pixels / 255, one column per sample). For layers l = 1..L:
 
     update (nn_gpu.optim): W_l := W_l - alpha dW_l,  b_l := b_l - alpha db_l, or with momentum, or Adam
 
-With dropout (nn_gpu.dropout), a training step multiplies each layer input A_l (l < L) by its mask
+With label smoothing eps (a training step's option), the target is (1 - eps) Y + eps / 10 instead of
+Y, so dZ_L = A_L - (1 - eps) Y - eps / 10 (smooth_labels, below); the loss reported stays the plain
+cross-entropy. With dropout (nn_gpu.dropout), a training step multiplies each layer input A_l (l < L) by its mask
 M_l = D_l / (1 - p_l) as it is made, and the backward step multiplies dA_l = W_{l+1}^T dZ_{l+1} by the
 same M_l before ReLU'.
 
@@ -27,6 +29,7 @@ each layer's forward step has its backward step beside it.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -284,24 +287,28 @@ class Network:
         g = xp.concatenate(parts)
         self.device.ops.sgd_update(self.flat, g, xp.zeros_like(g), alpha, 0.0, 0.0)
 
-    def gradients(self, X, y, masks: list | None = None):
+    def gradients(self, X, y, masks: list | None = None, label_smoothing: float = 0.0):
         """Forward and backward on one batch; fills `grads` and returns (loss_sum, correct_sum).
 
         X: 784 x m, y: m integer labels, both on the device; masks: the step's dropout masks
-        [M_0, ..., M_{L-1}] (n_l x m each, or None), or None for no dropout. grads: [dW1, db1, ..., dWL, dbL] of the
+        [M_0, ..., M_{L-1}] (n_l x m each, or None), or None for no dropout; label_smoothing: eps of
+        the smoothed targets (smooth_labels), 0 for none. grads: [dW1, db1, ..., dWL, dbL] of the
         mean loss, each the shape of its parameter. loss_sum and correct_sum are 0-d arrays (sums over
         the m samples), left on the device so that a training step never waits for the GPU.
         """
-        loss_sum, correct_sum = self.runner.sum_gradients(self._sum_gradients, X, y, self.flat_grad, masks)
+        sum_batch = functools.partial(self._sum_gradients, label_smoothing=label_smoothing)
+        loss_sum, correct_sum = self.runner.sum_gradients(sum_batch, X, y, self.flat_grad, masks)
         self.flat_grad /= X.shape[1]  # every dW and db at once: the mean over the batch
         return loss_sum, correct_sum
 
-    def _sum_gradients(self, X, y, flat, masks=None):
+    def _sum_gradients(self, X, y, flat, masks=None, label_smoothing: float = 0.0):
         """Write into `flat` (laid out as flat_grad) the gradients of the loss summed over X's columns;
         return (loss_sum, correct_sum). The forward pass, then each layer's backward from the top."""
         grads = self.grads if flat is self.flat_grad else self.views(flat, self.grads)
         Z, A = self._logits(X, masks=masks)
         dZ, loss, correct = self.device.ops.softmax_cross_entropy(Z, y)  # dZ_L = A_L - Y: 10 x m
+        if label_smoothing:
+            smooth_labels(dZ, y, label_smoothing)
         self._backward(A, dZ, grads, masks=masks)
         return loss.sum(), correct.sum()
 
@@ -311,8 +318,8 @@ class Network:
         dropout masks, each A_l is multiplied by M_l as it is made."""
         masks = masks or [None] * self.n_layers
         ops, A = self.device.ops, [self.inputs(X)]
-        if masks[0] is not None:
-            A[0] = A[0] * masks[0]  # a new array: X itself is never written
+        if masks[0] is not None:  # a new array in X's layout (the fast one for W1 A0 on the CPU): X is never written
+            A[0] = self.device.xp.multiply(A[0], masks[0], out=self.device.xp.empty_like(A[0]))
         for W, b, M in zip(self.W[:-1], self.b[:-1], masks[1:]):
             A.append(hidden_forward(ops, W, b, A[-1], kept_Z))
             if M is not None:
@@ -414,6 +421,16 @@ def layer_backward(ops, W, A_prev, dZ, dW, db, below: bool, M_prev=None):
     if M_prev is not None:
         dA *= M_prev
     return ops.relu_backward(dA, A_prev)
+
+
+def smooth_labels(dZ, y, eps: float):
+    """dZ_L = A_L - Y (C x m, from softmax_cross_entropy) becomes A_L - ((1 - eps) Y + eps / C), in place:
+    the gradient of the cross-entropy against targets that give eps / C to every class and the rest to
+    the label (Szegedy et al. 2016). dZ_L + eps Y - eps / C: eps added at each label, eps / C taken from all."""
+    xp = array_module(dZ)
+    dZ -= dZ.dtype.type(eps / dZ.shape[0])
+    dZ[y, xp.arange(dZ.shape[1])] += dZ.dtype.type(eps)
+    return dZ
 
 
 def scale_pixels(X, dtype: str):

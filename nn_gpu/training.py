@@ -67,7 +67,8 @@ class TrainingPlan:
     PyTorch and scikit-learn. log_interval: evaluate every N iterations, 0 only at the end; None
     (the default) every 10 iterations, or once an epoch when training by epochs. save_every N > 0
     saves a checkpoint every N iterations; a checkpoint is also saved at the end. early_stopping N > 0
-    ends the run after N evaluations without a better dev accuracy. dropout: rates (input, hidden...)
+    ends the run after N evaluations without a better dev accuracy. label_smoothing: eps of the
+    training targets (nn_gpu.model.smooth_labels), 0 for none. dropout: rates (input, hidden...)
     as nn_gpu.dropout.layer_rates reads them, or None; augment: a name in nn_gpu.augment.AUGMENTATIONS
     (each training batch distorted afresh), or None.
     """
@@ -82,6 +83,7 @@ class TrainingPlan:
     early_stopping: int = 0
     dropout: tuple[float, ...] | None = None
     augment: str | None = None
+    label_smoothing: float = 0.0
 
     def __post_init__(self):
         if self.epochs is not None and self.batch_size is None:
@@ -214,7 +216,7 @@ def train(
             masks = dropout.masks(
                 rates, network.arch.sizes, y_batch.shape[0], seed, iteration, device, network.arch.dtype
             )
-            batch_loss, batch_correct = network.gradients(X_batch, y_batch, masks)
+            batch_loss, batch_correct = network.gradients(X_batch, y_batch, masks, plan.label_smoothing)
             optimizer.step(lr)
             progress.iteration = iteration
             progress.loss_sum += batch_loss  # device scalars until read

@@ -15,7 +15,7 @@ from nn_gpu.checkpoint import load_checkpoint, load_model
 
 pytestmark = pytest.mark.slow  # end-to-end runs
 
-RECIPE = ["--optimizer", "adamw", "--alpha", "0.002", "--weight-decay", "0.01", "--dropout", "0.2,0.5", "--augment", "affine+elastic"]  # fmt: skip
+RECIPE = ["--optimizer", "adamw", "--alpha", "0.002", "--weight-decay", "0.01", "--dropout", "0.2,0.5", "--augment", "affine+elastic", "--label-smoothing", "0.1"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def run(train_csv, out, *flags):
 
 def test_the_recipe_resumes_bit_identically_and_keeps_adams_moments(train_csv, tmp_path, capsys):
     assert run(train_csv, tmp_path / "short", "--epochs", 2, *RECIPE) == 0
-    assert "; dropout 0.2,0.5; affine+elastic distortions of each batch" in capsys.readouterr().out
+    assert "; dropout 0.2,0.5; affine+elastic distortions of each batch; label smoothing 0.1" in capsys.readouterr().out
     _, _, moments, progress, config = load_checkpoint(tmp_path / "short" / "checkpoint.npz")
     assert len(moments) == 2 and (moments[1] >= 0).all() and moments[1].any()  # m and v; v holds squares
     assert config["optimizer"] == "adamw" and config["dropout"] == [0.2, 0.5] and config["augment"] == "affine+elastic"
@@ -59,7 +59,7 @@ def test_sgd_checkpoints_keep_one_moment_and_older_ones_still_resume(train_csv, 
     with np.load(path) as npz:  # as written before --optimizer, --dropout and --augment existed
         arrays = dict(npz)
     config = json.loads(str(arrays["config"]))
-    for name in ("optimizer", "dropout", "augment"):
+    for name in ("optimizer", "dropout", "augment", "label_smoothing"):
         del config[name]
     arrays["config"] = np.array(json.dumps(config))
     np.savez(path, **arrays)
@@ -76,6 +76,7 @@ def test_sgd_checkpoints_keep_one_moment_and_older_ones_still_resume(train_csv, 
         (["--dropout", "0.1,0.2,0.3,0.4"], "--dropout: 4 dropout rates for 2 hidden layers"),
         (["--optimizer", "adam", "--momentum", "0.9"], "--momentum is SGD's; --optimizer adam keeps its own moments"),
         (["--augment", "rotate"], "argument --augment: invalid choice: 'rotate'"),
+        (["--label-smoothing", "1"], "argument --label-smoothing: must be at least 0 and below 1, got 1"),
     ],
 )
 def test_bad_recipes_are_refused_in_one_line_before_any_folder(train_csv, tmp_path, capsys, flags, message):
@@ -97,7 +98,7 @@ def test_each_rung_is_a_train_py_command_that_changes_one_thing():
         {name for name in after if after[name] != settings[base][name]}
         for after, (_, _, base) in zip(settings[2:], ladder[2:])
     ]
-    assert [base for _, _, base in ladder] == [None, 0, 1, 2, 3, 4, 5, 6, 5]
+    assert [base for _, _, base in ladder] == [None, 0, 1, 2, 3, 4, 5, 6, 5, 4]
     assert changed == [
         {"hidden"},
         {"weight_decay", "lr_schedule"},
@@ -106,6 +107,7 @@ def test_each_rung_is_a_train_py_command_that_changes_one_thing():
         {"augment"},
         {"augment"},
         {"hidden"},
+        {"label_smoothing"},
     ]
 
 

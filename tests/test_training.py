@@ -61,10 +61,10 @@ def test_train_is_the_hand_loop_bit_for_bit(cpu, data):
     seen = []  # the rows of each step, as train() handed them to the network
     gradients = network.gradients
 
-    def recording_gradients(X, y, masks):
-        assert masks is None  # no dropout asked for: none drawn
+    def recording_gradients(X, y, masks, label_smoothing):
+        assert masks is None and label_smoothing == 0  # no dropout, no smoothing asked for
         seen.append(np.array([row_of[column.tobytes()] for column in np.asarray(X.T)]))
-        return gradients(X, y, masks)
+        return gradients(X, y, masks, label_smoothing)
 
     network.gradients = recording_gradients
     plan = TrainingPlan(alpha=ALPHA, iterations=ITERATIONS, batch_size=BATCH, log_interval=1, lr_schedule="cosine")

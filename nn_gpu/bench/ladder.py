@@ -29,8 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from nn_gpu import __version__, cli, parallel
-from nn_gpu.augment import AUGMENTATIONS, batch_rng, distort
+from nn_gpu.augment import AUGMENTATIONS, batch_rng, distort, source_points
 from nn_gpu.bench.implementations import torch_available
+from nn_gpu.bench.timing import busy_core
+from nn_gpu.device import resolve_device
 from nn_gpu.dropout import layer_rates
 from nn_gpu.optim import learning_rate
 from nn_gpu.training import TrainingPlan, epoch_order
@@ -41,7 +43,8 @@ FASHION = "/usr/share/datasets/fashion-mnist"
 def rungs(epochs: int) -> list[tuple[str, list[str], int | None]]:
     """(what the rung adds, its train.py flags, the rung it builds on), from the notebook's job up. Each
     adds one thing to the rung above (AdamW replaces SGD with momentum), except the last: width, which
-    dropout needs (Srivastava et al. used 800 to 4096 units), added to the dropout rung."""
+    dropout needs (Srivastava et al. used 800 to 4096 units), added to the dropout rung, and label
+    smoothing, added to the best rung before dropout."""
     minibatch = ["--epochs", str(epochs), "--batch-size", "128"]
     sgd = ["--alpha", "0.05", "--momentum", "0.9"]
     wide = ["--hidden", "256,256"]
@@ -57,6 +60,7 @@ def rungs(epochs: int) -> list[tuple[str, list[str], int | None]]:
         ("affine distortions", [*minibatch, *wide, *adamw, *dropout, "--augment", "affine"], 5),
         ("affine and elastic distortions", [*minibatch, *wide, *adamw, *dropout, "--augment", "affine+elastic"], 6),
         ("rung 5 with two hidden layers of 1024", [*minibatch, "--hidden", "1024,1024", *adamw, *dropout], 5),
+        ("rung 4 with label smoothing 0.1", [*minibatch, *wide, *adamw, "--label-smoothing", "0.1"], 4),
     ]  # fmt: skip
 
 
@@ -112,7 +116,7 @@ def run_torch(flags: list[str], seed: int, device: str = "cpu") -> dict:
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: learning_rate(settings["lr_schedule"], 1.0, min(step + 1, total), total)
     )
-    loss_function = torch.nn.CrossEntropyLoss()
+    loss_function = torch.nn.CrossEntropyLoss(label_smoothing=settings["label_smoothing"])
     distortion = AUGMENTATIONS[settings["augment"]] if settings["augment"] else None
     X, y = (torch.from_numpy(images).to(on).float() / 255), torch.from_numpy(labels).to(on)
     model.train()
@@ -142,6 +146,53 @@ def run_torch(flags: list[str], seed: int, device: str = "cpu") -> dict:
     with torch.no_grad():
         predicted = model(torch.from_numpy(np.array(test.images)).to(on).float() / 255).argmax(dim=1).cpu().numpy()
     return {"accuracy": float((predicted == test.labels).mean()), "seconds": seconds}
+
+
+def augmentation_cost(device: str = "cpu", m: int = 60_000, batch: int = 128) -> list[dict]:
+    """Seconds to distort one epoch of m images in batches of `batch`, for each of --augment's choices:
+    nn_gpu's bilinear sampling (xp) beside scipy.ndimage.map_coordinates (order 1, one call per image, on
+    the same source points) where scipy is installed; idle, then with another process busy on one core."""
+    on = resolve_device(device)
+    images = np.random.default_rng(0).integers(0, 256, (batch, 784), dtype=np.uint8)
+    on_device = on.to_device(images)
+    steps = -(-m // batch)
+    try:
+        from scipy import ndimage
+    except ImportError:
+        ndimage = None
+
+    def scipy_distort(distortion, rng):
+        source = source_points(distortion, batch, rng, np.float32)
+        pixels = images.reshape(batch, 28, 28) / np.float32(255)
+        coordinates = source.reshape(2, batch, 28, 28)
+        return [
+            ndimage.map_coordinates(pixels[i], coordinates[:, i], order=1, mode="grid-constant") for i in range(batch)
+        ]
+
+    def seconds_per_epoch(run, repeats: int = 20) -> float:
+        rng = np.random.default_rng(0)
+        run(rng)  # warm-up
+        on.synchronize()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            run(rng)
+        on.synchronize()
+        return (time.perf_counter() - started) / repeats * steps
+
+    rows = []
+    for name, distortion in AUGMENTATIONS.items():
+        for load in ("idle", "one core busy"):
+            with parallel.one_blas_thread(), busy_core() if load != "idle" else contextlib.nullcontext():
+                row = {"augment": name, "device": on.name, "load": load}
+                row["nn_gpu_seconds_per_epoch"] = seconds_per_epoch(
+                    lambda rng, d=distortion: distort(on_device, d, rng)
+                )
+                if ndimage is not None and on.name == "cpu":
+                    row["scipy_seconds_per_epoch"] = seconds_per_epoch(lambda rng, d=distortion: scipy_distort(d, rng))
+            rows.append(row)
+            scipy_cell = f"{row['scipy_seconds_per_epoch']:.2f}" if "scipy_seconds_per_epoch" in row else "-"
+            print(f"| {name} | {on.name} | {load} | {row['nn_gpu_seconds_per_epoch']:.2f} | {scipy_cell} |", flush=True)
+    return rows
 
 
 def spread(values) -> str:
@@ -200,6 +251,9 @@ def main(argv: list[str] | None = None, prog: str = "ladder.py") -> int:
     p.add_argument("--no-torch", action="store_true", help="nn_gpu alone")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="nn_gpu's device, and PyTorch's (cuda)")
     p.add_argument("--rungs", type=cli.widths, help="only these rungs, e.g. 8 or 0,4 (default: all)")
+    p.add_argument(
+        "--augmentation-cost", action="store_true", help="only time --augment's distortions per epoch (and scipy's)"
+    )
     p.add_argument("--json", type=Path, help="also write the rows to this file")
     args = p.parse_args(argv)
     if args.quick:
@@ -210,6 +264,14 @@ def main(argv: list[str] | None = None, prog: str = "ladder.py") -> int:
     print(f"nn_gpu {__version__}, PyTorch {torch_version}, {parallel.cores()} cores, {parallel.blas_summary()}")
     print(f"epochs {epochs}, seeds {seeds}")
     started = time.perf_counter()
+    if args.augmentation_cost:
+        print(f"\nSeconds to distort an epoch of 60,000 images in batches of 128 ({args.device})\n")
+        print("| augment | device | load | nn_gpu (xp bilinear) | scipy.ndimage.map_coordinates |")
+        print("| --- | --- | --- | --- | --- |")
+        rows = augmentation_cost(args.device)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1))
+        return 0
     with_torch = not args.no_torch and torch_available(args.device)
     only = None if args.rungs is None else set(args.rungs)
     rows = ladder(sources, seeds, epochs, with_torch, only, args.device)
