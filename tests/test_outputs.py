@@ -168,7 +168,7 @@ def test_a_failed_final_write_says_what_was_saved_and_where(tmp_path, train_csv,
 @pytest.mark.slow
 def test_a_folder_holding_a_run_is_refused_unless_overwrite_or_resume(tmp_path, train_csv, capsys):
     out = tmp_path / "run"
-    assert cli.train_main(args(train_csv, out, "--save-every", 5, "--tensorboard")) == 0
+    assert cli.train_main(args(train_csv, out, "--save-every", 5, "--tensorboard", "--augment", "affine")) == 0
     before = {p.name: p.read_bytes() if p.is_file() else sorted(os.listdir(p)) for p in out.iterdir()}
     assert set(before) == set(RUN_FILES)  # every file a run writes, and no lock left behind
     capsys.readouterr()
@@ -184,7 +184,7 @@ def test_a_folder_holding_a_run_is_refused_unless_overwrite_or_resume(tmp_path, 
     assert cli.train_main(args(train_csv, out, "--seed", 1, "--overwrite")) == 0
     assert load_checkpoint(out / "checkpoint.npz")[4]["seed"] == 1  # the new run's own: --resume cannot mix runs
     assert json.loads((out / "metrics.json").read_text())["seed"] == 1
-    assert set(os.listdir(out)) == set(RUN_FILES) - {"tensorboard"}  # the old run's events are gone
+    assert set(os.listdir(out)) == set(RUN_FILES) - {"tensorboard", "augmentations.png"}  # the old run's extras are gone
 
     assert cli.train_main(["--device", "cpu", "--resume", str(out), "--overwrite"]) == 2
     assert capsys.readouterr().err == "error: --overwrite replaces a run and --resume continues one: choose one\n"
