@@ -184,7 +184,10 @@ def test_a_folder_holding_a_run_is_refused_unless_overwrite_or_resume(tmp_path, 
     assert cli.train_main(args(train_csv, out, "--seed", 1, "--overwrite")) == 0
     assert load_checkpoint(out / "checkpoint.npz")[4]["seed"] == 1  # the new run's own: --resume cannot mix runs
     assert json.loads((out / "metrics.json").read_text())["seed"] == 1
-    assert set(os.listdir(out)) == set(RUN_FILES) - {"tensorboard", "augmentations.png"}  # the old run's extras are gone
+    assert set(os.listdir(out)) == set(RUN_FILES) - {
+        "tensorboard",
+        "augmentations.png",
+    }  # the old run's extras are gone
 
     assert cli.train_main(["--device", "cpu", "--resume", str(out), "--overwrite"]) == 2
     assert capsys.readouterr().err == "error: --overwrite replaces a run and --resume continues one: choose one\n"
