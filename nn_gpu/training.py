@@ -136,8 +136,9 @@ def epoch_order(m: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(m)
 
 
-class _Batches:
-    """Device index arrays per iteration; one shuffle and one small host-to-device copy per epoch."""
+class Batches:
+    """Device index arrays per iteration (None: the whole set); one shuffle and one small host-to-device
+    copy per epoch. nn_gpu.bench.ladder gives PyTorch its batches from it too."""
 
     def __init__(self, m: int, plan: TrainingPlan, seed: int, xp):
         self.m, self.plan, self.seed, self.xp = m, plan, seed, xp
@@ -187,7 +188,7 @@ def train(
         m = X.shape[1]
         total, every = plan.total_iterations(m), plan.evaluate_every(m)
         progress = progress or Progress()
-        batches = _Batches(m, plan, seed, device.xp)
+        batches = Batches(m, plan, seed, device.xp)
         rates = dropout.layer_rates(plan.dropout, network.n_layers - 1)
         distortion = augment.AUGMENTATIONS[plan.augment] if plan.augment else None
         last_saved: tuple[int, Path] | None = None

@@ -35,7 +35,7 @@ from nn_gpu.bench.timing import busy_core
 from nn_gpu.device import resolve_device
 from nn_gpu.dropout import layer_rates
 from nn_gpu.optim import learning_rate
-from nn_gpu.training import TrainingPlan, epoch_order
+from nn_gpu.training import Batches, TrainingPlan
 
 FASHION = "/usr/share/datasets/fashion-mnist"
 
@@ -123,12 +123,10 @@ def run_torch(flags: list[str], seed: int, device: str = "cpu") -> dict:
     if on.type == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
+    batches = Batches(m, plan, seed, np)
     for iteration in range(1, total + 1):
-        if plan.batch_size is None:
-            rows = np.arange(m)
-        else:
-            epoch, position = divmod(iteration - 1, plan.batches_per_epoch(m))
-            rows = epoch_order(m, seed, epoch)[position * plan.batch_size : (position + 1) * plan.batch_size]
+        rows = batches.rows(iteration)
+        rows = np.arange(m) if rows is None else rows
         index = torch.from_numpy(rows).to(on)
         if distortion is None:
             X_batch = X[index]
