@@ -75,6 +75,15 @@ def synthetic_csv(path, m: int, seed: int = 0):
     return path
 
 
+def train_in_process(data, out, *flags, hidden="16"):
+    """train.py's main in this process on the CPU: `data`, a dev set of 100, `hidden`, into `out`, then
+    `flags`; its exit code."""
+    from nn_gpu.cli import train_main
+
+    base = ["--device", "cpu", "--data", str(data), "--dev-size", "100", "--hidden", hidden, "--output-dir", str(out)]
+    return train_main([*base, *map(str, flags)])
+
+
 def run_script(name, *args, cwd=None):
     """Run scripts/NAME as a user does, in a new Python; the CompletedProcess, output as text."""
     return subprocess.run(

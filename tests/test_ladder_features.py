@@ -8,7 +8,7 @@ import shlex
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_script, synthetic_csv
+from conftest import ROOT, run_script, synthetic_csv, train_in_process
 from nn_gpu import cli
 from nn_gpu.bench.ladder import rungs
 from nn_gpu.checkpoint import load_checkpoint, load_model
@@ -24,19 +24,7 @@ def train_csv(tmp_path_factory):
 
 
 def run(train_csv, out, *flags):
-    base = [
-        "--device",
-        "cpu",
-        "--data",
-        str(train_csv),
-        "--dev-size",
-        "100",
-        "--hidden",
-        "16,8",
-        "--output-dir",
-        str(out),
-    ]
-    return cli.train_main([*base, *map(str, flags)])
+    return train_in_process(train_csv, out, *flags, hidden="16,8")
 
 
 def test_the_recipe_resumes_bit_identically_and_keeps_adams_moments(train_csv, tmp_path, capsys):

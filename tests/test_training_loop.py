@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import synthetic_csv
+from conftest import synthetic_csv, train_in_process
 from nn_gpu import cli
 from nn_gpu.checkpoint import load_checkpoint, load_model
 from nn_gpu.data import load_dataset, pixels_to_device, split_dev
@@ -26,19 +26,7 @@ def train_csv(tmp_path_factory):
 
 
 def run(train_csv, out, *flags):
-    args = [
-        "--device",
-        "cpu",
-        "--data",
-        str(train_csv),
-        "--dev-size",
-        "100",
-        "--hidden",
-        "16",
-        "--output-dir",
-        str(out),
-    ]
-    return cli.train_main([*args, *map(str, flags)])
+    return train_in_process(train_csv, out, *flags)
 
 
 def metrics(out):
