@@ -1,8 +1,11 @@
 """model.npz and checkpoint.npz: parameters, and what is needed to rebuild the network or the run.
 
 model.npz keys: `format` ("nn_gpu-model"), `hidden` (int64 array of hidden widths), `dtype` (a
-string), and W1, b1, ..., WL, bL as plain float arrays with the shapes of
-nn_gpu.model.init_parameters. A model written by train.py also says what it was trained on:
+string), `inputs` (n0, an int64 scalar), `classes` (the C labels, int64 or strings; class k is
+classes[k]), and W1, b1, ..., WL, bL as plain float arrays with the shapes of
+nn_gpu.model.init_parameters. Files written before `inputs` and `classes` existed are digit models:
+784 inputs, classes 0..9. A model of a CSV table (nn_gpu.table) also holds `features` (the n0 column
+names), `label_column`, `scale` and its `shift` and `divisor` (n0 float64 each), all or none. A model written by train.py also says what it was trained on:
 `data` (the source's name) and `trained_on` (uint64, a hash of each training image,
 nn_gpu.data.image_hashes), so predict.py can tell when it is asked to predict its own training set.
 checkpoint.npz holds the model's keys plus `velocity` (the optimiser's flat buffer: SGD's velocity,
@@ -27,15 +30,18 @@ from pathlib import Path
 import numpy as np
 
 from nn_gpu.errors import ModelFileError, one_line
-from nn_gpu.model import DTYPES, Architecture, parameter_names
+from nn_gpu.model import DTYPES, N_CLASSES, N_PIXELS, Architecture, parameter_names
 from nn_gpu.safe_io import input_problem, write_atomically
+from nn_gpu.table import DIGITS, SCALES, Encoding, Scaling
 from nn_gpu.training import Progress
 
 FORMAT = "nn_gpu-model"
 _HEADER = ("format", "hidden", "dtype")
+_SHAPE = ("inputs", "classes")  # optional, both or neither: absent from digit models before issue 19
+_TABLE = ("features", "label_column", "scale", "shift", "divisor")  # optional, all or none: a table's Encoding
 _CHECKPOINT = ("velocity", "best", "progress", "config")
 _PROVENANCE = ("data", "trained_on")  # optional: both or neither
-_TEXT = ("format", "dtype", "progress", "config", "data")  # 0-d strings
+_TEXT = ("format", "dtype", "progress", "config", "data", "label_column", "scale")  # 0-d strings
 _SMALL = 1 << 20  # bytes: the most a header member (format, hidden, dtype, progress, config) may hold
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
@@ -48,31 +54,49 @@ class TrainingData:
     hashes: np.ndarray
 
 
-def _model_arrays(arch: Architecture, params, trained_on: TrainingData | None = None) -> dict:
+def _model_arrays(arch: Architecture, params, trained_on: TrainingData | None = None, encoding=None) -> dict:
+    """The members of a model file; encoding None: classes 0..C-1 and no table."""
+    encoding = encoding or Encoding(np.arange(arch.n_classes))
     arrays = {
         "format": np.array(FORMAT),
         "hidden": np.array(arch.hidden, dtype=np.int64),
         "dtype": np.array(arch.dtype),
+        "inputs": np.array(arch.n_inputs, dtype=np.int64),
+        "classes": np.asarray(encoding.classes),
         **dict(zip(parameter_names(arch.n_layers), params)),
     }
+    if encoding.table:
+        scaling = encoding.scaling
+        arrays.update(
+            features=np.array(encoding.features, dtype=str),
+            label_column=np.array(encoding.label_column),
+            scale=np.array(scaling.kind),
+            shift=np.asarray(scaling.shift, dtype=np.float64),
+            divisor=np.asarray(scaling.divisor, dtype=np.float64),
+        )
     if trained_on is not None:
         arrays.update(data=np.array(trained_on.source), trained_on=np.asarray(trained_on.hashes, dtype=np.uint64))
     return arrays
 
 
-def save_model(path: Path, arch: Architecture, params, trained_on: TrainingData | None = None) -> None:
-    """Write host parameters [W1, b1, ...] and their architecture (and what they were trained on) to
-    `path` atomically."""
-    arrays = _model_arrays(arch, params, trained_on)
+def save_model(
+    path: Path, arch: Architecture, params, trained_on: TrainingData | None = None, encoding: Encoding | None = None
+) -> None:
+    """Write host parameters [W1, b1, ...] and their architecture (and what they were trained on, and
+    the classes and scaling of their data) to `path` atomically."""
+    arrays = _model_arrays(arch, params, trained_on, encoding)
     write_atomically(Path(path), lambda f: np.savez(f, **arrays))
 
 
-def save_checkpoint(path: Path, arch: Architecture, params, moments, best, progress: Progress, config: dict) -> None:
+def save_checkpoint(
+    path: Path, arch: Architecture, params, moments, best, progress: Progress, config: dict, encoding=None
+) -> None:
     """Write a resumable checkpoint (host arrays; moments: the optimiser's state, [velocity] or [m, v];
-    best: the flat parameters at the best dev accuracy, or the current ones before any) to `path` atomically."""
+    best: the flat parameters at the best dev accuracy, or the current ones before any; encoding as in
+    save_model) to `path` atomically."""
     state = progress.to_dict()
     arrays = {
-        **_model_arrays(arch, params),
+        **_model_arrays(arch, params, encoding=encoding),
         "velocity": moments[0],
         **({"second_moment": moments[1]} if len(moments) > 1 else {}),
         "best": best,
@@ -84,21 +108,30 @@ def save_checkpoint(path: Path, arch: Architecture, params, moments, best, progr
 
 def load_model(path: Path) -> tuple[Architecture, list[np.ndarray]]:
     """(architecture, host parameters) from a model.npz, or ModelFileError saying what is wrong."""
-    arch, params, _ = load_trained_model(path)
+    arch, params, *_ = load_trained_model(path)
     return arch, params
 
 
-def load_trained_model(path: Path) -> tuple[Architecture, list[np.ndarray], TrainingData | None]:
-    """(architecture, host parameters, what they were trained on) from one read of a model.npz; the last
-    is None when the file does not say (a model saved from Python)."""
+def load_trained_model(path: Path) -> tuple[Architecture, list[np.ndarray], TrainingData | None, Encoding]:
+    """(architecture, host parameters, what they were trained on, the data's Encoding) from one read of a
+    model.npz; what it was trained on is None when the file does not say (a model saved from Python)."""
     arch, arrays = _load(Path(path), extra=())
     trained_on = TrainingData(str(arrays["data"]), arrays["trained_on"]) if "trained_on" in arrays else None
-    return arch, [arrays[name] for name in parameter_names(arch.n_layers)], trained_on
+    return arch, [arrays[name] for name in parameter_names(arch.n_layers)], trained_on, _encoding(arrays)
 
 
-def load_checkpoint(path: Path) -> tuple[Architecture, list[np.ndarray], list[np.ndarray], Progress, dict]:
-    """(architecture, parameters, moments, progress, config) from a checkpoint.npz (moments: [velocity],
-    or Adam's [m, v]); progress.best_params
+def _encoding(arrays: dict) -> Encoding:
+    """The Encoding a file's members hold (classes 0..9 for a digit model written before they were stored)."""
+    classes = arrays["classes"] if "classes" in arrays else DIGITS
+    if "features" not in arrays:
+        return Encoding(classes)
+    scaling = Scaling(str(arrays["scale"]), arrays["shift"], arrays["divisor"])
+    return Encoding(classes, tuple(str(f) for f in arrays["features"]), str(arrays["label_column"]), scaling)
+
+
+def load_checkpoint(path: Path) -> tuple[Architecture, list[np.ndarray], list[np.ndarray], Progress, dict, Encoding]:
+    """(architecture, parameters, moments, progress, config, encoding) from a checkpoint.npz (moments:
+    [velocity], or Adam's [m, v]); progress.best_params
     holds the saved best parameters (host, flat) when a dev evaluation has been made.
 
     config is the run's settings as saved; nn_gpu.cli checks them as it checks its flags.
@@ -115,7 +148,7 @@ def load_checkpoint(path: Path) -> tuple[Architecture, list[np.ndarray], list[np
     params = [arrays[name] for name in parameter_names(arch.n_layers)]
     progress.best_params = None if progress.best_iteration is None else arrays["best"]
     moments = [arrays[name] for name in ("velocity", "second_moment") if name in arrays]
-    return arch, params, moments, progress, config
+    return arch, params, moments, progress, config, _encoding(arrays)
 
 
 def _load(path: Path, extra: tuple[str, ...]) -> tuple[Architecture, dict[str, np.ndarray]]:
@@ -132,11 +165,11 @@ def _load(path: Path, extra: tuple[str, ...]) -> tuple[Architecture, dict[str, n
                 headers = {key: _header(path, npz, key) for key in npz.files}
                 small = {
                     key: npz[key]
-                    for key in ("format", "hidden", "dtype")
+                    for key in (*_HEADER, *_SHAPE)
                     if key in headers and headers[key][2] <= _SMALL
                 }
                 arch = _architecture(path, small)
-                expected = _expected(arch, extra, adam="second_moment" in headers)
+                expected = _expected(arch, extra, set(headers))
                 _check_headers(path, headers, expected)
                 arrays = {key: npz[key] for key in headers}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
@@ -144,6 +177,12 @@ def _load(path: Path, extra: tuple[str, ...]) -> tuple[Architecture, dict[str, n
     for name, (shape, _) in expected.items():
         if shape is not None and not np.isfinite(arrays[name]).all():  # the float arrays: parameters, velocity
             raise ModelFileError(f"{path}: {name} holds non-finite values")
+    if "features" in arrays:
+        features = arrays["features"]
+        if features.shape != (arch.n_inputs,) or features.dtype.kind != "U":
+            raise ModelFileError(f"{path}: features must name the {arch.n_inputs} input columns")
+        if str(arrays["scale"]) not in SCALES or not (arrays["divisor"] > 0).all():
+            raise ModelFileError(f"{path}: scale must be one of {', '.join(SCALES)}, with divisors above 0")
     return arch, arrays
 
 
@@ -175,13 +214,30 @@ def _architecture(path: Path, small: dict) -> Architecture:
         raise ModelFileError(f"{path}: 'hidden' must be a list of positive layer widths")
     if dtype not in DTYPES:
         raise ModelFileError(f"{path}: dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-    return Architecture(tuple(int(h) for h in hidden), dtype)
+    hidden = tuple(int(h) for h in hidden)
+    if "inputs" not in small and "classes" not in small:
+        return Architecture(hidden, dtype)  # a digit model from before issue 19
+    inputs, classes = small.get("inputs", np.array(0)), small.get("classes", np.array([]))
+    if inputs.shape != () or inputs.dtype.kind not in "iu" or inputs < 1:
+        raise ModelFileError(f"{path}: 'inputs' must be the number of input features, a whole number of at least 1")
+    if classes.ndim != 1 or classes.size == 0 or classes.dtype.kind not in "iuU":
+        raise ModelFileError(f"{path}: 'classes' must list the class labels (whole numbers or text)")
+    if classes.size > 1 and not (classes[1:] > classes[:-1]).all():
+        raise ModelFileError(f"{path}: 'classes' must list each class label once, sorted")
+    return Architecture(hidden, dtype, int(inputs), classes.size)
 
 
-def _expected(arch: Architecture, extra: tuple[str, ...], adam: bool) -> dict[str, tuple[tuple[int, ...] | None, str]]:
-    """name: (shape, dtype) of every member the file must hold (a checkpoint of Adam's: second_moment
-    too); shape None for a header member."""
+def _expected(arch: Architecture, extra: tuple[str, ...], present: set) -> dict[str, tuple[tuple[int, ...] | None, str]]:
+    """name: (shape, dtype) of every member the file must hold, given the names `present` in it (a
+    checkpoint of Adam's holds second_moment too; a table's model, its Encoding's members; a digit
+    model may lack inputs and classes); shape None for a header member."""
     expected = {name: (None, "") for name in _HEADER}
+    table, adam = "features" in present, "second_moment" in present
+    if table or present.intersection(_SHAPE) or (arch.n_inputs, arch.n_classes) != (N_PIXELS, N_CLASSES):
+        expected.update({name: (None, "") for name in _SHAPE})
+    if table:
+        features = ((arch.n_inputs,), "float64")
+        expected.update(features=(None, ""), label_column=(None, ""), scale=(None, ""), shift=features, divisor=features)
     for name, (n_in, n_out) in zip(parameter_names(arch.n_layers), _shapes(arch)):
         expected[name] = ((n_out, n_in) if name.startswith("W") else (n_out, 1), arch.dtype)
     if extra:

@@ -1,6 +1,7 @@
 """The network: the notebook's equations, written once against `xp`, for any number of layers.
 
-A0 = X is n0 x m (784 pixels / 255, one column per sample). For layers l = 1..L:
+A0 = X is n0 x m (one column per sample: 784 pixels / 255 for digits, or any n0 features), and the
+output layer has one unit per class, C of them (10 for digits). For layers l = 1..L:
 
     forward                                   backward (from the top, l = L..1)
     Z_l = W_l A_{l-1} + b_l                   dW_l = dZ_l A_{l-1}^T / m
@@ -11,8 +12,8 @@ A0 = X is n0 x m (784 pixels / 255, one column per sample). For layers l = 1..L:
 
     update (nn_gpu.optim): W_l := W_l - alpha dW_l,  b_l := b_l - alpha db_l, or with momentum, or Adam
 
-With label smoothing eps (a training step's option), the target is (1 - eps) Y + eps / 10 instead of
-Y, so dZ_L = A_L - (1 - eps) Y - eps / 10 (smooth_labels, below); the loss reported stays the plain
+With label smoothing eps (a training step's option), the target is (1 - eps) Y + eps / C instead of
+Y, so dZ_L = A_L - (1 - eps) Y - eps / C (smooth_labels, below); the loss reported stays the plain
 cross-entropy. With dropout (nn_gpu.dropout), a training step multiplies each layer input A_l (l < L) by its mask
 M_l = D_l / (1 - p_l) as it is made, and the backward step multiplies dA_l = W_{l+1}^T dZ_{l+1} by the
 same M_l before ReLU'.
@@ -47,14 +48,22 @@ DTYPES = ("float32", "float64")
 
 @dataclass(frozen=True)
 class Architecture:
-    """Layer sizes (n0 = 784, hidden..., 10) and the floating dtype of every parameter."""
+    """Layer sizes (n0 inputs, hidden..., C classes; 784 and 10 for digits) and the floating dtype of
+    every parameter."""
 
     hidden: tuple[int, ...] = (10,)
     dtype: str = "float32"
+    n_inputs: int = N_PIXELS
+    n_classes: int = N_CLASSES
 
     @property
     def sizes(self) -> tuple[int, ...]:
-        return (N_PIXELS, *self.hidden, N_CLASSES)
+        return (self.n_inputs, *self.hidden, self.n_classes)
+
+    @property
+    def images(self) -> bool:
+        """Whether the inputs can be 28 x 28 pictures (784 of them), for what draws or reads a digit."""
+        return self.n_inputs == N_PIXELS
 
     @property
     def n_layers(self) -> int:
@@ -126,8 +135,8 @@ def equation(name: str, L: int) -> str:
 class Network:
     """A multilayer perceptron whose parameters live on `device`.
 
-    X is always 784 x m, one column per sample (the notebook's layout). One iteration by hand, in
-    the notebook's names:
+    X is always n0 x m (784 x m for digits), one column per sample (the notebook's layout). One
+    iteration by hand, in the notebook's names:
 
         net = Network.create(hidden=(10,), device="cpu", seed=0)
         cache = net.forward(X, keep=True)   # A0, Z1, A1, Z2, A2
@@ -160,9 +169,11 @@ class Network:
         seed: int = 0,
         init: str = "he",
         dtype: str = "float32",
+        n_inputs: int = N_PIXELS,
+        n_classes: int = N_CLASSES,
     ) -> Network:
-        """A new 784-hidden...-10 network with parameters drawn from `seed` (see init_parameters);
-        hidden: the widths of the hidden layers, e.g. (10,), 10 or (256, 128).
+        """A new n_inputs-hidden...-n_classes network (784-...-10 for digits) with parameters drawn from
+        `seed` (see init_parameters); hidden: the widths of the hidden layers, e.g. (10,), 10 or (256, 128).
 
         device: "auto" (card 0 if usable, else the CPU), "cpu", "gpu", "gpu:N", or a Device.
         """
@@ -171,7 +182,9 @@ class Network:
         hidden = (int(hidden),) if isinstance(hidden, int) else tuple(int(h) for h in hidden)
         if not hidden or min(hidden) < 1:
             raise ValueError(f"hidden must list one or more layer widths of at least 1; got {hidden}")
-        arch = Architecture(hidden, dtype)
+        if min(n_inputs, n_classes) < 1:
+            raise ValueError(f"n_inputs and n_classes must be at least 1; got {n_inputs} and {n_classes}")
+        arch = Architecture(hidden, dtype, int(n_inputs), int(n_classes))
         device = resolve_device(device) if isinstance(device, str) else device
         return cls(arch, device, init_parameters(arch, init, np.random.default_rng(seed)))
 
@@ -209,32 +222,33 @@ class Network:
         )
 
     def inputs(self, X):
-        """A0 for X (784 x m, one column per sample) on this network's device, in its dtype.
+        """A0 for X (n0 x m, one column per sample) on this network's device, in its dtype.
 
-        uint8 pixels are scaled by 1/255 here (scale_pixels); floating X is taken to be pixels / 255
-        already. ValueError, naming the expected shape, for anything else (an m x 784 array among them).
+        uint8 pixels are scaled by 1/255 here (scale_pixels); floating X is taken as it is (pixels / 255,
+        or features already scaled). ValueError, naming the expected shape, for anything else (an m x n0
+        array among them).
         """
-        X = check_columns(self.device.to_device(X))
+        X = check_columns(self.device.to_device(X), self.arch.n_inputs)
         if X.dtype == np.uint8:
             return scale_pixels(X, self.arch.dtype)
         return X.astype(self.arch.dtype, copy=False)
 
     def labels(self, y, m: int):
-        """y on this network's device: m integer labels 0..9, one per column of X; ValueError otherwise."""
-        y = self.device.to_device(y)
+        """y on this network's device: m integer labels 0..C-1, one per column of X; ValueError otherwise."""
+        y, C = self.device.to_device(y), self.arch.n_classes
         if y.shape != (m,):
             raise ValueError(f"y has shape {y.shape}; it must hold m = {m} labels, one per column of X")
         if y.dtype.kind not in "iu":
-            raise ValueError(f"y holds {y.dtype}; it must hold integer labels 0..{N_CLASSES - 1}")
-        if m and not 0 <= int(y.min()) <= int(y.max()) < N_CLASSES:  # host sync
-            raise ValueError(f"y holds labels {int(y.min())}..{int(y.max())}; they must lie in 0..{N_CLASSES - 1}")
+            raise ValueError(f"y holds {y.dtype}; it must hold integer labels 0..{C - 1}")
+        if m and not 0 <= int(y.min()) <= int(y.max()) < C:  # host sync
+            raise ValueError(f"y holds labels {int(y.min())}..{int(y.max())}; they must lie in 0..{C - 1}")
         return y
 
     def forward(self, X, keep: bool = False, masks: list | None = None):
-        """The forward pass for X (784 x m, one column per sample): A_L = softmax(Z_L), 10 x m.
+        """The forward pass for X (n0 x m, one column per sample): A_L = softmax(Z_L), C x m.
 
-        With keep=True, every array on the way, for `backward`: Arrays A0 (784 x m), Z1 and A1 (n_1 x
-        m), ..., Z_L and A_L (10 x m); with one hidden layer, the notebook's Z1, A1, Z2, A2.
+        With keep=True, every array on the way, for `backward`: Arrays A0 (n0 x m), Z1 and A1 (n_1 x
+        m), ..., Z_L and A_L (C x m); with one hidden layer, the notebook's Z1, A1, Z2, A2.
         masks: dropout masks [M_0, ..., M_{L-1}] (n_l x m, or None for a layer without), as a training
         step makes them (nn_gpu.dropout.masks); each A_l is kept multiplied by its mask, and M_l is kept too.
         """
@@ -253,7 +267,7 @@ class Network:
 
     def backward(self, cache: Arrays, y) -> Arrays:
         """The backward pass from forward(X, keep=True) and the labels y (m): Arrays, from the top,
-        dZ_L (10 x m), dW_L, db_L, ..., dZ1 (n_1 x m), dW1 (n_1 x 784), db1 (n_1 x 1); dW and db are
+        dZ_L (C x m), dW_L, db_L, ..., dZ1 (n_1 x m), dW1 (n_1 x n0), db1 (n_1 x 1); dW and db are
         the gradients of the mean loss, shaped as W and b. The notebook's dZ2, dW2, db2, dZ1, dW1, db1.
         """
         L, ops = self.n_layers, self.device.ops
@@ -262,7 +276,7 @@ class Network:
         y = self.labels(y, m)
         flat = self.device.xp.zeros_like(self.flat)
         grads = self.views(flat, self.params)
-        dZ, _, _ = ops.softmax_cross_entropy(cache[f"Z{L}"].copy(), y)  # dZ_L = A_L - Y: 10 x m
+        dZ, _, _ = ops.softmax_cross_entropy(cache[f"Z{L}"].copy(), y)  # dZ_L = A_L - Y: C x m
         kept_dZ: list = []
         masks = [cache.get(f"M{l}") for l in range(L)]
         self.runner.whole(lambda: self._backward(A, dZ, grads, kept_dZ, masks))
@@ -290,7 +304,7 @@ class Network:
     def gradients(self, X, y, masks: list | None = None, label_smoothing: float = 0.0):
         """Forward and backward on one batch; fills `grads` and returns (loss_sum, correct_sum).
 
-        X: 784 x m, y: m integer labels, both on the device; masks: the step's dropout masks
+        X: n0 x m, y: m integer labels, both on the device; masks: the step's dropout masks
         [M_0, ..., M_{L-1}] (n_l x m each, or None), or None for no dropout; label_smoothing: eps of
         the smoothed targets (smooth_labels), 0 for none. grads: [dW1, db1, ..., dWL, dbL] of the
         mean loss, each the shape of its parameter. loss_sum and correct_sum are 0-d arrays (sums over
@@ -306,15 +320,15 @@ class Network:
         return (loss_sum, correct_sum). The forward pass, then each layer's backward from the top."""
         grads = self.grads if flat is self.flat_grad else self.views(flat, self.grads)
         Z, A = self._logits(X, masks=masks)
-        dZ, loss, correct = self.device.ops.softmax_cross_entropy(Z, y)  # dZ_L = A_L - Y: 10 x m
+        dZ, loss, correct = self.device.ops.softmax_cross_entropy(Z, y)  # dZ_L = A_L - Y: C x m
         if label_smoothing:
             smooth_labels(dZ, y, label_smoothing)
         self._backward(A, dZ, grads, masks=masks)
         return loss.sum(), correct.sum()
 
     def _logits(self, X, kept_Z: list | None = None, masks: list | None = None):
-        """(Z_L, [A0, A1, ..., A_{L-1}]): the forward pass for X (784 x m; A0 = inputs(X)) up to the
-        logits Z_L (10 x m). Each hidden layer's Z_l is appended to kept_Z when a list is given; with
+        """(Z_L, [A0, A1, ..., A_{L-1}]): the forward pass for X (n0 x m; A0 = inputs(X)) up to the
+        logits Z_L (C x m). Each hidden layer's Z_l is appended to kept_Z when a list is given; with
         dropout masks, each A_l is multiplied by M_l as it is made."""
         masks = masks or [None] * self.n_layers
         ops, A = self.device.ops, [self.inputs(X)]
@@ -337,8 +351,8 @@ class Network:
             dZ = layer_backward(self.device.ops, W, A[l], dZ, dW, db, l > 0, masks[l])
 
     def evaluate(self, X, y, batch_size: int = 8192) -> tuple[float, float]:
-        """(mean loss, accuracy) over X (784 x m, one column per sample) and labels y, in batches; on the host."""
-        X = check_columns(self.device.to_device(X))
+        """(mean loss, accuracy) over X (n0 x m, one column per sample) and labels y, in batches; on the host."""
+        X = check_columns(self.device.to_device(X), self.arch.n_inputs)
         m = X.shape[1]
         y = self.labels(y, m)
 
@@ -351,7 +365,7 @@ class Network:
         return sum(loss_sums) / m, sum(correct_sums) / m
 
     def predict_proba(self, X, batch_size: int = 8192) -> np.ndarray:
-        """Class probabilities A_L (10 x m) for X (784 x m, one column per sample), as a host array."""
+        """Class probabilities A_L (C x m) for X (n0 x m, one column per sample), as a host array."""
 
         def probabilities(start):
             Z, _ = self._logits(X[:, start : start + batch_size])
@@ -360,19 +374,21 @@ class Network:
         return np.concatenate(self.runner.map_batches(probabilities, X.shape[1], batch_size), axis=1)
 
     def predict(self, X, batch_size: int = 8192) -> np.ndarray:
-        """The predicted digit of each column of X (784 x m): argmax of A_L, m int64 on the host."""
+        """The predicted class (0..C-1; the digit for digits) of each column of X (n0 x m): argmax of A_L,
+        m int64 on the host."""
         return self.predict_proba(X, batch_size).argmax(axis=0)
 
 
-def check_columns(X):
-    """X itself if it is 784 x m (one column per sample) of uint8 pixels or floating pixels / 255;
-    otherwise ValueError naming the shape expected (and, for m x 784, the fix)."""
-    if X.ndim != 2 or X.shape[0] != N_PIXELS:
+def check_columns(X, n_inputs: int = N_PIXELS):
+    """X itself if it is n_inputs x m (one column per sample) of uint8 pixels or floating values
+    (pixels / 255, or scaled features); otherwise ValueError naming the shape expected (and, for
+    m x n_inputs, the fix)."""
+    if X.ndim != 2 or X.shape[0] != n_inputs:
         shape = " x ".join(map(str, X.shape)) or "a scalar"
-        hint = ": one row per sample; pass X.T" if X.ndim == 2 and X.shape[1] == N_PIXELS else ""
-        raise ValueError(f"X is {shape}{hint}; nn_gpu takes X as {N_PIXELS} x m, one column per sample")
+        hint = ": one row per sample; pass X.T" if X.ndim == 2 and X.shape[1] == n_inputs else ""
+        raise ValueError(f"X is {shape}{hint}; nn_gpu takes X as {n_inputs} x m, one column per sample")
     if X.dtype != np.uint8 and X.dtype.kind != "f":
-        raise ValueError(f"X holds {X.dtype}: pass uint8 pixels 0..255, or floating pixels / 255")
+        raise ValueError(f"X holds {X.dtype}: pass uint8 pixels 0..255, or floating values (pixels / 255)")
     return X
 
 
@@ -396,7 +412,7 @@ def hidden_forward(ops, W, b, A_prev, kept_Z: list | None = None):
 
 
 def output_forward(ops, W, b, A_prev):
-    """Z_L = W_L A_{L-1} + b_L: 10 x m, the logits; softmax and the loss follow in the backward step's
+    """Z_L = W_L A_{L-1} + b_L: C x m, the logits; softmax and the loss follow in the backward step's
     ops.softmax_cross_entropy, which gives dZ_L = A_L - Y directly."""
     return ops.product(W, A_prev) + b
 
