@@ -13,6 +13,11 @@ From Python, in the notebook's names (X is 784 x m, one column per sample, every
     nn_gpu.gradcheck(net, X[:, :16], y[:16])            # each gradient against finite differences
     nn_gpu.train(net, X, y)                             # the same steps, fast: train.py's loop
 
+For rows of any features and any labels, scikit-learn's way (n x d, rows as samples):
+
+    clf = nn_gpu.MLPClassifier(hidden_layer_sizes=(256,), max_iter=20, device="auto").fit(X, y)
+    clf.predict(X_test); clf.score(X_test, y_test)    # in Pipeline and GridSearchCV too
+
 Start reading with nn_gpu/model.py; docs/math.md derives every equation.
 """
 
@@ -22,6 +27,7 @@ from nn_gpu import plots  # noqa: E402
 from nn_gpu.api import load_model, read_digit, save_model, train
 from nn_gpu.data import Dataset, load_dataset
 from nn_gpu.device import Device, gpu_unavailable_reason, resolve_device
+from nn_gpu.estimator import MLPClassifier
 from nn_gpu.gradient_check import gradcheck
 from nn_gpu.model import Arrays, Network
 
@@ -29,6 +35,7 @@ __all__ = [
     "Arrays",
     "Dataset",
     "Device",
+    "MLPClassifier",
     "Network",
     "gpu_unavailable_reason",
     "gradcheck",

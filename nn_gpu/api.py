@@ -75,7 +75,11 @@ def train(
         augment=augment,
         label_smoothing=label_smoothing,
     )
-    on_log = (lambda entry: log(training.log_line(entry))) if log else (lambda entry: None)
+
+    def on_log(entry: dict) -> None:  # returns None whatever log returns (file.write's count): never a stop
+        if log:
+            log(training.log_line(entry))
+
     opt = make_optimizer(optimizer, net, momentum, weight_decay)
     return training.train(net, opt, X, y, dev, plan, seed, on_log=on_log)
 
@@ -84,7 +88,7 @@ def _on_device(net: Network, X, y):
     """(X, y) on the network's device, checked. uint8 pixels stay uint8 on the CPU, scaled block by
     block as training goes, as train.py's do (nn_gpu.data.pixels_to_device); anything else becomes A0 here."""
     X = np.asarray(X) if net.device.name == "cpu" else X
-    X = check_columns(X) if net.device.name == "cpu" and X.dtype == np.uint8 else net.inputs(X)
+    X = check_columns(X, net.arch.n_inputs) if net.device.name == "cpu" and X.dtype == np.uint8 else net.inputs(X)
     return X, net.labels(y, X.shape[1])
 
 

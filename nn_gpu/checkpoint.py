@@ -163,11 +163,7 @@ def _load(path: Path, extra: tuple[str, ...]) -> tuple[Architecture, dict[str, n
                 raise ModelFileError(f"{path}: not an nn_gpu model file (a single array, not an .npz archive)")
             with npz:
                 headers = {key: _header(path, npz, key) for key in npz.files}
-                small = {
-                    key: npz[key]
-                    for key in (*_HEADER, *_SHAPE)
-                    if key in headers and headers[key][2] <= _SMALL
-                }
+                small = {key: npz[key] for key in (*_HEADER, *_SHAPE) if key in headers and headers[key][2] <= _SMALL}
                 arch = _architecture(path, small)
                 expected = _expected(arch, extra, set(headers))
                 _check_headers(path, headers, expected)
@@ -227,7 +223,9 @@ def _architecture(path: Path, small: dict) -> Architecture:
     return Architecture(hidden, dtype, int(inputs), classes.size)
 
 
-def _expected(arch: Architecture, extra: tuple[str, ...], present: set) -> dict[str, tuple[tuple[int, ...] | None, str]]:
+def _expected(
+    arch: Architecture, extra: tuple[str, ...], present: set
+) -> dict[str, tuple[tuple[int, ...] | None, str]]:
     """name: (shape, dtype) of every member the file must hold, given the names `present` in it (a
     checkpoint of Adam's holds second_moment too; a table's model, its Encoding's members; a digit
     model may lack inputs and classes); shape None for a header member."""
@@ -237,7 +235,9 @@ def _expected(arch: Architecture, extra: tuple[str, ...], present: set) -> dict[
         expected.update({name: (None, "") for name in _SHAPE})
     if table:
         features = ((arch.n_inputs,), "float64")
-        expected.update(features=(None, ""), label_column=(None, ""), scale=(None, ""), shift=features, divisor=features)
+        expected.update(
+            features=(None, ""), label_column=(None, ""), scale=(None, ""), shift=features, divisor=features
+        )
     for name, (n_in, n_out) in zip(parameter_names(arch.n_layers), _shapes(arch)):
         expected[name] = ((n_out, n_in) if name.startswith("W") else (n_out, 1), arch.dtype)
     if extra:

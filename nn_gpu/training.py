@@ -164,10 +164,11 @@ def train(
     plan: TrainingPlan,
     seed: int,
     progress: Progress | None = None,
-    on_log: Callable[[dict], None] = lambda entry: None,
+    on_log: Callable[[dict], bool | None] = lambda entry: None,
     on_step: Callable[[int], None] = lambda samples: None,
     save: Callable[[Progress], Path] | None = None,
     stop_requested: Callable[[], int] = lambda: 0,
+    exploding_loss: float = EXPLODING_LOSS,
 ) -> Progress:
     """Train `network` on X (784 x m) and y (m labels), both on its device, from `progress` onwards,
     with `optimizer` (nn_gpu.optim: SGD or Adam) and the plan's dropout and augmentation.
@@ -176,11 +177,11 @@ def train(
     entry {iteration, (epoch, when training by epochs), learning_rate, train_loss, train_accuracy,
     dev_loss, dev_accuracy, samples_per_second}: training metrics are the means over the batches since
     the last log, each measured before its update, and samples_per_second is the training speed since
-    the last log. on_step(samples) is called after each step with the samples it used.
+    the last log; when on_log returns True, the run stops there as an early stop does. on_step(samples) is called after each step with the samples it used.
     save(progress) writes a checkpoint and returns its path; it is called every save_every
     iterations, at the end (the last iteration, or an early stop), and when stop_requested() returns
     a signal's number (then Interrupted is raised).
-    A non-finite or exploding loss raises Diverged before anything is saved from the bad state.
+    A non-finite loss, or one over exploding_loss, raises Diverged before anything is saved from the bad state.
     On the CPU, BLAS is held to one thread for the whole run (nn_gpu.parallel).
     """
     with parallel.one_blas_thread():  # set once for the run: setting it costs 16 us, a mini-batch step 200
@@ -195,7 +196,7 @@ def train(
 
         def checkpoint() -> None:
             nonlocal last_saved
-            _guard(network, progress, lr, last_saved)
+            _guard(network, progress, lr, last_saved, exploding_loss)
             last_saved = (progress.iteration, save(progress))
 
         device.synchronize()
@@ -233,7 +234,7 @@ def train(
                 progress.train_seconds += time.perf_counter() - started
                 progress.loss_sum, progress.correct_sum = float(progress.loss_sum), float(progress.correct_sum)
                 if log_now:
-                    _guard(network, progress, lr, last_saved)
+                    _guard(network, progress, lr, last_saved, exploding_loss)
                     entry = {
                         "iteration": iteration,
                         **({} if plan.epochs is None else {"epoch": iteration / plan.batches_per_epoch(m)}),
@@ -249,7 +250,8 @@ def train(
                     progress.seen = 0
                     if dev is not None:
                         _keep_best(network, progress, entry["dev_accuracy"], plan.early_stopping)
-                    on_log(entry)
+                    if on_log(entry):  # the caller's own stopping rule (nn_gpu.estimator's, sklearn's)
+                        progress.stopped_early = True
                 ended = iteration == total or progress.stopped_early
                 if save is not None and (periodic or ended or stop_now):
                     checkpoint()
@@ -291,11 +293,11 @@ def log_line(entry: dict) -> str:
     )
 
 
-def _guard(network: Network, progress: Progress, lr: float, last_saved) -> None:
-    """Raise Diverged if the loss since the last log, or any parameter, is non-finite or exploding."""
+def _guard(network: Network, progress: Progress, lr: float, last_saved, exploding_loss: float) -> None:
+    """Raise Diverged if the loss since the last log, or any parameter, is non-finite, or the loss is over exploding_loss."""
     loss = progress.loss_sum / progress.seen if progress.seen else 0.0
     finite = math.isfinite(loss) and bool(network.device.xp.isfinite(network.flat).all())  # host sync
-    if finite and loss <= EXPLODING_LOSS:
+    if finite and loss <= exploding_loss:
         return
     if last_saved is None:
         kept = "no checkpoint was saved (use --save-every N to keep one)"

@@ -1,0 +1,439 @@
+"""nn_gpu.MLPClassifier: the hand-written network behind scikit-learn's estimator interface, on the GPU or the CPU.
+
+    from nn_gpu import MLPClassifier
+    clf = MLPClassifier(hidden_layer_sizes=(256,), max_iter=20, random_state=0, device="auto")
+    clf.fit(X, y)                  # X: n x d (rows as samples, sklearn's layout), y: any labels
+    clf.predict(X_test); clf.predict_proba(X_test); clf.score(X_test, y_test)
+
+It follows scikit-learn's conventions (constructor parameters stored as given, fitted attributes
+ending in _, get_params/set_params, clone, Pipeline, GridSearchCV, check_estimator), and its
+parameters are named as sklearn.neural_network.MLPClassifier's wherever they mean the same:
+
+    hidden_layer_sizes, solver ("adam" or "sgd"; also "adamw"), alpha (L2 penalty), batch_size
+    ("auto": min(200, n)), learning_rate_init, max_iter (epochs), momentum (sgd), beta_1, beta_2,
+    epsilon (adam), random_state, tol, n_iter_no_change, early_stopping, validation_fraction, verbose
+
+and `device` ("auto", "cpu", "gpu", "gpu:N") and `dtype` ("float32" or "float64") are nn_gpu's own.
+Fitted: classes_, n_features_in_, coefs_ and intercepts_ (W_l^T, n_{l-1} x n_l, and b_l, n_l, as
+sklearn's), loss_curve_, n_iter_, t_, best_loss_ (or validation_scores_ and best_validation_score_
+with early_stopping), n_layers_, n_outputs_, out_activation_ ("softmax").
+
+Where it differs from sklearn's, on purpose or by design:
+- The output layer is a softmax over C units for every C, two classes included (sklearn uses one
+  logistic unit there), so coefs_[-1] is n_{L-1} x C and predict_proba's columns are always classes_.
+- alpha adds alpha W / batch to each step's gradient, as sklearn's does, but to the biases too (nn_gpu's
+  optimisers decay the whole flat buffer); the reported loss leaves the penalty out.
+- Weights start from He's N(0, 2 / n_in) with zero biases (sklearn: Glorot's uniform, and random biases).
+- sgd's momentum is classical (PyTorch's); nesterovs_momentum, learning_rate schedules, lbfgs,
+  activation and warm_start are not offered.
+- Training stops as sklearn's does: after n_iter_no_change epochs in a row whose loss did not fall
+  below the best by tol (or, with early_stopping, whose validation accuracy did not rise above the
+  best by tol; then the best weights are kept). The validation split is random, not stratified.
+- Training is nn_gpu.training.train, the loop of train.py: one set of equations on NumPy or CuPy,
+  the same numbers from the same random_state on one device.
+
+scikit-learn is not needed to use it: input checks and messages follow sklearn's own, written here,
+and `__sklearn_tags__` imports sklearn only when sklearn itself asks for the tags.
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+import sys
+import warnings
+
+import numpy as np
+
+from nn_gpu import training
+from nn_gpu.device import resolve_device
+from nn_gpu.model import Architecture, Network, init_parameters
+from nn_gpu.optim import SGD, Adam
+
+SOLVERS = ("adam", "adamw", "sgd")
+
+
+class NotFittedError(ValueError, AttributeError):
+    """predict, predict_proba or score before fit (sklearn's NotFittedError has the same bases)."""
+
+
+class DataConversionWarning(UserWarning):
+    """A column-vector y was ravelled (sklearn's warning of the same name has the same base)."""
+
+
+def _sklearns(name: str, ours: type) -> type:
+    """sklearn's exception or warning class `name` when sklearn is loaded (so that `except` and warning
+    filters written against sklearn's catch it), else nn_gpu's own, with the same bases; never imports sklearn."""
+    exceptions = sys.modules.get("sklearn.exceptions")
+    return getattr(exceptions, name, ours) if exceptions is not None else ours
+
+
+class MLPClassifier:
+    """A multilayer perceptron classifier trained with nn_gpu's hand-written backpropagation (module docstring)."""
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate_init=0.001,
+        max_iter=200,
+        momentum=0.9,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        random_state=None,
+        tol=1e-4,
+        n_iter_no_change=10,
+        early_stopping=False,
+        validation_fraction=0.1,
+        verbose=False,
+        device="auto",
+        dtype="float32",
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate_init = learning_rate_init
+        self.max_iter = max_iter
+        self.momentum = momentum
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.random_state = random_state
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.verbose = verbose
+        self.device = device
+        self.dtype = dtype
+
+    # scikit-learn's estimator protocol, without scikit-learn
+
+    @classmethod
+    def _parameter_names(cls) -> list[str]:
+        return [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor parameters as they were given (deep is accepted for sklearn; there are no sub-estimators)."""
+        return {name: getattr(self, name) for name in self._parameter_names()}
+
+    def set_params(self, **params) -> MLPClassifier:
+        """Set constructor parameters by name; ValueError naming an unknown one."""
+        valid = self._parameter_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"Invalid parameter {name!r} for estimator {self!r}. Valid parameters are: {valid!r}.")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {name: p.default for name, p in inspect.signature(type(self).__init__).parameters.items()}
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items() if not _same(v, defaults[k])]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags  # sklearn is asking: it is there
+
+        return Tags(
+            estimator_type="classifier",
+            target_tags=TargetTags(required=True),
+            classifier_tags=ClassifierTags(),
+            input_tags=InputTags(),
+        )
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "_network")
+
+    def __getstate__(self) -> dict:
+        """For pickle: the network as host arrays (it is rebuilt on `device` when unpickled)."""
+        state = self.__dict__.copy()
+        network = state.pop("_network", None)
+        state.pop("_optimizer", None)
+        if network is not None:
+            state["_saved"] = (network.arch, [network.device.to_host(p) for p in network.params])
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        saved = state.pop("_saved", None)
+        self.__dict__.update(state)
+        if saved is not None:
+            self._network = Network(saved[0], resolve_device(self.device), saved[1])
+
+    # fitting
+
+    def fit(self, X, y) -> MLPClassifier:
+        """Train a new network on X (n x d, rows as samples) and labels y (n, any integers or strings)
+        for up to max_iter epochs; returns self."""
+        X, y = _check_X_y(X, y)
+        classes, y = np.unique(y, return_inverse=True)
+        self._start(X.shape[1], classes)
+        return self._fit_epochs(X, y, self.max_iter, stopping=True)
+
+    def partial_fit(self, X, y, classes=None) -> MLPClassifier:
+        """One epoch on X and y, continuing from the weights and optimiser state so far. The first call
+        needs `classes`, every label that will ever come (as sklearn's partial_fit does)."""
+        X, y = _check_X_y(X, y)
+        if not hasattr(self, "_network"):
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit.")
+            self._start(X.shape[1], np.unique(np.asarray(classes)))
+        else:
+            self._check_features(X)
+        unknown = ~np.isin(y, self.classes_)
+        if unknown.any():
+            raise ValueError(
+                f"y holds label {y[unknown][0]!r}, which is not among the classes {self.classes_.tolist()!r}"
+            )
+        return self._fit_epochs(X, np.searchsorted(self.classes_, y), 1, stopping=False)
+
+    def _start(self, n_features: int, classes: np.ndarray) -> None:
+        """A new network for n_features inputs and len(classes) classes, drawn from random_state."""
+        self._validate_parameters()
+        for name in list(self.__dict__):
+            if name.endswith("_") and not name.startswith("__"):
+                delattr(self, name)
+        self.classes_, self.n_features_in_ = classes, n_features
+        self._seed = _seed(self.random_state)
+        hidden = tuple(int(h) for h in np.atleast_1d(self.hidden_layer_sizes))
+        arch = Architecture(hidden, self.dtype, n_features, len(classes))
+        params = init_parameters(arch, "he", np.random.default_rng(self._seed))
+        self._network = Network(arch, resolve_device(self.device), params)
+        self._optimizer = None
+        self.loss_curve_, self.n_iter_, self.t_, self.best_loss_ = [], 0, 0, np.inf
+        self._no_improvement = 0
+        if self.early_stopping:
+            self.validation_scores_, self.best_validation_score_ = [], -np.inf
+
+    def _fit_epochs(self, X, y, epochs: int, stopping: bool) -> MLPClassifier:
+        network, device = self._network, self._network.device
+        if self._optimizer is None:  # weight_decay is set below, as alpha / batch
+            if self.solver == "sgd":
+                self._optimizer = SGD(network, self.momentum)
+            else:
+                betas = (self.beta_1, self.beta_2)
+                self._optimizer = Adam(network, decoupled=self.solver == "adamw", betas=betas, eps=self.epsilon)
+        X_dev = y_dev = None
+        if self.early_stopping and stopping:
+            rows = np.random.default_rng([self._seed, 1]).permutation(len(y))
+            n_dev = max(1, int(round(self.validation_fraction * len(y))))
+            if n_dev >= len(y):
+                raise ValueError(f"validation_fraction {self.validation_fraction} leaves no samples to train on")
+            X_dev, y_dev, X, y = X[rows[:n_dev]], y[rows[:n_dev]], X[rows[n_dev:]], y[rows[n_dev:]]
+        batch = min(200, len(y)) if self.batch_size == "auto" else max(1, min(int(self.batch_size), len(y)))
+        self._optimizer.weight_decay = self.alpha / batch  # sklearn: the gradient of alpha/2 |W|^2 over a batch
+        dtype = np.dtype(self.dtype)
+        X_device = device.to_device(np.ascontiguousarray(X, dtype=dtype)).T  # n0 x m view of the rows
+        y_device = device.to_device(y.astype(np.int32))
+        dev = None
+        if X_dev is not None:
+            dev = (
+                device.to_device(np.ascontiguousarray(X_dev, dtype=dtype)).T,
+                device.to_device(y_dev.astype(np.int32)),
+            )
+        plan = training.TrainingPlan(alpha=self.learning_rate_init, epochs=epochs, batch_size=batch)
+        try:
+            progress = training.train(
+                network,
+                self._optimizer,
+                X_device,
+                y_device,
+                dev,
+                plan,
+                seed=self._seed + self.n_iter_,  # a new shuffle for each partial_fit
+                on_log=lambda entry: self._after_epoch(entry, len(y)) and stopping,
+                exploding_loss=np.inf,  # any finite loss: unscaled features start high, and are the user's to scale
+            )
+        except training.Diverged:
+            raise ValueError(
+                f"training diverged in epoch {self.n_iter_ + 1}: the loss or the weights became non-finite; "
+                "lower learning_rate_init, or scale X (e.g. with sklearn's StandardScaler)"
+            ) from None
+        if dev is not None and progress.best_params is not None:
+            network.flat[...] = progress.best_params
+        return self
+
+    def _after_epoch(self, entry: dict, m: int) -> bool:
+        """Record an epoch (its mean training loss, before each step's update, as sklearn's loss_curve_)
+        and apply sklearn's stopping rule; True to stop."""
+        self.n_iter_ += 1
+        self.t_ += m
+        loss = entry["train_loss"]
+        self.loss_curve_.append(loss)
+        if self.early_stopping:
+            score = entry["dev_accuracy"]
+            self.validation_scores_.append(score)
+            worse = score < self.best_validation_score_ + self.tol
+            self.best_validation_score_ = max(self.best_validation_score_, score)
+        else:
+            worse = loss > self.best_loss_ - self.tol
+        self.best_loss_ = min(self.best_loss_, loss)
+        self._no_improvement = self._no_improvement + 1 if worse else 0
+        if self.verbose:
+            print(f"Iteration {self.n_iter_}, loss = {loss:.8f}")
+        return self._no_improvement > self.n_iter_no_change
+
+    def _validate_parameters(self) -> None:
+        hidden = np.atleast_1d(self.hidden_layer_sizes)
+        if hidden.ndim != 1 or hidden.size == 0 or hidden.dtype.kind not in "iu" or (hidden < 1).any():
+            raise ValueError(f"hidden_layer_sizes must be positive whole numbers, got {self.hidden_layer_sizes!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
+        positive = {"learning_rate_init": self.learning_rate_init, "max_iter": self.max_iter}
+        for name, value in positive.items():
+            if not isinstance(value, numbers.Real) or not value > 0:
+                raise ValueError(f"{name} must be above 0, got {value!r}")
+        if not (isinstance(self.alpha, numbers.Real) and self.alpha >= 0):
+            raise ValueError(f"alpha must be 0 or more, got {self.alpha!r}")
+        if not (self.batch_size == "auto" or (isinstance(self.batch_size, numbers.Integral) and self.batch_size >= 1)):
+            raise ValueError(f"batch_size must be 'auto' or a whole number of at least 1, got {self.batch_size!r}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be at least 0 and below 1, got {self.momentum!r}")
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must lie between 0 and 1, got {self.validation_fraction!r}")
+
+    # predicting
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities, n x C (columns in the order of classes_)."""
+        self._check_fitted()
+        X = self._check_features(_check_X(X))
+        network = self._network
+        X_device = network.device.to_device(np.ascontiguousarray(X, dtype=network.arch.dtype)).T
+        return network.predict_proba(X_device).T
+
+    def predict(self, X) -> np.ndarray:
+        """The most probable class of each row of X, as a label of classes_."""
+        probabilities = self.predict_proba(X)  # first: it says when the estimator is not fitted
+        return self.classes_[probabilities.argmax(axis=1)]
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """The mean accuracy of predict(X) against y (weighted by sample_weight when given)."""
+        return float(np.average(self.predict(X) == np.asarray(y).ravel(), weights=sample_weight))
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "_network"):
+            raise _sklearns("NotFittedError", NotFittedError)(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate arguments first."
+            )
+
+    def _check_features(self, X: np.ndarray) -> np.ndarray:
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting {self.n_features_in_} "
+                "features as input."
+            )
+        return X
+
+    # sklearn's fitted attributes, read from the network
+
+    @property
+    def coefs_(self) -> list[np.ndarray]:
+        """W_l^T for each layer: n_{l-1} x n_l host arrays, as sklearn's coefs_."""
+        return [self._network.device.to_host(W).T.copy() for W in self._fitted().W]
+
+    @property
+    def intercepts_(self) -> list[np.ndarray]:
+        """b_l for each layer: n_l host arrays, as sklearn's intercepts_."""
+        return [self._network.device.to_host(b).ravel().copy() for b in self._fitted().b]
+
+    @property
+    def n_layers_(self) -> int:
+        return self._fitted().n_layers + 1
+
+    @property
+    def n_outputs_(self) -> int:
+        return self._fitted().arch.n_classes
+
+    @property
+    def out_activation_(self) -> str:
+        self._fitted()
+        return "softmax"
+
+    def _fitted(self) -> Network:
+        if not hasattr(self, "_network"):
+            raise AttributeError("not fitted yet: call fit first")
+        return self._network
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(a == b) if not isinstance(a, np.ndarray) else False
+    except ValueError:
+        return False
+
+
+def _seed(random_state) -> int:
+    """An int seed from sklearn's random_state: None (fresh each fit), an int, or a RandomState/Generator."""
+    if random_state is None:
+        return int(np.random.default_rng().integers(2**31))
+    if isinstance(random_state, numbers.Integral):
+        return int(random_state)
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(2**31))
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(2**31))
+    raise ValueError(f"random_state must be None, an int, or a numpy RandomState or Generator; got {random_state!r}")
+
+
+def _check_X(X) -> np.ndarray:
+    """X as a finite 2-D float64 array of at least one sample and one feature, or the error sklearn's
+    check_array gives (same wording, so what users and sklearn's checks know still applies)."""
+    if type(X).__module__.startswith("scipy.sparse"):
+        raise TypeError("Sparse data was passed, but dense data is required: pass X.toarray().")
+    X = np.asarray(X)
+    if X.dtype.kind == "c":
+        raise ValueError("Complex data not supported")
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(
+            f"Expected 2D array, got {X.ndim}D array instead. Reshape your data either using "
+            "array.reshape(-1, 1) if your data has a single feature or array.reshape(1, -1) if it contains a "
+            "single sample."
+        )
+    for axis, what in ((0, "sample(s)"), (1, "feature(s)")):
+        if X.shape[axis] < 1:
+            raise ValueError(f"Found array with 0 {what} (shape={X.shape}) while a minimum of 1 is required.")
+    if not np.isfinite(X).all():
+        what = "NaN" if np.isnan(X).any() else "infinity or a value too large for dtype('float64')"
+        raise ValueError(f"Input X contains {what}.")
+    return X
+
+
+def _check_X_y(X, y) -> tuple[np.ndarray, np.ndarray]:
+    """X checked as _check_X, and y as n class labels (a column vector ravelled with a warning)."""
+    if y is None:
+        raise ValueError(f"{MLPClassifier.__name__} requires y to be passed, but the target y is None.")
+    X = _check_X(X)
+    y = np.asarray(y)
+    if y.dtype.kind == "c":
+        raise ValueError("Complex data not supported")
+    if y.ndim == 2 and y.shape[1] == 1:
+        warnings.warn(
+            _sklearns("DataConversionWarning", DataConversionWarning)(
+                "A column-vector y was passed when a 1d array was expected. Please change the shape of y to "
+                "(n_samples, ), for example using ravel()."
+            ),
+            stacklevel=3,
+        )
+        y = y.ravel()
+    if y.ndim != 1:
+        raise ValueError(f"y should be a 1d array, got an array of shape {y.shape} instead.")
+    if len(y) != len(X):
+        raise ValueError(f"Found input variables with inconsistent numbers of samples: [{len(X)}, {len(y)}]")
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all():
+            raise ValueError(f"Input y contains {'NaN' if np.isnan(y).any() else 'infinity'}.")
+        if (y % 1 != 0).any():
+            raise ValueError(
+                "Unknown label type: continuous. Maybe you are trying to fit a classifier, which expects discrete "
+                "classes on a regression target with continuous values."
+            )
+    if y.dtype.kind == "O":
+        kinds = {type(v) for v in y}
+        if len(kinds) > 1 and not all(issubclass(k, numbers.Integral) for k in kinds):
+            raise ValueError(f"Unknown label type: labels mix {sorted(k.__name__ for k in kinds)}")
+    return X, y
