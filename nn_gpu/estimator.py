@@ -380,14 +380,15 @@ def _seed(random_state) -> int:
 
 
 def _check_X(X) -> np.ndarray:
-    """X as a finite 2-D float64 array of at least one sample and one feature, or the error sklearn's
+    """X as a finite 2-D floating array of at least one sample and one feature, or the error sklearn's
     check_array gives (same wording, so what users and sklearn's checks know still applies)."""
     if type(X).__module__.startswith("scipy.sparse"):
         raise TypeError("Sparse data was passed, but dense data is required: pass X.toarray().")
     X = np.asarray(X)
     if X.dtype.kind == "c":
         raise ValueError("Complex data not supported")
-    X = np.asarray(X, dtype=np.float64)
+    if X.dtype.kind != "f":  # floating X is kept as it is, not copied: the network casts it once to its dtype
+        X = X.astype(np.float64)  # integers, booleans, or objects that are numbers (TypeError otherwise)
     if X.ndim != 2:
         raise ValueError(
             f"Expected 2D array, got {X.ndim}D array instead. Reshape your data either using "

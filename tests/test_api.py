@@ -152,7 +152,9 @@ def test_rows_as_samples_are_refused_naming_the_expected_shape(batch):
         assert str(error.value) == expected
     with pytest.raises(ValueError, match=r"^X is 784; nn_gpu takes X as 784 x m"):
         net.forward(X[:, 0])  # one sample needs its column: X[:, :1]
-    with pytest.raises(ValueError, match=r"^X holds int64: pass uint8 pixels 0..255, or floating values \(pixels / 255\)$"):
+    with pytest.raises(
+        ValueError, match=r"^X holds int64: pass uint8 pixels 0..255, or floating values \(pixels / 255\)$"
+    ):
         net.forward(X.astype(np.int64))
 
 

@@ -17,6 +17,8 @@ core, as on any laptop where a browser or an IDE is busy.
     python scripts/bench.py --quick    # under a minute
     python scripts/bench.py --json out.json
     python scripts/bench.py --accuracy --data sample --data /usr/share/datasets/fashion-mnist
+    python scripts/bench.py --estimators --data sample --data /usr/share/datasets/fashion-mnist
+                           # nn_gpu.MLPClassifier against scikit-learn's (and PyTorch): nn_gpu/bench/estimators.py
 
 The work is done in nn_gpu/bench/ (implementations, timing, workloads, accuracy); this module is
 its command line (scripts/bench.py, `nn-gpu bench`) and its tables.
@@ -37,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from nn_gpu.bench.accuracy import accuracy_benchmark
+from nn_gpu.bench.estimators import estimator_benchmark, speedups
 from nn_gpu.bench.timing import busy_core
 from nn_gpu.bench.workloads import (
     UNDER_LOAD,
@@ -110,18 +113,39 @@ def main(argv=None, prog: str = "bench.py") -> int:
         "--accuracy", action="store_true", help="only the accuracy comparison with PyTorch (CPU, minutes)"
     )
     parser.add_argument(
+        "--estimators",
+        action="store_true",
+        help="only nn_gpu.MLPClassifier against scikit-learn's MLPClassifier and PyTorch (needs scikit-learn)",
+    )
+    parser.add_argument(
         "--data",
         action="append",
-        help="with --accuracy: a dataset to compare on, as train.py's --data takes it (repeatable; default sample)",
+        help="with --accuracy or --estimators: a dataset to compare on, as train.py's --data takes it "
+        "(repeatable; default sample)",
     )
+    parser.add_argument("--epochs", type=int, default=20, help="with --estimators: epochs of each fit (default 20)")
+    parser.add_argument("--seeds", type=int, default=3, help="with --estimators: seeds 0..N-1 per fit (default 3)")
     args = parser.parse_args(argv)
-    if args.data and not args.accuracy:
-        parser.error("--data chooses the data of --accuracy; add --accuracy")
+    if args.data and not (args.accuracy or args.estimators):
+        parser.error("--data chooses the data of --accuracy or --estimators; add one")
     gpu_reason = gpu_unavailable_reason()
     devices = {"cpu": ["cpu"], "gpu": ["gpu"], "auto": ["cpu"] + ([] if gpu_reason else ["gpu"])}[args.device]
     if args.device == "gpu" and gpu_reason:
         print(f"error: --device gpu: {gpu_reason}", file=sys.stderr)
         return 2
+    if args.estimators:
+        try:
+            rows = estimator_benchmark(
+                args.data or ["sample"], devices, args.epochs, range(args.seeds), True, "cpu" in devices
+            )
+        except NNGpuError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return error.exit_code
+        print(f"machine: {machine()}")
+        print("\n".join(speedups(rows)))
+        if args.json:
+            args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")
+        return 0
     if args.accuracy:
         try:
             rows = accuracy_benchmark(args.data or ["sample"])
