@@ -9,6 +9,7 @@ a checkpoint and say so (not as an error), and exit with 128 + the signal's numb
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -43,6 +44,7 @@ from nn_gpu.optim import OPTIMIZERS, SCHEDULES, make_optimizer
 from nn_gpu.outputs import check_room, claim, new_run_folder
 from nn_gpu.run_log import TENSORBOARD_DIR, TENSORBOARD_HINT, MetricsLog, tensorboard_writer_class
 from nn_gpu.safe_io import write_text_atomically
+from nn_gpu.table import DIGITS, SCALES, Encoding, Scaling
 from nn_gpu.training import EPOCH_BATCH_SIZE, LOG_LEGEND, Interrupted, TrainingPlan, log_line, percent, train
 
 DRY_RUN_ITERATIONS = 3
@@ -150,7 +152,8 @@ def train_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     p = Parser(
         prog=prog,
         description="Train the notebook's digit network (784 -> hidden ReLU -> 10 softmax) with hand-written "
-        "backpropagation. With no flags: the notebook's job, 500 full-batch steps on the built-in sample.",
+        "backpropagation, or one for any CSV table of features and labels. With no flags: the notebook's job, "
+        "500 full-batch steps on the built-in sample.",
     )
     add_version(p)
     p.add_argument(
@@ -163,7 +166,21 @@ def train_parser(prog: str = "train.py") -> argparse.ArgumentParser:
         "--data",
         default=SAMPLE,
         help="a CSV (Kaggle's or label-first), an IDX file or folder, 'mnist', 'fashion-mnist', "
-        "or 'sample' (default: 5,000 built-in MNIST digits)",
+        "or 'sample' (default: 5,000 built-in MNIST digits); or a CSV table with a header line, its labels in "
+        "--label-column and numeric features in every other column",
+    )
+    p.add_argument(
+        "--label-column",
+        default="label",
+        metavar="NAME",
+        help="a CSV table's label column (default label); its labels may be any whole numbers or text",
+    )
+    p.add_argument(
+        "--scale",
+        choices=SCALES,
+        help="how a CSV table's features are scaled, fitted on the training rows and stored in the model: "
+        "standard (default: mean 0, standard deviation 1), minmax (to [0, 1]) or none. Digit images are "
+        "always divided by 255",
     )
     p.add_argument(
         "--dev-size",
@@ -219,7 +236,7 @@ def train_parser(prog: str = "train.py") -> argparse.ArgumentParser:
         type=_label_smoothing,
         default=0.0,
         metavar="EPS",
-        help="train towards (1 - EPS) on the label and EPS / 10 on every class (default 0: one-hot)",
+        help="train towards (1 - EPS) on the label and EPS / C on every one of the C classes (default 0: one-hot)",
     )
     p.add_argument(
         "--augment",
@@ -344,13 +361,15 @@ def _labels(dataset, device: Device | None):
 RUN_SETTINGS = (
     "data", "dev_size", "seed", "hidden", "alpha", "iterations", "epochs", "init", "dtype", "batch_size",
     "log_interval", "momentum", "weight_decay", "lr_schedule", "save_every", "early_stopping",
-    "optimizer", "dropout", "augment", "label_smoothing",
+    "optimizer", "dropout", "augment", "label_smoothing", "label_column", "scale",
 )  # fmt: skip
 ADDED_SETTINGS = {
     "optimizer": "sgd",
     "dropout": None,
     "augment": None,
     "label_smoothing": 0.0,
+    "label_column": "label",
+    "scale": None,
 }  # absent from older checkpoints
 LENGTH = ("epochs", "iterations")  # the settings --resume may change: it extends the run
 
@@ -469,18 +488,21 @@ def train_command(argv: list[str] | None = None, prog: str = "train.py") -> int:
         folder = claim(args.resume, resume=True)
     else:
         settings = _run_settings(args)
-        arch = Architecture(tuple(settings["hidden"]), settings["dtype"])
-        _check_size(arch, device)
-        _check_weights_layer(args.weights_layer, arch)
+        _check_weights_layer(args.weights_layer, Architecture(tuple(settings["hidden"]), settings["dtype"]))
         data = _training_data(settings)  # a bad file is refused before any folder is made
+        arch = Architecture(
+            tuple(settings["hidden"]), settings["dtype"], data.train.images.shape[1], len(data.encoding.classes)
+        )
+        _check_size(arch, device)
         folder = claim(args.output_dir, overwrite=args.overwrite) if args.output_dir else claim(new_run_folder())
     with folder:
         if args.resume:
-            arch, params, moments, progress, config = load_checkpoint(folder.path / CHECKPOINT)
+            arch, params, moments, progress, config, encoding = load_checkpoint(folder.path / CHECKPOINT)
             settings = _extended(_saved_settings(config, folder.path / CHECKPOINT, arch), length, progress, args)
             _check_weights_layer(args.weights_layer, arch)
             _say(args.quiet, f"resuming {folder.path / CHECKPOINT} after iteration {progress.iteration}")
             data = _training_data(settings)
+            _check_same_data(data, arch, encoding, folder.path / CHECKPOINT)
         check_room(folder.path, 7 * _parameter_bytes(arch) + (4 << 20))  # models, checkpoint and its copy, pictures
         with StopSignals() as stop:
             return _train_into(folder.path, args, settings, arch, device, data, (params, moments, progress), stop)
@@ -488,9 +510,10 @@ def train_command(argv: list[str] | None = None, prog: str = "train.py") -> int:
 
 class RunData(NamedTuple):
     dataset: Dataset
-    train: Dataset
+    train: Dataset  # a table's features scaled by encoding.scaling, as dev's
     dev: Dataset
     rng: np.random.Generator  # the seed's generator after the split: it draws the initial weights next
+    encoding: Encoding  # the classes (and a table's columns and scaling) the model will store
 
 
 def _check_weights_layer(layer: int, arch: Architecture) -> None:
@@ -501,8 +524,13 @@ def _check_weights_layer(layer: int, arch: Architecture) -> None:
 def _training_data(settings: dict) -> RunData:
     """The run's data, split: DataError, before anything else is said of the data, when it has no labels
     or too few images for the dev set."""
-    dataset = load_dataset(settings["data"])
+    dataset = load_dataset(settings["data"], settings["label_column"])
     _labels(dataset, None)
+    table = dataset.encoding is not None
+    if settings["scale"] and not table:
+        raise NNGpuError(f"--scale {settings['scale']}: scales a CSV table's features; digit images are divided by 255")
+    if settings["augment"] and table:
+        raise NNGpuError(f"--augment distorts 28 x 28 digit images; {dataset.source} holds a table of features")
     if settings["early_stopping"] and not settings["dev_size"]:
         raise NNGpuError("--early-stopping needs a dev set to watch: give --dev-size N above 0")
     if settings["momentum"] and settings["optimizer"] != "sgd":
@@ -513,7 +541,22 @@ def _training_data(settings: dict) -> RunData:
         raise NNGpuError(f"--dropout: {error}") from None
     rng = np.random.default_rng(settings["seed"])
     train_set, dev_set = split_dev(dataset, settings["dev_size"], rng)
-    return RunData(dataset, train_set, dev_set, rng)
+    if not table:
+        return RunData(dataset, train_set, dev_set, rng, Encoding(DIGITS))
+    scaling = Scaling.fit(settings["scale"] or "standard", train_set.images)  # the training rows alone
+    encoding = dataclasses.replace(dataset.encoding, scaling=scaling)
+    train_set, dev_set = (dataclasses.replace(d, images=scaling.apply(d.images)) for d in (train_set, dev_set))
+    return RunData(dataset, train_set, dev_set, rng, encoding)
+
+
+def _check_same_data(data: RunData, arch: Architecture, encoding: Encoding, path: Path) -> None:
+    """NNGpuError unless the data of a resumed run still has the saved network's inputs and classes."""
+    n_inputs, classes = data.train.images.shape[1], data.encoding.classes
+    if n_inputs != arch.n_inputs or not np.array_equal(classes, encoding.classes):
+        raise NNGpuError(
+            f"{path}: the run was trained on {arch.n_inputs} inputs and {arch.n_classes} classes; "
+            f"{data.dataset.source} now holds {n_inputs} inputs and {len(classes)} classes"
+        )
 
 
 def _extended(settings: dict, length: dict, progress, args) -> dict:
@@ -571,9 +614,14 @@ def _refuse_new_settings(args) -> dict:
 def _train_into(output_dir: Path, args, settings, arch, device, data, state, stop: StopSignals) -> int:
     """Train (from `state`: saved params, optimiser moments and progress, or Nones) and write the run into output_dir."""
     params, moments, progress = state
-    dataset, train_set, dev_set, rng = data
+    dataset, train_set, dev_set, rng, encoding = data
     test_size = 0 if dataset.test is None else len(dataset.test)
-    _say(args.quiet, f"data: {dataset.source}: {len(train_set)} train, {len(dev_set)} dev, {test_size} test images")
+    if encoding.table:
+        _say(args.quiet, f"data: {dataset.source}: {len(train_set)} train, {len(dev_set)} dev rows; "
+                         f"{arch.n_inputs} features ({encoding.scaling.kind} scaling), {arch.n_classes} classes in "
+                         f"{encoding.label_column!r}")  # fmt: skip
+    else:
+        _say(args.quiet, f"data: {dataset.source}: {len(train_set)} train, {len(dev_set)} dev, {test_size} test images")
     _warn_if_trivial(train_set)
     network = Network(arch, device, params if params is not None else init_parameters(arch, settings["init"], rng))
     network.runner.threads = args.threads
@@ -606,6 +654,7 @@ def _train_into(output_dir: Path, args, settings, arch, device, data, state, sto
             device.to_host(best),
             progress,
             settings,
+            encoding,
         )
         return output_dir / CHECKPOINT
 
@@ -656,7 +705,7 @@ def _train_into(output_dir: Path, args, settings, arch, device, data, state, sto
         pictures.append(("augmentations.png", lambda: plots.augmentations(
             train_set.images[shown], train_set.labels[shown], distortion, settings["seed"])))  # fmt: skip
     written = _write_results(
-        output_dir, network, result.best_params, trained_on, metrics, dev_set, dev, args, stop, pictures
+        output_dir, network, result.best_params, (trained_on, encoding), metrics, dev_set, dev, args, stop, pictures
     )
     print(_summary(metrics, output_dir, written, args.prog))
     _warn_if_too_good(train_set, result.final)
@@ -697,12 +746,12 @@ def warn(text: str) -> None:
 
 
 def _warn_if_trivial(train_set) -> None:
-    """Say loudly when the labels cannot be a digit problem: the sign of a pixel column read as the labels."""
+    """Say loudly when the labels cannot be a real problem: the sign of a pixel column read as the labels."""
     if train_set.labels is not None and len(train_set) > 1 and len(np.unique(train_set.labels)) == 1:
-        warn(
-            f"{train_set.source}: every training label is {train_set.labels[0]}: the accuracy will mean nothing; "
-            "is a pixel column being read as the label?"
-        )
+        label = train_set.classes[train_set.labels[0]]
+        column = "a pixel column" if train_set.encoding is None else "the right column (--label-column)"
+        warn(f"{train_set.source}: every training label is {label}: the accuracy will mean nothing; is {column} "
+             "being read as the label?")  # fmt: skip
 
 
 def _warn_if_too_good(train_set, final: dict) -> None:
@@ -715,7 +764,7 @@ def _write_results(
     output_dir: Path,
     network: Network,
     best,
-    trained_on: TrainingData,
+    saved_with: tuple[TrainingData, Encoding],
     metrics: dict,
     dev_set,
     dev,
@@ -724,7 +773,7 @@ def _write_results(
     pictures=(),
 ) -> list[Path]:
     """model.npz (the last parameters), best_model.npz (those at the best dev accuracy, `best`, when
-    there is a dev set), metrics.json, then the pictures (and `pictures`: more (name, draw) pairs); the
+    there is a dev set), each with `saved_with` (what it was trained on, the data's Encoding), metrics.json, then the pictures (and `pictures`: more (name, draw) pairs); the
     paths written. A write that fails ends in
     one line saying what was saved, and where (the models are rescued into the temporary folder when
     model.npz cannot be written in output_dir); a signal stops the pictures, never the models or the metrics."""
@@ -735,7 +784,7 @@ def _write_results(
     written = []
     try:
         for name, saved in models.items():
-            save_model(output_dir / name, arch, saved, trained_on)
+            save_model(output_dir / name, arch, saved, *saved_with)
             written.append(output_dir / name)
         write_text_atomically(output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         written.append(output_dir / "metrics.json")
@@ -747,7 +796,7 @@ def _write_results(
         try:
             rescue = Path(tempfile.mkdtemp(prefix="nn_gpu-rescue-"))
             for name, saved in models.items():
-                save_model(rescue / name, arch, saved, trained_on)
+                save_model(rescue / name, arch, saved, *saved_with)
         except OSError as second:
             raise NNGpuError(
                 f"{failed}; the trained model could not be saved anywhere (the temporary folder failed too: {second})"
@@ -765,29 +814,29 @@ def _draw_run(
     written = []
     saved = f"the models and metrics.json are saved in {output_dir}"
     if dev is not None:
-        probabilities = network.predict_proba(dev[0])  # 10 x m_dev
+        probabilities = network.predict_proba(dev[0])  # C x m_dev
         predictions, confidence = probabilities.argmax(axis=0), probabilities.max(axis=0)
-        counts = plots.confusion_counts(dev_set.labels, predictions)
-        summary = json.dumps(plots.confusion_summary(counts), indent=2) + "\n"
+        counts = plots.confusion_counts(dev_set.labels, predictions, network.arch.n_classes)
+        summary = json.dumps(plots.confusion_summary(counts, dev_set.classes), indent=2) + "\n"
         write_text_atomically(output_dir / "confusion_matrix.json", summary)
         written.append(output_dir / "confusion_matrix.json")
     if not plots.available():
         print(f"pictures skipped: matplotlib is not installed ({plots.PLOT_HINT})")
         return written
     W = [network.device.to_host(W) for W in network.W]
-    drawings = [
-        ("training_curves.png", lambda: plots.training_curves(history)),
-        ("weights.png", lambda: plots.weights(W, layer)),
-    ]
+    images = network.arch.images and dev_set.encoding is None
+    drawings = [("training_curves.png", lambda: plots.training_curves(history))]
+    drawings += [("weights.png", lambda: plots.weights(W, layer))] if images else []
     if dev is not None:
         n = min(32, len(dev_set))
-        drawings += [
-            ("confusion_matrix.png", lambda: plots.confusion_matrix(counts)),
-            (
+        drawings.append(("confusion_matrix.png", lambda: plots.confusion_matrix(counts, dev_set.classes)))
+        if images:
+            drawings.append((
                 "predictions.png",
                 lambda: plots.predictions_grid(dev_set.images[:n], predictions[:n], confidence[:n], dev_set.labels[:n]),
-            ),
-        ]
+            ))  # fmt: skip
+    if not images:
+        print(f"weights.png and predictions.png skipped: the {network.arch.n_inputs} inputs are not 28 x 28 images")
     for name, draw in [*drawings, *pictures]:
         stop.check(f"while drawing the pictures; {saved}")
         plots.save(draw(), output_dir / name)

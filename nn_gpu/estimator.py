@@ -39,6 +39,7 @@ and `__sklearn_tags__` imports sklearn only when sklearn itself asks for the tag
 from __future__ import annotations
 
 import inspect
+import math
 import numbers
 import sys
 import warnings
@@ -171,11 +172,12 @@ class MLPClassifier:
         X, y = _check_X_y(X, y)
         classes, y = np.unique(y, return_inverse=True)
         self._start(X.shape[1], classes)
-        return self._fit_epochs(X, y, self.max_iter, stopping=True)
+        return self._train(X, y, self.max_iter)
 
     def partial_fit(self, X, y, classes=None) -> MLPClassifier:
         """One epoch on X and y, continuing from the weights and optimiser state so far. The first call
-        needs `classes`, every label that will ever come (as sklearn's partial_fit does)."""
+        needs `classes`, every label that will ever come (as sklearn's partial_fit does). On the same X
+        and y each time, k calls train exactly as fit with max_iter=k does (the same shuffles and steps)."""
         X, y = _check_X_y(X, y)
         if not hasattr(self, "_network"):
             if classes is None:
@@ -186,9 +188,9 @@ class MLPClassifier:
         unknown = ~np.isin(y, self.classes_)
         if unknown.any():
             raise ValueError(
-                f"y holds label {y[unknown][0]!r}, which is not among the classes {self.classes_.tolist()!r}"
+                f"y holds label {y[unknown][0].item()!r}, which is not among the classes {self.classes_.tolist()!r}"
             )
-        return self._fit_epochs(X, np.searchsorted(self.classes_, y), 1, stopping=False)
+        return self._train(X, np.searchsorted(self.classes_, y), None)
 
     def _start(self, n_features: int, classes: np.ndarray) -> None:
         """A new network for n_features inputs and len(classes) classes, drawn from random_state."""
@@ -204,12 +206,16 @@ class MLPClassifier:
         self._network = Network(arch, resolve_device(self.device), params)
         self._optimizer = None
         self.loss_curve_, self.n_iter_, self.t_, self.best_loss_ = [], 0, 0, np.inf
-        self._no_improvement = 0
+        self._no_improvement = self._steps = 0
         if self.early_stopping:
             self.validation_scores_, self.best_validation_score_ = [], -np.inf
 
-    def _fit_epochs(self, X, y, epochs: int, stopping: bool) -> MLPClassifier:
+    def _train(self, X, y, epochs: int | None) -> MLPClassifier:
+        """Train on X and y (class indices): fit's `epochs` (evaluated and checked against the stopping
+        rule each epoch), or None for partial_fit's one epoch, which goes on from the steps so far: epoch
+        k of a run draws its shuffle from (seed, k) wherever it starts (nn_gpu.training.epoch_order)."""
         network, device = self._network, self._network.device
+        stopping = epochs is not None
         if self._optimizer is None:  # weight_decay is set below, as alpha / batch
             if self.solver == "sgd":
                 self._optimizer = SGD(network, self.momentum)
@@ -234,24 +240,34 @@ class MLPClassifier:
                 device.to_device(np.ascontiguousarray(X_dev, dtype=dtype)).T,
                 device.to_device(y_dev.astype(np.int32)),
             )
-        plan = training.TrainingPlan(alpha=self.learning_rate_init, epochs=epochs, batch_size=batch)
-        try:
-            progress = training.train(
-                network,
-                self._optimizer,
-                X_device,
-                y_device,
-                dev,
-                plan,
-                seed=self._seed + self.n_iter_,  # a new shuffle for each partial_fit
-                on_log=lambda entry: self._after_epoch(entry, len(y)) and stopping,
-                exploding_loss=np.inf,  # any finite loss: unscaled features start high, and are the user's to scale
+        if stopping:
+            plan, progress = training.TrainingPlan(alpha=self.learning_rate_init, epochs=epochs, batch_size=batch), None
+        else:  # one epoch more, logged once, at its end
+            steps = self._steps + math.ceil(len(y) / batch)
+            plan = training.TrainingPlan(
+                alpha=self.learning_rate_init, iterations=steps, batch_size=batch, log_interval=0
             )
+            progress = training.Progress(iteration=self._steps)
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is one ValueError, not warnings
+                progress = training.train(
+                    network,
+                    self._optimizer,
+                    X_device,
+                    y_device,
+                    dev,
+                    plan,
+                    self._seed,
+                    progress,
+                    on_log=lambda entry: self._after_epoch(entry, len(y)) and stopping,
+                    exploding_loss=np.inf,  # any finite loss: unscaled features start high, and are the user's to scale
+                )
         except training.Diverged:
             raise ValueError(
                 f"training diverged in epoch {self.n_iter_ + 1}: the loss or the weights became non-finite; "
                 "lower learning_rate_init, or scale X (e.g. with sklearn's StandardScaler)"
             ) from None
+        self._steps = progress.iteration
         if dev is not None and progress.best_params is not None:
             network.flat[...] = progress.best_params
         return self

@@ -33,6 +33,7 @@ errors of order 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 import numpy as np
@@ -41,13 +42,13 @@ import pandas as pd
 from nn_gpu.cli import Parser, add_version, device_name, non_negative_int, positive_int, run_main, widths
 from nn_gpu.data import load_dataset
 from nn_gpu.errors import NNGpuError
-from nn_gpu.model import DTYPES, Architecture, Network
+from nn_gpu.model import DTYPES, Network
 
 TOLERANCES = {"float64": 1e-7, "float32": 1e-5}
 
 
 def gradcheck(net: Network, X, y, eps: float = 1e-5, entries: int | None = 200, seed: int = 0) -> pd.DataFrame:
-    """Check net.backward's gradients on X (784 x m, one column per sample) and labels y (m).
+    """Check net.backward's gradients on X (n0 x m, one column per sample) and labels y (m).
 
     entries: how many entries of each parameter to check, drawn at random from `seed` (every entry
     of a smaller parameter; None: every entry of all). Returns a table, one row per parameter:
@@ -55,7 +56,9 @@ def gradcheck(net: Network, X, y, eps: float = 1e-5, entries: int | None = 200, 
     tolerance of the network's dtype, TOLERANCES, kept in the table's attrs["tolerance"]).
     """
     grads = net.backward(net.forward(X, keep=True), y)
-    twin = Network(Architecture(net.arch.hidden, "float64"), net.device, [net.device.to_host(p) for p in net.params])
+    twin = Network(
+        dataclasses.replace(net.arch, dtype="float64"), net.device, [net.device.to_host(p) for p in net.params]
+    )
     A0 = net.inputs(X).astype(np.float64)  # the very inputs the network saw, in float64
     y = net.labels(y, A0.shape[1])
     _, sides = _loss_and_sides(twin, A0, y)

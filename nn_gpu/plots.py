@@ -80,12 +80,15 @@ def confusion_counts(labels: np.ndarray, predictions: np.ndarray, n_classes: int
     return counts
 
 
-def confusion_summary(counts: np.ndarray) -> dict:
-    """The JSON form of a confusion matrix: counts, per-class accuracy (recall) and overall accuracy."""
+def confusion_summary(counts: np.ndarray, classes=None) -> dict:
+    """The JSON form of a confusion matrix: the class labels (0..C-1 unless `classes` names them),
+    counts, per-class accuracy (recall) and overall accuracy."""
     per_class = counts.diagonal() / np.maximum(counts.sum(axis=1), 1)
+    classes = range(len(counts)) if classes is None else classes
     return {
         "rows": "true label",
         "columns": "predicted label",
+        "classes": [c.item() if hasattr(c, "item") else c for c in classes],
         "counts": counts.tolist(),
         "total": int(counts.sum()),
         "accuracy": float(counts.trace() / max(counts.sum(), 1)),
@@ -113,20 +116,23 @@ def training_curves(history: list[dict]):
     return fig
 
 
-def confusion_matrix(counts: np.ndarray):
-    """The counts of confusion_counts (true label by predicted label), with per-class accuracy."""
-    summary = confusion_summary(counts)
-    fig = figure((7, 6))
+def confusion_matrix(counts: np.ndarray, classes=None):
+    """The counts of confusion_counts (true label by predicted label), with per-class accuracy; rows
+    and columns named by `classes` (default 0..C-1)."""
+    summary = confusion_summary(counts, classes)
+    names = [str(c) for c in summary["classes"]]
+    side = min(max(6, 0.6 * len(names) + 2), 20)
+    fig = figure((side + 1, side))
     ax = fig.subplots()
     image = ax.imshow(counts, cmap="Blues")
     fig.colorbar(image, ax=ax)
     for (true, predicted), count in np.ndenumerate(counts):
         color = "white" if count > counts.max() / 2 else "black"
         ax.text(predicted, true, str(count), ha="center", va="center", color=color, fontsize=8)
-    ax.set_xticks(range(10))
-    ax.set_yticks(range(10), [f"{k} ({100 * a:.0f}%)" for k, a in enumerate(summary["per_class_accuracy"])])
+    ax.set_xticks(range(len(names)), names, rotation=90 if max(map(len, names)) > 2 else 0)
+    ax.set_yticks(range(len(names)), [f"{k} ({100 * a:.0f}%)" for k, a in zip(names, summary["per_class_accuracy"])])
     ax.set(xlabel="predicted label", ylabel="true label (per-class accuracy)")
-    ax.set_title(f"Dev set: {summary['total']} images, accuracy {100 * summary['accuracy']:.2f}%")
+    ax.set_title(f"Dev set: {summary['total']} samples, accuracy {100 * summary['accuracy']:.2f}%")
     fig.tight_layout()
     return fig
 

@@ -1,5 +1,9 @@
 """The command line of scripts/predict.py and `nn-gpu predict`: a Kaggle submission, a gallery, or your own digit.
 
+A model of a CSV table (nn_gpu.table) predicts the rows of a CSV with its feature columns (by name,
+in any order; the label column, when there, gives an accuracy): the rows are scaled as its training
+rows were, and predictions come back as the labels it was trained on, written as `Id,<label column>`.
+
 A submission is written only when --out names it, and --out is refused when it names the --data or
 --model file. When the model knows what it was trained on (train.py records a hash of each training
 image in model.npz), images of --data that were in its training set are counted and warned about,
@@ -22,11 +26,12 @@ from nn_gpu import handwriting, plots
 from nn_gpu.api import read_digit
 from nn_gpu.checkpoint import TrainingData, load_trained_model
 from nn_gpu.cli import Parser, add_version, device_name, non_negative_int, run_main, warn
-from nn_gpu.data import image_hashes, load_dataset, pixels_to_device
+from nn_gpu.data import Dataset, image_hashes, load_dataset, pixels_to_device
 from nn_gpu.device import resolve_device
 from nn_gpu.errors import NNGpuError
 from nn_gpu.model import Network
 from nn_gpu.safe_io import numbered, write_text_atomically
+from nn_gpu.table import Encoding, class_indices, read_table
 from nn_gpu.training import percent
 
 SHOW_DRAWN = 64  # digits in the --show picture: more take long to draw and are too small to read
@@ -42,7 +47,11 @@ def predict_parser(prog: str = "predict.py") -> argparse.ArgumentParser:
         help="a model written by train.py: DIR/best_model.npz (the best dev accuracy), or DIR/model.npz (the last)",
     )
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", help="a Kaggle test.csv, or any source train.py reads (labels give an accuracy)")
+    source.add_argument(
+        "--data",
+        help="a Kaggle test.csv, or any source train.py reads (labels give an accuracy); for a model of a CSV "
+        "table, a CSV with its feature columns",
+    )
     source.add_argument("--image", type=Path, help="a picture of one handwritten digit (PNG, JPEG, ...)")
     p.add_argument(
         "--out",
@@ -73,38 +82,60 @@ def predict_command(argv: list[str] | None = None, prog: str = "predict.py") -> 
     for flag, other in (("--data", args.data), ("--model", args.model)):
         if other is not None and args.out is not None and _same_file(args.out, Path(other)):
             raise NNGpuError(f"--out {args.out} is the {flag} file, which it would overwrite; choose another --out")
-    arch, params, trained_on = load_trained_model(args.model)
+    arch, params, trained_on, encoding = load_trained_model(args.model)
     device = resolve_device(args.device)
     network = Network(arch, device, params)
     if args.image is not None:
+        if encoding.table or not arch.images:
+            raise NNGpuError(f"--image: {args.model} takes {arch.n_inputs} features, not a 28 x 28 picture; use --data")
         return _predict_image(network, args.image, args.save_seen)
-    dataset = load_dataset(args.data)
+    dataset = _table(args.data, encoding) if encoding.table else load_dataset(args.data)
     dataset = dataset.test or dataset  # a directory of IDX files: predict its t10k test set
-    probabilities = network.predict_proba(pixels_to_device(dataset.images, device, arch.dtype))  # 10 x m
+    if dataset.images.shape[1] != arch.n_inputs:
+        raise NNGpuError(f"{args.data}: rows of {dataset.images.shape[1]} values; {args.model} takes {arch.n_inputs}")
+    probabilities = network.predict_proba(pixels_to_device(dataset.images, device, arch.dtype))  # C x m
     predictions = probabilities.argmax(axis=0)
+    what = "rows" if encoding.table else "images"
     if args.out is not None:
-        rows = "".join(f"{i},{label}\n" for i, label in enumerate(predictions, start=1))
-        write_text_atomically(args.out, "ImageId,Label\n" + rows)
+        named = encoding.classes[predictions]
+        header = f"Id,{encoding.label_column}" if encoding.table else "ImageId,Label"
+        write_text_atomically(
+            args.out, "\n".join([header, *(f"{i},{_cell(c)}" for i, c in enumerate(named, 1))]) + "\n"
+        )
         print(f"wrote {len(predictions)} predictions to {args.out} (device: {device.describe()})")
     else:
         print(
-            f"predicted {len(predictions)} images (device: {device.describe()}); --out FILE writes them as a submission"
+            f"predicted {len(predictions)} {what} (device: {device.describe()}); --out FILE writes them as a submission"
         )
     seen = _seen_in_training(trained_on, dataset)
     if dataset.labels is not None:
         print(f"accuracy: {_accuracy(predictions, dataset.labels)}")
     if seen.any():
         warn(
-            f"{seen.sum():,} of these {len(dataset):,} images were in the model's training set ({trained_on.source}): "
+            f"{seen.sum():,} of these {len(dataset):,} {what} were in the model's training set ({trained_on.source}): "
             "an accuracy over them is not a test of the model"
         )
         if dataset.labels is not None and not seen.all():
-            print(f"accuracy on the {(~seen).sum():,} images it was not trained on: "
+            print(f"accuracy on the {(~seen).sum():,} {what} it was not trained on: "
                   f"{_accuracy(predictions[~seen], dataset.labels[~seen])}")  # fmt: skip
     if args.show:
         picture = Path("predictions_show.png") if args.out is None else args.out.with_name(args.out.stem + "_show.png")
-        _show(dataset, predictions, probabilities.max(axis=0), args.show, picture)
+        _show(dataset, predictions, probabilities.max(axis=0), args.show, picture if arch.images else None)
     return 0
+
+
+def _table(path: str, encoding: Encoding) -> Dataset:
+    """The rows of a CSV table for a model of a table: its features by the model's column names, scaled as
+    the training rows were, and each label's class index when the label column is there."""
+    features, labels, _ = read_table(Path(path), encoding.label_column, encoding.features)
+    y = None if labels is None else class_indices(path, labels, encoding.classes)
+    return Dataset(encoding.scaling.apply(features), y, path, encoding=encoding)
+
+
+def _cell(label) -> str:
+    """A label as one CSV cell: quoted when it holds a comma, a quote or a line break."""
+    text = str(label)
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n\r') else text
 
 
 def _accuracy(predictions: np.ndarray, labels: np.ndarray) -> str:
@@ -127,13 +158,17 @@ def _same_file(a: Path, b: Path) -> bool:
         return os.path.abspath(a) == os.path.abspath(b)
 
 
-def _show(dataset, predictions, confidence, n: int, path: Path) -> None:
+def _show(dataset, predictions, confidence, n: int, path: Path | None) -> None:
     """Print n predictions with their probability, spread over the classes (the true ones when known,
-    else the predicted), and draw up to SHOW_DRAWN of them (the notebook's test_prediction)."""
+    else the predicted), and draw up to SHOW_DRAWN of them to `path` (the notebook's test_prediction;
+    None: not drawn, for rows that are not images)."""
     shown = plots.spread(predictions if dataset.labels is None else dataset.labels, n)
+    named, what = dataset.classes, "image" if dataset.encoding is None else "row"
     for k in shown:
-        truth = "" if dataset.labels is None else f", true {dataset.labels[k]}"
-        print(f"image {k + 1}: predicted {predictions[k]} (probability {confidence[k]:.3f}){truth}")
+        truth = "" if dataset.labels is None else f", true {named[dataset.labels[k]]}"
+        print(f"{what} {k + 1}: predicted {named[predictions[k]]} (probability {confidence[k]:.3f}){truth}")
+    if path is None:
+        return
     if not plots.available():
         print(f"picture skipped: matplotlib is not installed ({plots.PLOT_HINT})")
         return

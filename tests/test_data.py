@@ -95,7 +95,7 @@ GOOD = [3] + [0] * 784
     ("text", "message"),
     [
         ("", "file is empty"),
-        ("label,pix0,pix1\n1,2,3\n", "line 1: unexpected header"),
+        ("label,pixel0,pixel1\n1,2,3\n", "line 1: unexpected header"),  # (label,pix0,pix1 is a table now)
         ("1,2,3\n", "line 1 has 3 columns, expected 785"),
         (kaggle_text([GOOD, GOOD[:-1]]), "line 3, column 785: missing value"),
         (kaggle_text([GOOD, GOOD[:400] + ["x"] + GOOD[401:]]), "line 3, column 401: 'x' is not a whole number"),

@@ -400,3 +400,45 @@ def test_the_ladders_recipe_on_the_gpu_follows_the_cpu(cpu, gpu, dtype, rtol):
         params.append([device.to_host(p) for p in network.params])
     for g, c in zip(*params):
         np.testing.assert_allclose(g, c, rtol=rtol, atol=rtol * np.abs(c).max())
+
+
+@pytest.mark.parametrize(("dtype", "rtol"), [("float64", 1e-9), ("float32", 1e-3)])
+def test_the_estimator_on_the_gpu_is_the_estimator_on_the_cpu(cp, dtype, rtol):
+    """nn_gpu.MLPClassifier, 64 features and 3 text classes (a softmax over 3, not 10): the same seed gives
+    the same model on the card as on the CPU (to rounding), and twice on the card, the same bits."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((600, 64))
+    y = np.array(["ant", "bee", "cat"])[(X[:, :3] @ [1.0, -1.0, 0.5] > 0).astype(int) + (X[:, 3] > 1)]
+    fitted = {}
+    for device in ("gpu", "cpu", "gpu"):
+        for solver in ("sgd", "adam"):
+            clf = nn_gpu.MLPClassifier((32, 16), solver, max_iter=4, random_state=3, device=device, dtype=dtype)
+            fitted.setdefault((device, solver), []).append(clf.fit(X, y))
+    for solver in ("sgd", "adam"):
+        (gpu_a, gpu_b), (on_cpu,) = fitted[("gpu", solver)], fitted[("cpu", solver)]
+        for a, b, c in zip(gpu_a.coefs_, gpu_b.coefs_, on_cpu.coefs_):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_allclose(a, c, rtol=rtol, atol=rtol * np.abs(c).max())
+        assert list(gpu_a.classes_) == ["ant", "bee", "cat"]
+        assert (gpu_a.predict(X) == on_cpu.predict(X)).mean() > 0.99
+        np.testing.assert_allclose(gpu_a.loss_curve_, on_cpu.loss_curve_, rtol=rtol)
+
+
+def test_a_table_trains_and_predicts_on_the_gpu(tmp_path, cp):
+    """train.py and predict.py --device gpu on a CSV table of 5 features and 4 text labels."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((400, 5)) * [1, 10, 100, 0.1, 1] + 50
+    labels = np.array(["w", "x", "y", "z"])[(X[:, 0] > 50).astype(int) * 2 + (X[:, 1] > 50)]
+    rows = "\n".join(",".join([*map(str, row), label]) for row, label in zip(X, labels))
+    (tmp_path / "t.csv").write_text("a,b,c,d,e,kind\n" + rows + "\n")
+    result = run_script("train.py", "--device", "gpu", "--data", tmp_path / "t.csv", "--label-column", "kind",
+                        "--hidden", "16", "--epochs", "30", "--batch-size", "32", "--optimizer", "adam",
+                        "--alpha", "0.01", "--dev-size", "100", "--output-dir", tmp_path / "run")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["device"] == "gpu" and metrics["final"]["dev_accuracy"] > 0.9
+    result = run_script("predict.py", "--device", "gpu", "--model", tmp_path / "run" / "best_model.npz",
+                        "--data", tmp_path / "t.csv", "--out", tmp_path / "p.csv")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    predicted = [line.split(",")[1] for line in (tmp_path / "p.csv").read_text().splitlines()[1:]]
+    assert np.mean(np.array(predicted) == labels) > 0.9

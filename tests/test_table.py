@@ -1,0 +1,226 @@
+"""train.py and predict.py on CSV tables: any features and classes, labels as the user wrote them,
+the scaling stored in model.npz and applied at predict time, and one-line errors naming the file."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from nn_gpu import cli, predict
+from nn_gpu.checkpoint import load_checkpoint, load_trained_model, save_model
+from nn_gpu.errors import ModelFileError
+from nn_gpu.model import Architecture, Network, init_parameters
+from nn_gpu.table import Scaling
+
+datasets = pytest.importorskip("sklearn.datasets", reason="scikit-learn is in the dev extra: pip install -e '.[dev]'")
+
+
+def _iris_csv(path, label_column="species"):
+    iris = datasets.load_iris(as_frame=True)
+    frame = iris.frame.drop(columns="target")
+    frame[label_column] = iris.target_names[iris.target]  # text labels
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def _train(tmp_path, data, *flags, out="run"):
+    args = ["--device", "cpu", "--data", str(data), "--output-dir", str(tmp_path / out), "--quiet", *flags]
+    return run_cli(cli.train_main, args)
+
+
+FAST = ["--hidden", "16", "--epochs", "40", "--batch-size", "16", "--alpha", "0.05", "--momentum", "0.9"]
+
+
+def test_iris_with_text_labels_trains_and_predicts_them(tmp_path):
+    frame = _iris_csv(tmp_path / "iris.csv")
+    code, out, err = _train(tmp_path, tmp_path / "iris.csv", "--label-column", "species", "--dev-size", "30", *FAST)
+    assert code == 0, err
+    assert "weights.png and predictions.png skipped: the 4 inputs are not 28 x 28 images" in out
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["final"]["dev_accuracy"] >= 0.9
+    confusion = json.loads((tmp_path / "run" / "confusion_matrix.json").read_text())
+    assert confusion["classes"] == ["setosa", "versicolor", "virginica"] and len(confusion["counts"]) == 3
+    arch, _, _, encoding = load_trained_model(tmp_path / "run" / "best_model.npz")
+    assert (arch.n_inputs, arch.n_classes) == (4, 3)
+    assert list(encoding.classes) == ["setosa", "versicolor", "virginica"]
+    assert encoding.features == tuple(frame.columns[:4]) and encoding.label_column == "species"
+    code, out, err = run_cli(
+        predict.predict_main,
+        ["--model", str(tmp_path / "run" / "best_model.npz"), "--data", str(tmp_path / "iris.csv"),
+         "--out", str(tmp_path / "p.csv"), "--show", "3"],
+    )  # fmt: skip
+    assert code == 0, err
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert lines[0] == "Id,species" and len(lines) == 151
+    assert {line.split(",")[1] for line in lines[1:]} <= {"setosa", "versicolor", "virginica"}
+    assert "row 1: predicted setosa" in out and "accuracy: " in out
+    assert "120 of these 150 rows were in the model's training set" in err
+
+
+def test_the_scaling_is_fitted_on_the_training_rows_stored_and_applied_at_predict_time(tmp_path):
+    frame = _iris_csv(tmp_path / "iris.csv")
+    features = frame.iloc[:, :4].to_numpy()
+    for scale, shift, divisor in [
+        ("standard", features.mean(axis=0), features.std(axis=0)),
+        ("minmax", features.min(axis=0), np.ptp(features, axis=0)),
+        ("none", np.zeros(4), np.ones(4)),
+    ]:
+        flags = ["--label-column", "species", "--dev-size", "0", "--scale", scale, "--iterations", "5"]
+        assert _train(tmp_path, tmp_path / "iris.csv", *flags, out=scale)[0] == 0
+        arch, params, _, encoding = load_trained_model(tmp_path / scale / "model.npz")
+        assert encoding.scaling.kind == scale
+        np.testing.assert_allclose(encoding.scaling.shift, shift, rtol=1e-12)
+        np.testing.assert_allclose(encoding.scaling.divisor, divisor, rtol=1e-12)
+        # predict.py's answer is the network's on the rows scaled by hand
+        network = Network(arch, cli.resolve_device("cpu"), params)
+        by_hand = network.predict(((features - shift) / divisor).T.astype(np.float32))
+        out_file = tmp_path / f"{scale}.csv"
+        model = str(tmp_path / scale / "model.npz")
+        assert run_cli(predict.predict_main, ["--model", model, "--data", str(tmp_path / "iris.csv"),
+                                              "--out", str(out_file)])[0] == 0  # fmt: skip
+        predicted = [line.split(",")[1] for line in out_file.read_text().splitlines()[1:]]
+        assert predicted == list(encoding.classes[by_hand])
+
+
+def test_a_constant_feature_is_not_divided_by_zero():
+    scaling = Scaling.fit("standard", np.array([[1.0, 5.0], [3.0, 5.0]]))
+    np.testing.assert_array_equal(scaling.apply(np.array([[2.0, 5.0]])), [[0.0, 0.0]])
+    np.testing.assert_array_equal(Scaling.fit("minmax", np.array([[1.0, 7.0], [3.0, 7.0]])).divisor, [2.0, 1.0])
+
+
+def test_sklearn_digits_8x8_with_integer_labels_and_predict_from_a_reordered_file(tmp_path):
+    import pandas as pd
+
+    digits = datasets.load_digits()
+    frame = pd.DataFrame(digits.data, columns=[f"f{i}" for i in range(64)])
+    frame.insert(10, "digit", digits.target * 10)  # labels 0, 10, ..., 90, in the middle of the columns
+    frame.to_csv(tmp_path / "digits.csv", index=False)
+    flags = ["--label-column", "digit", "--hidden", "64", "--epochs", "15", "--batch-size", "32",
+             "--optimizer", "adam", "--alpha", "0.003"]  # fmt: skip
+    code, _, err = _train(tmp_path, tmp_path / "digits.csv", *flags)
+    assert code == 0, err
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["final"]["dev_accuracy"] >= 0.93
+    frame[list(reversed(frame.columns))].to_csv(tmp_path / "reordered.csv", index=False)
+    code, out, err = run_cli(predict.predict_main, ["--model", str(tmp_path / "run" / "model.npz"), "--data",
+                                                   str(tmp_path / "reordered.csv"), "--out", str(tmp_path / "p.csv")])  # fmt: skip
+    assert code == 0, err
+    predicted = np.array([int(line.split(",")[1]) for line in (tmp_path / "p.csv").read_text().splitlines()[1:]])
+    assert set(predicted) <= set(range(0, 100, 10)) and (predicted == digits.target * 10).mean() > 0.93
+
+
+def test_a_table_run_resumed_is_the_run_never_stopped(tmp_path):
+    _iris_csv(tmp_path / "iris.csv")
+    flags = [
+        "--label-column",
+        "species",
+        "--dev-size",
+        "30",
+        "--hidden",
+        "8",
+        "--batch-size",
+        "16",
+        "--optimizer",
+        "adam",
+        "--alpha",
+        "0.01",
+    ]
+    code, _, err = _train(tmp_path, tmp_path / "iris.csv", *flags, "--epochs", "6", out="long")
+    assert code == 0, err
+    assert _train(tmp_path, tmp_path / "iris.csv", *flags, "--epochs", "3", out="short")[0] == 0
+    code, _, err = run_cli(cli.train_main, ["--resume", str(tmp_path / "short"), "--epochs", "6", "--quiet"])
+    assert code == 0, err
+    short, long = (load_checkpoint(tmp_path / name / "checkpoint.npz") for name in ("short", "long"))
+    for a, b in zip(short[1], long[1]):
+        np.testing.assert_array_equal(a, b)
+    assert list(short[5].classes) == ["setosa", "versicolor", "virginica"]
+    np.testing.assert_array_equal(short[5].scaling.shift, long[5].scaling.shift)
+
+
+@pytest.mark.parametrize(
+    "text, flags, message",
+    [
+        ("a,b\n1,2\n", [], r"no column 'label' holds the labels \(columns: a, b\); name the label column with "
+                           "--label-column NAME"),
+        ("a,label\n1,x\n2,\n", [], r"line 3: missing label in column 'label'"),
+        ("a,b,label\n1,2,x\n1,oops,y\n", [], r"line 3, column 2 \(b\): 'oops' is not a finite number"),
+        ("a,b,label\n1,2,x\n1,,y\n", [], r"line 3, column 2 \(b\): missing value"),
+        ("a,label\n", [], "no rows, only a header"),
+        ("label\nx\n", [], "no feature columns besides the label 'label'"),
+        ("a,label\n1,x\n2,y\n", ["--augment", "affine"], "--augment distorts 28 x 28 digit images"),
+    ],
+)  # fmt: skip
+def test_bad_tables_get_one_line_naming_the_file(tmp_path, text, flags, message):
+    path = tmp_path / "t.csv"
+    path.write_text(text)
+    code, _, err = _train(tmp_path, path, "--dev-size", "0", *flags)
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: ") and pytest.importorskip("re").search(message, err), err
+    assert not (tmp_path / "run").exists()
+
+
+def test_scale_is_refused_for_digit_images(tmp_path):
+    code, _, err = _train(tmp_path, "sample", "--scale", "minmax")
+    assert code == 2 and "--scale minmax: scales a CSV table's features; digit images are divided by 255" in err
+
+
+def test_predict_refuses_what_a_table_model_cannot_take(tmp_path):
+    _iris_csv(tmp_path / "iris.csv")
+    assert (
+        _train(tmp_path, tmp_path / "iris.csv", "--label-column", "species", "--dev-size", "0", "--iterations", "3")[0]
+        == 0
+    )
+    model = str(tmp_path / "run" / "model.npz")
+    (tmp_path / "short.csv").write_text("sepal length (cm),species\n1,setosa\n")
+    (tmp_path / "new.csv").write_text(
+        "sepal length (cm),sepal width (cm),petal length (cm),petal width (cm),species\n1,2,3,4,tulip\n"
+    )
+    (tmp_path / "digit.png").write_bytes(b"")
+    for args, message in [
+        (["--data", str(tmp_path / "short.csv")], "the model's feature column 'sepal width (cm)' is missing"),
+        (["--data", str(tmp_path / "new.csv")], "label 'tulip' is not one the model was trained on"),
+        (["--image", str(tmp_path / "digit.png")], "takes 4 features, not a 28 x 28 picture; use --data"),
+    ]:
+        code, _, err = run_cli(predict.predict_main, ["--model", model, *args])
+        assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_model_files_keep_inputs_and_classes_and_old_digit_files_still_load(tmp_path):
+    arch = Architecture((3,), "float32", 5, 4)
+    params = init_parameters(arch, "he", np.random.default_rng(0))
+    save_model(tmp_path / "m.npz", arch, params)
+    loaded, _, _, encoding = load_trained_model(tmp_path / "m.npz")
+    assert loaded == arch and list(encoding.classes) == [0, 1, 2, 3] and not encoding.table
+    digits = Architecture((3,))
+    save_model(tmp_path / "d.npz", digits, init_parameters(digits, "he", np.random.default_rng(0)))
+    with np.load(tmp_path / "d.npz") as f:
+        old = {k: f[k] for k in f.files if k not in ("inputs", "classes")}  # as written before issue 19
+    np.savez(tmp_path / "old.npz", **old)
+    loaded, _, _, encoding = load_trained_model(tmp_path / "old.npz")
+    assert (loaded.n_inputs, loaded.n_classes) == (784, 10) and list(encoding.classes) == list(range(10))
+    with np.load(tmp_path / "m.npz") as f:
+        bad = {k: f[k] for k in f.files}
+    for change, message in [
+        ({"classes": np.array([3, 1, 2, 0])}, "'classes' must list each class label once, sorted"),
+        ({"inputs": np.array(-1)}, "'inputs' must be the number of input features"),
+        ({"classes": np.array([0, 1, 2])}, r"W2 is float32 \(4, 3\), expected float32 \(3, 3\)"),
+    ]:
+        np.savez(tmp_path / "bad.npz", **{**bad, **change})
+        with pytest.raises(ModelFileError, match=message):
+            load_trained_model(tmp_path / "bad.npz")
+
+
+def test_gradients_of_any_shape_against_finite_differences():
+    """5 inputs, two hidden layers, 3 classes: every gradient against centred finite differences."""
+    import nn_gpu
+
+    rng = np.random.default_rng(0)
+    net = nn_gpu.Network.create(hidden=(6, 4), device="cpu", seed=1, dtype="float64", n_inputs=5, n_classes=3)
+    X, y = rng.standard_normal((5, 16)), rng.integers(0, 3, 16)
+    table = nn_gpu.gradcheck(net, X, y, entries=None)
+    assert list(table["shape"]) == ["6 x 5", "6 x 1", "4 x 6", "4 x 1", "3 x 4", "3 x 1"]
+    assert table["passed"].all(), table
+    with pytest.raises(ValueError, match=r"y holds labels 0..3; they must lie in 0..2"):
+        net.backward(net.forward(X, keep=True), np.array([0, 1, 2, 3] * 4))
+    with pytest.raises(ValueError, match=r"X is 784 x 16; nn_gpu takes X as 5 x m"):
+        net.forward(np.zeros((784, 16)))
