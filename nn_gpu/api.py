@@ -6,8 +6,9 @@
     progress = nn_gpu.train(net, train_set.X, train_set.y, dev=(dev_set.X, dev_set.y))
     nn_gpu.save_model(net, "model.npz"); net = nn_gpu.load_model("model.npz")
 
-X is always 784 x m, one column per sample (the notebook's layout): uint8 pixels 0..255, or
-floating pixels / 255. `train` is train.py's loop (nn_gpu.training), on the network's device.
+X is always n0 x m, one column per sample (the notebook's layout; 784 x m for digits): uint8 pixels
+0..255, or floating values (pixels / 255, or scaled features). For rows as samples and any labels,
+scikit-learn's way, see nn_gpu.MLPClassifier (nn_gpu/estimator.py). `train` is train.py's loop (nn_gpu.training), on the network's device.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def train(
     log_interval: int | None = None,
     log: Callable[[str], None] | None = print,
 ) -> training.Progress:
-    """Train `net` in place on X (784 x m, one column per sample) and labels y (m), as train.py does.
+    """Train `net` in place on X (n0 x m, one column per sample) and labels y (m, 0..C-1), as train.py does.
 
     The defaults are the notebook's: full-batch gradient descent, alpha 0.10, 500 iterations. With
     batch_size, each iteration is a step on the next mini-batch of a per-epoch shuffle drawn from

@@ -686,6 +686,8 @@ def _train_into(output_dir: Path, args, settings, arch, device, data, state, sto
         "blas": parallel.blas_summary(),
         **settings,
         "data": dataset.source,
+        "inputs": arch.n_inputs,
+        "classes": [c.item() for c in encoding.classes],
         "iterations": result.iteration,
         "planned_iterations": plan.total_iterations(len(train_set)),
         "stopped_early": result.stopped_early,

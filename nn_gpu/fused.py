@@ -17,16 +17,19 @@ import cupy as cp
 import numpy as np
 
 from nn_gpu.cuda_source import CUDA_SOURCE, FUSED_MAX_HIDDEN, FUSED_OPTIONS, FUSED_SOURCE, fused_launch
-from nn_gpu.model import Network
+from nn_gpu.model import N_CLASSES, N_PIXELS, Network
 from nn_gpu.optim import SGD
 
 _module = cp.RawModule(code=CUDA_SOURCE + FUSED_SOURCE, options=FUSED_OPTIONS)
 
 
 def supports(network: Network) -> bool:
-    """Whether the fused step can train this network: one hidden layer of at most 32 units, on the GPU."""
-    hidden = network.arch.hidden
-    return network.device.name == "gpu" and len(hidden) == 1 and hidden[0] <= FUSED_MAX_HIDDEN
+    """Whether the fused step can train this network: 784 inputs, one hidden layer of at most 32 units
+    and 10 classes (the kernels' NN_PIXELS and NN_CLASSES are compiled in), on the GPU; any other goes
+    the plain path."""
+    arch = network.arch
+    digits = (arch.n_inputs, arch.n_classes) == (N_PIXELS, N_CLASSES)
+    return network.device.name == "gpu" and digits and len(arch.hidden) == 1 and arch.hidden[0] <= FUSED_MAX_HIDDEN
 
 
 class FusedStep:
@@ -40,7 +43,10 @@ class FusedStep:
 
     def __init__(self, network: Network, optimizer: SGD, images, labels, use_graph: bool = True):
         if not supports(network):
-            raise ValueError(f"the fused step needs one hidden layer of at most {FUSED_MAX_HIDDEN} units on the GPU")
+            raise ValueError(
+                f"the fused step needs 784 inputs, one hidden layer of at most {FUSED_MAX_HIDDEN} units and 10 "
+                "classes, on the GPU"
+            )
         suffix = {"float32": "f32", "float64": "f64"}[network.arch.dtype]
         self._forward_backward = _module.get_function(f"nn_fused_forward_backward_{suffix}")
         self._weight_gradient = _module.get_function(f"nn_fused_weight_gradient_{suffix}")

@@ -85,6 +85,25 @@ def test_accuracy_comparison_runs_on_the_data_given_and_refuses_bad_data(tmp_pat
     assert "add --accuracy" in capsys.readouterr().err
 
 
+def test_estimator_comparison_fits_each_side_on_the_same_split(tmp_path, capsys):
+    pytest.importorskip("sklearn", reason="the comparison needs scikit-learn (the dev extra)")
+    from nn_gpu.bench.estimators import estimator_benchmark, speedups
+
+    synthetic_csv(tmp_path / "train.csv", 1300, seed=4)
+    rows = estimator_benchmark([str(tmp_path / "train.csv")], ["cpu"], 5, [0, 1], with_torch=False, under_load=False)
+    assert [(r["solver"], r["impl"]) for r in rows] == [
+        ("sgd", "sklearn-cpu"), ("sgd", "nn_gpu-cpu"), ("adam", "sklearn-cpu"), ("adam", "nn_gpu-cpu")
+    ]  # fmt: skip
+    for r in rows:
+        assert r["train_size"] == 300 and r["epochs"] == 5 and [s["epochs"] for s in r["per_seed"]] == [5, 5]
+        assert (
+            r["accuracy"] == pytest.approx(sum(s["accuracy"] for s in r["per_seed"]) / 2) and r["accuracy"] > 0.3
+        )  # chance: 0.1
+    lines = speedups(rows)
+    assert len(lines) == 2 and all("nn_gpu-cpu" in line and "less fit time than sklearn" in line for line in lines)
+    assert "nn_gpu-cpu" in capsys.readouterr().out  # each row is printed as it is measured
+
+
 def gone(pid: int) -> bool:
     """The process has ended (a zombie nobody has reaped yet counts as ended)."""
     try:

@@ -246,11 +246,15 @@ def test_fused_graph_replays_what_the_launches_compute(gpu, cp):
 def test_fused_step_refuses_deeper_or_wider_networks(gpu):
     from nn_gpu import fused
 
-    for hidden in ((64,), (16, 16)):
-        arch = Architecture(hidden, "float32")
+    for arch in (
+        Architecture((64,)),
+        Architecture((16, 16)),
+        Architecture((16,), n_inputs=64),
+        Architecture((16,), n_classes=3),
+    ):
         network = Network(arch, gpu, init_parameters(arch, "he", np.random.default_rng(0)))
         assert not fused.supports(network)
-        with pytest.raises(ValueError, match="one hidden layer of at most 32 units"):
+        with pytest.raises(ValueError, match="784 inputs, one hidden layer of at most 32 units and 10 classes"):
             fused.FusedStep(network, SGD(network), np.zeros((4, 784), np.uint8), np.zeros(4, np.int32))
 
 

@@ -39,6 +39,7 @@ def test_iris_with_text_labels_trains_and_predicts_them(tmp_path):
     assert "weights.png and predictions.png skipped: the 4 inputs are not 28 x 28 images" in out
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["final"]["dev_accuracy"] >= 0.9
+    assert metrics["inputs"] == 4 and metrics["classes"] == ["setosa", "versicolor", "virginica"]
     confusion = json.loads((tmp_path / "run" / "confusion_matrix.json").read_text())
     assert confusion["classes"] == ["setosa", "versicolor", "virginica"] and len(confusion["counts"]) == 3
     arch, _, _, encoding = load_trained_model(tmp_path / "run" / "best_model.npz")

@@ -127,7 +127,7 @@ def main(argv=None, prog: str = "bench.py") -> int:
     parser.add_argument("--seeds", type=int, default=3, help="with --estimators: seeds 0..N-1 per fit (default 3)")
     args = parser.parse_args(argv)
     if args.data and not (args.accuracy or args.estimators):
-        parser.error("--data chooses the data of --accuracy or --estimators; add one")
+        parser.error("--data chooses the data of --accuracy or --estimators: add --accuracy or --estimators")
     gpu_reason = gpu_unavailable_reason()
     devices = {"cpu": ["cpu"], "gpu": ["gpu"], "auto": ["cpu"] + ([] if gpu_reason else ["gpu"])}[args.device]
     if args.device == "gpu" and gpu_reason:
