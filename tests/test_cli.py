@@ -3,6 +3,8 @@
 import json
 import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -99,13 +101,18 @@ def test_default_run_writes_model_and_metrics(tmp_path):
     assert result.returncode == 0, result.stderr
     first_line = result.stdout.splitlines()[0]
     assert first_line.startswith("device: cpu") and f"; {parallel.cores()} thread" in first_line
-    assert f"BLAS {parallel.blas_summary()} on one thread each" in first_line
+    # the BLAS a fresh process holds: this one may have loaded another (scipy's, through sklearn's tests)
+    fresh = subprocess.run(
+        [sys.executable, "-c", "from nn_gpu import parallel; print(parallel.blas_summary())"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert f"BLAS {fresh} on one thread each" in first_line
     assert "iteration     30  train loss" in result.stdout and "done: 30 iterations" in result.stdout
     assert re.search(r"iteration     10  train loss .* dev acc [0-9.]+%  [0-9,]+ samples/s\n", result.stdout)
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["device"] == "cpu" and metrics["dtype"] == "float32" and metrics["hidden"] == [10]
     assert metrics["device_index"] is None and metrics["device_name"] is None  # no card
-    assert metrics["threads"] == parallel.cores() and metrics["blas"] == parallel.blas_summary()
+    assert metrics["threads"] == parallel.cores() and metrics["blas"] == fresh
     assert metrics["iterations"] == 30 and metrics["train_size"] == 4000 and metrics["dev_size"] == 1000
     assert metrics["train_seconds"] > 0 and metrics["samples_per_second"] == pytest.approx(
         30 * 4000 / metrics["train_seconds"]

@@ -84,6 +84,19 @@ def test_the_scaling_is_fitted_on_the_training_rows_stored_and_applied_at_predic
         assert predicted == list(encoding.classes[by_hand])
 
 
+def test_the_scaling_sees_only_the_training_rows(tmp_path):
+    from nn_gpu.data import load_dataset, split_dev
+
+    _iris_csv(tmp_path / "iris.csv")
+    flags = ["--label-column", "species", "--dev-size", "50", "--seed", "3", "--iterations", "2"]
+    assert _train(tmp_path, tmp_path / "iris.csv", *flags)[0] == 0
+    train, dev = split_dev(load_dataset(tmp_path / "iris.csv", "species"), 50, np.random.default_rng(3))
+    scaling = load_trained_model(tmp_path / "run" / "model.npz")[3].scaling
+    np.testing.assert_allclose(scaling.shift, train.images.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(scaling.divisor, train.images.std(axis=0), rtol=1e-12)
+    assert not np.allclose(scaling.shift, np.vstack([train.images, dev.images]).mean(axis=0), rtol=1e-6)
+
+
 def test_a_constant_feature_is_not_divided_by_zero():
     scaling = Scaling.fit("standard", np.array([[1.0, 5.0], [3.0, 5.0]]))
     np.testing.assert_array_equal(scaling.apply(np.array([[2.0, 5.0]])), [[0.0, 0.0]])
