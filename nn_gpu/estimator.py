@@ -22,7 +22,8 @@ Where it differs from sklearn's, on purpose or by design:
 - The output layer is a softmax over C units for every C, two classes included (sklearn uses one
   logistic unit there), so coefs_[-1] is n_{L-1} x C and predict_proba's columns are always classes_.
 - alpha adds alpha W / batch to each step's gradient, as sklearn's does, but to the biases too (nn_gpu's
-  optimisers decay the whole flat buffer); the reported loss leaves the penalty out.
+  optimisers decay the whole flat buffer); the reported loss leaves the penalty out. With "adamw",
+  alpha / batch is the decoupled weight decay instead.
 - Weights start from He's N(0, 2 / n_in) with zero biases (sklearn: Glorot's uniform, and random biases).
 - sgd's momentum is classical (PyTorch's); nesterovs_momentum, learning_rate schedules, lbfgs,
   activation and warm_start are not offered.
@@ -279,7 +280,9 @@ class MLPClassifier:
         self.t_ += m
         loss = entry["train_loss"]
         self.loss_curve_.append(loss)
-        if self.early_stopping:
+        if (
+            entry["dev_accuracy"] is not None
+        ):  # early_stopping in fit (partial_fit has no validation rows, as sklearn's)
             score = entry["dev_accuracy"]
             self.validation_scores_.append(score)
             worse = score < self.best_validation_score_ + self.tol

@@ -175,6 +175,8 @@ def test_partial_fit_needs_the_classes_first_and_refuses_new_labels():
     assert list(clf.classes_) == [0, 1, 2] and clf.predict_proba(X).shape == (150, 3)
     with pytest.raises(ValueError, match="y holds label 7, which is not among the classes"):
         clf.partial_fit(X[:2], [0, 7])
+    watched = MLPClassifier(early_stopping=True, device="cpu").partial_fit(X, y, classes=[0, 1, 2])
+    assert watched.n_iter_ == 1 and watched.validation_scores_ == []  # as sklearn's: no validation rows in partial_fit
 
 
 def test_stopping_rules_count_epochs_as_sklearns():
