@@ -38,7 +38,6 @@ from nn_gpu.training import Progress
 FORMAT = "nn_gpu-model"
 _HEADER = ("format", "hidden", "dtype")
 _SHAPE = ("inputs", "classes")  # optional, both or neither: absent from digit models before issue 19
-_TABLE = ("features", "label_column", "scale", "shift", "divisor")  # optional, all or none: a table's Encoding
 _CHECKPOINT = ("velocity", "best", "progress", "config")
 _PROVENANCE = ("data", "trained_on")  # optional: both or neither
 _TEXT = ("format", "dtype", "progress", "config", "data", "label_column", "scale")  # 0-d strings

@@ -687,7 +687,7 @@ def _train_into(output_dir: Path, args, settings, arch, device, data, state, sto
         **settings,
         "data": dataset.source,
         "inputs": arch.n_inputs,
-        "classes": [c.item() for c in encoding.classes],
+        "classes": encoding.classes.tolist(),
         "iterations": result.iteration,
         "planned_iterations": plan.total_iterations(len(train_set)),
         "stopped_early": result.stopped_early,

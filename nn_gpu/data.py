@@ -413,7 +413,8 @@ def pixels_to_device(images: np.ndarray, device, dtype: str):
     On the GPU, X is A0 = images / 255 in dtype, made here once (cuBLAS reads it twice a step). On
     the CPU, X is the uint8 images themselves, not copied: the network makes A0 block by block, in
     cache, as it goes (nn_gpu.model.scale_pixels), so no float copy of the data is ever held.
-    Floating images (a table's scaled features, m x n0) become an n0 x m view of them in dtype.
+    Floating images (a table's scaled features, MLPClassifier's rows: m x n0) become an n0 x m view of
+    them in dtype.
     """
     if images.dtype != np.uint8:
         return device.to_device(np.ascontiguousarray(images, dtype=dtype)).T

@@ -48,6 +48,7 @@ import warnings
 import numpy as np
 
 from nn_gpu import training
+from nn_gpu.data import pixels_to_device
 from nn_gpu.device import resolve_device
 from nn_gpu.model import Architecture, Network, init_parameters
 from nn_gpu.optim import SGD, Adam
@@ -232,15 +233,10 @@ class MLPClassifier:
             X_dev, y_dev, X, y = X[rows[:n_dev]], y[rows[:n_dev]], X[rows[n_dev:]], y[rows[n_dev:]]
         batch = min(200, len(y)) if self.batch_size == "auto" else max(1, min(int(self.batch_size), len(y)))
         self._optimizer.weight_decay = self.alpha / batch  # sklearn: the gradient of alpha/2 |W|^2 over a batch
-        dtype = np.dtype(self.dtype)
-        X_device = device.to_device(np.ascontiguousarray(X, dtype=dtype)).T  # n0 x m view of the rows
-        y_device = device.to_device(y.astype(np.int32))
+        X_device, y_device = pixels_to_device(X, device, self.dtype), device.to_device(y.astype(np.int32))
         dev = None
         if X_dev is not None:
-            dev = (
-                device.to_device(np.ascontiguousarray(X_dev, dtype=dtype)).T,
-                device.to_device(y_dev.astype(np.int32)),
-            )
+            dev = (pixels_to_device(X_dev, device, self.dtype), device.to_device(y_dev.astype(np.int32)))
         if stopping:
             plan, progress = training.TrainingPlan(alpha=self.learning_rate_init, epochs=epochs, batch_size=batch), None
         else:  # one epoch more, logged once, at its end
@@ -318,11 +314,9 @@ class MLPClassifier:
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities, n x C (columns in the order of classes_)."""
-        self._check_fitted()
+        network = self._check_fitted()
         X = self._check_features(_check_X(X))
-        network = self._network
-        X_device = network.device.to_device(np.ascontiguousarray(X, dtype=network.arch.dtype)).T
-        return network.predict_proba(X_device).T
+        return network.predict_proba(pixels_to_device(X, network.device, network.arch.dtype)).T
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row of X, as a label of classes_."""
@@ -333,11 +327,14 @@ class MLPClassifier:
         """The mean accuracy of predict(X) against y (weighted by sample_weight when given)."""
         return float(np.average(self.predict(X) == np.asarray(y).ravel(), weights=sample_weight))
 
-    def _check_fitted(self) -> None:
+    def _check_fitted(self) -> Network:
+        """The fitted network, or NotFittedError: a ValueError for predict, and an AttributeError, so that
+        hasattr(clf, "coefs_") is False before fit."""
         if not hasattr(self, "_network"):
             raise _sklearns("NotFittedError", NotFittedError)(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate arguments first."
             )
+        return self._network
 
     def _check_features(self, X: np.ndarray) -> np.ndarray:
         if X.shape[1] != self.n_features_in_:
@@ -352,30 +349,27 @@ class MLPClassifier:
     @property
     def coefs_(self) -> list[np.ndarray]:
         """W_l^T for each layer: n_{l-1} x n_l host arrays, as sklearn's coefs_."""
-        return [self._network.device.to_host(W).T.copy() for W in self._fitted().W]
+        network = self._check_fitted()
+        return [network.device.to_host(W).T.copy() for W in network.W]
 
     @property
     def intercepts_(self) -> list[np.ndarray]:
         """b_l for each layer: n_l host arrays, as sklearn's intercepts_."""
-        return [self._network.device.to_host(b).ravel().copy() for b in self._fitted().b]
+        network = self._check_fitted()
+        return [network.device.to_host(b).ravel().copy() for b in network.b]
 
     @property
     def n_layers_(self) -> int:
-        return self._fitted().n_layers + 1
+        return self._check_fitted().n_layers + 1
 
     @property
     def n_outputs_(self) -> int:
-        return self._fitted().arch.n_classes
+        return self._check_fitted().arch.n_classes
 
     @property
     def out_activation_(self) -> str:
-        self._fitted()
+        self._check_fitted()
         return "softmax"
-
-    def _fitted(self) -> Network:
-        if not hasattr(self, "_network"):
-            raise AttributeError("not fitted yet: call fit first")
-        return self._network
 
 
 def _same(a, b) -> bool:

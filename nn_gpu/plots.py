@@ -84,11 +84,10 @@ def confusion_summary(counts: np.ndarray, classes=None) -> dict:
     """The JSON form of a confusion matrix: the class labels (0..C-1 unless `classes` names them),
     counts, per-class accuracy (recall) and overall accuracy."""
     per_class = counts.diagonal() / np.maximum(counts.sum(axis=1), 1)
-    classes = range(len(counts)) if classes is None else classes
     return {
         "rows": "true label",
         "columns": "predicted label",
-        "classes": [c.item() if hasattr(c, "item") else c for c in classes],
+        "classes": np.arange(len(counts)).tolist() if classes is None else np.asarray(classes).tolist(),
         "counts": counts.tolist(),
         "total": int(counts.sum()),
         "accuracy": float(counts.trace() / max(counts.sum(), 1)),

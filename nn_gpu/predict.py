@@ -16,6 +16,8 @@ warning: the prediction it already printed stands.
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import os
 import sys
 from pathlib import Path
@@ -97,11 +99,11 @@ def predict_command(argv: list[str] | None = None, prog: str = "predict.py") -> 
     predictions = probabilities.argmax(axis=0)
     what = "rows" if encoding.table else "images"
     if args.out is not None:
-        named = encoding.classes[predictions]
-        header = f"Id,{encoding.label_column}" if encoding.table else "ImageId,Label"
-        write_text_atomically(
-            args.out, "\n".join([header, *(f"{i},{_cell(c)}" for i, c in enumerate(named, 1))]) + "\n"
-        )
+        table = io.StringIO()  # the csv module quotes a label holding a comma, a quote or a line break
+        rows = csv.writer(table, lineterminator="\n")
+        rows.writerow(["Id", encoding.label_column] if encoding.table else ["ImageId", "Label"])
+        rows.writerows(enumerate(encoding.classes[predictions].tolist(), start=1))
+        write_text_atomically(args.out, table.getvalue())
         print(f"wrote {len(predictions)} predictions to {args.out} (device: {device.describe()})")
     else:
         print(
@@ -130,12 +132,6 @@ def _table(path: str, encoding: Encoding) -> Dataset:
     features, labels, _ = read_table(Path(path), encoding.label_column, encoding.features)
     y = None if labels is None else class_indices(path, labels, encoding.classes)
     return Dataset(encoding.scaling.apply(features), y, path, encoding=encoding)
-
-
-def _cell(label) -> str:
-    """A label as one CSV cell: quoted when it holds a comma, a quote or a line break."""
-    text = str(label)
-    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n\r') else text
 
 
 def _accuracy(predictions: np.ndarray, labels: np.ndarray) -> str:

@@ -73,9 +73,8 @@ class Encoding:
 
 def is_table_header(cells: list[str], digit_widths: tuple[int, ...] = ()) -> bool:
     """Whether a CSV's first line names columns: some cell is a name (printable text that is not a
-    number), or, for a line as wide as a
-    row of digits (digit_widths), most cells are not, so that one bad cell in a headerless row of
-    pixels is reported as that, not taken for a header."""
+    number), or, for a line as wide as a row of digits (digit_widths), most cells are, so that one bad
+    cell in a headerless row of pixels is reported as that, not taken for a header."""
     named = sum(bool(cell) and cell.isprintable() and not _is_number(cell) for cell in cells)
     return named > len(cells) / 2 if len(cells) in digit_widths else named > 0
 

@@ -238,3 +238,21 @@ def test_gradients_of_any_shape_against_finite_differences():
         net.backward(net.forward(X, keep=True), np.array([0, 1, 2, 3] * 4))
     with pytest.raises(ValueError, match=r"X is 784 x 16; nn_gpu takes X as 5 x m"):
         net.forward(np.zeros((784, 16)))
+
+
+def test_labels_with_commas_and_quotes_are_written_as_csv_cells(tmp_path):
+    import csv
+
+    points = np.random.default_rng(0).normal(size=(60, 2))
+    rows = [f"{x},{y}," + ('"big, red"' if x > 0 else "small") for x, y in points]  # a quoted label with a comma
+    (tmp_path / "t.csv").write_text("x,y,label\n" + "\n".join(rows) + "\n")
+    assert _train(tmp_path, tmp_path / "t.csv", "--dev-size", "0", "--epochs", "20", "--batch-size", "8")[0] == 0
+    model = str(tmp_path / "run" / "model.npz")
+    code, _, err = run_cli(
+        predict.predict_main, ["--model", model, "--data", tmp_path / "t.csv", "--out", tmp_path / "p.csv"]
+    )
+    assert code == 0, err
+    with open(tmp_path / "p.csv", newline="") as f:
+        read = list(csv.reader(f))
+    assert read[0] == ["Id", "label"] and len(read) == 61
+    assert {row[1] for row in read[1:]} <= {"big, red", "small"} and "big, red" in {row[1] for row in read[1:]}
