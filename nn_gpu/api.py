@@ -105,11 +105,14 @@ def load_model(path: str | Path, device: str | Device = "auto") -> Network:
     return Network(arch, resolve_device(device) if isinstance(device, str) else device, params)
 
 
-def read_digit(path: str | Path) -> np.ndarray:
-    """A picture of one handwritten digit made MNIST-like (nn_gpu.handwriting): X of one column,
-    784 x 1 uint8, for net.predict. DataError naming the file when it cannot be read."""
+def read_digit(picture: str | Path | bytes, max_pixels: int | None = None) -> np.ndarray:
+    """A picture of one handwritten digit, at a path or as the bytes of its file (an upload), made
+    MNIST-like (nn_gpu.handwriting): X of one column, 784 x 1 uint8, for net.predict. DataError naming
+    the file (or "the picture", for bytes) when it cannot be read, holds no ink, or has more than
+    max_pixels pixels (default: Pillow's limit, about 89 million)."""
+    picture = picture if isinstance(picture, bytes) else Path(picture)
     try:
-        digit = handwriting.preprocess(handwriting.load_grayscale(Path(path)))
+        digit = handwriting.preprocess(handwriting.load_grayscale(picture, max_pixels))
     except ValueError as error:
-        raise DataError(f"{path}: {error}") from None
+        raise DataError(f"{'the picture' if isinstance(picture, bytes) else picture}: {error}") from None
     return digit.reshape(784, 1)

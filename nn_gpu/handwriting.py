@@ -17,6 +17,7 @@ visible. Pictures over Pillow's decompression-bomb limit (about 89 megapixels) a
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -27,27 +28,38 @@ from nn_gpu.plots import PLOT_HINT
 from nn_gpu.safe_io import input_problem, write_atomically
 
 
-def load_grayscale(path: Path) -> np.ndarray:
-    """The picture at `path` as a 2-D uint8 array: upright, transparency composited (module docstring)."""
+def load_grayscale(picture: Path | bytes, max_pixels: int | None = None) -> np.ndarray:
+    """A picture, at a path or as the bytes of its file (an upload), as a 2-D uint8 array: upright,
+    transparency composited (module docstring). DataError naming the path, or "the picture" for bytes;
+    for a picture of more than max_pixels pixels too (default: Pillow's limit), before it is decoded."""
+    name = "the picture" if isinstance(picture, bytes) else picture
     try:
         from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError:
-        raise DataError(f"{path}: reading images needs Pillow: {PLOT_HINT}") from None
-    problem = input_problem(path)
+        raise DataError(f"{name}: reading images needs Pillow: {PLOT_HINT}") from None
+    if isinstance(picture, bytes):
+        problem = None if picture else "it is empty"
+    else:
+        problem = input_problem(picture)
     if problem:
-        raise DataError(f"{path}: {problem}")
+        raise DataError(f"{name}: {problem}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as picture:
-                picture = ImageOps.exif_transpose(picture)
-                if picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info:
-                    return _composite(picture.convert("RGBA"))
-                return np.asarray(picture.convert("L"), dtype=np.uint8).copy()
+            with Image.open(io.BytesIO(picture) if isinstance(picture, bytes) else picture) as image:
+                if max_pixels is not None and image.width * image.height > max_pixels:
+                    raise DataError(
+                        f"{name}: too large a picture ({image.width} x {image.height} pixels; the limit is "
+                        f"{max_pixels:,}); shrink or crop it"
+                    )
+                image = ImageOps.exif_transpose(image)
+                if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                    return _composite(image.convert("RGBA"))
+                return np.asarray(image.convert("L"), dtype=np.uint8).copy()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise DataError(f"{path}: too large a picture ({one_line(error)}); shrink or crop it") from None
+        raise DataError(f"{name}: too large a picture ({one_line(error)}); shrink or crop it") from None
     except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise DataError(f"{path}: not a readable image ({one_line(error)})") from None
+        raise DataError(f"{name}: not a readable image ({one_line(error)})") from None
 
 
 def _composite(rgba) -> np.ndarray:

@@ -219,6 +219,23 @@ def test_a_dataset_gives_the_notebooks_X_and_y():
     np.testing.assert_array_equal(again.images, train_set.images)
 
 
+def test_read_digit_takes_a_files_bytes_as_it_takes_its_path(tmp_path):
+    from PIL import Image, ImageDraw
+
+    paper = Image.new("L", (120, 160), 255)
+    ImageDraw.Draw(paper).line([(60, 20), (60, 140)], fill=0, width=14)
+    paper.save(tmp_path / "one.png")
+    picture = (tmp_path / "one.png").read_bytes()
+    np.testing.assert_array_equal(nn_gpu.read_digit(picture), nn_gpu.read_digit(tmp_path / "one.png"))
+    with pytest.raises(DataError, match=r"^the picture: not a readable image"):
+        nn_gpu.read_digit(b"GIF89a nonsense")
+    with pytest.raises(DataError, match=r"^the picture: it is empty$"):
+        nn_gpu.read_digit(b"")
+    with pytest.raises(DataError, match=r"one\.png: too large a picture \(120 x 160 pixels; the limit is 19,199\)"):
+        nn_gpu.read_digit(tmp_path / "one.png", max_pixels=120 * 160 - 1)
+    assert nn_gpu.read_digit(picture, max_pixels=120 * 160).shape == (784, 1)
+
+
 def test_read_digit_gives_one_column_or_names_the_file(tmp_path):
     from PIL import Image, ImageDraw
 
