@@ -4,6 +4,7 @@
     nn-gpu predict ...     scripts/predict.py    (nn_gpu.predict)
     nn-gpu bench ...       scripts/bench.py      (nn_gpu.bench.command)
     nn-gpu gradcheck ...   scripts/gradcheck.py  (nn_gpu.gradient_check)
+    nn-gpu serve ...       scripts/serve.py      (nn_gpu.serve)
 
 Each command's usage lines and hints name it as typed (`nn-gpu train`), and its exit codes are the
 script's. Commands are imported only when run, so `nn-gpu --version` is instant.
@@ -21,6 +22,7 @@ COMMANDS = {
     "predict": ("nn_gpu.predict", "predict_main", "predict digits with a trained model"),
     "bench": ("nn_gpu.bench.command", "main", "time nn_gpu against the notebook and PyTorch"),
     "gradcheck": ("nn_gpu.gradient_check", "gradcheck_main", "check every gradient against finite differences"),
+    "serve": ("nn_gpu.serve", "serve_main", "a page to draw a digit on and watch the network think"),
 }
 
 

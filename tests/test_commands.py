@@ -33,9 +33,9 @@ def test_python_m_nn_gpu_runs_every_command_and_names_it_as_typed(tmp_path):
     assert python_m("--version").stdout == f"nn_gpu {__version__}\n"
     listing = python_m("--help")
     assert listing.returncode == 0 and listing.stdout.startswith(
-        "usage: python -m nn_gpu {train,predict,bench,gradcheck}"
+        "usage: python -m nn_gpu {train,predict,bench,gradcheck,serve}"
     )
-    for command in ("train", "predict", "bench", "gradcheck"):
+    for command in ("train", "predict", "bench", "gradcheck", "serve"):
         usage = python_m(command, "--help")
         assert usage.returncode == 0 and usage.stdout.startswith(f"usage: python -m nn_gpu {command} "), command
         assert python_m(command, "--version").stdout == f"nn_gpu {__version__}\n", command
@@ -47,7 +47,7 @@ def test_python_m_nn_gpu_runs_every_command_and_names_it_as_typed(tmp_path):
     unknown = python_m("fit")
     assert (unknown.returncode, unknown.stderr) == (
         2,
-        "error: unknown command 'fit': choose train, predict, bench, gradcheck (see python -m nn_gpu --help)\n",
+        "error: unknown command 'fit': choose train, predict, bench, gradcheck, serve (see python -m nn_gpu --help)\n",
     )
     assert python_m().returncode == 2
     gradcheck = python_m("gradcheck", "--device", "cpu", "--samples", 4)
