@@ -21,7 +21,8 @@
 #   fused     ~25 s  the fused step equals gradients + SGD, one step and 50 steps, graph and launches
 #   graph     ~5 s   the CUDA graph's replays compute what direct launches compute
 #   oom       ~5 s   running out of GPU memory is one line with sizes and advice, exit 2
-#   cli       ~30 s  train.py and predict.py with --device gpu / gpu:0 end to end on generated digits
+#   cli       ~35 s  train.py and predict.py with --device gpu / gpu:0 end to end on generated digits; serve.py:
+#                    a picture gives the CPU's activations and probabilities on the card
 #   compile   ~25 s  every kernel source compiled by NVRTC for sm_90/80/75(/60), ptxas' limits checked
 #   bench     ~70 s  scripts/bench.py --device gpu: nn_gpu, fused, PyTorch; OUTDIR/bench.json
 #   ladder    ~40 s  scripts/ladder.py --device gpu, the best recipes, rungs 8 (digits) and 9 (Fashion), 3 epochs
@@ -120,10 +121,11 @@ stage fused 60 "fused step = plain path" "${pytest[@]}" \
     "$gpu_tests::test_fused_step_refuses_deeper_or_wider_networks"
 stage graph 30 "graph replay = launches" "${pytest[@]}" "$gpu_tests::test_fused_graph_replays_what_the_launches_compute"
 stage oom 30 "out-of-memory message" "${pytest[@]}" "$gpu_tests::test_out_of_memory_is_one_line_with_sizes_and_advice"
-stage cli 60 "train.py and predict.py on the GPU" "${pytest[@]}" \
+stage cli 60 "train.py, predict.py and serve.py on the GPU" "${pytest[@]}" \
     "$gpu_tests::test_train_script_on_gpu_matches_the_cpu" \
     "$gpu_tests::test_train_and_predict_scripts_on_a_chosen_card" \
-    "$gpu_tests::test_best_model_early_stopping_and_resume_on_the_gpu"
+    "$gpu_tests::test_best_model_early_stopping_and_resume_on_the_gpu" \
+    "$gpu_tests::test_the_page_server_on_the_gpu_answers_as_on_the_cpu"
 stage compile 60 "NVRTC for sm_90/80/75/60, ptxas limits" "${pytest[@]}" tests/test_cuda_source.py
 stage bench 120 "benchmark" "$python" scripts/bench.py --device gpu --skip-load --json "$out/bench.json"
 synthetic_idx_py=$(

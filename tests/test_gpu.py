@@ -446,3 +446,55 @@ def test_a_table_trains_and_predicts_on_the_gpu(tmp_path, cp):
     assert result.returncode == 0, result.stderr
     predicted = [line.split(",")[1] for line in (tmp_path / "p.csv").read_text().splitlines()[1:]]
     assert np.mean(np.array(predicted) == labels) > 0.9
+
+
+def test_the_page_server_on_the_gpu_answers_as_on_the_cpu(tmp_path, cp):
+    """nn_gpu.serve's forward pass on the card: the same picture gives the CPU's 28 x 28 digit, hidden
+    activations and probabilities; and scripts/serve.py --device gpu serves it."""
+    import base64
+    import http.client
+    import io
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from PIL import Image, ImageDraw
+
+    from conftest import ROOT
+    from nn_gpu.serve import Demo
+
+    picture = Image.new("L", (280, 280), 0)
+    ImageDraw.Draw(picture).ellipse([(80, 40), (200, 240)], outline=255, width=20)
+    png = io.BytesIO()
+    picture.save(png, format="PNG")
+    cpu_net = Network.create(hidden=(32, 16), device="cpu", seed=4)
+    gpu_net = Network(
+        cpu_net.arch, nn_gpu.device.resolve_device("gpu"), [cpu_net.device.to_host(p) for p in cpu_net.params]
+    )
+    on_cpu, on_gpu = (
+        Demo(net, tmp_path / "m.npz", np.arange(10)).predict(png.getvalue()) for net in (cpu_net, gpu_net)
+    )
+    assert on_gpu["seen"] == on_cpu["seen"] and on_gpu["top"] == on_cpu["top"]
+    for A_gpu, A_cpu in zip([*on_gpu["hidden"], on_gpu["probabilities"]], [*on_cpu["hidden"], on_cpu["probabilities"]]):
+        np.testing.assert_allclose(A_gpu, A_cpu, rtol=1e-4, atol=1e-5)
+
+    nn_gpu.save_model(cpu_net, tmp_path / "m.npz")
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "serve.py"), "--model", str(tmp_path / "m.npz"), "--port", "0",
+         "--device", "gpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        host, port = re.search(r"at http://([\d.]+):(\d+)/", server.stdout.readline()).groups()
+        connection = http.client.HTTPConnection(host, int(port), timeout=60)
+        connection.request(
+            "POST", "/api/predict", body=json.dumps({"image": base64.b64encode(png.getvalue()).decode()})
+        )
+        response = connection.getresponse()
+        assert response.status == 200
+        np.testing.assert_allclose(json.loads(response.read())["probabilities"], on_cpu["probabilities"], atol=1e-5)
+        connection.request("GET", "/api/model")
+        assert json.loads(connection.getresponse().read())["device"].startswith("gpu")
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0
