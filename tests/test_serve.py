@@ -289,12 +289,12 @@ def test_a_client_that_leaves_before_its_answer_is_no_error(server, monkeypatch,
 def test_requests_at_once_each_get_their_own_answer_one_at_a_time(server, network, monkeypatch):
     inside, most = [0], [0]  # pictures being read at once now, and at most
 
-    def read_digit(picture):
+    def read_digit(picture, max_pixels):
         inside[0] += 1
         most[0] = max(most[0], inside[0])
         time.sleep(0.02)
         inside[0] -= 1
-        return nn_gpu.read_digit(picture)
+        return nn_gpu.read_digit(picture, max_pixels)
 
     monkeypatch.setattr(serve, "read_digit", read_digit)
     pictures = [
