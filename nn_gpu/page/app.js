@@ -165,7 +165,6 @@ function show(answer) {
     bar.querySelector(".value").textContent = `${(100 * p[k]).toFixed(1)}%`;
     bar.classList.toggle("top", k === top);
   });
-  document.body.dataset.shown = "yes";
 }
 
 function showNothing() {
@@ -180,7 +179,6 @@ function showNothing() {
     bar.querySelector(".value").textContent = "";
     bar.classList.remove("top");
   }
-  document.body.dataset.shown = "no";
 }
 
 // ---- hidden layers: one cell per unit, brighter for a larger activation ----
@@ -279,7 +277,7 @@ async function start() {
       bars.append(bar);
     }
     showNothing();
-    document.body.dataset.ready = "yes";
+    document.body.dataset.ready = "yes"; // the panels are built: a test may draw now
   } catch (error) {
     say(`cannot load the model: ${error.message}`);
   }
