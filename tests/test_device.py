@@ -143,3 +143,18 @@ def test_out_of_memory_becomes_one_line_with_the_advice():
     assert out_of_memory_error(MemoryError("host")) is None  # the host's memory: not the GPU's advice
     impostor = type("OutOfMemoryError", (MemoryError,), {"__module__": "cupy.cuda.memory"})
     assert out_of_memory_error(impostor("not CuPy's")) is None
+
+
+def test_the_commands_give_cupys_out_of_memory_the_gpu_advice(capsys):
+    from nn_gpu.cli import run_main
+
+    cupy = cupy_or_skip()
+
+    def main(argv):
+        raise cupy.cuda.memory.OutOfMemoryError(1024, 0, 4096)  # a MemoryError too in CuPy 14
+
+    assert run_main(main, []) == 2
+    assert capsys.readouterr().err == (
+        "error: GPU out of memory: Out of memory allocating 1,024 bytes (allocated so far: 0 bytes, "
+        "limit set to: 4,096 bytes); train with a smaller --batch-size, or use --device cpu\n"
+    )
