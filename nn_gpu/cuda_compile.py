@@ -172,11 +172,17 @@ def compile_source(source: Source, arch: str, extra_options: tuple[str, ...] = (
     program = nvrtc.createProgram(source.code, "kern.cu", [], [])
     try:
         nvrtc.compileProgram(program, list(options))
-        return parse_ptxas(nvrtc.getProgramLog(program), source)
+        figures = parse_ptxas(nvrtc.getProgramLog(program), source)
     except nvrtc.NVRTCError:
         raise CompileError(f"{source.label} for sm_{arch}: {nvrtc.getProgramLog(program)}") from None
     finally:
         nvrtc.destroyProgram(program)
+    if not figures:  # seen on a GPU machine: NVRTC 13 took the cubin from the CUDA cache, and ptxas never ran
+        raise CompileError(
+            f"{source.label} for sm_{arch}: compiled, but ptxas printed no figures; if the CUDA cache answered, "
+            "run with CUDA_CACHE_DISABLE=1"
+        )
+    return figures
 
 
 def problems(figures: KernelFigures) -> list[str]:

@@ -126,7 +126,7 @@ stage cli 60 "train.py, predict.py and serve.py on the GPU" "${pytest[@]}" \
     "$gpu_tests::test_train_and_predict_scripts_on_a_chosen_card" \
     "$gpu_tests::test_best_model_early_stopping_and_resume_on_the_gpu" \
     "$gpu_tests::test_the_page_server_on_the_gpu_answers_as_on_the_cpu"
-stage compile 60 "NVRTC for sm_90/80/75/60, ptxas limits" "${pytest[@]}" tests/test_cuda_source.py
+stage compile 60 "NVRTC for sm_90/80/75/60, ptxas limits" env CUDA_CACHE_DISABLE=1 "${pytest[@]}" tests/test_cuda_source.py
 stage bench 120 "benchmark" "$python" scripts/bench.py --device gpu --skip-load --json "$out/bench.json"
 synthetic_idx_py=$(
     cat <<'EOF'

@@ -102,6 +102,15 @@ def test_a_cuda_error_fails_the_compile_with_nvrtcs_log():
         cuda_compile.compile_source(cuda_compile.Source("fused step", broken, source.options, 256), "80")
 
 
+def test_a_compile_whose_ptxas_said_nothing_is_an_error(monkeypatch):
+    nvrtc_or_skip()
+    monkeypatch.setattr(cuda_compile, "parse_ptxas", lambda log, source: [])  # as when the CUDA cache answers
+    with pytest.raises(
+        cuda_compile.CompileError, match=r"^fused step for sm_80: compiled, but ptxas printed no figures"
+    ):
+        cuda_compile.compile_source(cuda_compile.fused_source(), "80")
+
+
 @pytest.mark.slow
 def test_the_checks_catch_real_spills_and_limits():
     arch_or_skip("80")
