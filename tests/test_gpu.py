@@ -497,4 +497,5 @@ def test_the_page_server_on_the_gpu_answers_as_on_the_cpu(tmp_path, cp):
         assert json.loads(connection.getresponse().read())["device"].startswith("gpu")
     finally:
         server.send_signal(signal.SIGINT)
-        assert server.wait(timeout=30) == 0
+        server.communicate(timeout=30)  # closes the pipes
+    assert server.returncode == 0
