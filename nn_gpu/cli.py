@@ -331,16 +331,15 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     except OSError as error:  # an output that cannot be written: a missing folder, no permission, a full disk
         say(f"{error.filename}: {error.strerror or error}" if error.filename else error.strerror or error)
         return 2
-    except MemoryError as error:  # CuPy 14's OutOfMemoryError is one too: the GPU's gets its own advice
+    except Exception as error:  # CuPy's OutOfMemoryError (a MemoryError too in CuPy 14) gets the GPU's advice
         oom = out_of_memory_error(error)
-        say(oom or f"not enough memory ({error or 'the allocation failed'})")
-        return oom.exit_code if oom else 2
-    except Exception as error:
-        oom = out_of_memory_error(error)
-        if oom is None:
-            raise
-        say(oom)
-        return oom.exit_code
+        if oom is not None:
+            say(oom)
+            return oom.exit_code
+        if isinstance(error, MemoryError):
+            say(f"not enough memory ({error or 'the allocation failed'})")
+            return 2
+        raise
 
 
 def _say(quiet: bool, text: str, write=print) -> None:
