@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
+import signal
 import subprocess
 import sys
 import tracemalloc
@@ -98,6 +100,29 @@ def run_script(name, *args, cwd=None):
     return subprocess.run(
         [sys.executable, str(ROOT / "scripts" / name), *map(str, args)], capture_output=True, text=True, cwd=cwd
     )
+
+
+def start_serve(*args):
+    """scripts/serve.py in a new Python, once it listens: (the process, the URL it printed)."""
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "serve.py"), *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = process.stdout.readline()
+    found = re.search(r"at (http://\S+) \(Ctrl\+C stops\)$", line)
+    if not found:
+        process.kill()
+        raise AssertionError(f"no URL in {line!r}: {process.communicate()}")
+    return process, found.group(1)
+
+
+def stop_serve(process) -> tuple[int, str]:
+    """Ctrl+C to a server start_serve started: (its exit code, its stderr); the pipes closed."""
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    return process.returncode, err
 
 
 @contextlib.contextmanager

@@ -455,13 +455,10 @@ def test_the_page_server_on_the_gpu_answers_as_on_the_cpu(tmp_path, cp):
     import http.client
     import io
     import re
-    import signal
-    import subprocess
-    import sys
 
     from PIL import Image, ImageDraw
 
-    from conftest import ROOT
+    from conftest import start_serve, stop_serve
     from nn_gpu.serve import Demo
 
     picture = Image.new("L", (280, 280), 0)
@@ -480,12 +477,9 @@ def test_the_page_server_on_the_gpu_answers_as_on_the_cpu(tmp_path, cp):
         np.testing.assert_allclose(A_gpu, A_cpu, rtol=1e-4, atol=1e-5)
 
     nn_gpu.save_model(cpu_net, tmp_path / "m.npz")
-    server = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "serve.py"), "--model", str(tmp_path / "m.npz"), "--port", "0",
-         "--device", "gpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    server, url = start_serve("--model", tmp_path / "m.npz", "--port", 0, "--device", "gpu")
     try:
-        host, port = re.search(r"at http://([\d.]+):(\d+)/", server.stdout.readline()).groups()
+        host, port = re.match(r"http://([\d.]+):(\d+)/$", url).groups()
         connection = http.client.HTTPConnection(host, int(port), timeout=60)
         connection.request(
             "POST", "/api/predict", body=json.dumps({"image": base64.b64encode(png.getvalue()).decode()})
@@ -496,6 +490,5 @@ def test_the_page_server_on_the_gpu_answers_as_on_the_cpu(tmp_path, cp):
         connection.request("GET", "/api/model")
         assert json.loads(connection.getresponse().read())["device"].startswith("gpu")
     finally:
-        server.send_signal(signal.SIGINT)
-        server.communicate(timeout=30)  # closes the pipes
-    assert server.returncode == 0
+        code, _ = stop_serve(server)
+    assert code == 0

@@ -8,7 +8,6 @@ import http.client
 import io
 import json
 import re
-import signal
 import socket
 import struct
 import subprocess
@@ -20,7 +19,7 @@ import numpy as np
 import pytest
 
 import nn_gpu
-from conftest import ROOT
+from conftest import ROOT, start_serve, stop_serve
 from nn_gpu import serve
 from nn_gpu.model import Network
 from nn_gpu.serve import Demo, make_server
@@ -334,31 +333,9 @@ def model_file(tmp_path_factory, network):
     return path
 
 
-def start(*args):
-    """scripts/serve.py in a new Python, once it listens: (process, its URL)."""
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "serve.py"), *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    line = process.stdout.readline()
-    found = re.search(r"at (http://\S+) \(Ctrl\+C stops\)$", line)
-    if not found:
-        process.kill()
-        raise AssertionError(f"no URL in {line!r}: {process.communicate()}")
-    return process, found.group(1)
-
-
-def stop(process) -> tuple[int, str]:
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=30)
-    return process.returncode, err
-
-
 @pytest.mark.slow
 def test_serve_py_prints_its_url_serves_and_stops_on_ctrl_c(model_file):
-    process, url = start("--model", model_file, "--port", 0, "--device", "cpu")
+    process, url = start_serve("--model", model_file, "--port", 0, "--device", "cpu")
     try:
         host, port = re.match(r"http://([\d.]+):(\d+)/$", url).groups()
         assert host == "127.0.0.1"
@@ -374,28 +351,32 @@ def test_serve_py_prints_its_url_serves_and_stops_on_ctrl_c(model_file):
         assert taken.returncode == 2
         assert taken.stderr == f"error: cannot listen on {url}: address already in use; choose another with --port\n"
     finally:
-        code, err = stop(process)
+        code, err = stop_serve(process)
     assert code == 0 and err == "stopped\n"
 
 
 @pytest.mark.slow
 def test_serve_py_warns_when_others_can_reach_it(model_file):
-    process, url = start("--model", model_file, "--port", 0, "--host", "0.0.0.0", "--device", "cpu")
+    process, url = start_serve("--model", model_file, "--port", 0, "--host", "0.0.0.0", "--device", "cpu")
     port = int(url.rsplit(":", 1)[1].strip("/"))
     try:
         assert request(("127.0.0.1", port), "GET", "/api/model")[0] == 200
     finally:
-        code, err = stop(process)
+        code, err = stop_serve(process)
     assert code == 0
     assert err.splitlines()[0] == (
         f"warning: listening on 0.0.0.0: anyone who can reach this machine on port {port} can use the page"
     )
 
 
-def test_serve_refuses_what_it_cannot_show(tmp_path, model_file, capsys):
+def test_serve_refuses_what_it_cannot_show(tmp_path, model_file, capsys, monkeypatch):
     from conftest import run_cli
     from nn_gpu.serve import serve_main
 
+    def never(*args):  # a refusal that failed would serve for ever: fail instead
+        raise AssertionError("serve.py started a server for a model it must refuse")
+
+    monkeypatch.setattr(serve, "make_server", never)
     table = Network.create(hidden=(4,), device="cpu", seed=0, n_inputs=5, n_classes=3)
     nn_gpu.save_model(table, tmp_path / "table.npz")
     code, out, err = run_cli(serve_main, ["--model", tmp_path / "table.npz", "--port", 0])
