@@ -114,5 +114,5 @@ def read_digit(picture: str | Path | bytes, max_pixels: int | None = None) -> np
     try:
         digit = handwriting.preprocess(handwriting.load_grayscale(picture, max_pixels))
     except ValueError as error:
-        raise DataError(f"{'the picture' if isinstance(picture, bytes) else picture}: {error}") from None
+        raise DataError(f"{handwriting.name_of(picture)}: {error}") from None
     return digit.reshape(784, 1)

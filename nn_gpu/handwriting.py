@@ -28,11 +28,16 @@ from nn_gpu.plots import PLOT_HINT
 from nn_gpu.safe_io import input_problem, write_atomically
 
 
+def name_of(picture: Path | bytes) -> str | Path:
+    """How messages name a picture: its path, or "the picture" for the bytes of an upload."""
+    return "the picture" if isinstance(picture, bytes) else picture
+
+
 def load_grayscale(picture: Path | bytes, max_pixels: int | None = None) -> np.ndarray:
     """A picture, at a path or as the bytes of its file (an upload), as a 2-D uint8 array: upright,
     transparency composited (module docstring). DataError naming the path, or "the picture" for bytes;
     for a picture of more than max_pixels pixels too (default: Pillow's limit), before it is decoded."""
-    name = "the picture" if isinstance(picture, bytes) else picture
+    name = name_of(picture)
     try:
         from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError:

@@ -31,7 +31,7 @@ from nn_gpu.cli import Parser, add_version, device_name, non_negative_int, run_m
 from nn_gpu.data import Dataset, image_hashes, load_dataset, pixels_to_device
 from nn_gpu.device import resolve_device
 from nn_gpu.errors import NNGpuError
-from nn_gpu.model import Network
+from nn_gpu.model import Architecture, Network
 from nn_gpu.safe_io import numbered, write_text_atomically
 from nn_gpu.table import Encoding, class_indices, read_table
 from nn_gpu.training import percent
@@ -88,8 +88,8 @@ def predict_command(argv: list[str] | None = None, prog: str = "predict.py") -> 
     device = resolve_device(args.device)
     network = Network(arch, device, params)
     if args.image is not None:
-        if encoding.table or not arch.images:
-            raise NNGpuError(f"--image: {args.model} takes {arch.n_inputs} features, not a 28 x 28 picture; use --data")
+        if problem := picture_problem(args.model, arch, encoding):
+            raise NNGpuError(f"--image: {problem}; use --data")
         return _predict_image(network, args.image, args.save_seen)
     dataset = _table(args.data, encoding) if encoding.table else load_dataset(args.data)
     dataset = dataset.test or dataset  # a directory of IDX files: predict its t10k test set
@@ -124,6 +124,13 @@ def predict_command(argv: list[str] | None = None, prog: str = "predict.py") -> 
         picture = Path("predictions_show.png") if args.out is None else args.out.with_name(args.out.stem + "_show.png")
         _show(dataset, predictions, probabilities.max(axis=0), args.show, picture if arch.images else None)
     return 0
+
+
+def picture_problem(model: Path, arch: Architecture, encoding: Encoding) -> str | None:
+    """Why the model in `model` cannot read a 28 x 28 picture (a model of a table), or None when it can."""
+    if encoding.table or not arch.images:
+        return f"{model} takes {arch.n_inputs} features, not a 28 x 28 picture"
+    return None
 
 
 def _table(path: str, encoding: Encoding) -> Dataset:

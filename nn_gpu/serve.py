@@ -47,10 +47,11 @@ import numpy as np
 from nn_gpu.api import read_digit
 from nn_gpu.checkpoint import load_trained_model
 from nn_gpu.cli import Parser, add_version, device_name, run_main, warn
-from nn_gpu.device import resolve_device
+from nn_gpu.device import Device, resolve_device
 from nn_gpu.errors import DataError, NNGpuError, one_line
 from nn_gpu.model import Network
 from nn_gpu.plots import input_patterns
+from nn_gpu.predict import picture_problem
 
 MAX_BODY = 16 * 2**20  # bytes of a request body: a phone photo of up to 12 MB, in base64
 MAX_PIXELS = 25_000_000  # a picture's pixels: a 24-megapixel photo; larger ones take gigabytes to preprocess
@@ -80,6 +81,14 @@ class Demo:
     network: a Network of 28 x 28 digits (n0 = 784) on any device; model: the file it came from, named
     on the page; classes: the label of each output unit (C).
     """
+
+    @classmethod
+    def load(cls, model: Path, device: Device) -> Demo:
+        """The Demo of the model.npz at `model` on `device`; NNGpuError for a model that takes no pictures."""
+        arch, params, _, encoding = load_trained_model(model)
+        if problem := picture_problem(model, arch, encoding):
+            raise NNGpuError(f"{problem}: serve needs a digit model")
+        return cls(Network(arch, device, params), model, encoding.classes)
 
     def __init__(self, network: Network, model: Path, classes: np.ndarray):
         self.network, self.model, self.classes = network, model, classes
@@ -177,8 +186,9 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error(HTTPStatus.NOT_FOUND, f"{url.path}: no such page")
 
     def do_POST(self) -> None:
-        if urlsplit(self.path).path != "/api/predict":
-            self.send_error(HTTPStatus.NOT_FOUND, f"{urlsplit(self.path).path}: POST goes to /api/predict")
+        path = urlsplit(self.path).path
+        if path != "/api/predict":
+            self.send_error(HTTPStatus.NOT_FOUND, f"{path}: POST goes to /api/predict")
             return
         self._reply(lambda: self.demo.predict(picture_of(self._body())))
 
@@ -187,16 +197,17 @@ class Handler(BaseHTTPRequestHandler):
         length = self.headers.get("Content-Length")
         if length is None or not length.isdigit():
             raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length")
-        if int(length) > MAX_BODY:
+        size = int(length)
+        if size > MAX_BODY:
             raise BadRequest(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is {int(length):,} bytes; the limit is {MAX_BODY:,}"
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is {size:,} bytes; the limit is {MAX_BODY:,}"
             )
         try:
-            body = self.rfile.read(int(length))
+            body = self.rfile.read(size)
         except TimeoutError:
             raise BadRequest(HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive within {TIMEOUT} s") from None
-        if len(body) < int(length):
-            raise BadRequest(HTTPStatus.BAD_REQUEST, f"the body ended after {len(body):,} of {int(length):,} bytes")
+        if len(body) < size:
+            raise BadRequest(HTTPStatus.BAD_REQUEST, f"the body ended after {len(body):,} of {size:,} bytes")
         return body
 
     def handle_one_request(self) -> None:
@@ -304,12 +315,7 @@ def _port(text: str) -> int:
 
 def serve_command(argv: list[str] | None = None, prog: str = "serve.py") -> int:
     args = serve_parser(prog).parse_args(argv)
-    arch, params, _, encoding = load_trained_model(args.model)
-    if encoding.table or not arch.images:
-        raise NNGpuError(
-            f"{args.model} takes {arch.n_inputs} features, not a 28 x 28 picture: serve needs a digit model"
-        )
-    demo = Demo(Network(arch, resolve_device(args.device), params), args.model, encoding.classes)
+    demo = Demo.load(args.model, resolve_device(args.device))
     server = make_server(demo, args.host, args.port)
     host, port = server.server_address[:2]
     if not is_loopback(args.host):

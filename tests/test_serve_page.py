@@ -20,10 +20,8 @@ import pytest
 
 import nn_gpu
 from conftest import train_in_process
-from nn_gpu.checkpoint import load_trained_model
 from nn_gpu.data import SAMPLE, load_dataset
 from nn_gpu.device import resolve_device
-from nn_gpu.model import Network
 from nn_gpu.serve import Demo, make_server
 
 pytestmark = pytest.mark.slow
@@ -61,8 +59,7 @@ def model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def base(model) -> str:
-    arch, params, _, encoding = load_trained_model(model)
-    httpd = make_server(Demo(Network(arch, resolve_device("cpu"), params), model, encoding.classes), port=0)
+    httpd = make_server(Demo.load(model, resolve_device("cpu")), port=0)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}/"

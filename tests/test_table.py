@@ -256,3 +256,16 @@ def test_labels_with_commas_and_quotes_are_written_as_csv_cells(tmp_path):
         read = list(csv.reader(f))
     assert read[0] == ["Id", "label"] and len(read) == 61
     assert {row[1] for row in read[1:]} <= {"big, red", "small"} and "big, red" in {row[1] for row in read[1:]}
+
+
+def test_a_table_of_784_features_is_no_picture_model(tmp_path):
+    from nn_gpu.table import Encoding
+
+    wide = Encoding(
+        np.arange(3), tuple(f"f{k}" for k in range(784)), "kind", Scaling("none", np.zeros(784), np.ones(784))
+    )
+    arch = Architecture((4,), n_classes=3)  # as many inputs as a digit's pixels, but a table's columns
+    assert predict.picture_problem(tmp_path / "m.npz", arch, wide) == (
+        f"{tmp_path / 'm.npz'} takes 784 features, not a 28 x 28 picture"
+    )
+    assert predict.picture_problem(tmp_path / "m.npz", arch, Encoding(np.arange(3))) is None

@@ -42,9 +42,10 @@ function blankPad() {
   pen.fillRect(0, 0, pad.width, pad.height);
 }
 
-function padPoint(event) {
-  const box = pad.getBoundingClientRect();
-  return [((event.clientX - box.left) * pad.width) / box.width, ((event.clientY - box.top) * pad.height) / box.height];
+function canvasPoint(canvas, event) {
+  // the pointer in the canvas's own pixels, however CSS sizes it
+  const box = canvas.getBoundingClientRect();
+  return [((event.clientX - box.left) * canvas.width) / box.width, ((event.clientY - box.top) * canvas.height) / box.height];
 }
 
 function strokeTo(point) {
@@ -66,13 +67,13 @@ pad.addEventListener("pointerdown", (event) => {
   }
   pad.setPointerCapture(event.pointerId);
   last = null;
-  strokeTo(padPoint(event));
+  strokeTo(canvasPoint(pad, event));
   soon();
 });
 pad.addEventListener("pointermove", (event) => {
   if (last === null) return;
   const moves = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
-  for (const move of moves.length ? moves : [event]) strokeTo(padPoint(move));
+  for (const move of moves.length ? moves : [event]) strokeTo(canvasPoint(pad, move));
   soon();
 });
 for (const kind of ["pointerup", "pointercancel"]) {
@@ -210,8 +211,8 @@ function addLayer(l, units) {
   // Small multiples for up to 256 units; a wide layer is a heat strip of 64 small cells a row.
   const columns = Math.min(units, units <= 256 ? 16 : 64);
   const cell = units <= 256 ? 16 : 6;
-  const box = document.createElement("div");
-  box.className = "layer";
+  const panel = document.createElement("div");
+  panel.className = "layer";
   const title = document.createElement("h3");
   title.textContent = `Layer ${l}: A${l} = ReLU(Z${l}), ${units} units`;
   const canvas = document.createElement("canvas");
@@ -219,13 +220,12 @@ function addLayer(l, units) {
   canvas.height = Math.ceil(units / columns) * cell;
   canvas.dataset.layer = l;
   canvas.dataset.units = units;
-  box.append(title, canvas);
-  layersBox.append(box);
+  panel.append(title, canvas);
+  layersBox.append(panel);
   const layer = { canvas, units, columns, cell, values: new Array(units).fill(0), picked: null };
   const pick = (event) => {
-    const box = canvas.getBoundingClientRect();
-    const column = Math.floor(((event.clientX - box.left) * canvas.width) / box.width / cell);
-    const row = Math.floor(((event.clientY - box.top) * canvas.height) / box.height / cell);
+    const [x, y] = canvasPoint(canvas, event);
+    const [column, row] = [Math.floor(x / cell), Math.floor(y / cell)];
     const k = row * columns + column;
     if (column >= columns || k >= units || k === layer.picked) return;
     layers.forEach((other) => {
