@@ -290,6 +290,12 @@ def train_parser(prog: str = "train.py") -> argparse.ArgumentParser:
         help="CPU threads for batches of over 1,024 samples (default: the cores this process may use, "
         f"here {parallel.cores()}); BLAS runs on one thread per worker",
     )
+    p.add_argument(
+        "--no-graph",
+        action="store_true",
+        help="on the GPU, launch every kernel of every step from Python instead of replaying each step as a CUDA "
+        "graph (the same numbers, slower): for debugging",
+    )
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
     p.add_argument(
         "--output-dir",
@@ -856,10 +862,10 @@ def _train_with_progress(network, optimizer, X, y, dev, plan, seed, progress, sa
     bar = tqdm(total=total, initial=done, disable=True if args.quiet else None, unit="it", leave=False)
     last: dict = {}
 
-    def step(samples: int) -> None:  # the bar's rate in samples/s: a slowdown shows the moment it happens
-        bar.update()
+    def steps(count: int, samples: int) -> None:  # the bar's rate in samples/s: a slowdown shows the moment it happens
+        bar.update(count)
         if not bar.disable and (rate := bar.format_dict["rate"]):  # format_dict is rebuilt on each read
-            bar.set_postfix_str(bar_postfix(last, samples * rate), refresh=False)
+            bar.set_postfix_str(bar_postfix(last, samples / count * rate), refresh=False)
 
     def logged(entry: dict) -> None:
         last.update(entry)
@@ -878,9 +884,10 @@ def _train_with_progress(network, optimizer, X, y, dev, plan, seed, progress, sa
             seed,
             progress,
             on_log=logged,
-            on_step=step,
+            on_steps=steps,
             save=save,
             stop_requested=stop.received,
+            graphs=not args.no_graph,
         )
 
 

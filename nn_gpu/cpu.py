@@ -27,14 +27,14 @@ BLOCK_SAMPLES = 1024  # a block's A0 (3.2 MB float32) stays in cache from W1 A0 
 PARTIAL_SUMS = 16  # blocks are added into this many partial sums, whatever the thread count
 
 
-def product(W, A):
-    """W A (n_out x m, C-contiguous) for W n_out x n_in and A n_in x m.
+def product(W, A, out=None):
+    """W A (n_out x m, C-contiguous; into out when given) for W n_out x n_in and A n_in x m.
 
     A0 = X is the transpose of the m x 784 images array; for it, OpenBLAS's thin products run about
-    1.7x faster as (A^T W^T)^T than as W A, so that is how NumPy is asked.
+    1.7x faster as (A^T W^T)^T than as W A, so that is how NumPy is asked for a new array.
     """
-    if A.flags.c_contiguous:
-        return W @ A
+    if out is not None or A.flags.c_contiguous:
+        return np.matmul(W, A, out=out)
     return (A.T @ W.T).T.copy()
 
 
@@ -48,34 +48,33 @@ class Blocks:
         self.threads = parallel.cores() if threads is None else threads
         self.block_samples = block_samples
 
-    def sum_gradients(self, sum_batch, X, y, flat_grad, masks=None):
-        """Fill flat_grad with the gradients of the summed loss over X's m columns; (loss_sum, correct_sum).
+    def sum_gradients(self, sum_batch, X, y, flat_grad, sums):
+        """Fill flat_grad with the gradients of the summed loss over X's m columns; add the loss and
+        correct-prediction sums to sums (2, float64).
 
-        sum_batch(X, y, flat, masks) writes the summed gradients of the batch (X, y) into `flat`, a
-        buffer laid out as flat_grad, and returns its (loss_sum, correct_sum). masks: dropout masks
-        (n_l x m each, or None), cut into blocks with X.
+        sum_batch(X, y, flat, sums, first) writes the summed gradients of the batch (X, y), whose first
+        column is column `first` of the whole batch, into `flat`, a buffer laid out as flat_grad, and
+        adds its loss and correct sums to `sums`.
         """
         m = X.shape[1]
         with parallel.one_blas_thread():
             if m <= self.block_samples:
-                return sum_batch(X, y, flat_grad, masks)
+                return sum_batch(X, y, flat_grad, sums, 0)
             starts = range(0, m, self.block_samples)
-            sums = min(PARTIAL_SUMS, len(starts))
+            partials = min(PARTIAL_SUMS, len(starts))
 
-            def partial_sum(k):  # blocks k, k + sums, k + 2 sums, ... in order
+            def partial_sum(k):  # blocks k, k + partials, k + 2 partials, ... in order
                 block_flat, total = np.zeros_like(flat_grad), np.zeros_like(flat_grad)
-                loss_sum = correct_sum = 0.0
-                for start in starts[k::sums]:
+                block_sums = np.zeros_like(sums)
+                for start in starts[k::partials]:
                     block = slice(start, start + self.block_samples)
-                    block_masks = masks and [None if M is None else M[:, block] for M in masks]
-                    loss, correct = sum_batch(X[:, block], y[block], block_flat, block_masks)
+                    sum_batch(X[:, block], y[block], block_flat, block_sums, start)
                     total += block_flat
-                    loss_sum, correct_sum = loss_sum + loss, correct_sum + correct
-                return total, loss_sum, correct_sum
+                return total, block_sums
 
-            totals, losses, corrects = zip(*parallel.run_tasks(partial_sum, sums, self.threads))
+            totals, block_sums = zip(*parallel.run_tasks(partial_sum, partials, self.threads))
             np.sum(totals, axis=0, out=flat_grad)
-            return np.sum(losses), np.sum(corrects)
+            sums += np.sum(block_sums, axis=0)
 
     def whole(self, task):
         """task(), on the calling thread with BLAS on one thread: a batch run whole, as one block is."""

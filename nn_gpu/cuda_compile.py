@@ -3,8 +3,8 @@
 CuPy builds an ElementwiseKernel's source from the arguments of each call (their dtypes, ndim,
 contiguity and index width) and compiles it with NVRTC on first use. Here CuPy's own code generator
 writes that source for every layout nn_gpu calls each kernel with (KERNEL_LAYOUTS in
-nn_gpu/cuda_source.py), and NVRTC compiles it, and the fused step's RawModule, with the options
-CuPy adds, for a chosen card (-arch=sm_XX). ptxas' report gives each kernel's registers, spills,
+nn_gpu/cuda_source.py), and NVRTC compiles it, and the training step's and the fused step's
+RawModules, with the options CuPy adds, for a chosen card (-arch=sm_XX). ptxas' report gives each kernel's registers, spills,
 stack and shared memory; `problems` names what would fail or crawl on the card. NVRTC needs no
 driver, so CI runs all of this (pip install -e '.[nvrtc]').
 
@@ -20,7 +20,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nn_gpu.cuda_source import CUDA_SOURCE, FUSED_OPTIONS, FUSED_SOURCE, FUSED_THREADS, KERNEL_LAYOUTS
+from nn_gpu.cuda_source import (
+    CUDA_SOURCE,
+    FUSED_OPTIONS,
+    FUSED_SOURCE,
+    FUSED_THREADS,
+    KERNEL_LAYOUTS,
+    STEP_OPTIONS,
+    STEP_SOURCE,
+    STEP_THREADS,
+)
 
 CARDS = {"90": "H100, H200", "80": "A100", "75": "T4 (Kaggle, Colab)", "60": "P100 (Kaggle)"}
 REGISTERS_PER_SM = 65536  # 32-bit registers in an SM's file (and the most one block may use), sm_60 to sm_90
@@ -130,6 +139,11 @@ def fused_source() -> Source:
     return Source("fused step", CUDA_SOURCE + FUSED_SOURCE, FUSED_OPTIONS, FUSED_THREADS)
 
 
+def step_source() -> Source:
+    """The training step's RawModule as nn_gpu/kernels.py builds it."""
+    return Source("training step", CUDA_SOURCE + STEP_SOURCE, STEP_OPTIONS, STEP_THREADS)
+
+
 def cupy_options(options: tuple[str, ...], arch: str) -> tuple[str, ...]:
     """NVRTC's options as CuPy's compile_with_cache sets them for a card of compute capability `arch`."""
     from cupy._core import core
@@ -208,8 +222,9 @@ def supports_arch(arch: str) -> bool:
 
 
 def compile_all(arch: str) -> list[KernelFigures]:
-    """Every source nn_gpu makes CuPy compile (elementwise kernels, fused step), compiled for sm_`arch`."""
-    return [f for source in [*elementwise_sources(), fused_source()] for f in compile_source(source, arch)]
+    """Every source nn_gpu makes CuPy compile (elementwise kernels, training step, fused step), compiled for sm_`arch`."""
+    sources = [*elementwise_sources(), step_source(), fused_source()]
+    return [f for source in sources for f in compile_source(source, arch)]
 
 
 def figures_table(archs=tuple(CARDS)) -> str:

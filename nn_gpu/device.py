@@ -26,7 +26,7 @@ DEVICE_CHOICES = f"{', '.join(DEVICE_KINDS)} or gpu:N"
 class WholeBatches:
     """Runs each batch whole, one after another: on the GPU, its own thousands of threads share the work.
 
-    The same calls as nn_gpu.cpu.Blocks: sum_gradients(sum_batch, X, y, flat_grad, masks),
+    The same calls as nn_gpu.cpu.Blocks: sum_gradients(sum_batch, X, y, flat_grad, sums),
     map_batches(task, m, size) and whole(task); `threads` (host threads) is 1.
     """
 
@@ -35,8 +35,8 @@ class WholeBatches:
     def whole(self, task):
         return task()
 
-    def sum_gradients(self, sum_batch, X, y, flat_grad, masks=None):
-        return sum_batch(X, y, flat_grad, masks)
+    def sum_gradients(self, sum_batch, X, y, flat_grad, sums):
+        return sum_batch(X, y, flat_grad, sums, 0)
 
     def map_batches(self, task, m: int, size: int) -> list:
         return [task(start) for start in range(0, m, size)]
@@ -67,6 +67,14 @@ class Device:
         if self.name == "gpu":
             return self.xp.asnumpy(array)
         return np.asarray(array)
+
+    def upload(self, target, host: np.ndarray) -> None:
+        """Copy a host array into the device array `target` of its shape (C-contiguous), queued behind
+        the work before it on the current stream (the host does not wait for that work)."""
+        if self.name == "gpu":
+            target.set(np.ascontiguousarray(host, dtype=target.dtype), stream=self.xp.cuda.get_current_stream())
+        else:
+            target[...] = host
 
     def synchronize(self) -> None:
         """Wait until queued GPU work has finished (a no-op on the CPU); call before reading a clock."""

@@ -13,24 +13,24 @@ output layer has one unit per class, C of them (10 for digits). For layers l = 1
     update (nn_gpu.optim): W_l := W_l - alpha dW_l,  b_l := b_l - alpha db_l, or with momentum, or Adam
 
 With label smoothing eps (a training step's option), the target is (1 - eps) Y + eps / C instead of
-Y, so dZ_L = A_L - (1 - eps) Y - eps / C (smooth_labels, below); the loss reported stays the plain
-cross-entropy. With dropout (nn_gpu.dropout), a training step multiplies each layer input A_l (l < L) by its mask
-M_l = D_l / (1 - p_l) as it is made, and the backward step multiplies dA_l = W_{l+1}^T dZ_{l+1} by the
-same M_l before ReLU'.
+Y, so dZ_L = A_L - (1 - eps) Y - eps / C; the loss reported stays the plain cross-entropy. With
+dropout (nn_gpu.dropout), a training step multiplies each layer input A_l (l < L) by its mask
+M_l = D_l / (1 - p_l) as it is made, and the backward step takes dZ_l = dA_l * s_l * [A_l > 0] with
+s_l = 1 / (1 - p_l): A_l, kept after its mask, is 0 wherever a unit was dropped.
 
 With one hidden layer of 10 units this is the notebook's network, in its names: W1 10 x 784,
 b1 10 x 1, W2 10 x 10, b2 10 x 1, and Z1, A1, Z2, A2, dZ2, dW2, db2, dZ1, dW1, db1. Where the
 notebook is wrong this is not: db sums over samples per unit (n_l x 1, not one scalar), softmax
 subtracts each column's max, and the loss comes from log-softmax.
 
-ReLU, ReLU', softmax and the product W A come from the device's op table (nn_gpu.ops: plain NumPy,
-or CUDA kernels in nn_gpu.kernels); the sums and updates are plain `xp`. Below the Network class,
-each layer's forward step has its backward step beside it.
+The products, ReLU with its bias, ReLU' with db, and the output layer (its bias, softmax, the
+cross-entropy and db_L) come from the device's op table (nn_gpu.ops: plain NumPy, or CUDA kernels
+in nn_gpu.kernels), so a training step is nothing but op calls, one kernel each on the GPU. Below the
+Network class, each layer's forward step has its backward step beside it.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +38,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from nn_gpu.device import Device, resolve_device
-from nn_gpu.ops import array_module
 
 N_PIXELS = 784
 N_CLASSES = 10
@@ -249,8 +248,8 @@ class Network:
 
         With keep=True, every array on the way, for `backward`: Arrays A0 (n0 x m), Z1 and A1 (n_1 x
         m), ..., Z_L and A_L (C x m); with one hidden layer, the notebook's Z1, A1, Z2, A2.
-        masks: dropout masks [M_0, ..., M_{L-1}] (n_l x m, or None for a layer without), as a training
-        step makes them (nn_gpu.dropout.masks); each A_l is kept multiplied by its mask, and M_l is kept too.
+        masks: dropout masks [M_0, ..., M_{L-1}] (n_l x m, or None for a layer without), the ones a
+        training step draws (nn_gpu.dropout.masks); each A_l is kept multiplied by its mask, and M_l too.
         """
         kept_Z: list = []
         Z_L, A = self.runner.whole(lambda: self._logits(X, kept_Z if keep else None, masks))
@@ -270,16 +269,17 @@ class Network:
         dZ_L (C x m), dW_L, db_L, ..., dZ1 (n_1 x m), dW1 (n_1 x n0), db1 (n_1 x 1); dW and db are
         the gradients of the mean loss, shaped as W and b. The notebook's dZ2, dW2, db2, dZ1, dW1, db1.
         """
-        L, ops = self.n_layers, self.device.ops
+        L, ops, xp = self.n_layers, self.device.ops, self.device.xp
         A = [cache[f"A{l}"] for l in range(L)]
         m = A[0].shape[1]
         y = self.labels(y, m)
-        flat = self.device.xp.zeros_like(self.flat)
+        flat = xp.zeros_like(self.flat)
         grads = self.views(flat, self.params)
-        dZ, _, _ = ops.softmax_cross_entropy(cache[f"Z{L}"].copy(), y)  # dZ_L = A_L - Y: C x m
+        # dZ_L = A_L - Y (C x m) and db_L, from Z_L (its bias in it already: the op adds a zero one)
+        dZ = ops.output_layer(cache[f"Z{L}"].copy(), xp.zeros_like(self.b[-1]), y, 0.0, grads[-1], xp.zeros(2))
         kept_dZ: list = []
         masks = [cache.get(f"M{l}") for l in range(L)]
-        self.runner.whole(lambda: self._backward(A, dZ, grads, kept_dZ, masks))
+        self.runner.whole(lambda: self._backward(A, dZ, grads, kept_dZ, masks=masks))
         flat /= m  # every dW and db at once: the mean over the batch
         result = Arrays()
         for l, dZ_l in zip(range(L, 0, -1), kept_dZ):
@@ -299,56 +299,71 @@ class Network:
                 raise ValueError(f"d{name} is {' x '.join(map(str, g.shape))}; it must be shaped as {name}, {p.shape}")
             parts.append(g.ravel())
         g = xp.concatenate(parts)
-        self.device.ops.sgd_update(self.flat, g, xp.zeros_like(g), alpha, 0.0, 0.0)
+        rate = self.device.to_device(np.array([[alpha]], dtype=self.arch.dtype))  # the schedule of one step
+        self.device.ops.sgd_update(self.flat, g, xp.zeros_like(g), rate, xp.zeros(1, dtype=np.int64), 1, 0.0, 0.0)
 
-    def gradients(self, X, y, masks: list | None = None, label_smoothing: float = 0.0):
-        """Forward and backward on one batch; fills `grads` and returns (loss_sum, correct_sum).
+    def gradients(self, X, y, dropout=None, label_smoothing: float = 0.0):
+        """Forward and backward on one batch; fills `grads` with the gradients of the mean loss and
+        returns (loss_sum, correct_sum), 0-d float64 arrays on the device (sums over the m samples).
 
-        X: n0 x m, y: m integer labels, both on the device; masks: the step's dropout masks
-        [M_0, ..., M_{L-1}] (n_l x m each, or None), or None for no dropout; label_smoothing: eps of
-        the smoothed targets (smooth_labels), 0 for none. grads: [dW1, db1, ..., dWL, dbL] of the
-        mean loss, each the shape of its parameter. loss_sum and correct_sum are 0-d arrays (sums over
-        the m samples), left on the device so that a training step never waits for the GPU.
+        X: n0 x m, y: m integer labels, both on the device; dropout: a nn_gpu.dropout.Dropout, whose
+        masks for its step are drawn inside the ops, or None; label_smoothing: eps of the smoothed
+        targets, 0 for none. grads: [dW1, db1, ..., dWL, dbL], each the shape of its parameter.
         """
-        sum_batch = functools.partial(self._sum_gradients, label_smoothing=label_smoothing)
-        loss_sum, correct_sum = self.runner.sum_gradients(sum_batch, X, y, self.flat_grad, masks)
+        sums = self.device.xp.zeros(2)
+        self.sum_gradients(X, y, sums, dropout, label_smoothing)
         self.flat_grad /= X.shape[1]  # every dW and db at once: the mean over the batch
-        return loss_sum, correct_sum
+        return sums[0], sums[1]
 
-    def _sum_gradients(self, X, y, flat, masks=None, label_smoothing: float = 0.0):
-        """Write into `flat` (laid out as flat_grad) the gradients of the loss summed over X's columns;
-        return (loss_sum, correct_sum). The forward pass, then each layer's backward from the top."""
-        grads = self.grads if flat is self.flat_grad else self.views(flat, self.grads)
-        Z, A = self._logits(X, masks=masks)
-        dZ, loss, correct = self.device.ops.softmax_cross_entropy(Z, y)  # dZ_L = A_L - Y: C x m
-        if label_smoothing:
-            smooth_labels(dZ, y, label_smoothing)
-        self._backward(A, dZ, grads, masks=masks)
-        return loss.sum(), correct.sum()
+    def sum_gradients(self, X, y, sums, dropout=None, label_smoothing: float = 0.0) -> None:
+        """A training step's work before its update, all on the device: flat_grad := the gradients of the
+        loss summed over X's m columns (the update divides by m), and sums (2, float64) += the loss and
+        correct-prediction sums. The forward pass, the output layer, then each layer's backward from the top.
+        """
+        ops, width = self.device.ops, X.shape[1]
+        scales = None if dropout is None else dropout.scales
 
-    def _logits(self, X, kept_Z: list | None = None, masks: list | None = None):
-        """(Z_L, [A0, A1, ..., A_{L-1}]): the forward pass for X (n0 x m; A0 = inputs(X)) up to the
-        logits Z_L (C x m). Each hidden layer's Z_l is appended to kept_Z when a list is given; with
-        dropout masks, each A_l is multiplied by M_l as it is made."""
-        masks = masks or [None] * self.n_layers
-        ops, A = self.device.ops, [self.inputs(X)]
+        def sum_batch(X, y, flat, sums, first):  # columns first, first + 1, ... of the batch
+            grads = self.grads if flat is self.flat_grad else self.views(flat, self.grads)
+            A = self._activations(X, draws=None if dropout is None else dropout.draws(first, width))
+            Z = ops.product(self.W[-1], A[-1])  # W_L A_{L-1}: the output layer adds b_L
+            dZ = ops.output_layer(Z, self.b[-1], y, label_smoothing, grads[-1], sums)  # dZ_L and db_L
+            self._backward(A, dZ, grads, scales=scales)
+
+        self.runner.sum_gradients(sum_batch, X, y, self.flat_grad, sums)
+
+    def _activations(self, X, kept_Z: list | None = None, masks: list | None = None, draws: list | None = None):
+        """[A0, A1, ..., A_{L-1}]: the inputs A0 = inputs(X) (X n0 x m) and each hidden layer's output.
+        Each hidden layer's Z_l is appended to kept_Z when a list is given. Dropout, if any: forward's
+        masks multiply each A_l as it is made; a training step's draws are applied by the ops."""
+        masks, draws = masks or [None] * self.n_layers, draws or [None] * self.n_layers
+        ops, xp, A = self.device.ops, self.device.xp, [self.inputs(X)]
         if masks[0] is not None:  # a new array in X's layout (the fast one for W1 A0 on the CPU): X is never written
-            A[0] = self.device.xp.multiply(A[0], masks[0], out=self.device.xp.empty_like(A[0]))
-        for W, b, M in zip(self.W[:-1], self.b[:-1], masks[1:]):
-            A.append(hidden_forward(ops, W, b, A[-1], kept_Z))
+            A[0] = xp.multiply(A[0], masks[0], out=xp.empty_like(A[0]))
+        elif draws[0] is not None:
+            A[0] = ops.dropout(A[0], draws[0])
+        for W, b, M, draw in zip(self.W[:-1], self.b[:-1], masks[1:], draws[1:]):
+            A.append(hidden_forward(ops, W, b, A[-1], kept_Z, draw))
             if M is not None:
                 A[-1] *= M
-        return output_forward(ops, self.W[-1], self.b[-1], A[-1]), A
+        return A
 
-    def _backward(self, A, dZ, grads, kept_dZ: list | None = None, masks: list | None = None) -> None:
-        """Each layer's backward step, from dZ_L down: the summed dW_l and db_l written into grads.
-        Each dZ_l (L..1) is appended to kept_dZ when a list is given; masks as in _logits."""
-        masks = masks or [None] * len(A)
+    def _logits(self, X, kept_Z: list | None = None, masks: list | None = None):
+        """(Z_L, [A0, A1, ..., A_{L-1}]): the forward pass for X (n0 x m) up to the logits Z_L (C x m),
+        the A_l made as _activations makes them."""
+        A = self._activations(X, kept_Z, masks)
+        return output_forward(self.device.ops, self.W[-1], self.b[-1], A[-1]), A
+
+    def _backward(self, A, dZ, grads, kept_dZ: list | None = None, masks: list | None = None, scales=None) -> None:
+        """Each layer's backward step, from dZ_L (its db_L in grads already) down: the summed dW_l, and
+        db_l for every layer below the top, written into grads. Each dZ_l (L..1) is appended to kept_dZ
+        when a list is given. Dropout: forward's masks, or a training step's scales s_l = 1 / (1 - p_l)."""
+        masks, scales = masks or [None] * len(A), scales or [1] * len(A)
         for l in range(len(A) - 1, -1, -1):  # A[l] is A_l, the input of layer l + 1
             if kept_dZ is not None:
                 kept_dZ.append(dZ)
-            W, dW, db = self.W[l], grads[2 * l], grads[2 * l + 1]
-            dZ = layer_backward(self.device.ops, W, A[l], dZ, dW, db, l > 0, masks[l])
+            db = grads[2 * l - 1] if l > 0 else None  # db_l, made with dZ_l below: none under the first layer
+            dZ = layer_backward(self.device.ops, self.W[l], A[l], dZ, grads[2 * l], db, masks[l], scales[l])
 
     def evaluate(self, X, y, batch_size: int = 8192) -> tuple[float, float]:
         """(mean loss, accuracy) over X (n0 x m, one column per sample) and labels y, in batches; on the host."""
@@ -400,53 +415,44 @@ def parameter_names(n_layers: int) -> list[str]:
 # Each layer's forward step, and under it its backward step (from the top, l = L..1).
 
 
-def hidden_forward(ops, W, b, A_prev, kept_Z: list | None = None):
-    """A_l = ReLU(Z_l), Z_l = W_l A_{l-1} + b_l: n_l x m, for W_l n_l x n_{l-1} and A_{l-1} n_{l-1} x m.
+def hidden_forward(ops, W, b, A_prev, kept_Z: list | None = None, draw=None):
+    """A_l = ReLU(Z_l), Z_l = W_l A_{l-1} + b_l: n_l x m, for W_l n_l x n_{l-1} and A_{l-1} n_{l-1} x m;
+    times the step's dropout mask M_l when `draw` (a nn_gpu.dropout.Draw) is given.
 
     Z_l is appended to kept_Z when a list is given; otherwise it is never made (bias + ReLU is one op).
     """
     WA = ops.product(W, A_prev)
     if kept_Z is not None:
         kept_Z.append(WA + b)  # Z_l, before the op below turns W A into A_l in place
-    return ops.bias_relu(WA, b)
+    return ops.bias_relu(WA, b, draw)
 
 
 def output_forward(ops, W, b, A_prev):
-    """Z_L = W_L A_{L-1} + b_L: C x m, the logits; softmax and the loss follow in the backward step's
-    ops.softmax_cross_entropy, which gives dZ_L = A_L - Y directly."""
+    """Z_L = W_L A_{L-1} + b_L: C x m, the logits, for prediction. A training step hands W_L A_{L-1} to
+    ops.output_layer instead, which adds b_L and takes softmax and the loss on the way to dZ_L = A_L - Y."""
     return ops.product(W, A_prev) + b
 
 
-def layer_backward(ops, W, A_prev, dZ, dW, db, below: bool, M_prev=None):
+def layer_backward(ops, W, A_prev, dZ, dW, db_prev, M_prev=None, scale=1):
     """Layer l's backward step, from dZ_l (n_l x m) and its input A_{l-1} (n_{l-1} x m):
 
         dW_l = dZ_l A_{l-1}^T       (n_l x n_{l-1}, summed over samples: / m later)
-        db_l = sum over samples of dZ_l     (n_l x 1, one per unit)
-        dZ_{l-1} = W_l^T dZ_l * ReLU'(Z_{l-1})   (n_{l-1} x m), returned when a layer lies `below`
+        dZ_{l-1} = W_l^T dZ_l * ReLU'(Z_{l-1})   (n_{l-1} x m), returned when a layer lies below,
                    W_l^T dZ_l * M_{l-1} * ReLU'(Z_{l-1})   with dropout mask M_{l-1} (n_{l-1} x m)
+        db_{l-1} = sum over samples of dZ_{l-1}     (n_{l-1} x 1, one per unit), into db_prev
 
-    dW and db are written in place; ReLU'(Z_{l-1}) = [A_{l-1} > 0], since A_{l-1} = ReLU(Z_{l-1})
-    (times M_{l-1}, which is positive wherever it keeps a unit).
+    dW and db_prev (None for the first layer: nothing lies below it) are written in place;
+    ReLU'(Z_{l-1}) = [A_{l-1} > 0], since A_{l-1} = ReLU(Z_{l-1}). With dropout, M_prev is the mask
+    itself (forward's), or scale = 1 / (1 - p) (a training step's): A_{l-1}, kept after its mask, is 0
+    wherever M_{l-1} is, and M_{l-1} = scale elsewhere.
     """
-    xp = array_module(dZ)
-    xp.matmul(dZ, A_prev.T, out=dW)
-    xp.sum(dZ, axis=1, keepdims=True, out=db)
-    if not below:
+    ops.product(dZ, A_prev.T, out=dW)
+    if db_prev is None:
         return None
-    dA = W.T @ dZ
+    dA = ops.product(W.T, dZ)
     if M_prev is not None:
         dA *= M_prev
-    return ops.relu_backward(dA, A_prev)
-
-
-def smooth_labels(dZ, y, eps: float):
-    """dZ_L = A_L - Y (C x m, from softmax_cross_entropy) becomes A_L - ((1 - eps) Y + eps / C), in place:
-    the gradient of the cross-entropy against targets that give eps / C to every class and the rest to
-    the label (Szegedy et al. 2016). dZ_L + eps Y - eps / C: eps added at each label, eps / C taken from all."""
-    xp = array_module(dZ)
-    dZ -= dZ.dtype.type(eps / dZ.shape[0])
-    dZ[y, xp.arange(dZ.shape[1])] += dZ.dtype.type(eps)
-    return dZ
+    return ops.relu_backward(dA, A_prev, scale, db_prev)
 
 
 def scale_pixels(X, dtype: str):

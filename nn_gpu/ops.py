@@ -1,29 +1,38 @@
-"""The op table: the few steps whose code differs between a plain array version and a CUDA kernel.
+"""The op table: the steps whose code differs between a plain array version and a CUDA kernel.
 
-Everything else in nn_gpu (matrix products, sums, the parameter update) is written once against
-`xp`. These four steps are written twice, side by side in spirit: here as plain `xp` code that
-runs on NumPy (and on CuPy, as the reference the kernels are tested against), and in
-nn_gpu/kernels.py as fused CuPy ElementwiseKernels. Shapes follow the brief: one column per
+Everything else in nn_gpu is written once against `xp`. These steps are written twice, side by side
+in spirit: here as plain `xp` code that runs on NumPy (and on CuPy, as the reference the kernels are
+tested against), and in nn_gpu/kernels.py as CUDA kernels. A training step is nothing but calls into
+this table (Network.sum_gradients, then the optimiser's update): on the GPU each call is one kernel,
+so the calls a step makes are the kernels it launches. Shapes follow the brief: one column per
 sample, C classes or H units in rows, m samples.
 
-    bias_relu(Z, b)              A = ReLU(Z + b)                         Z: H x m, b: H x 1
-    relu_backward(dA, A)         dZ = dA * ReLU'(Z), ReLU'(Z) = [A > 0]  dA, A: H x m
+    product(A, B, out=None)      A B (into out when given)               A: n x k, B: k x m
+    bias_relu(Z, b, draw=None)   A = ReLU(Z + b) [* M, the step's dropout mask]    Z: H x m, b: H x 1
+    dropout(A, draw)             A * M, a new array in A's layout        A: n0 x m (the inputs)
+    relu_backward(dA, A,         dZ = dA * scale * [A > 0] (ReLU'(Z) = [A > 0]); db = the sum of dZ
+                  scale, db)     over samples (H x 1)                    dA, A: H x m
+    output_layer(Z, b, y, eps,   Z := dZ_L = softmax(Z + b) - (1 - eps) onehot(y) - eps / C; db = the
+                 db, sums)       sum of dZ_L over samples; sums += (loss sum, correct sum)   Z: C x m
     softmax(Z)                   A = exp(Z - max) / sum exp(Z - max)     Z: C x m
     softmax_cross_entropy(Z, y)  dZ = softmax(Z) - onehot(y),            Z: C x m, y: m
                                  loss = -log softmax(Z)[y], correct = [argmax Z = y]
-    sgd_update(p, g, v, lr,      d = g + weight_decay p,                 all parameters as one
-               momentum,         v := momentum v + d,                    flat buffer: p, g, v
-               weight_decay)     p := p - lr v
-    adam_update(p, g, m, v,      d = g + l2 p,                           flat buffers as above;
-                beta1, beta2,    m := beta1 m + (1 - beta1) d,            step_size, root_correction2
-                eps, l2, shrink, v := beta2 v + (1 - beta2) d^2,          from the step number
-                step_size,       p := shrink p - step_size m /            (nn_gpu.optim.Adam)
-                root_correction2)     (sqrt(v) / root_correction2 + eps)
-    product(W, A)                W A (the CPU asks OpenBLAS for it in     W: n x k, A: k x m
-                                 its fastest layout: nn_gpu.cpu)
+    gather(X, y, order, done,    step t = done + 1's mini-batch: the samples order[s : s + count],
+           batches, size, count) s = ((t - 1) mod batches) size, as (X_batch n0 x count, y_batch)
+    sgd_update(p, g, v, rows,    g := g / count;  d = g + weight_decay p;  v := momentum v + d;
+               done, count,      p := p - lr v, lr = rows[(t - 1) mod W]; then done := t.
+               momentum,         p, g, v: all parameters as one flat buffer; rows: W x 1, the
+               weight_decay)     learning rate of each step (nn_gpu.optim.ScheduleTable)
+    adam_update(p, g, m, v,      g := g / count;  d = g + l2 p;  m := beta1 m + (1 - beta1) d;
+                rows, done,      v := beta2 v + (1 - beta2) d^2;
+                count, beta1,    p := shrink p - step_size m / (sqrt(v) / root_correction2 + eps),
+                beta2, eps, l2)  (step_size, root_correction2, shrink) = rows[(t - 1) mod W]; done := t
 
-Ops that overwrite an argument say so (sgd_update writes p and v, adam_update p, m and v; never g); every result keeps the
-input's dtype.
+`done` is the run's step counter on the device (int64, the steps completed) and `rows` the
+optimiser's per-step scalars: what changes from step to step is read from device memory, so a step
+can be replayed as a CUDA graph (nn_gpu.step). `draw` is a nn_gpu.dropout.Draw. Ops that overwrite
+an argument say so; every result keeps the input's dtype. Sums over samples (db, the loss and
+correct sums, in float64) are made in a fixed order on every device: the same bits run to run.
 """
 
 from __future__ import annotations
@@ -37,13 +46,16 @@ import numpy as np
 class Ops(NamedTuple):
     """One implementation of each device-specific step (see the module docstring)."""
 
+    product: Any
     bias_relu: Any
+    dropout: Any
     relu_backward: Any
+    output_layer: Any
     softmax: Any
     softmax_cross_entropy: Any
+    gather: Any
     sgd_update: Any
     adam_update: Any
-    product: Any
 
 
 def array_module(array):
@@ -53,17 +65,49 @@ def array_module(array):
     return importlib.import_module("cupy")
 
 
-def bias_relu(Z, b):
-    """A = ReLU(Z + b), written into Z and returned. Z: H x m, b: H x 1."""
+def product(A, B, out=None):
+    """A B, a new n x m array (or written into out), for A n x k and B k x m."""
+    return array_module(A).matmul(A, B, out=out)
+
+
+def _mask(draw, rows: int, columns: int, xp):
+    """The draw's D on the device of xp: a boolean rows x columns array."""
+    kept = draw.kept(rows, columns)
+    return kept if xp is np else xp.asarray(kept)
+
+
+def bias_relu(Z, b, draw=None):
+    """A = ReLU(Z + b), times the step's dropout mask when `draw` is given, written into Z and returned.
+    Z: H x m, b: H x 1."""
     xp = array_module(Z)
     xp.add(Z, b, out=Z)
-    return xp.maximum(Z, 0, out=Z)
+    xp.maximum(Z, 0, out=Z)
+    if draw is not None:  # M = D s: kept units times s, dropped ones times 0, as the kernel's factor
+        Z *= draw.scale
+        Z *= _mask(draw, *Z.shape, xp)
+    return Z
 
 
-def relu_backward(dA, A):
-    """dZ = dA * ReLU'(Z), written into dA and returned; ReLU'(Z) = [A > 0] as A = ReLU(Z)."""
+def dropout(A, draw):
+    """A * M, a new array in A's layout (A: the n0 x m inputs of a training step)."""
+    xp = array_module(A)
+    out = xp.multiply(A, draw.scale, out=xp.empty_like(A))
+    out *= _mask(draw, *A.shape, xp)
+    return out
+
+
+def relu_backward(dA, A, scale, db):
+    """dZ = dA * scale * [A > 0], written into dA and returned, and db (H x 1) = its sums over samples.
+
+    ReLU'(Z) = [A > 0] as A = ReLU(Z); with dropout, A is the layer's output after its mask M (0 for a
+    dropped unit) and scale = 1 / (1 - p), so dZ = dA * M * ReLU'(Z). Without, scale is 1.
+    """
     xp = array_module(dA)
-    return xp.multiply(dA, A > 0, out=dA)
+    if scale != 1:
+        dA *= scale
+    xp.multiply(dA, A > 0, out=dA)
+    xp.sum(dA, axis=1, keepdims=True, out=db)
+    return dA
 
 
 def _shifted_exp(Z):
@@ -98,21 +142,65 @@ def softmax_cross_entropy(Z, y):
     return Z, loss, correct
 
 
-def sgd_update(p, g, v, lr: float, momentum: float, weight_decay: float) -> None:
-    """One SGD step with momentum and L2 weight decay, in place on p and v; g is only read (PyTorch's SGD).
+def smooth_labels(dZ, y, eps: float):
+    """dZ_L = A_L - Y (C x m, from softmax_cross_entropy) becomes A_L - ((1 - eps) Y + eps / C), in place:
+    the gradient of the cross-entropy against targets that give eps / C to every class and the rest to
+    the label (Szegedy et al. 2016). dZ_L + eps Y - eps / C: eps added at each label, eps / C taken from all."""
+    xp = array_module(dZ)
+    dZ -= dZ.dtype.type(eps / dZ.shape[0])
+    dZ[y, xp.arange(dZ.shape[1])] += dZ.dtype.type(eps)
+    return dZ
 
-    d = g + weight_decay p;  v := momentum v + d;  p := p - lr v. With momentum 0 and weight_decay 0
-    this is plain gradient descent, p := p - lr g. p, g, v: flat buffers of every parameter.
-    """
+
+def output_layer(Z, b, y, label_smoothing, db, sums):
+    """The output layer's training step from Z = W_L A_{L-1} (C x m, without its bias) and labels y (m):
+    Z becomes dZ_L = softmax(Z + b) - ((1 - eps) onehot(y) + eps / C) in place and is returned; db
+    (C x 1) = its sums over samples; sums (2, float64) += the batch's cross-entropy (against the
+    plain labels) and correct predictions."""
+    xp = array_module(Z)
+    Z += b
+    _, loss, correct = softmax_cross_entropy(Z, y)
+    if label_smoothing:
+        smooth_labels(Z, y, label_smoothing)
+    xp.sum(Z, axis=1, keepdims=True, out=db)
+    sums[0] += loss.sum()
+    sums[1] += correct.sum()
+    return Z
+
+
+def gather(X, y, order, done, batches: int, size: int, count: int):
+    """Step t = done + 1's mini-batch of the epoch whose shuffle is `order` (m,): the samples order[s :
+    s + count], s = ((t - 1) mod batches) size, as (X_batch n0 x count, y_batch count). X is n0 x m, the
+    transpose of the m x n0 samples, and X_batch the transpose of its count x n0 rows. Reads the step
+    counter: the CPU's way (the kernel reads it on the card)."""
+    start = int(done[0]) % batches * size
+    rows = order[start : start + count]
+    return X.T[rows].T, y[rows]
+
+
+def _row(rows, done):
+    """Row (t - 1) mod W of the schedule table for step t = done + 1."""
+    return rows[int(done[0]) % rows.shape[0]]
+
+
+def sgd_update(p, g, v, rows, done, count, momentum: float, weight_decay: float) -> None:
+    """The update that ends step t = done + 1 (see the module docstring): SGD with momentum and L2 weight
+    decay, in place on p, g (the mean gradient is left in it) and v, at learning rate rows[(t - 1) mod W];
+    then the step is counted. PyTorch's SGD: with momentum 0 and weight_decay 0, p := p - lr g."""
+    (lr,) = _row(rows, done)
+    g /= count
     d = g + weight_decay * p if weight_decay else g
     v *= momentum
     v += d
     p -= lr * v
+    done += 1
 
 
-def adam_update(p, g, m, v, beta1, beta2, eps, l2, shrink, step_size, root_correction2) -> None:
-    """One Adam step, in place on p, m and v; g is only read. Scalars are rounded to p's dtype first and
-    every operation is done in the CUDA kernel's order (nn_adam_update), so both give the same bits.
+def adam_update(p, g, m, v, rows, done, count, beta1, beta2, eps, l2) -> None:
+    """The update that ends step t = done + 1: Adam or AdamW, in place on p, g, m and v, with step t's
+    step_size, root_correction2 and shrink from rows[(t - 1) mod W]; then the step is counted. Scalars
+    are in p's dtype and every operation is done in the CUDA kernel's order (nn_adam_update), so both
+    give the same bits.
 
     d = g + l2 p;  m := beta1 m + (1 - beta1) d;  v := beta2 v + (1 - beta2) d^2;
     p := shrink p - step_size m / (sqrt(v) / root_correction2 + eps). nn_gpu.optim.Adam gives the
@@ -120,9 +208,9 @@ def adam_update(p, g, m, v, beta1, beta2, eps, l2, shrink, step_size, root_corre
     shrink = 1 - lr weight_decay), and the bias corrections of step t in step_size and root_correction2.
     """
     xp, T = array_module(p), p.dtype.type
-    beta1, beta2, eps, l2, shrink, step_size, root_correction2 = map(
-        T, (beta1, beta2, eps, l2, shrink, step_size, root_correction2)
-    )
+    step_size, root_correction2, shrink = _row(rows, done)
+    beta1, beta2, eps, l2 = map(T, (beta1, beta2, eps, l2))
+    g /= count
     d = g + l2 * p if l2 else g
     m *= beta1
     m += (T(1) - beta1) * d
@@ -131,11 +219,18 @@ def adam_update(p, g, m, v, beta1, beta2, eps, l2, shrink, step_size, root_corre
     if shrink != 1:
         p *= shrink
     p -= step_size * m / (xp.sqrt(v) / root_correction2 + eps)
+    done += 1
 
 
-def product(W, A):
-    """W A, a new n x m array, for W n x k and A k x m."""
-    return W @ A
-
-
-REFERENCE_OPS = Ops(bias_relu, relu_backward, softmax, softmax_cross_entropy, sgd_update, adam_update, product)
+REFERENCE_OPS = Ops(
+    product,
+    bias_relu,
+    dropout,
+    relu_backward,
+    output_layer,
+    softmax,
+    softmax_cross_entropy,
+    gather,
+    sgd_update,
+    adam_update,
+)

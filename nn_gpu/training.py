@@ -1,8 +1,9 @@
 """The training loop: gradient descent on full batches or shuffled mini-batches, made safe for long runs.
 
-Data goes to the device once; each iteration runs only device work (a gather of the batch on the
-device, the forward and backward pass, the update). Loss and accuracy come back to the host only
-at logged iterations and checkpoints, and the clock behind `train_seconds` is stopped around them.
+Data goes to the device once; each iteration runs only device work (nn_gpu.step: a gather of the
+batch on the device, the forward and backward pass, the update; on the GPU, CUDA graphs of it). The
+host queues runs of steps between log, save and stop points. Loss and accuracy come back to the host
+only at logged iterations and checkpoints, and the clock behind `train_seconds` is stopped around them.
 
 Everything needed to continue a run lives in `Progress` (plus the parameters and velocities), and
 each epoch's shuffle is drawn from (seed, epoch) alone, so a run resumed from a checkpoint ends with
@@ -23,12 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import numpy as np
-
-from nn_gpu import augment, dropout, parallel
+from nn_gpu import parallel
 from nn_gpu.errors import NNGpuError
 from nn_gpu.model import Network
-from nn_gpu.optim import learning_rate
+from nn_gpu.step import TrainingStep, epoch_order
 
 EXPLODING_LOSS = 100.0  # mean cross-entropy; chance level for 10 classes is log 10 = 2.3
 EPOCH_BATCH_SIZE = 64  # the mini-batch of a run by epochs with no batch size: PyTorch's MNIST example
@@ -131,14 +130,10 @@ class Progress:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "best_params"}
 
 
-def epoch_order(m: int, seed: int, epoch: int) -> np.ndarray:
-    """The shuffle of epoch `epoch`: a permutation of m drawn from (seed, epoch) alone, so resuming needs no RNG state."""
-    return np.random.default_rng([seed, epoch]).permutation(m)
-
-
 class Batches:
-    """Device index arrays per iteration (None: the whole set); one shuffle and one small host-to-device
-    copy per epoch. nn_gpu.bench.ladder gives PyTorch its batches from it too."""
+    """The rows of each iteration's batch (None: the whole set), as index arrays of xp: one shuffle and
+    one small host-to-device copy per epoch. What nn_gpu.step's gather takes on the device, written out
+    on the host: nn_gpu.bench.ladder gives PyTorch its batches from it, and the tests hold the two equal."""
 
     def __init__(self, m: int, plan: TrainingPlan, seed: int, xp):
         self.m, self.plan, self.seed, self.xp = m, plan, seed, xp
@@ -165,23 +160,28 @@ def train(
     seed: int,
     progress: Progress | None = None,
     on_log: Callable[[dict], bool | None] = lambda entry: None,
-    on_step: Callable[[int], None] = lambda samples: None,
+    on_steps: Callable[[int, int], None] = lambda steps, samples: None,
     save: Callable[[Progress], Path] | None = None,
     stop_requested: Callable[[], int] = lambda: 0,
     exploding_loss: float = EXPLODING_LOSS,
+    graphs: bool = True,
+    evaluate_at_end: bool = True,
 ) -> Progress:
-    """Train `network` on X (784 x m) and y (m labels), both on its device, from `progress` onwards,
+    """Train `network` on X (n0 x m) and y (m labels), both on its device, from `progress` onwards,
     with `optimizer` (nn_gpu.optim: SGD or Adam) and the plan's dropout and augmentation.
 
     dev: (X_dev, y_dev) evaluated at each logged iteration, or None. on_log receives each history
     entry {iteration, (epoch, when training by epochs), learning_rate, train_loss, train_accuracy,
     dev_loss, dev_accuracy, samples_per_second}: training metrics are the means over the batches since
     the last log, each measured before its update, and samples_per_second is the training speed since
-    the last log; when on_log returns True, the run stops there as an early stop does. on_step(samples) is called after each step with the samples it used.
-    save(progress) writes a checkpoint and returns its path; it is called every save_every
-    iterations, at the end (the last iteration, or an early stop), and when stop_requested() returns
-    a signal's number (then Interrupted is raised).
+    the last log; when on_log returns True, the run stops there as an early stop does.
+    on_steps(steps, samples) is called after each run of steps queued together, with their number and
+    the samples they used. save(progress) writes a checkpoint and returns its path; it is called every
+    save_every iterations, at the end (the last iteration, or an early stop), and when stop_requested()
+    returns a signal's number (then Interrupted is raised).
     A non-finite loss, or one over exploding_loss, raises Diverged before anything is saved from the bad state.
+    graphs: on the GPU, replay each step as a CUDA graph (nn_gpu.step; the same bits as without).
+    evaluate_at_end: evaluate the whole training set (and dev) into progress.final when done.
     On the CPU, BLAS is held to one thread for the whole run (nn_gpu.parallel).
     """
     with parallel.one_blas_thread():  # set once for the run: setting it costs 16 us, a mini-batch step 200
@@ -189,56 +189,43 @@ def train(
         m = X.shape[1]
         total, every = plan.total_iterations(m), plan.evaluate_every(m)
         progress = progress or Progress()
-        batches = Batches(m, plan, seed, device.xp)
-        rates = dropout.layer_rates(plan.dropout, network.n_layers - 1)
-        distortion = augment.AUGMENTATIONS[plan.augment] if plan.augment else None
+        sums = (progress.loss_sum, progress.correct_sum)
+        step = TrainingStep(network, optimizer, X, y, plan, seed, progress.iteration, sums, graphs)
         last_saved: tuple[int, Path] | None = None
 
         def checkpoint() -> None:
             nonlocal last_saved
-            _guard(network, progress, lr, last_saved, exploding_loss)
+            _guard(network, progress, step.learning_rate(progress.iteration), last_saved, exploding_loss)
             last_saved = (progress.iteration, save(progress))
+
+        def next_multiple(t: int, n: int) -> int:  # the first multiple of n from t (total for n = 0)
+            return -(-t // n) * n if n else total
 
         device.synchronize()
         started = time.perf_counter()
         logged = (progress.samples, progress.train_seconds)  # at the last log: for the speed since then
-        lr = plan.alpha
         while progress.iteration < total and not progress.stopped_early:
-            iteration = progress.iteration + 1
-            lr = learning_rate(plan.lr_schedule, plan.alpha, iteration, total)
-            rows = batches.rows(iteration)
-            if rows is None:
-                X_batch, y_batch = X, y
-            else:  # gather whole samples: rows of the m x 784 array under the 784 x m view
-                X_batch, y_batch = X.T[rows].T, y[rows]
-            if distortion is not None:  # n x 784 images in, distorted n x 784 out: X is their 784 x n view
-                X_batch = augment.distort(
-                    X_batch.T, distortion, augment.batch_rng(seed, iteration), network.arch.dtype
-                ).T
-            masks = dropout.masks(
-                rates, network.arch.sizes, y_batch.shape[0], seed, iteration, device, network.arch.dtype
-            )
-            batch_loss, batch_correct = network.gradients(X_batch, y_batch, masks, plan.label_smoothing)
-            optimizer.step(lr)
-            progress.iteration = iteration
-            progress.loss_sum += batch_loss  # device scalars until read
-            progress.correct_sum += batch_correct
-            progress.seen += y_batch.shape[0]
-            progress.samples += y_batch.shape[0]
-            on_step(y_batch.shape[0])
+            first = progress.iteration + 1
+            limit = min(total, next_multiple(first, every), next_multiple(first, plan.save_every))
+            last = step.chunk_end(first, limit if step.graphed else first)  # eager: a stop is seen every step
+            step.run(first, last)  # queued: nothing is read back
+            samples = step.samples(first, last)
+            progress.iteration = iteration = last
+            progress.seen += samples
+            progress.samples += samples
+            on_steps(last - first + 1, samples)
             log_now = (every and iteration % every == 0) or iteration == total
             stop_now = stop_requested()
             periodic = plan.save_every and iteration % plan.save_every == 0
             if log_now or periodic or stop_now:  # log_now holds the last iteration
-                device.synchronize()
+                progress.loss_sum, progress.correct_sum = step.read_sums()  # host sync
                 progress.train_seconds += time.perf_counter() - started
-                progress.loss_sum, progress.correct_sum = float(progress.loss_sum), float(progress.correct_sum)
                 if log_now:
-                    _guard(network, progress, lr, last_saved, exploding_loss)
+                    _guard(network, progress, step.learning_rate(iteration), last_saved, exploding_loss)
                     entry = {
                         "iteration": iteration,
                         **({} if plan.epochs is None else {"epoch": iteration / plan.batches_per_epoch(m)}),
-                        "learning_rate": lr,
+                        "learning_rate": step.learning_rate(iteration),
                         "train_loss": progress.loss_sum / progress.seen,
                         "train_accuracy": progress.correct_sum / progress.seen,
                         **_dev_metrics(network, dev),
@@ -248,6 +235,7 @@ def train(
                     progress.history.append(entry)
                     progress.loss_sum = progress.correct_sum = 0.0
                     progress.seen = 0
+                    step.reset_sums()
                     if dev is not None:
                         _keep_best(network, progress, entry["dev_accuracy"], plan.early_stopping)
                     if on_log(entry):  # the caller's own stopping rule (nn_gpu.estimator's, sklearn's)
@@ -260,8 +248,10 @@ def train(
                     raise Interrupted(f"at iteration {iteration}{where}", stop_now)
                 device.synchronize()
                 started = time.perf_counter()
-        train_loss, train_accuracy = network.evaluate(X, y)
-        progress.final = {"train_loss": train_loss, "train_accuracy": train_accuracy, **_dev_metrics(network, dev)}
+        optimizer.steps = progress.iteration
+        if evaluate_at_end:
+            train_loss, train_accuracy = network.evaluate(X, y)
+            progress.final = {"train_loss": train_loss, "train_accuracy": train_accuracy, **_dev_metrics(network, dev)}
         return progress
 
 

@@ -45,16 +45,16 @@ def test_resume_after_ctrl_c_ends_bit_identical_to_an_uninterrupted_run(tmp_path
     assert cli.train_main(run_args(train_csv, tmp_path / "whole")) == 0
     real_train = cli.train
 
-    def train_then_ctrl_c(*args, on_step, **kwargs):
+    def train_then_ctrl_c(*args, on_steps, **kwargs):
         steps = []
 
-        def step(samples):
-            on_step(samples)
-            steps.append(1)
+        def step(count, samples):
+            on_steps(count, samples)
+            steps.extend([1] * count)
             if len(steps) == 17:  # mid-epoch (8 batches an epoch), between two logs
                 os.kill(os.getpid(), signal.SIGINT)
 
-        return real_train(*args, on_step=step, **kwargs)
+        return real_train(*args, on_steps=step, **kwargs)
 
     monkeypatch.setattr(cli, "train", train_then_ctrl_c)
     assert cli.train_main(run_args(train_csv, tmp_path / "stopped")) == 130

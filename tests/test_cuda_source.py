@@ -23,8 +23,13 @@ from nn_gpu.cuda_source import (
     FUSED_THREADS,
     KERNEL_LAYOUTS,
     KERNELS,
+    STEP_KERNELS,
+    STEP_THREADS,
     fused_launch,
+    step_launch,
 )
+
+STEP = {f"nn_step_{kernel}_{suffix}" for kernel in STEP_KERNELS for suffix in ("f32", "f64")}
 
 
 @functools.cache
@@ -56,7 +61,7 @@ def figures(arch: str):
 def test_every_kernel_compiles_as_cupy_would_within_the_cards_limits(arch):
     found = figures(arch_or_skip(arch))
     kernels = {f.kernel for f in found}
-    assert kernels == {name for name, *_ in KERNELS} | {
+    assert kernels == {name for name, *_ in KERNELS} | STEP | {
         f"nn_fused_{kernel}_{suffix}"
         for kernel in ("forward_backward", "weight_gradient", "update")
         for suffix in ("f32", "f64")
@@ -64,6 +69,10 @@ def test_every_kernel_compiles_as_cupy_would_within_the_cards_limits(arch):
     assert {f.arch for f in found} == {arch}
     assert all(f.registers > 0 for f in found)
     assert [problem for f in found for problem in cuda_compile.problems(f)] == []
+    # Every kernel of a training step keeps its arrays in registers: no stack frame, so no local memory.
+    # (The fused step's per-sample arrays, indexed by the run-time H, are still on its stack.)
+    framed = {f.kernel: f.stack for f in found if f.stack and not f.kernel.startswith("nn_fused_")}
+    assert framed == {}
 
 
 @pytest.mark.slow
@@ -212,8 +221,21 @@ def test_figures_table_has_a_row_per_kernel_and_a_column_per_card():
     lines = cuda_compile.figures_table(("80",)).splitlines()
     assert lines[0] == "| kernel | threads | sm_80 A100 | spills |"
     rows = {line.split(" | ")[0].lstrip("| "): line for line in lines[2:]}
-    assert len(rows) == len(KERNELS) + 6
+    assert len(rows) == len(KERNELS) + len(STEP) + 6
     assert re.fullmatch(r"\| nn_gpu_softmax \| 128 \| \d+ / 0 / 0 \| 0 \|", rows["nn_gpu_softmax"])
     assert re.fullmatch(
         r"\| nn_fused_weight_gradient_f64 \| 256 \| \d+ / \d+ / 32,768 \| 0 \|", rows["nn_fused_weight_gradient_f64"]
     )
+
+
+@pytest.mark.parametrize("sms", [1, 56, 132])
+@pytest.mark.parametrize("work", [1, 100, 128, 257, 41000, 10**7])
+def test_step_launch_gives_every_block_work_within_cuda_limits(work, sms):
+    for kernel in ("gather", "output_layer", "sgd", "adam"):
+        (blocks,), threads = step_launch(kernel, work, sms)
+        assert threads == STEP_THREADS and threads & (threads - 1) == 0  # a power of two, for the block sums
+        assert 1 <= blocks <= 8 * sms and (blocks - 1) * threads < work  # no block without an item
+    for rows in (1, 10, 1024):
+        (splits, grid_y), _ = step_launch("relu_backward_db", work, sms, rows)
+        assert grid_y == rows and 1 <= splits and (splits - 1) * STEP_THREADS < work
+        assert splits == 1 or splits * rows <= 4 * sms + rows  # about 4 blocks an SM at most

@@ -6,7 +6,7 @@ import pytest
 
 import nn_gpu
 from conftest import synthetic_digits
-from nn_gpu.dropout import layer_rates, masks
+from nn_gpu.dropout import Dropout, layer_rates, masks
 
 
 def loss_with(net, X, y, M):
@@ -73,18 +73,22 @@ def test_layer_rates_repeat_the_last_hidden_rate():
         layer_rates((0.1, 1.0), 1)
 
 
-def test_blocks_cut_the_masks_with_the_samples(cpu):
-    """A batch of 2,500 runs in blocks of 1,024 on worker threads: each block must get its own columns of the masks."""
-    images, labels = synthetic_digits(2500, seed=5)
-    net = nn_gpu.Network.create(hidden=(20,), device=cpu, seed=0, dtype="float64")
-    M = masks((0.2, 0.5), net.arch.sizes, 2500, seed=0, iteration=1, device=cpu, dtype="float64")
+@pytest.mark.parametrize("m", [300, 2500], ids=["one block", "blocks"])
+def test_a_training_steps_masks_drawn_in_its_ops_are_the_masks_a_learner_sees(cpu, m):
+    """gradients() with a step's Dropout draws each mask inside the ops, block by block for a batch of 2,500
+    (blocks of 1,024 on worker threads, each with its own columns of the masks); forward and backward with
+    the masks of dropout.masks, made whole on the host, give the same gradients."""
+    images, labels = synthetic_digits(m, seed=5)
+    net = nn_gpu.Network.create(hidden=(20, 12), device=cpu, seed=0, dtype="float64")
+    rates = (0.2, 0.5, 0.3)
     X = images.T.astype(np.float64) / 255
-    net.gradients(X, labels.astype(np.int32), M)
-    blocked = net.flat_grad.copy()
-    grads = net.backward(net.forward(X, keep=True, masks=M), labels)  # one whole batch
-    np.testing.assert_allclose(
-        blocked, np.concatenate([grads[f"d{n}"].ravel() for n in net.parameter_names]), rtol=1e-10
-    )
+    net.gradients(X, labels.astype(np.int32), Dropout.at(rates, seed=3, step=7, xp=np, dtype="float64"))
+    drawn = net.flat_grad.copy()
+    M = masks(rates, net.arch.sizes, m, seed=3, iteration=7, device=cpu, dtype="float64")
+    grads = net.backward(net.forward(X, keep=True, masks=M), labels)  # one whole batch, the masks held
+    np.testing.assert_allclose(drawn, np.concatenate([grads[f"d{n}"].ravel() for n in net.parameter_names]), rtol=1e-10)
+    net.gradients(X, labels.astype(np.int32), Dropout.at(rates, seed=3, step=8, xp=np, dtype="float64"))
+    assert not np.allclose(net.flat_grad, drawn)  # another step, other masks
 
 
 def test_dropout_is_off_at_evaluation_and_prediction(cpu):

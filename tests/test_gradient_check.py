@@ -7,7 +7,6 @@ import pytest
 
 import nn_gpu
 from conftest import run_script, synthetic_digits
-from nn_gpu import model
 from nn_gpu.gradient_check import TOLERANCES, gradcheck_main
 
 
@@ -52,16 +51,25 @@ def wrong(cpu, **ops):
 def test_a_wrong_equation_fails_the_check(batch, cpu, monkeypatch, mistake, caught):
     net = nn_gpu.Network.create(hidden=(10,), device="cpu", seed=0, init="uniform", dtype="float64")
     if mistake == "ReLU' always 1":
-        net = nn_gpu.Network(net.arch, wrong(cpu, relu_backward=lambda dA, A: dA), net.params)
+
+        def relu_prime_one(dA, A, scale, db):
+            db[...] = dA.sum(axis=1, keepdims=True)
+            return dA
+
+        net = nn_gpu.Network(net.arch, wrong(cpu, relu_backward=relu_prime_one), net.params)
     elif mistake == "the notebook's scalar db":
-        real = model.layer_backward
 
-        def scalar_db(ops, W, A_prev, dZ, dW, db, below, M_prev=None):
-            dZ_below = real(ops, W, A_prev, dZ, dW, db, below, M_prev)
-            db[:] = db.sum()  # np.sum(dZ) over every unit and sample
-            return dZ_below
+        def scalar_db(op):  # db[:] = np.sum(dZ) over every unit and sample, wherever a db is made
+            def with_scalar_db(*args):
+                dZ = op(*args)
+                db = args[-1] if op is cpu.ops.relu_backward else args[4]
+                db[:] = db.sum()
+                return dZ
 
-        monkeypatch.setattr(model, "layer_backward", scalar_db)
+            return with_scalar_db
+
+        ops = {name: scalar_db(getattr(cpu.ops, name)) for name in ("relu_backward", "output_layer")}
+        net = nn_gpu.Network(net.arch, wrong(cpu, **ops), net.params)
     else:
         real_backward = nn_gpu.Network.backward
 

@@ -6,8 +6,7 @@ import pytest
 
 import nn_gpu
 from conftest import synthetic_digits
-from nn_gpu.model import smooth_labels
-from nn_gpu.ops import REFERENCE_OPS
+from nn_gpu.ops import REFERENCE_OPS, smooth_labels
 
 
 def test_smoothed_dZ_is_softmax_minus_the_smoothed_targets():

@@ -31,9 +31,13 @@ def test_bias_relu_adds_bias_per_unit_then_clips_at_zero(rng, dtype):
 def test_relu_backward_passes_gradient_only_where_unit_was_active(rng, dtype):
     dA = rng.standard_normal((4, 6)).astype(dtype)
     A = np.maximum(rng.standard_normal((4, 6)), 0).astype(dtype)
-    dZ = ops.relu_backward(dA.copy(), A)
-    assert dZ.dtype == dtype  # ReLU' in the input's dtype, never bool or int
+    db = np.full((4, 1), np.nan, dtype)
+    dZ = ops.relu_backward(dA.copy(), A, 1, db)
+    assert dZ.dtype == db.dtype == dtype  # ReLU' in the input's dtype, never bool or int
     np.testing.assert_array_equal(dZ, np.where(A > 0, dA, 0))
+    np.testing.assert_allclose(db, dZ.sum(axis=1, keepdims=True), rtol=1e-6)  # db: one sum per unit
+    dZ = ops.relu_backward(dA.copy(), A, dtype(2), db)  # dropout's s = 1 / (1 - p), here p = 0.5
+    np.testing.assert_array_equal(dZ, np.where(A > 0, 2 * dA, 0))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -10,21 +10,37 @@ from nn_gpu.ops import REFERENCE_OPS
 from nn_gpu.optim import learning_rate, make_optimizer
 
 
+def sgd(p, g, v, lr, momentum, weight_decay, count=1, done=None):
+    """The sgd_update op at learning rate lr: a schedule table of one row, read whatever the step counter."""
+    done = np.array([41]) if done is None else done
+    REFERENCE_OPS.sgd_update(p, g, v, np.array([[lr]]), done, count, momentum, weight_decay)
+
+
 def test_sgd_update_on_a_known_step():
     p = np.array([1.0, -2.0, 0.5])
     g = np.array([0.1, 0.2, -0.3])
     v = np.array([0.5, 0.0, -1.0])
-    REFERENCE_OPS.sgd_update(p, g, v, lr=0.1, momentum=0.9, weight_decay=0.01)
-    np.testing.assert_array_equal(g, [0.1, 0.2, -0.3])  # read, never written: the CUDA kernel's contract too
+    done = np.array([41])
+    sgd(p, g, v, lr=0.1, momentum=0.9, weight_decay=0.01, done=done)
+    np.testing.assert_array_equal(g, [0.1, 0.2, -0.3])  # the mean of a batch of 1: the gradient itself
+    assert done[0] == 42  # the update counts the step
     d = np.array([0.1 + 0.01, 0.2 - 0.02, -0.3 + 0.005])  # d = g + weight_decay p
     v_expected = np.array([0.45, 0.0, -0.9]) + d  # v = momentum v + d
     np.testing.assert_allclose(v, v_expected, rtol=1e-15)
     np.testing.assert_allclose(p, np.array([1.0, -2.0, 0.5]) - 0.1 * v_expected, rtol=1e-15)
 
 
+def test_the_update_takes_the_mean_of_a_summed_gradient_and_its_steps_row_of_the_table():
+    p, g, v = np.array([1.0, 2.0]), np.array([3.0, -6.0]), np.zeros(2)
+    rows = np.array([[0.5], [0.1], [0.2]])  # steps 1, 2, 3 of a window of 3 (then 4, 5, 6 ...)
+    REFERENCE_OPS.sgd_update(p, g, v, rows, np.array([4]), 3, 0.0, 0.0)  # step 5: row (5 - 1) mod 3 = 1
+    np.testing.assert_array_equal(g, [1.0, -2.0])  # g / 3, left in g
+    np.testing.assert_allclose(p, [1.0 - 0.1, 2.0 + 0.2], rtol=1e-15)
+
+
 def test_without_momentum_and_decay_it_is_the_notebooks_update():
     p, g = np.array([1.0, 2.0]), np.array([0.5, -0.5])
-    REFERENCE_OPS.sgd_update(p, g.copy(), np.zeros(2), lr=0.1, momentum=0.0, weight_decay=0.0)
+    sgd(p, g.copy(), np.zeros(2), lr=0.1, momentum=0.0, weight_decay=0.0)
     np.testing.assert_array_equal(p, [1.0 - 0.05, 2.0 + 0.05])
 
 
@@ -36,7 +52,7 @@ def test_matches_torch_sgd_over_several_steps():
     grads = [rng.standard_normal(20) for _ in range(5)]
     p, v = p0.copy(), np.zeros(20)
     for g in grads:
-        REFERENCE_OPS.sgd_update(p, g.copy(), v, lr=0.05, momentum=0.9, weight_decay=1e-3)
+        sgd(p, g.copy(), v, lr=0.05, momentum=0.9, weight_decay=1e-3)
     tp = torch.nn.Parameter(torch.tensor(p0))
     opt = torch.optim.SGD([tp], lr=0.05, momentum=0.9, weight_decay=1e-3)
     for g in grads:

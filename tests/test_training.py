@@ -59,14 +59,14 @@ def test_train_is_the_hand_loop_bit_for_bit(cpu, data):
     network = new_network(cpu)
     row_of = {image.tobytes(): i for i, image in enumerate(images)}
     seen = []  # the rows of each step, as train() handed them to the network
-    gradients = network.gradients
+    sum_gradients = network.sum_gradients
 
-    def recording_gradients(X, y, masks, label_smoothing):
-        assert masks is None and label_smoothing == 0  # no dropout, no smoothing asked for
+    def recording(X, y, sums, dropout, label_smoothing):
+        assert dropout is None and label_smoothing == 0  # no dropout, no smoothing asked for
         seen.append(np.array([row_of[column.tobytes()] for column in np.asarray(X.T)]))
-        return gradients(X, y, masks, label_smoothing)
+        return sum_gradients(X, y, sums, dropout, label_smoothing)
 
-    network.gradients = recording_gradients
+    network.sum_gradients = recording
     plan = TrainingPlan(alpha=ALPHA, iterations=ITERATIONS, batch_size=BATCH, log_interval=1, lr_schedule="cosine")
     optimizer = SGD(network, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     progress = train(network, optimizer, images.T, labels, None, plan, seed=SEED)
