@@ -45,6 +45,7 @@ def train(
     seed: int = 0,
     log_interval: int | None = None,
     log: Callable[[str], None] | None = print,
+    graphs: bool = True,
 ) -> training.Progress:
     """Train `net` in place on X (n0 x m, one column per sample) and labels y (m, 0..C-1), as train.py does.
 
@@ -56,8 +57,10 @@ def train(
     evaluation (None: silent). optimizer: "sgd", "adam" or "adamw" (nn_gpu.optim); dropout: rates
     (input, hidden...), e.g. (0.2, 0.5) (nn_gpu.dropout); augment: "affine", "elastic" or
     "affine+elastic" (nn_gpu.augment), each training batch distorted afresh; label_smoothing: eps of
-    the training targets (nn_gpu.model.smooth_labels). Returns the Progress: .history (a dict per evaluation), .final (train and
-    dev loss and accuracy), .train_seconds, and with dev .best_iteration and .best_dev_accuracy.
+    the training targets (nn_gpu.ops.smooth_labels); graphs: on the GPU, replay each step as a CUDA graph
+    (False launches its kernels from Python: the same numbers, for debugging). Returns the Progress:
+    .history (a dict per evaluation), .final (train and dev loss and accuracy), .train_seconds, and
+    with dev .best_iteration and .best_dev_accuracy.
 
     With no momentum and no weight decay, each iteration is exactly forward, backward and step: the
     same numbers, bit for bit on the CPU while a batch fits in one block of 1,024 samples (a larger
@@ -82,7 +85,7 @@ def train(
             log(training.log_line(entry))
 
     opt = make_optimizer(optimizer, net, momentum, weight_decay)
-    return training.train(net, opt, X, y, dev, plan, seed, on_log=on_log)
+    return training.train(net, opt, X, y, dev, plan, seed, on_log=on_log, graphs=graphs)
 
 
 def _on_device(net: Network, X, y):

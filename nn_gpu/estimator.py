@@ -170,33 +170,36 @@ class MLPClassifier:
 
     def fit(self, X, y) -> MLPClassifier:
         """Train a new network on X (n x d, rows as samples) and labels y (n, any integers or strings)
-        for up to max_iter epochs; returns self."""
-        X, y = _check_X_y(X, y)
+        for up to max_iter epochs; returns self. X is checked on the device, after its one upload."""
+        X, y = _check_X_y(X, y, finite=False)
+        self._validate_parameters()
+        X_device = _on_device(X, resolve_device(self.device), self.dtype)
         classes, y = np.unique(y, return_inverse=True)
         self._start(X.shape[1], classes)
-        return self._train(X, y, self.max_iter)
+        return self._train(X_device, y, self.max_iter)
 
     def partial_fit(self, X, y, classes=None) -> MLPClassifier:
         """One epoch on X and y, continuing from the weights and optimiser state so far. The first call
         needs `classes`, every label that will ever come (as sklearn's partial_fit does). On the same X
         and y each time, k calls train exactly as fit with max_iter=k does (the same shuffles and steps)."""
-        X, y = _check_X_y(X, y)
+        X, y = _check_X_y(X, y, finite=False)
         if not hasattr(self, "_network"):
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
+            self._validate_parameters()
+            X_device = _on_device(X, resolve_device(self.device), self.dtype)
             self._start(X.shape[1], np.unique(np.asarray(classes)))
         else:
-            self._check_features(X)
+            X_device = _on_device(self._check_features(X), self._network.device, self.dtype)
         unknown = ~np.isin(y, self.classes_)
         if unknown.any():
             raise ValueError(
                 f"y holds label {y[unknown][0].item()!r}, which is not among the classes {self.classes_.tolist()!r}"
             )
-        return self._train(X, np.searchsorted(self.classes_, y), None)
+        return self._train(X_device, np.searchsorted(self.classes_, y), None)
 
     def _start(self, n_features: int, classes: np.ndarray) -> None:
         """A new network for n_features inputs and len(classes) classes, drawn from random_state."""
-        self._validate_parameters()
         for name in list(self.__dict__):
             if name.endswith("_") and not name.startswith("__"):
                 delattr(self, name)
@@ -213,9 +216,11 @@ class MLPClassifier:
             self.validation_scores_, self.best_validation_score_ = [], -np.inf
 
     def _train(self, X, y, epochs: int | None) -> MLPClassifier:
-        """Train on X and y (class indices): fit's `epochs` (evaluated and checked against the stopping
-        rule each epoch), or None for partial_fit's one epoch, which goes on from the steps so far: epoch
-        k of a run draws its shuffle from (seed, k) wherever it starts (nn_gpu.training.epoch_order)."""
+        """Train on X (d x n on the network's device, the transpose of the rows) and y (class indices, on
+        the host): fit's `epochs` (checked against the stopping rule each epoch, from the loss the steps
+        summed on the device), or None for partial_fit's one epoch, which goes on from the steps so far:
+        epoch k of a run draws its shuffle from (seed, k) wherever it starts (nn_gpu.step.epoch_order).
+        The whole training set is never evaluated (sklearn's loss_curve_ is the steps' own loss)."""
         network, device = self._network, self._network.device
         stopping = epochs is not None
         if self._optimizer is None:  # weight_decay is set below, as alpha / batch
@@ -230,13 +235,12 @@ class MLPClassifier:
             n_dev = max(1, int(round(self.validation_fraction * len(y))))
             if n_dev >= len(y):
                 raise ValueError(f"validation_fraction {self.validation_fraction} leaves no samples to train on")
-            X_dev, y_dev, X, y = X[rows[:n_dev]], y[rows[:n_dev]], X[rows[n_dev:]], y[rows[n_dev:]]
+            on, samples = device.to_device(rows), X.T  # split on the device, by rows of the samples: X stays there
+            X_dev, y_dev, X, y = samples[on[:n_dev]].T, y[rows[:n_dev]], samples[on[n_dev:]].T, y[rows[n_dev:]]
         batch = min(200, len(y)) if self.batch_size == "auto" else max(1, min(int(self.batch_size), len(y)))
         self._optimizer.weight_decay = self.alpha / batch  # sklearn: the gradient of alpha/2 |W|^2 over a batch
-        X_device, y_device = pixels_to_device(X, device, self.dtype), device.to_device(y.astype(np.int32))
-        dev = None
-        if X_dev is not None:
-            dev = (pixels_to_device(X_dev, device, self.dtype), device.to_device(y_dev.astype(np.int32)))
+        y_device = device.to_device(y.astype(np.int32))
+        dev = None if X_dev is None else (X_dev, device.to_device(y_dev.astype(np.int32)))
         if stopping:
             plan, progress = training.TrainingPlan(alpha=self.learning_rate_init, epochs=epochs, batch_size=batch), None
         else:  # one epoch more, logged once, at its end
@@ -250,7 +254,7 @@ class MLPClassifier:
                 progress = training.train(
                     network,
                     self._optimizer,
-                    X_device,
+                    X,
                     y_device,
                     dev,
                     plan,
@@ -258,6 +262,7 @@ class MLPClassifier:
                     progress,
                     on_log=lambda entry: self._after_epoch(entry, len(y)) and stopping,
                     exploding_loss=np.inf,  # any finite loss: unscaled features start high, and are the user's to scale
+                    evaluate_at_end=False,
                 )
         except training.Diverged:
             raise ValueError(
@@ -392,9 +397,10 @@ def _seed(random_state) -> int:
     raise ValueError(f"random_state must be None, an int, or a numpy RandomState or Generator; got {random_state!r}")
 
 
-def _check_X(X) -> np.ndarray:
-    """X as a finite 2-D floating array of at least one sample and one feature, or the error sklearn's
-    check_array gives (same wording, so what users and sklearn's checks know still applies)."""
+def _check_X(X, finite: bool = True) -> np.ndarray:
+    """X as a 2-D floating array of at least one sample and one feature, finite unless finite=False (fit
+    checks that on the device: _on_device), or the error sklearn's check_array gives (same wording, so
+    what users and sklearn's checks know still applies)."""
     if type(X).__module__.startswith("scipy.sparse"):
         raise TypeError("Sparse data was passed, but dense data is required: pass X.toarray().")
     X = np.asarray(X)
@@ -411,17 +417,29 @@ def _check_X(X) -> np.ndarray:
     for axis, what in ((0, "sample(s)"), (1, "feature(s)")):
         if X.shape[axis] < 1:
             raise ValueError(f"Found array with 0 {what} (shape={X.shape}) while a minimum of 1 is required.")
-    if not np.isfinite(X).all():
+    if finite and not np.isfinite(X).all():
         what = "NaN" if np.isnan(X).any() else "infinity or a value too large for dtype('float64')"
         raise ValueError(f"Input X contains {what}.")
     return X
 
 
-def _check_X_y(X, y) -> tuple[np.ndarray, np.ndarray]:
+def _on_device(X: np.ndarray, device, dtype: str):
+    """X (n x d rows) on the device as the network takes it (d x n, in dtype), checked there: the error
+    sklearn's check_array gives for NaN, or for infinity, which includes values beyond dtype's range."""
+    with np.errstate(over="ignore"):  # a value beyond dtype's range becomes infinity, refused just below
+        X_device = pixels_to_device(X, device, dtype)
+    xp = device.xp
+    if not bool(xp.isfinite(X_device).all()):  # host sync: one number, once a fit
+        what = "NaN" if bool(xp.isnan(X_device).any()) else f"infinity or a value too large for dtype('{dtype}')"
+        raise ValueError(f"Input X contains {what}.")
+    return X_device
+
+
+def _check_X_y(X, y, finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """X checked as _check_X, and y as n class labels (a column vector ravelled with a warning)."""
     if y is None:
         raise ValueError(f"{MLPClassifier.__name__} requires y to be passed, but the target y is None.")
-    X = _check_X(X)
+    X = _check_X(X, finite)
     y = np.asarray(y)
     if y.dtype.kind == "c":
         raise ValueError("Complex data not supported")

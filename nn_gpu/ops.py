@@ -110,10 +110,11 @@ def relu_backward(dA, A, scale, db):
     return dA
 
 
-def _shifted_exp(Z):
-    """(E, s): E = exp(Z - max over classes) (C x m) and s = its column sums (1 x m)."""
+def _shifted_exp(Z, zmax=None):
+    """(E, s): E = exp(Z - max over classes) (C x m) and s = its column sums (1 x m); zmax: the column
+    maxima (1 x m) when they are known already."""
     xp = array_module(Z)
-    E = Z - Z.max(axis=0, keepdims=True)  # C x m, each column's largest entry is 0
+    E = Z - (Z.max(axis=0, keepdims=True) if zmax is None else zmax)  # C x m, each column's largest entry is 0
     xp.exp(E, out=E)
     return E, E.sum(axis=0, keepdims=True)
 
@@ -134,8 +135,9 @@ def softmax_cross_entropy(Z, y):
     xp = array_module(Z)
     columns = xp.arange(Z.shape[1])
     correct = (Z.argmax(axis=0) == y).astype(Z.dtype)  # m
-    shifted_y = Z[y, columns] - Z.max(axis=0)  # m, Z[y] - max
-    E, s = _shifted_exp(Z)
+    zmax = Z.max(axis=0, keepdims=True)  # 1 x m
+    shifted_y = Z[y, columns] - zmax[0]  # m, Z[y] - max
+    E, s = _shifted_exp(Z, zmax)
     loss = xp.log(s[0]) - shifted_y  # m, -log softmax(Z)[y]
     xp.divide(E, s, out=Z)
     Z[y, columns] -= 1

@@ -205,9 +205,11 @@ def train(
         started = time.perf_counter()
         logged = (progress.samples, progress.train_seconds)  # at the last log: for the speed since then
         while progress.iteration < total and not progress.stopped_early:
-            first = progress.iteration + 1
-            limit = min(total, next_multiple(first, every), next_multiple(first, plan.save_every))
-            last = step.chunk_end(first, limit if step.graphed else first)  # eager: a stop is seen every step
+            first = last = progress.iteration + 1  # eager: one step at a time, so a stop is seen at once
+            if step.graphed:  # as many steps as run before the next log or save point, queued at once
+                last = step.chunk_end(
+                    first, min(total, next_multiple(first, every), next_multiple(first, plan.save_every))
+                )
             step.run(first, last)  # queued: nothing is read back
             samples = step.samples(first, last)
             progress.iteration = iteration = last

@@ -13,22 +13,31 @@
 # Stages, with what each is expected to take on an H200 with a cold CuPy kernel cache (most of it
 # NVRTC compiling each kernel once, then cached on disk for the stages after):
 #   versions  ~5 s   driver, runtime, card, CuPy/NumPy/PyTorch versions, nvidia-smi
-#   kernels   ~30 s  the custom kernels against NumPy (+-1000, NaN-poisoned outputs, both dtypes), and
-#                    CuPy built no kernel source but those CI compiles (nn_gpu.cuda_compile)
+#   kernels   ~30 s  the custom kernels against NumPy (+-1000, NaN-poisoned outputs, both dtypes), dropout
+#                    masks equal to the CPU's element by element, nn_gpu's cuBLAS products in every layout,
+#                    and CuPy built no kernel source but those CI compiles (nn_gpu.cuda_compile)
 #   parity    ~25 s  training on the GPU equals training on the CPU (full batch and mini-batch)
+#   graph     ~30 s  CUDA graphs replay what direct launches compute, bit for bit: the fused step, and
+#                    train()'s step for every optimiser, dropout and label smoothing, with CuPy's pool
+#                    churned between capture and replay; a step's graph holds its op calls' kernels
+#   perf      ~60 s  scripts/bench.py --perf: the notebook job, mini-batch 128 at hidden 128, the best
+#                    recipe and MLPClassifier's adam: 50 eager and 50 graphed steps agree bit for bit, then
+#                    300 of each timed with CUDA events beside PyTorch eager and graphed; OUTDIR/perf.json
 #   estimator ~25 s  nn_gpu.MLPClassifier: same seed, same model on the card as on the CPU; a CSV table
 #                    of 5 features and 4 classes through train.py and predict.py on the card
 #   fused     ~25 s  the fused step equals gradients + SGD, one step and 50 steps, graph and launches
-#   graph     ~5 s   the CUDA graph's replays compute what direct launches compute
 #   oom       ~5 s   running out of GPU memory is one line with sizes and advice, exit 2
 #   cli       ~35 s  train.py and predict.py with --device gpu / gpu:0 end to end on generated digits; serve.py:
 #                    a picture gives the CPU's activations and probabilities on the card
 #   compile   ~25 s  every kernel source compiled by NVRTC for sm_90/80/75(/60), ptxas' limits checked
-#   bench     ~70 s  scripts/bench.py --device gpu: nn_gpu, fused, PyTorch; OUTDIR/bench.json
+#   bench     ~90 s  scripts/bench.py --device gpu: nn_gpu graphed and eager, fused, PyTorch eager and graphed;
+#                    OUTDIR/bench.json
 #   ladder    ~40 s  scripts/ladder.py --device gpu, the best recipes, rungs 8 (digits) and 9 (Fashion), 3 epochs
-#                    of 60,000 generated digits: seconds per run against PyTorch on cuda; OUTDIR/ladder.json
+#                    of 60,000 generated digits: seconds per run against PyTorch on cuda, eager and graphed;
+#                    OUTDIR/ladder.json
 #   estimators ~40 s scripts/bench.py --estimators --device gpu on the same digits, 5 epochs: nn_gpu.MLPClassifier
-#                    on the card against scikit-learn's on the CPU and PyTorch on cuda; OUTDIR/estimators.json
+#                    on the card against scikit-learn's on the CPU and PyTorch on cuda, eager and graphed;
+#                    OUTDIR/estimators.json
 set -uo pipefail
 out=${1:?usage: scripts/gpu_check.sh OUTDIR}
 mkdir -p "$out" && out=$(cd "$out" && pwd)  # absolute before the cd below
@@ -105,13 +114,22 @@ stage versions 30 "driver, runtime, card" bash -c '"$0" -c "$1"; rc=$?; nvidia-s
 stage kernels 60 "kernels vs NumPy; CuPy's sources are CI's" "${pytest[@]}" \
     "$gpu_tests::test_ops_match_numpy" \
     "$gpu_tests::test_softmax_kernels_write_every_output" \
-    "$gpu_tests::test_the_adam_kernel_is_the_op_table_on_the_card" \
+    "$gpu_tests::test_dropout_masks_on_the_card_are_the_cpus_element_by_element" \
+    "$gpu_tests::test_the_gather_and_update_kernels_are_the_op_table_on_the_card" \
+    "$gpu_tests::test_the_cublas_products_are_numpys_in_every_layout" \
     "$gpu_tests::test_cupy_builds_only_the_kernel_sources_ci_compiles"
 stage parity 60 "training GPU = CPU; the Python API" "${pytest[@]}" \
     "$gpu_tests::test_training_on_gpu_equals_training_on_cpu" \
     "$gpu_tests::test_the_python_api_runs_on_the_gpu_as_on_the_cpu" \
     "$gpu_tests::test_augmentation_is_the_same_on_both_devices" \
     "$gpu_tests::test_the_ladders_recipe_on_the_gpu_follows_the_cpu"
+stage graph 90 "graph replay = launches, bit for bit" "${pytest[@]}" -s \
+    "$gpu_tests::test_fused_graph_replays_what_the_launches_compute" \
+    "$gpu_tests::test_a_graphed_run_is_the_eager_run_bit_for_bit" \
+    "$gpu_tests::test_a_step_graph_holds_the_kernels_of_a_step" \
+    "$gpu_tests::test_train_with_graphs_equals_train_without_and_resumes_bit_for_bit"
+stage perf 180 "the step: eager, graphed, PyTorch eager and graphed" "$python" scripts/bench.py --perf \
+    --device gpu --json "$out/perf.json"
 stage estimator 60 "MLPClassifier GPU = CPU; a CSV table on the card" "${pytest[@]}" \
     "$gpu_tests::test_the_estimator_on_the_gpu_is_the_estimator_on_the_cpu" \
     "$gpu_tests::test_a_table_trains_and_predicts_on_the_gpu"
@@ -119,7 +137,6 @@ stage fused 60 "fused step = plain path" "${pytest[@]}" \
     "$gpu_tests::test_fused_step_equals_gradients_then_sgd_from_the_same_parameters" \
     "$gpu_tests::test_fused_training_follows_the_plain_path" \
     "$gpu_tests::test_fused_step_refuses_deeper_or_wider_networks"
-stage graph 30 "graph replay = launches" "${pytest[@]}" "$gpu_tests::test_fused_graph_replays_what_the_launches_compute"
 stage oom 30 "out-of-memory message" "${pytest[@]}" "$gpu_tests::test_out_of_memory_is_one_line_with_sizes_and_advice"
 stage cli 60 "train.py, predict.py and serve.py on the GPU" "${pytest[@]}" \
     "$gpu_tests::test_train_script_on_gpu_matches_the_cpu" \
@@ -156,5 +173,6 @@ echo "| stage | result | seconds | what |"
 echo "| --- | --- | --- | --- |"
 printf '%s\n' "${rows[@]}"
 echo "total: $SECONDS s"
+sed -n '/^| job/,/^$/p' "$out/perf.log" 2>/dev/null
 sed -n '/^| workload/,/^$/p' "$out/bench.log" 2>/dev/null
 exit $failed

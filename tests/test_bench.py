@@ -69,6 +69,24 @@ def test_quick_benchmark_writes_json(tmp_path):
 
 
 @pytest.mark.slow
+def test_perf_times_each_job_and_says_what_it_could_not(tmp_path, capsys, monkeypatch):
+    """bench.py --perf on the CPU: the eager step of each job, timed; on a card the graphed one, its
+    agreement with the eager one and PyTorch's too (gpu_check.sh's perf stage). A job that fails is a row
+    that says so, the others still run, and the exit code is 1."""
+    from nn_gpu.bench import perf
+
+    assert bench_main(["--perf", "--quick", "--device", "cpu", "--json", str(tmp_path / "perf.json")]) == 0
+    rows = json.loads((tmp_path / "perf.json").read_text())["rows"]
+    assert [r["job"] for r in rows] == list(perf.JOBS)
+    assert all(r["eager_us"] > 0 and r["bit_for_bit"] is None and "graphed_us" not in r for r in rows)
+    out = capsys.readouterr().out
+    assert "| notebook job | - | " in out and "| <= 40 us |" in out
+    monkeypatch.setitem(perf.JOBS, "best recipe", ((10,), 128, "rmsprop", {}, 1e-3, None, "constant"))
+    assert bench_main(["--perf", "--quick", "--device", "cpu"]) == 1
+    assert "error: ValueError: unknown optimizer 'rmsprop'" in capsys.readouterr().out
+
+
+@pytest.mark.slow
 def test_accuracy_comparison_runs_on_the_data_given_and_refuses_bad_data(tmp_path, capsys):
     synthetic_csv(tmp_path / "train.csv", 1300, seed=4)
     rows = accuracy_benchmark([tmp_path / "train.csv"], seeds=(0, 1))

@@ -223,6 +223,41 @@ def test_bad_input_gets_sklearns_messages(X, y, error, message):
         MLPClassifier(device="cpu").fit(X, y)
 
 
+def test_fit_checks_x_where_it_trains_and_leaves_nothing_fitted_on_bad_x():
+    X, y = load_iris(return_X_y=True)
+    X = X.copy()
+    X[3, 1] = 1e39  # finite in float64, beyond float32: the network's X would hold infinity
+    with pytest.raises(ValueError, match=r"^Input X contains infinity or a value too large for dtype\('float32'\)\.$"):
+        MLPClassifier(device="cpu").fit(X, y)
+    clf = MLPClassifier((4,), max_iter=2, device="cpu", dtype="float64").fit(X, y)  # float64 holds it
+    X[5, 0] = np.nan
+    with pytest.raises(ValueError, match=r"^Input X contains NaN\.$"):
+        MLPClassifier(device="cpu").fit(X, y)
+    with pytest.raises(ValueError, match=r"^Input X contains NaN\.$"):
+        clf.partial_fit(X, y)
+    fresh = MLPClassifier(device="cpu")
+    with pytest.raises(ValueError, match="NaN"):
+        fresh.fit(X, y)
+    assert not fresh.__sklearn_is_fitted__()  # refused before a network was made
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_fit_never_evaluates_the_whole_training_set(monkeypatch, early_stopping):
+    """The loss curve is the steps' own loss, summed on the device; only the validation rows are evaluated."""
+    from nn_gpu.model import Network
+
+    X, y = load_digits(return_X_y=True)
+    evaluated = []
+    evaluate = Network.evaluate
+    monkeypatch.setattr(
+        Network, "evaluate", lambda self, X, y, *a: evaluated.append(X.shape[1]) or evaluate(self, X, y, *a)
+    )
+    clf = MLPClassifier((16,), max_iter=3, n_iter_no_change=3, early_stopping=early_stopping, random_state=0,
+                        device="cpu").fit(X / 16, y)  # fmt: skip
+    assert evaluated == ([round(0.1 * len(y))] * clf.n_iter_ if early_stopping else [])
+    assert len(clf.loss_curve_) == clf.n_iter_ == 3
+
+
 def test_bad_parameters_and_unfitted_use():
     X, y = load_iris(return_X_y=True)
     for params, message in [

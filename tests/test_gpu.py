@@ -1,8 +1,10 @@
 """The GPU path against the NumPy reference. Every test here is marked gpu and skipped without one.
 
 Kernels are checked on fresh random inputs including +-1000, in float32 and float64, with their
-outputs poisoned (NaN) first so that an element a kernel fails to write cannot pass. Training is
-checked end to end: the same seed on GPU and CPU gives the same parameters after 50 iterations.
+outputs poisoned (NaN) first so that an element a kernel fails to write cannot pass; dropout masks
+drawn on the card are the CPU's, element by element. Training is checked end to end: the same seed on
+GPU and CPU gives the same parameters after 50 iterations, and a run replayed as CUDA graphs is the
+run launched step by step, bit for bit, however CuPy's memory pool is used between capture and replay.
 The fused step sums with float atomics, whose order changes from run to run: it is held to the
 plain path within rounding, and its correct-prediction counts to the plain path's except where a
 sample's two largest logits are too close for the rounding to decide.
@@ -54,9 +56,13 @@ def test_ops_match_numpy(gpu, cp, dtype, use_kernels):
     np.testing.assert_array_equal(cp.asnumpy(ops.bias_relu(cp.asarray(Z), cp.asarray(b))), np.maximum(Z + b, 0))
     A = np.maximum(Z, 0)
     dA = rng.standard_normal(Z.shape).astype(dtype)
-    dZ = ops.relu_backward(cp.asarray(dA), cp.asarray(A))
-    assert dZ.dtype == dtype
-    np.testing.assert_array_equal(cp.asnumpy(dZ), REFERENCE_OPS.relu_backward(dA.copy(), A))
+    for scale in (1, dtype(1.25)):
+        db, want_db = cp.full((33, 1), cp.nan, dtype=dtype), np.empty((33, 1), dtype)
+        dZ = ops.relu_backward(cp.asarray(dA), cp.asarray(A), scale, db)
+        assert dZ.dtype == db.dtype == dtype
+        want = REFERENCE_OPS.relu_backward(dA.copy(), A, scale, want_db)
+        np.testing.assert_array_equal(cp.asnumpy(dZ), want)
+        np.testing.assert_allclose(cp.asnumpy(db), want_db, rtol=tol, atol=tol * 1001)  # sums in another order
     Z = logits(rng, dtype)
     y = rng.integers(0, 10, Z.shape[1])
     np.testing.assert_allclose(cp.asnumpy(ops.softmax(cp.asarray(Z))), REFERENCE_OPS.softmax(Z), rtol=tol, atol=tol)
@@ -68,6 +74,92 @@ def test_ops_match_numpy(gpu, cp, dtype, use_kernels):
     np.testing.assert_allclose(cp.asnumpy(dZ), want_dZ, rtol=tol, atol=tol)  # dZ lies in [-1, 1]
     np.testing.assert_allclose(cp.asnumpy(loss), want_loss, rtol=tol, atol=tol * 1000)  # the loss reaches ~2000
     np.testing.assert_array_equal(cp.asnumpy(correct), want_correct)
+    for eps in (0.0, 0.1):  # the output layer: bias, softmax, cross-entropy, smoothing, db and the sums
+        WA, b2 = logits(rng, dtype), rng.standard_normal((10, 1)).astype(dtype)
+        db, sums = cp.full((10, 1), cp.nan, dtype=dtype), cp.asarray([1.0, 2.0])
+        want_db, want_sums = np.empty((10, 1), dtype), np.array([1.0, 2.0])
+        dZ = ops.output_layer(cp.asarray(WA), cp.asarray(b2), cp.asarray(y.astype(np.int32)), eps, db, sums)
+        want_dZ = REFERENCE_OPS.output_layer(WA.copy(), b2, y, eps, want_db, want_sums)
+        np.testing.assert_allclose(cp.asnumpy(dZ), want_dZ, rtol=tol, atol=tol)
+        np.testing.assert_allclose(cp.asnumpy(db), want_db, rtol=tol, atol=tol * 257)
+        np.testing.assert_allclose(cp.asnumpy(sums), want_sums, rtol=tol * 100)
+
+
+def draw_of(done, p, layer, width, dtype, xp):
+    from nn_gpu import dropout
+
+    scale = np.asarray(1, dtype) / np.asarray(1 - p, dtype)
+    return dropout.Draw(dropout.key(11, layer), dropout.threshold(p), scale, xp.asarray([done]), 0, width)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_masks_on_the_card_are_the_cpus_element_by_element(gpu, cp, dtype):
+    rng = np.random.default_rng(8)
+    for (rows, width), p, layer, done in [((33, 1001), 0.5, 1, 0), ((7, 13), 0.2, 2, 41), ((1024, 128), 0.9, 3, 10**6)]:
+        Z, b = rng.standard_normal((rows, width)).astype(dtype), rng.standard_normal((rows, 1)).astype(dtype)
+        on_card = gpu.ops.bias_relu(cp.asarray(Z), cp.asarray(b), draw_of(done, p, layer, width, dtype, cp))
+        on_host = REFERENCE_OPS.bias_relu(Z.copy(), b, draw_of(done, p, layer, width, dtype, np))
+        np.testing.assert_array_equal(cp.asnumpy(on_card), on_host)  # the mask and the values, bit for bit
+    samples = rng.random((300, 784)).astype(dtype)  # the inputs: A0 is their 784 x 300 transpose
+    draw = (draw_of(5, 0.2, 0, 300, dtype, xp) for xp in (cp, np))
+    on_card = gpu.ops.dropout(cp.asarray(samples).T, next(draw))
+    assert on_card.flags.f_contiguous  # A0's layout, which the first product takes without a copy
+    np.testing.assert_array_equal(cp.asnumpy(on_card), REFERENCE_OPS.dropout(samples.T, next(draw)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_gather_and_update_kernels_are_the_op_table_on_the_card(gpu, cp, dtype):
+    from nn_gpu import kernels
+
+    rng = np.random.default_rng(9)
+    m, n0, size = 300, 784, 128  # batches of 128, 128, 44
+    samples, y = rng.random((m, n0)).astype(dtype), rng.integers(0, 10, m).astype(np.int32)
+    order = rng.permutation(m)
+    for done in range(5):
+        count = min(size, m - done % 3 * size)
+        X_card, y_card = gpu.ops.gather(cp.asarray(samples).T, cp.asarray(y), cp.asarray(order), cp.asarray([done]), 3,
+                                        size, count)  # fmt: skip
+        X_host, y_host = REFERENCE_OPS.gather(samples.T, y, order, np.array([done]), 3, size, count)
+        np.testing.assert_array_equal(cp.asnumpy(X_card), X_host)
+        np.testing.assert_array_equal(cp.asnumpy(y_card), y_host)
+    rtol = {np.float32: 1e-5, np.float64: 1e-12}[dtype]  # the card fuses multiply-adds
+    for update, rows, constants in [
+        ("sgd_update", np.array([[0.1], [0.05], [0.02]], dtype), (0.9, 1e-3)),
+        ("adam_update", np.array([[1e-2, 0.3, 0.99], [5e-3, 0.4, 1.0]], dtype), (0.9, 0.999, 1e-8, 0.01)),
+    ]:
+        moments = 1 if update == "sgd_update" else 2
+        host = [rng.standard_normal(5000).astype(dtype), *[np.zeros(5000, dtype) for _ in range(moments)]]
+        card = [cp.asarray(a) for a in host]
+        done_host, done_card = np.array([0]), cp.asarray([0])
+        for count in (1, 128, 37, 41000):
+            g = rng.standard_normal(5000).astype(dtype) * count
+            g_card = cp.asarray(g)
+            getattr(gpu.ops, update)(card[0], g_card, *card[1:], cp.asarray(rows), done_card, count, *constants)
+            getattr(REFERENCE_OPS, update)(host[0], g, *host[1:], rows, done_host, count, *constants)
+            np.testing.assert_array_equal(cp.asnumpy(g_card), g)  # the mean gradient, left in g
+            for found, expected in zip(card, host):
+                np.testing.assert_allclose(cp.asnumpy(found), expected, rtol=rtol, atol=rtol * np.abs(expected).max())
+        assert int(done_card[0]) == 4
+    assert int(kernels._card(0)[1][0]) == 0  # every kernel's last block reset the arrival count
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_cublas_products_are_numpys_in_every_layout(cp, dtype):
+    from nn_gpu import cublas
+
+    rng = np.random.default_rng(10)
+    for n, k, m in [(10, 784, 41000), (1024, 1024, 128), (7, 1, 3), (1, 5, 1)]:
+        A, B = rng.standard_normal((n, k)).astype(dtype), rng.standard_normal((k, m)).astype(dtype)
+        want = A.astype(np.float64) @ B.astype(np.float64)
+        tol = {np.float32: 1e-4, np.float64: 1e-12}[dtype] * np.sqrt(k)
+        for A_card in (cp.asarray(A), cp.asfortranarray(cp.asarray(A))):
+            for B_card in (cp.asarray(B), cp.asfortranarray(cp.asarray(B))):
+                found = cublas.product(A_card, B_card)
+                assert found.flags.c_contiguous and found.dtype == dtype
+                np.testing.assert_allclose(cp.asnumpy(found), want, rtol=tol, atol=tol * np.abs(want).max())
+        out = cp.full((n, m), cp.nan, dtype=dtype)
+        assert cublas.product(cp.asarray(A), cp.asarray(B), out=out) is out
+        np.testing.assert_allclose(cp.asnumpy(out), want, rtol=tol, atol=tol * np.abs(want).max())
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -88,14 +180,16 @@ def test_softmax_kernels_write_every_output(cp, dtype):
     assert not cp.isnan(loss).any() and not cp.isnan(correct).any() and not cp.isnan(Z).any()
 
 
-def train_on(device, dtype, batch_size, images, labels):
+def train_on(device, dtype, batch_size, images, labels, dropout=None, graphs=True):
     arch = Architecture((32,), dtype)
     rng = np.random.default_rng(0)
     network = Network(arch, device, init_parameters(arch, "he", rng))
     optimizer = SGD(network, momentum=0.9, weight_decay=1e-3)
     X, y = pixels_to_device(images, device, dtype), device.to_device(labels.astype(np.int32))
-    plan = TrainingPlan(alpha=0.05, iterations=50, batch_size=batch_size, log_interval=10, lr_schedule="cosine")
-    result = train(network, optimizer, X, y, None, plan, seed=0)
+    plan = TrainingPlan(
+        alpha=0.05, iterations=50, batch_size=batch_size, log_interval=10, lr_schedule="cosine", dropout=dropout
+    )
+    result = train(network, optimizer, X, y, None, plan, seed=0, graphs=graphs)
     return [device.to_host(p) for p in network.params], result
 
 
@@ -268,6 +362,7 @@ def test_cupy_builds_only_the_kernel_sources_ci_compiles(gpu, cp):
     for dtype in ("float32", "float64"):
         for batch_size in (None, 128):
             train_on(gpu, dtype, batch_size, images, labels)
+            train_on(gpu, dtype, batch_size, images, labels, dropout=(0.2, 0.5))
         arch = Architecture((16, 12), dtype)
         network = Network(arch, gpu, init_parameters(arch, "he", np.random.default_rng(0)))
         X, y = pixels_to_device(images, gpu, dtype), gpu.to_device(labels.astype(np.int32))
@@ -357,23 +452,6 @@ def test_the_python_api_runs_on_the_gpu_as_on_the_cpu(cp, dtype, rtol):
     assert nets["gpu"].predict(X).shape == (300,)
 
 
-@pytest.mark.parametrize(("dtype", "rtol"), [(np.float64, 1e-12), (np.float32, 1e-5)])
-@pytest.mark.parametrize("decoupled", [False, True], ids=["adam", "adamw"])
-def test_the_adam_kernel_is_the_op_table_on_the_card(gpu, cp, dtype, rtol, decoupled):
-    rng = np.random.default_rng(8)
-    p, m, v = rng.standard_normal(5000).astype(dtype), np.zeros(5000, dtype), np.zeros(5000, dtype)
-    on_card = [cp.asarray(a) for a in (p, m, v)]
-    for t in range(1, 6):
-        g = rng.standard_normal(5000).astype(dtype)
-        l2, shrink = (0.0, 1 - 1e-3 * 0.01) if decoupled else (0.01, 1.0)
-        scalars = (0.9, 0.999, 1e-8, l2, shrink, 1e-3 / (1 - 0.9**t), np.sqrt(1 - 0.999**t))
-        gpu.ops.adam_update(on_card[0], cp.asarray(g), on_card[1], on_card[2], *scalars)
-        REFERENCE_OPS.adam_update(p, g, m, v, *scalars)
-    for found, expected in zip(on_card, (p, m, v)):
-        assert found.dtype == dtype
-        np.testing.assert_allclose(cp.asnumpy(found), expected, rtol=rtol, atol=rtol * np.abs(expected).max())
-
-
 @pytest.mark.parametrize(("dtype", "atol"), [("float64", 1e-12), ("float32", 1e-5)])
 def test_augmentation_is_the_same_on_both_devices(cp, dtype, atol):
     from nn_gpu.augment import AUGMENTATIONS, batch_rng, distort
@@ -388,8 +466,8 @@ def test_augmentation_is_the_same_on_both_devices(cp, dtype, atol):
 
 @pytest.mark.parametrize(("dtype", "rtol"), [("float64", 1e-10), ("float32", 1e-3)])
 def test_the_ladders_recipe_on_the_gpu_follows_the_cpu(cpu, gpu, dtype, rtol):
-    """AdamW, dropout and distorted batches: masks and distortions are drawn on the host, so both devices
-    take the same steps."""
+    """AdamW, dropout and distorted batches: the masks are Philox's on both devices, and the distortions are
+    drawn on the host, so both devices take the same steps."""
     from nn_gpu.optim import make_optimizer
 
     images, labels = synthetic_digits(1000, seed=1)
@@ -404,6 +482,101 @@ def test_the_ladders_recipe_on_the_gpu_follows_the_cpu(cpu, gpu, dtype, rtol):
         params.append([device.to_host(p) for p in network.params])
     for g, c in zip(*params):
         np.testing.assert_allclose(g, c, rtol=rtol, atol=rtol * np.abs(c).max())
+
+
+GRAPH_RECIPES = {  # hidden, batch, optimizer, settings, dropout, label smoothing
+    "full batch, sgd": ((16,), None, "sgd", {}, None, 0.0),
+    "mini-batch, momentum": ((64,), 128, "sgd", {"momentum": 0.9, "weight_decay": 1e-3}, None, 0.0),
+    "adamw, dropout, smoothing": ((64, 32), 100, "adamw", {"weight_decay": 0.01}, (0.2, 0.5), 0.1),
+    "adam, three layers": ((32, 24, 16), 64, "adam", {"weight_decay": 1e-4}, (0.1, 0.3), 0.0),
+}
+
+
+def churn(cp, rounds=20):
+    """Use CuPy's pool as other code would: arrays of many sizes made, filled with NaN, freed, again."""
+    rng = np.random.default_rng(12)
+    for _ in range(rounds):
+        held = [cp.full(int(n), cp.nan, dtype=cp.float32) for n in rng.integers(1, 2**18, 16)]
+        del held
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("recipe", list(GRAPH_RECIPES))
+def test_a_graphed_run_is_the_eager_run_bit_for_bit(gpu, cp, monkeypatch, recipe, dtype):
+    """The same steps replayed as CUDA graphs and launched one by one from the same start give the same
+    parameters, optimiser state, sums and step count, bit for bit, with CuPy's pool churned between
+    capture and replay; the run crosses epochs, a short last batch and schedule windows."""
+    from nn_gpu import step as step_module
+    from nn_gpu.optim import make_optimizer
+
+    monkeypatch.setattr(step_module, "SCHEDULE_WINDOW", 7)
+    hidden, batch, name, settings, rates, eps = GRAPH_RECIPES[recipe]
+    images, labels = synthetic_digits(300, seed=11)
+    finals = {}
+    for graphed in (True, False):
+        arch = Architecture(hidden, dtype)
+        network = Network(arch, gpu, init_parameters(arch, "he", np.random.default_rng(0)))
+        optimizer = make_optimizer(name, network, **settings)
+        plan = TrainingPlan(alpha=0.01, iterations=50, batch_size=batch, dropout=rates, label_smoothing=eps,
+                            lr_schedule="cosine")  # fmt: skip
+        X, y = pixels_to_device(images, gpu, dtype), gpu.to_device(labels.astype(np.int32))
+        step = step_module.TrainingStep(network, optimizer, X, y, plan, seed=5, done=0, graphs=graphed)
+        t = 1
+        while t <= 50:
+            last = step.chunk_end(t, 50)
+            step.run(t, last)
+            churn(cp)  # between capture and replay, and between replays
+            t = last + 1
+        assert bool(step.graphs) == graphed
+        finals[graphed] = [cp.asnumpy(a) for a in (network.flat, *optimizer.state, step.sums, step.done)]
+    for graphed, eager in zip(finals[True], finals[False]):
+        np.testing.assert_array_equal(graphed, eager)
+    assert finals[True][-1][0] == 50
+
+
+def test_a_step_graph_holds_the_kernels_of_a_step(gpu, cp):
+    """The captured step is the op table's calls: a kernel node for each (cuBLAS may use more than one
+    for a product), no memory copy to or from the host."""
+    from nn_gpu import step as step_module
+    from nn_gpu.optim import make_optimizer
+
+    images, labels = synthetic_digits(1000, seed=2)
+    arch = Architecture((128,), "float32")
+    network = Network(arch, gpu, init_parameters(arch, "he", np.random.default_rng(0)))
+    plan = TrainingPlan(iterations=10, batch_size=128)
+    X, y = pixels_to_device(images, gpu, "float32"), gpu.to_device(labels.astype(np.int32))
+    step = step_module.TrainingStep(network, make_optimizer("sgd", network), X, y, plan, seed=0, done=0)
+    step.run(1, 2)
+    dot = step.graphs[128, 1].debug_dot_str()
+    kernels = dot.count("KERNEL")
+    print(f"one mini-batch step of 784-128-10: {kernels} kernel nodes (10 op calls)")
+    assert 10 <= kernels <= 14 and "MEMCPY" not in dot.upper().replace("MEMCPY_NODE_PARAMS", "")
+
+
+def test_train_with_graphs_equals_train_without_and_resumes_bit_for_bit(gpu, cp):
+    from nn_gpu.optim import make_optimizer
+    from nn_gpu.training import Progress
+
+    images, labels = synthetic_digits(700, seed=3)
+    plan = TrainingPlan(alpha=1e-3, epochs=3, batch_size=64, dropout=(0.2, 0.5), lr_schedule="cosine", log_interval=7)
+    runs = []
+    for graphs, stop in ((True, False), (False, False), (True, True)):
+        arch = Architecture((48,), "float32")
+        network = Network(arch, gpu, init_parameters(arch, "he", np.random.default_rng(0)))
+        optimizer = make_optimizer("adamw", network, weight_decay=0.01)
+        X, y = pixels_to_device(images, gpu, "float32"), gpu.to_device(labels.astype(np.int32))
+        progress = None
+        if stop:  # stopped at iteration 14 (mid-epoch) and resumed from its state, as --resume does
+            first = train(network, optimizer, X, y, None, plan, seed=1, on_log=lambda entry: entry["iteration"] >= 14)
+            assert first.iteration == 14
+            state = [cp.asnumpy(s) for s in optimizer.state]
+            optimizer = make_optimizer("adamw", network, weight_decay=0.01, state=state, steps=first.iteration)
+            progress = Progress(iteration=first.iteration, history=first.history)
+        result = train(network, optimizer, X, y, None, plan, seed=1, progress=progress, graphs=graphs)
+        runs.append((cp.asnumpy(network.flat), [h["train_loss"] for h in result.history]))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    assert runs[0][1] == runs[1][1]
+    np.testing.assert_array_equal(runs[2][0], runs[0][0])
 
 
 @pytest.mark.parametrize(("dtype", "rtol"), [("float64", 1e-9), ("float32", 1e-3)])

@@ -19,6 +19,8 @@ core, as on any laptop where a browser or an IDE is busy.
     python scripts/bench.py --accuracy --data sample --data /usr/share/datasets/fashion-mnist
     python scripts/bench.py --estimators --data sample --data /usr/share/datasets/fashion-mnist
                            # nn_gpu.MLPClassifier against scikit-learn's (and PyTorch): nn_gpu/bench/estimators.py
+    python scripts/bench.py --perf --device gpu
+                           # the step, eager and as CUDA graphs, against PyTorch eager and graphed: nn_gpu/bench/perf.py
 
 The work is done in nn_gpu/bench/ (implementations, timing, workloads, accuracy); this module is
 its command line (scripts/bench.py, `nn-gpu bench`) and its tables.
@@ -40,6 +42,7 @@ import numpy as np
 
 from nn_gpu.bench.accuracy import accuracy_benchmark
 from nn_gpu.bench.estimators import estimator_benchmark, speedups
+from nn_gpu.bench.perf import perf
 from nn_gpu.bench.timing import busy_core
 from nn_gpu.bench.workloads import (
     UNDER_LOAD,
@@ -88,8 +91,8 @@ def machine() -> str:
 
 def format_table(rows) -> str:
     lines = [
-        "| workload | impl | m | hidden | batch | ms/step | samples/s | x notebook | x torch | step peak MB |",
-        "|" + " --- |" * 10,
+        "| workload | impl | m | hidden | batch | ms/step | samples/s | x notebook | x torch | x torch graphed | step peak MB |",
+        "|" + " --- |" * 11,
     ]
     for r in rows:
         if "ms_per_step" not in r or r["workload"] == "products floor":
@@ -97,7 +100,8 @@ def format_table(rows) -> str:
         lines.append(
             f"| {r['workload']} | {r['impl']} | {r['m']:,} | {','.join(map(str, r['hidden']))} | {r['batch']:,} | "
             f"{r['ms_per_step']:.3f} | {r['samples_per_second']:,.0f} | {_cell(r['speedup_vs_notebook'], '.2f')} | "
-            f"{_cell(r['speedup_vs_torch'], '.2f')} | {_cell(r['step_peak_mb'], '.1f')} |"
+            f"{_cell(r['speedup_vs_torch'], '.2f')} | {_cell(r.get('speedup_vs_torch_graph'), '.2f')} | "
+            f"{_cell(r['step_peak_mb'], '.1f')} |"
         )
     return "\n".join(lines)
 
@@ -125,6 +129,11 @@ def main(argv=None, prog: str = "bench.py") -> int:
     )
     parser.add_argument("--epochs", type=int, default=20, help="with --estimators: epochs of each fit (default 20)")
     parser.add_argument("--seeds", type=int, default=3, help="with --estimators: seeds 0..N-1 per fit (default 3)")
+    parser.add_argument(
+        "--perf",
+        action="store_true",
+        help="only the training step: eager against CUDA graphs (bit for bit), beside PyTorch eager and graphed",
+    )
     args = parser.parse_args(argv)
     if args.data and not (args.accuracy or args.estimators):
         parser.error("--data chooses the data of --accuracy or --estimators: add --accuracy or --estimators")
@@ -146,6 +155,13 @@ def main(argv=None, prog: str = "bench.py") -> int:
         if args.json:
             args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")
         return 0
+    if args.perf:
+        print(f"machine: {machine()}")
+        print(f"gpu: {'none (' + gpu_reason + ')' if gpu_reason else resolve_device('gpu').describe()}")
+        rows = perf(devices[-1], args.quick)
+        if args.json:
+            args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")
+        return 1 if any(r.get("bit_for_bit") is False or "error" in r for r in rows) else 0
     if args.accuracy:
         try:
             rows = accuracy_benchmark(args.data or ["sample"])

@@ -2,12 +2,15 @@
 
   notebook    the Kaggle notebook's NumPy code as written there: float64, a one-hot matrix, unfused,
               new arrays every step (kept here as the baseline)
-  nn_gpu-cpu  nn_gpu on NumPy, float32
+  nn_gpu-cpu  nn_gpu on NumPy, float32: train()'s own step (nn_gpu.step)
   torch-cpu   PyTorch as a PyTorch user writes it: nn.Linear, autograd, torch.optim.SGD (if installed)
-  nn_gpu-gpu, torch-gpu  the same on the GPU, when one is usable; nn_gpu-gpu-fused the fused step
+  nn_gpu-gpu, torch-gpu  the same on the GPU, when one is usable: nn_gpu's steps replayed as CUDA graphs,
+              as train() runs them (nn_gpu-gpu-eager: launched step by step); torch-gpu-graph, PyTorch
+              with its step captured in a CUDA graph; nn_gpu-gpu-fused the fused step
 
 Each has step(rows=None) (one SGD step on all samples or on `rows`), accuracy(images, labels) and
-synchronize().
+synchronize(); nn_gpu's take their batches from their own epoch shuffle (of the same size) and run
+`steps(n)` steps at once, as train() queues them.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from nn_gpu.device import cpu_device, resolve_device
 from nn_gpu.errors import one_line
 from nn_gpu.model import Architecture, Network, init_parameters
 from nn_gpu.optim import SGD
+from nn_gpu.step import TrainingStep
+from nn_gpu.training import TrainingPlan
 
 
 def synthetic_digits(m: int, seed: int = 0):
@@ -83,28 +88,36 @@ class Notebook:
 
 
 class NNGpu:
-    """nn_gpu's Network on a device, float32."""
+    """nn_gpu's Network on a device, float32, stepped by train()'s TrainingStep: graphed on the GPU unless
+    graphs=False."""
 
-    def __init__(self, device, images, labels, hidden, alpha=0.1):
-        self.name = f"nn_gpu-{device.name}"
+    def __init__(self, device, images, labels, hidden, alpha=0.1, batch_size=None, graphs=True):
+        self.name = f"nn_gpu-{device.name}" + ("-eager" if device.name == "gpu" and not graphs else "")
         self.device = device
         arch = Architecture(hidden, "float32")
         self.network = Network(arch, device, init_parameters(arch, "he", np.random.default_rng(0)))
         self.optimizer = SGD(self.network)
         self.X = pixels_to_device(images, device, "float32")
         self.y = device.to_device(labels.astype(np.int32))
-        self.alpha = alpha
+        plan = TrainingPlan(alpha=alpha, iterations=10**9, batch_size=batch_size)
+        self.training = TrainingStep(self.network, self.optimizer, self.X, self.y, plan, 0, 0, graphs=graphs)
+        self.done = 0
 
     def running(self):
         """What nn_gpu.training.train holds for a whole run: BLAS on one thread (nn_gpu.parallel)."""
         return parallel.one_blas_thread()
 
+    def steps(self, n: int) -> None:
+        """n steps, queued in runs as train() queues them."""
+        first, last = self.done + 1, self.done + n
+        while first <= last:
+            end = self.training.chunk_end(first, last)
+            self.training.run(first, end)
+            first = end + 1
+        self.done = last
+
     def step(self, rows=None):
-        if rows is None:
-            self.network.gradients(self.X, self.y)
-        else:
-            self.network.gradients(self.X.T[rows].T, self.y[rows])
-        self.optimizer.step(self.alpha)
+        self.steps(1)
 
     def accuracy(self, images, labels) -> float:
         device = self.device
@@ -124,20 +137,26 @@ class NNGpuFused(NNGpu):
 
         super().__init__(device, images, labels, hidden, alpha)
         self.name = "nn_gpu-gpu-fused"
+        self.alpha = alpha
         self.fused = fused.FusedStep(self.network, self.optimizer, images, labels)
 
     def step(self, rows=None):
         self.fused.step(self.alpha, rows)
 
+    steps = None  # step by step, on the rows given
+
 
 class Torch:
-    """PyTorch written as a PyTorch user would: nn.Sequential, CrossEntropyLoss, autograd, optim.SGD."""
+    """PyTorch written as a PyTorch user would: nn.Sequential, CrossEntropyLoss, autograd, optim.SGD; with
+    graphed=True (on cuda) each step captured in a CUDA graph (nn_gpu.bench.torch_step)."""
 
-    def __init__(self, device_name, images, labels, hidden, alpha=0.1, seed=0):
+    def __init__(self, device_name, images, labels, hidden, alpha=0.1, seed=0, graphed=False):
         import torch
 
+        from nn_gpu.bench.torch_step import TorchStep
+
         self.torch = torch
-        self.name = f"torch-{device_name}"
+        self.name = f"torch-{device_name}" + ("-graph" if graphed else "")
         self.device = torch.device("cuda" if device_name == "gpu" else "cpu")
         torch.manual_seed(seed)
         sizes = (784, *hidden, 10)
@@ -149,10 +168,14 @@ class Torch:
         self.loss = torch.nn.CrossEntropyLoss()
         self.X = torch.tensor(images, device=self.device).float() / 255  # m x 784 (a copy: images may be read-only)
         self.y = torch.from_numpy(labels.astype(np.int64)).to(self.device)
+        self._step = TorchStep(torch, self.model, self.loss, self.optimizer, graphed=True) if graphed else None
 
     def step(self, rows=None):
         X = self.X if rows is None else self.X[rows]
         y = self.y if rows is None else self.y[rows]
+        if self._step is not None:
+            self._step(X, y)
+            return
         self.optimizer.zero_grad()
         self.loss(self.model(X), y).backward()
         self.optimizer.step()
@@ -176,15 +199,22 @@ def torch_available(device_name: str) -> bool:
     return device_name == "cpu" or torch.cuda.is_available()
 
 
-def implementations(devices, images, labels, hidden, only_nn_gpu=False):
+def implementations(devices, images, labels, hidden, only_nn_gpu=False, batch_size=None):
     """Build, one at a time, each implementation that can run here on the same data."""
     if "cpu" in devices and len(hidden) == 1 and not only_nn_gpu:
         yield Notebook(images, labels, hidden[0])
     for name in devices:
         device = cpu_device() if name == "cpu" else resolve_device("gpu")
-        yield NNGpu(device, images, labels, hidden)
+        yield NNGpu(device, images, labels, hidden, batch_size=batch_size)
+        if name == "gpu":
+            yield NNGpu(device, images, labels, hidden, batch_size=batch_size, graphs=False)
         if torch_available(name) and not only_nn_gpu:
             yield Torch(name, images, labels, hidden)
+            if name == "gpu":
+                try:
+                    yield Torch(name, images, labels, hidden, graphed=True)
+                except Exception as error:  # reported, not fatal to the rest of the benchmark
+                    print(f"torch-gpu-graph failed: {type(error).__name__}: {one_line(error)[:300]}")
         if name == "gpu" and len(hidden) == 1 and hidden[0] <= 32:  # last: it is not yet proven on a card
             try:
                 fused = NNGpuFused(device, images, labels, hidden)

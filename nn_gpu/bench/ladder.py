@@ -81,9 +81,12 @@ def run_nn_gpu(flags: list[str], seed: int, device: str = "cpu") -> dict:
     return {"accuracy": accuracy, "seconds": metrics["train_seconds"]}
 
 
-def run_torch(flags: list[str], seed: int, device: str = "cpu") -> dict:
-    """The same recipe in PyTorch (on cuda for device "gpu"), on the same split, batches and distorted images."""
+def run_torch(flags: list[str], seed: int, device: str = "cpu", graphed: bool = False) -> dict:
+    """The same recipe in PyTorch (on cuda for device "gpu"), on the same split, batches and distorted images;
+    graphed: each step captured in a CUDA graph (nn_gpu.bench.torch_step), as a speed-minded user would."""
     import torch
+
+    from nn_gpu.bench import torch_step
 
     on = torch.device("cuda" if device == "gpu" else "cpu")
     args = cli.train_parser().parse_args([*flags, "--seed", str(seed)])
@@ -106,17 +109,15 @@ def run_torch(flags: list[str], seed: int, device: str = "cpu") -> dict:
     if settings["init"] == "uniform":  # the notebook's U(-0.5, 0.5), as its reader would write it
         for parameter in model.parameters():
             torch.nn.init.uniform_(parameter, -0.5, 0.5)
-    optimizer = {
-        "sgd": lambda p: torch.optim.SGD(p, lr=args.alpha, momentum=args.momentum, weight_decay=args.weight_decay),
-        "adam": lambda p: torch.optim.Adam(p, lr=args.alpha, weight_decay=args.weight_decay),
-        "adamw": lambda p: torch.optim.AdamW(p, lr=args.alpha, weight_decay=args.weight_decay),
-    }[settings["optimizer"]](model.parameters())
-    plan = TrainingPlan(**{name: settings[name] for name in ("alpha", "iterations", "epochs", "batch_size")})
-    total = plan.total_iterations(m)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: learning_rate(settings["lr_schedule"], 1.0, min(step + 1, total), total)
+    if graphed and settings["optimizer"] == "sgd" and settings["lr_schedule"] != "constant":
+        raise ValueError("PyTorch's SGD keeps its learning rate on the host: a schedule cannot move it in a CUDA graph")
+    optimizer = torch_step.optimizer(
+        torch, settings["optimizer"], model.parameters(), args.alpha, args.momentum, args.weight_decay, graphed
     )
     loss_function = torch.nn.CrossEntropyLoss(label_smoothing=settings["label_smoothing"])
+    step = torch_step.TorchStep(torch, model, loss_function, optimizer, graphed)
+    plan = TrainingPlan(**{name: settings[name] for name in ("alpha", "iterations", "epochs", "batch_size")})
+    total = plan.total_iterations(m)
     distortion = AUGMENTATIONS[settings["augment"]] if settings["augment"] else None
     X, y = (torch.from_numpy(images).to(on).float() / 255), torch.from_numpy(labels).to(on)
     model.train()
@@ -133,10 +134,10 @@ def run_torch(flags: list[str], seed: int, device: str = "cpu") -> dict:
         else:
             with parallel.one_blas_thread():  # as nn_gpu's loop runs it: no BLAS threads spinning against torch's
                 X_batch = torch.from_numpy(distort(images[rows], distortion, batch_rng(seed, iteration))).to(on)
-        optimizer.zero_grad()
-        loss_function(model(X_batch), y[index]).backward()
-        optimizer.step()
-        schedule.step()
+        torch_step.set_learning_rate(
+            optimizer, args.alpha * learning_rate(settings["lr_schedule"], 1.0, iteration, total)
+        )
+        step(X_batch, y[index])
     if on.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
@@ -205,8 +206,12 @@ def ladder(sources, seeds, epochs: int, with_torch: bool, only=None, device: str
     rows = []
     for source in sources:
         print(f"\n### {source}\n")
-        print("| rung | command | nn_gpu test accuracy | nn_gpu s/run | PyTorch test accuracy | PyTorch s/run |")
-        print("| --- | --- | --- | --- | --- | --- |")
+        graphed = with_torch and device == "gpu"
+        print(
+            "| rung | command | nn_gpu test accuracy | nn_gpu s/run | PyTorch test accuracy | PyTorch s/run |"
+            + " PyTorch graphed test accuracy | PyTorch graphed s/run |" * graphed
+        )
+        print("| --- | --- | --- | --- | --- | --- |" + " --- | --- |" * graphed)
         for number, (what, flags, _) in enumerate(rungs(epochs)):
             if only is not None and number not in only:
                 continue
@@ -214,6 +219,11 @@ def ladder(sources, seeds, epochs: int, with_torch: bool, only=None, device: str
             runs = {"nn_gpu": [run_nn_gpu(flags, seed, device) for seed in seeds]}
             if with_torch:
                 runs["torch"] = [run_torch(flags, seed, device) for seed in seeds]
+            if graphed:  # PyTorch with each step captured in a CUDA graph
+                try:
+                    runs["torch-graph"] = [run_torch(flags, seed, device, graphed=True) for seed in seeds]
+                except ValueError as error:
+                    print(f"rung {number}, PyTorch graphed: {error}")
             row = {
                 "device": device,
                 "data": source,
@@ -229,10 +239,10 @@ def ladder(sources, seeds, epochs: int, with_torch: bool, only=None, device: str
             rows.append(row)
             cells = [
                 (spread(row[impl]["accuracies"]), f"{np.mean(row[impl]['seconds']):.1f}") if impl in row else ("-", "-")
-                for impl in ("nn_gpu", "torch")
+                for impl in ("nn_gpu", "torch", *("torch-graph",) * graphed)
             ]
             print(
-                f"| {number}. {what} | `{row['command']}` | {cells[0][0]} | {cells[0][1]} | {cells[1][0]} | {cells[1][1]} |",
+                f"| {number}. {what} | `{row['command']}` | " + " | ".join(f"{a} | {s}" for a, s in cells) + " |",
                 flush=True,
             )
     return rows

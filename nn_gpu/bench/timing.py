@@ -16,7 +16,9 @@ SETTLE_SECONDS = 1.0  # idle time before each implementation's turn
 
 
 def time_steps(impl, steps, repeats, batches=None):
-    """Median seconds per step over `repeats` timed blocks of `steps` steps, after one warm-up block.
+    """Median seconds per step over `repeats` timed blocks of `steps` steps, after one warm-up block; on
+    `batches` (row index arrays, taken in turn) when given, except for implementations with steps(n),
+    which draw batches of that size from their own epoch shuffles.
 
     First the machine idles for SETTLE_SECONDS: the previous implementation's thread pools (OpenMP
     in PyTorch, OpenBLAS's own) keep spinning for a while after their last product and would take
@@ -29,8 +31,11 @@ def time_steps(impl, steps, repeats, batches=None):
         for repeat in range(repeats + 1):
             impl.synchronize()
             started = time.perf_counter()
-            for s in range(steps):
-                impl.step(None if batches is None else batches[(repeat * steps + s) % len(batches)])
+            if getattr(impl, "steps", None) is not None:  # nn_gpu's own: its batches, queued as train() queues them
+                impl.steps(steps)
+            else:
+                for s in range(steps):
+                    impl.step(None if batches is None else batches[(repeat * steps + s) % len(batches)])
             impl.synchronize()
             if repeat:  # the first block warms up (kernel compiles, allocator, caches)
                 per_step.append((time.perf_counter() - started) / steps)

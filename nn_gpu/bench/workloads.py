@@ -23,7 +23,7 @@ def run_training(devices, m, hidden, batch_size, steps, repeats, label, only_nn_
         order = np.random.default_rng(1).permutation(m)
         batches = [order[s : s + batch_size] for s in range(0, m - batch_size + 1, batch_size)]
     rows = []
-    for impl in implementations(devices, images, labels, hidden, only_nn_gpu):
+    for impl in implementations(devices, images, labels, hidden, only_nn_gpu, batch_size):
         if batches is not None and isinstance(impl, (NNGpu, Torch)) and "-gpu" in impl.name:
             device_batches = [
                 impl.device.xp.asarray(b) if isinstance(impl, NNGpu) else impl.torch.as_tensor(b, device=impl.device)
@@ -50,13 +50,15 @@ def run_training(devices, m, hidden, batch_size, steps, repeats, label, only_nn_
 
 
 def add_ratios(rows):
-    """speedup_vs_notebook and speedup_vs_torch (the torch of the same device) for each row."""
+    """speedup_vs_notebook, speedup_vs_torch and speedup_vs_torch_graph (PyTorch eager and graphed, on
+    the same device) for each row."""
     by_name = {r["impl"]: r["ms_per_step"] for r in rows}
     for r in rows:
         device = "gpu" if "-gpu" in r["impl"] else "cpu"
         r["speedup_vs_notebook"] = by_name["notebook"] / r["ms_per_step"] if "notebook" in by_name else None
-        torch_ms = by_name.get(f"torch-{device}")
+        torch_ms, graphed_ms = by_name.get(f"torch-{device}"), by_name.get(f"torch-{device}-graph")
         r["speedup_vs_torch"] = torch_ms / r["ms_per_step"] if torch_ms else None
+        r["speedup_vs_torch_graph"] = graphed_ms / r["ms_per_step"] if graphed_ms else None
 
 
 UNDER_LOAD = "under load: "
