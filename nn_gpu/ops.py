@@ -180,22 +180,22 @@ def gather(X, y, order, done, batches: int, size: int, count: int):
     return X.T[rows].T, y[rows]
 
 
-def _row(rows, done):
-    """Row (t - 1) mod W of the schedule table for step t = done + 1."""
-    return rows[int(done[0]) % rows.shape[0]]
+def _row(rows, done) -> int:
+    """The schedule table's row of step t = done + 1: (t - 1) mod W. Reads the step counter: the CPU's way."""
+    return int(done[0]) % rows.shape[0]
 
 
 def sgd_update(p, g, v, rows, done, count, momentum: float, weight_decay: float) -> None:
     """The update that ends step t = done + 1 (see the module docstring): SGD with momentum and L2 weight
     decay, in place on p, g (the mean gradient is left in it) and v, at learning rate rows[(t - 1) mod W];
     then the step is counted. PyTorch's SGD: with momentum 0 and weight_decay 0, p := p - lr g."""
-    (lr,) = _row(rows, done)
+    lr = rows[_row(rows, done), 0]
     g /= count
     d = g + weight_decay * p if weight_decay else g
     v *= momentum
     v += d
     p -= lr * v
-    done += 1
+    done[0] += 1
 
 
 def adam_update(p, g, m, v, rows, done, count, beta1, beta2, eps, l2) -> None:
@@ -210,7 +210,7 @@ def adam_update(p, g, m, v, rows, done, count, beta1, beta2, eps, l2) -> None:
     shrink = 1 - lr weight_decay), and the bias corrections of step t in step_size and root_correction2.
     """
     xp, T = array_module(p), p.dtype.type
-    step_size, root_correction2, shrink = _row(rows, done)
+    step_size, root_correction2, shrink = rows[_row(rows, done)]
     beta1, beta2, eps, l2 = map(T, (beta1, beta2, eps, l2))
     g /= count
     d = g + l2 * p if l2 else g
@@ -221,7 +221,7 @@ def adam_update(p, g, m, v, rows, done, count, beta1, beta2, eps, l2) -> None:
     if shrink != 1:
         p *= shrink
     p -= step_size * m / (xp.sqrt(v) / root_correction2 + eps)
-    done += 1
+    done[0] += 1
 
 
 REFERENCE_OPS = Ops(

@@ -8,7 +8,8 @@ n_iter_no_change = max_iter), in batches of 200 (sklearn's "auto"), with the sam
     adam   learning_rate_init 0.001, beta_1 0.9, beta_2 0.999, epsilon 1e-8, alpha 1e-4
 
 PyTorch runs the same recipe as its users write it (nn.Linear, nn.ReLU, CrossEntropyLoss,
-torch.optim with weight_decay = alpha / batch, one randperm an epoch). Data: the built-in MNIST sample
+torch.optim with weight_decay = alpha / batch, one randperm an epoch); on a card also with each step
+captured in a CUDA graph (torch-gpu-graph: nn_gpu.bench.torch_step), as a speed-minded user would. Data: the built-in MNIST sample
 (4,000 train and 1,000 test, a seeded split) and Fashion-MNIST (60,000 train, the 10,000 of t10k).
 Fit time is the wall-clock seconds of fit (of the loop, for PyTorch); accuracy is on the test rows.
 On the CPU each fit runs again with another process spinning on one core (under load).
@@ -17,6 +18,7 @@ On the CPU each fit runs again with another process spinning on one core (under 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import time
 import warnings
@@ -74,8 +76,10 @@ def fit_sklearn(data, solver: str, epochs: int, seed: int) -> dict:
     return {"seconds": seconds, "accuracy": clf.score(X_test, y_test), "epochs": clf.n_iter_}
 
 
-def fit_torch(data, solver: str, epochs: int, seed: int, device: str) -> dict:
+def fit_torch(data, solver: str, epochs: int, seed: int, device: str, graphed: bool = False) -> dict:
     import torch
+
+    from nn_gpu.bench.torch_step import TorchStep, optimizer
 
     on = torch.device("cuda" if device == "gpu" else "cpu")
     X, y, X_test, y_test = (torch.from_numpy(np.ascontiguousarray(a)).to(on) for a in data)
@@ -84,12 +88,9 @@ def fit_torch(data, solver: str, epochs: int, seed: int, device: str) -> dict:
         torch.nn.Linear(X.shape[1], HIDDEN[0]), torch.nn.ReLU(), torch.nn.Linear(HIDDEN[0], int(y.max()) + 1)
     ).to(on)
     settings = SOLVERS[solver]
-    if solver == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), settings["learning_rate_init"], settings["momentum"],
-                                    weight_decay=ALPHA / BATCH)  # fmt: skip
-    else:
-        optimizer = torch.optim.Adam(model.parameters(), settings["learning_rate_init"], weight_decay=ALPHA / BATCH)
-    loss_function = torch.nn.CrossEntropyLoss()
+    step = TorchStep(torch, model, torch.nn.CrossEntropyLoss(), optimizer(
+        torch, solver, model.parameters(), settings["learning_rate_init"], settings.get("momentum", 0.0),
+        ALPHA / BATCH, graphed), graphed)  # fmt: skip
     if on.type == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
@@ -97,9 +98,7 @@ def fit_torch(data, solver: str, epochs: int, seed: int, device: str) -> dict:
         order = torch.randperm(len(y), device=on)
         for start in range(0, len(y), BATCH):
             rows = order[start : start + BATCH]
-            optimizer.zero_grad()
-            loss_function(model(X[rows]), y[rows]).backward()
-            optimizer.step()
+            step(X[rows], y[rows])
     if on.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
@@ -119,11 +118,13 @@ def estimator_benchmark(sources, devices, epochs: int, seeds, with_torch: bool, 
             fits = [("sklearn", fit_sklearn, "cpu")]
             for device in devices:
                 fits += [("nn_gpu", fit_nn_gpu, device)] + ([("torch", fit_torch, device)] if with_torch else [])
+                if with_torch and device == "gpu":
+                    fits.append(("torch", functools.partial(fit_torch, graphed=True), "gpu-graph"))
             for loaded in (False, True) if under_load else (False,):
                 for name, fit, device in fits:
                     if loaded and device != "cpu":
                         continue
-                    on = () if name == "sklearn" else (device,)
+                    on = () if name == "sklearn" else (device.removesuffix("-graph"),)
                     with busy_core() if loaded else contextlib.nullcontext():
                         results = [fit(data, solver, epochs, seed, *on) for seed in seeds]
                     row = {
