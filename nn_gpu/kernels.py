@@ -14,9 +14,9 @@ import functools
 import cupy as cp
 import numpy as np
 
-from nn_gpu.cublas import product
+from nn_gpu.cublas import product  # noqa: F401  (the op table's W A: table(globals()) takes it by name)
 from nn_gpu.cuda_source import CUDA_SOURCE, KERNELS, STEP_OPTIONS, STEP_SOURCE, STEP_THREADS, step_launch
-from nn_gpu.ops import Ops
+from nn_gpu.ops import table
 
 ELEMENTWISE_KERNELS = tuple(
     cp.ElementwiseKernel(in_params, out_params, operation, name, preamble=CUDA_SOURCE)
@@ -134,15 +134,4 @@ def adam_update(p, g, m, v, rows, done, count, beta1, beta2, eps, l2):
     _launch("adam", p.dtype, _grid("adam", p.size), (*arguments, T(beta1), T(beta2), T(eps), T(l2)))
 
 
-KERNEL_OPS = Ops(
-    product,  # cuBLAS, through nn_gpu's own handle
-    bias_relu,
-    dropout,
-    relu_backward,
-    output_layer,
-    softmax,
-    softmax_cross_entropy,
-    gather,
-    sgd_update,
-    adam_update,
-)
+KERNEL_OPS = table(globals())  # product: cuBLAS, through nn_gpu's own handle

@@ -224,15 +224,9 @@ def adam_update(p, g, m, v, rows, done, count, beta1, beta2, eps, l2) -> None:
     done[0] += 1
 
 
-REFERENCE_OPS = Ops(
-    product,
-    bias_relu,
-    dropout,
-    relu_backward,
-    output_layer,
-    softmax,
-    softmax_cross_entropy,
-    gather,
-    sgd_update,
-    adam_update,
-)
+def table(namespace: dict) -> Ops:
+    """The op table of the functions of a module named as its fields (each implementation's own names)."""
+    return Ops(**{name: namespace[name] for name in Ops._fields})
+
+
+REFERENCE_OPS = table(globals())
