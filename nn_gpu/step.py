@@ -157,9 +157,11 @@ class TrainingStep:
             try:
                 for _ in range(steps):
                     self._step(count)
-            finally:
-                graph = stream.end_capture()
-        return graph
+            except BaseException:  # end the capture, and report what broke it rather than the capture's end
+                with contextlib.suppress(Exception):
+                    stream.end_capture()
+                raise
+            return stream.end_capture()
 
 
 class GraphMemory:

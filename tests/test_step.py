@@ -7,6 +7,7 @@ table are the host's bit for bit, resumed runs included; its batches are the epo
 run of steps is the hand loop of forward, backward and step(lr), bit for bit.
 """
 
+import dataclasses
 import math
 
 import numpy as np
@@ -214,3 +215,44 @@ def test_the_masks_change_with_the_step_the_layer_and_the_seed():
     assert not np.array_equal(kept[0][1], kept[1][1])  # another step
     assert not np.array_equal(kept[0][1], kept[2][1])  # another seed
     assert math.isclose(kept[0][1].mean(), 0.5, abs_tol=0.05)
+
+
+class ReplayedGraph:
+    """A stand-in for a CUDA graph of `steps` steps on `count` samples: launching it runs them now."""
+
+    def __init__(self, step, count, steps):
+        self.step, self.count, self.steps, self.launches = step, count, steps, 0
+
+    def launch(self):
+        self.launches += 1
+        for _ in range(self.steps):
+            self.step._step(self.count)
+
+
+def test_graph_replays_take_every_step_once_in_order(digits, monkeypatch):
+    """The bookkeeping of the graphed path, on the CPU: the first step of each batch size eager, then runs
+    of 16-step and single-step graphs. Replaying graphs that run the step now must give the eager run's bits."""
+    images, labels = digits
+    finals, graphs = [], None
+    for graphed in (False, True):
+        network, optimizer, plan, X, y = build(cpu_device(), "three layers, dropout, smoothing", images, labels,
+                                               dtype="float64", iterations=100)  # fmt: skip
+        plan = dataclasses.replace(plan, batch_size=8)  # epochs of 38 steps: 37 of 8 samples, then 4
+        step = TrainingStep(network, optimizer, X, y, plan, seed=3, done=0)
+        if graphed:
+            step.graphed = True
+            monkeypatch.setattr(step, "_capture", lambda count, steps, step=step: ReplayedGraph(step, count, steps))
+        t = 1
+        with parallel.one_blas_thread():
+            while t <= 100:  # runs of up to 40 steps, cut at each epoch's short batch
+                last = step.chunk_end(t, min(100, t + 39))
+                step.run(t, last)
+                t = last + 1
+        finals.append((network.flat.copy(), step.done.copy(), step.sums.copy()))
+        graphs = step.graphs
+    for graphed, eager in zip(*finals):
+        np.testing.assert_array_equal(graphed, eager)
+    assert finals[1][1][0] == 100
+    assert set(graphs) == {(8, 1), (8, 16), (4, 1), (4, 16)}
+    assert graphs[8, 16].launches == 2 + 2 + 1  # runs of 36 (after the eager first), 37 and 24 steps of 8
+    assert sum(g.launches * g.steps for g in graphs.values()) == 100 - 2  # all but each batch size's first step
