@@ -54,9 +54,9 @@ class TrainingStep:
     continuing after `done` steps whose loss and correct sums since their last log were `sums`;
     `graphs`: replay CUDA graphs on the GPU (False: every step eager).
 
-    run(first, last) queues steps first..last, which must lie in one epoch, one batch size and one
-    schedule window (`chunk_end` finds how far they may go); read_sums() reads the loss and correct
-    sums, and reset_sums() starts them again.
+    run(first, last) queues steps first..last, in runs that each lie in one epoch, one batch size and
+    one schedule window (`chunk_end`); read_sums() reads the loss and correct sums, and reset_sums()
+    starts them again.
     """
 
     def __init__(self, network, optimizer, X, y, plan, seed: int, done: int, sums=(0.0, 0.0), graphs: bool = True):
@@ -95,12 +95,19 @@ class TrainingStep:
             last = min(last, epoch_end - 1 if short and t < epoch_end else epoch_end)
         return last
 
-    def samples(self, first: int, last: int) -> int:
-        """The samples steps first..last train on (they lie in one chunk: one batch size)."""
-        return (last - first + 1) * self.count(first)
+    def run(self, first: int, last: int) -> int:
+        """Queue steps first..last (the steps done must be first - 1), eagerly or as graph replays, in
+        runs that chunk_end allows; the samples they train on."""
+        samples = 0
+        while first <= last:
+            end = last if first == last else self.chunk_end(first, last)
+            self._run(first, end)
+            samples += (end - first + 1) * self.count(first)
+            first = end + 1
+        return samples
 
-    def run(self, first: int, last: int) -> None:
-        """Queue steps first..last (the steps done must be first - 1), eagerly or as graph replays."""
+    def _run(self, first: int, last: int) -> None:
+        """Steps first..last of one epoch, batch size and schedule window."""
         epoch = (first - 1) // self.batches
         if self.order is not None and epoch != self.order_epoch:
             self.network.device.upload(self.order, epoch_order(self.m, self.seed, epoch))

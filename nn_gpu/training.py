@@ -210,8 +210,7 @@ def train(
                 last = step.chunk_end(
                     first, min(total, next_multiple(first, every), next_multiple(first, plan.save_every))
                 )
-            step.run(first, last)  # queued: nothing is read back
-            samples = step.samples(first, last)
+            samples = step.run(first, last)  # queued: nothing is read back
             progress.iteration = iteration = last
             progress.seen += samples
             progress.samples += samples

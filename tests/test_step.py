@@ -60,12 +60,8 @@ def test_a_step_reads_nothing_back_and_is_the_cpus_step(recipe, digits):
     for name, device in (("guarded", guarded.guarded_device(CPU_OPS)), ("cpu", cpu_device())):
         network, optimizer, plan, X, y = build(device, recipe, images, labels)
         step = TrainingStep(network, optimizer, X, y, plan, seed=3, done=0)
-        t = 1
         with parallel.one_blas_thread():  # as train() runs: BLAS on more threads adds in another order
-            while t <= 7:  # across an epoch's end (3 batches of 100 or 128 a 300-sample epoch)
-                last = step.chunk_end(t, 7)
-                step.run(t, last)
-                t = last + 1
+            step.run(1, 7)  # across an epoch's end (3 batches of 100 or 128 a 300-sample epoch)
         results[name] = (network.flat.view(np.ndarray).copy(), np.asarray(step.sums.view(np.ndarray)).copy())
     np.testing.assert_array_equal(results["guarded"][0], results["cpu"][0])  # the same step, bit for bit
     np.testing.assert_array_equal(results["guarded"][1], results["cpu"][1])
@@ -172,7 +168,8 @@ def test_runs_of_steps_never_cross_an_epoch_a_batch_size_or_a_window(m, batch, w
             assert (first - 1) // per_epoch == (last - 1) // per_epoch  # one epoch, one shuffle
         assert len({step.count(t) for t in range(first, last + 1)}) == 1  # one batch size, one graph
         assert (first - 1) // step.schedule.window == (last - 1) // step.schedule.window
-    assert step.samples(1, 1) == (batch or m)
+    assert step.run(1, 1) == (batch or m)
+    assert step.run(2, 40) == sum(step.count(t) for t in range(2, 41))
 
 
 def hand_loop(network, optimizer, images, labels, plan, seed, steps):
@@ -199,11 +196,8 @@ def test_a_run_of_steps_is_the_hand_loop_bit_for_bit(recipe, digits):
                 hand_loop(network, optimizer, images, labels.astype(np.int32), plan, 3, 9)
             else:
                 step = TrainingStep(network, optimizer, images.T, labels.astype(np.int32), plan, seed=3, done=0)
-                t = 1
-                while t <= 9:
-                    last = step.chunk_end(t, min(9, t + 1))
-                    step.run(t, last)
-                    t = last + 1
+                for first, last in ((1, 1), (2, 3), (4, 9)):
+                    step.run(first, last)
         runs.append(network.flat.copy())
     np.testing.assert_array_equal(runs[0], runs[1])
 
@@ -242,17 +236,14 @@ def test_graph_replays_take_every_step_once_in_order(digits, monkeypatch):
         if graphed:
             step.graphed = True
             monkeypatch.setattr(step, "_capture", lambda count, steps, step=step: ReplayedGraph(step, count, steps))
-        t = 1
         with parallel.one_blas_thread():
-            while t <= 100:  # runs of up to 40 steps, cut at each epoch's short batch
-                last = step.chunk_end(t, min(100, t + 39))
-                step.run(t, last)
-                t = last + 1
+            for first in range(1, 101, 40):  # runs of up to 40 steps, cut at each epoch's short batch
+                step.run(first, min(100, first + 39))
         finals.append((network.flat.copy(), step.done.copy(), step.sums.copy()))
         graphs = step.graphs
     for graphed, eager in zip(*finals):
         np.testing.assert_array_equal(graphed, eager)
     assert finals[1][1][0] == 100
     assert set(graphs) == {(8, 1), (8, 16), (4, 1), (4, 16)}
-    assert graphs[8, 16].launches == 2 + 2 + 1  # runs of 36 (after the eager first), 37 and 24 steps of 8
+    assert graphs[8, 16].launches == 2 + 2 + 1  # runs of 36 (after the eager first), 35 and 20 steps of 8
     assert sum(g.launches * g.steps for g in graphs.values()) == 100 - 2  # all but each batch size's first step
