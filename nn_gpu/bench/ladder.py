@@ -98,14 +98,7 @@ def run_torch(flags: list[str], seed: int, device: str = "cpu", graphed: bool = 
     torch.manual_seed(seed)
     sizes = (784, *settings["hidden"], 10)
     rates = layer_rates(settings["dropout"], len(settings["hidden"]))
-    layers: list = []
-    for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        if l > 0:
-            layers.append(torch.nn.ReLU())
-        if rates[l]:
-            layers.append(torch.nn.Dropout(rates[l]))
-        layers.append(torch.nn.Linear(n_in, n_out))
-    model = torch.nn.Sequential(*layers).to(on)
+    model = torch_step.mlp(torch, sizes, rates).to(on)
     if settings["init"] == "uniform":  # the notebook's U(-0.5, 0.5), as its reader would write it
         for parameter in model.parameters():
             torch.nn.init.uniform_(parameter, -0.5, 0.5)

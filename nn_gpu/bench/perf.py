@@ -19,6 +19,7 @@ from nn_gpu import step as step_module
 from nn_gpu.bench.implementations import synthetic_digits, torch_available
 from nn_gpu.data import pixels_to_device
 from nn_gpu.device import resolve_device
+from nn_gpu.dropout import layer_rates
 from nn_gpu.errors import one_line
 from nn_gpu.model import Architecture, Network, init_parameters
 from nn_gpu.optim import make_optimizer
@@ -142,19 +143,12 @@ def torch_time(job: str, images, labels, steps: int, graphed: bool) -> float:
     """PyTorch's seconds a step for `job` on cuda: the same network, optimiser, dropout and batches."""
     import torch
 
-    from nn_gpu.bench.torch_step import TorchStep, optimizer, set_learning_rate
+    from nn_gpu.bench.torch_step import TorchStep, mlp, optimizer, set_learning_rate
     from nn_gpu.optim import learning_rate
 
     hidden, batch, name, settings, alpha, rates, schedule = JOBS[job]
     torch.manual_seed(0)
-    sizes, layers = (784, *hidden, 10), []
-    for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        if l:
-            layers.append(torch.nn.ReLU())
-        if rates and rates[min(l, len(rates) - 1)]:
-            layers.append(torch.nn.Dropout(rates[min(l, len(rates) - 1)]))
-        layers.append(torch.nn.Linear(n_in, n_out))
-    model = torch.nn.Sequential(*layers).cuda()
+    model = mlp(torch, (784, *hidden, 10), layer_rates(rates, len(hidden))).cuda()
     opt = optimizer(torch, name, model.parameters(), alpha, settings.get("momentum", 0.0),
                     settings.get("weight_decay", 0.0), graphed)  # fmt: skip
     step = TorchStep(torch, model, torch.nn.CrossEntropyLoss(), opt, graphed)

@@ -13,6 +13,19 @@ from __future__ import annotations
 WARMUP_STEPS = 3  # eager steps of each batch size before its capture, as PyTorch's documentation does
 
 
+def mlp(torch, sizes, rates):
+    """torch.nn.Sequential of Linear layers of `sizes` (n0, hidden..., C) with ReLU between them, each
+    layer's input dropped at its rate of `rates` (nn_gpu.dropout.layer_rates: 0 for none)."""
+    layers: list = []
+    for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        if l > 0:
+            layers.append(torch.nn.ReLU())
+        if rates[l]:
+            layers.append(torch.nn.Dropout(rates[l]))
+        layers.append(torch.nn.Linear(n_in, n_out))
+    return torch.nn.Sequential(*layers)
+
+
 def optimizer(torch, name: str, parameters, lr: float, momentum: float, weight_decay: float, graphed: bool):
     """torch.optim's SGD, Adam or AdamW. Graphed: Adam and AdamW capturable, with their learning rate as
     a tensor on the card, which schedules set between replays."""
