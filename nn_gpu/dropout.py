@@ -119,12 +119,8 @@ def masks(rates: tuple[float, ...], sizes, m: int, seed: int, iteration: int, de
     whole for Network.forward(X, keep=True, masks=...), where a learner can look at them."""
     if not any(rates):
         return None
-    result = []
-    for l, (p, n) in enumerate(zip(rates, sizes)):
-        if p == 0:
-            result.append(None)
-            continue
-        scale = np.asarray(1, dtype) / np.asarray(1 - p, dtype)
-        D = kept(key(seed, l), threshold(p), iteration, n, m, 0, m)
-        result.append(device.to_device(np.where(D, scale, np.zeros((), dtype))))
-    return result
+    draws = Dropout.at(rates, seed, iteration, np, dtype).draws(0, m)  # the very draws of the step's ops
+    return [
+        None if draw is None else device.to_device(np.where(draw.kept(n, m), draw.scale, np.zeros((), dtype)))
+        for draw, n in zip(draws, sizes)
+    ]
