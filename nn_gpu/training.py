@@ -222,11 +222,12 @@ def train(
                 progress.loss_sum, progress.correct_sum = step.read_sums()  # host sync
                 progress.train_seconds += time.perf_counter() - started
                 if log_now:
-                    _guard(network, progress, step.learning_rate(iteration), last_saved, exploding_loss)
+                    lr = step.learning_rate(iteration)
+                    _guard(network, progress, lr, last_saved, exploding_loss)
                     entry = {
                         "iteration": iteration,
                         **({} if plan.epochs is None else {"epoch": iteration / plan.batches_per_epoch(m)}),
-                        "learning_rate": step.learning_rate(iteration),
+                        "learning_rate": lr,
                         "train_loss": progress.loss_sum / progress.seen,
                         "train_accuracy": progress.correct_sum / progress.seen,
                         **_dev_metrics(network, dev),
