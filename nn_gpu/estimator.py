@@ -173,9 +173,10 @@ class MLPClassifier:
         for up to max_iter epochs; returns self. X is checked on the device, after its one upload."""
         X, y = _check_X_y(X, y, finite=False)
         self._validate_parameters()
-        X_device = _on_device(X, resolve_device(self.device), self.dtype)
+        device = resolve_device(self.device)
+        X_device = _on_device(X, device, self.dtype)
         classes, y = np.unique(y, return_inverse=True)
-        self._start(X.shape[1], classes)
+        self._start(X.shape[1], classes, device)
         return self._train(X_device, y, self.max_iter)
 
     def partial_fit(self, X, y, classes=None) -> MLPClassifier:
@@ -187,8 +188,9 @@ class MLPClassifier:
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
             self._validate_parameters()
-            X_device = _on_device(X, resolve_device(self.device), self.dtype)
-            self._start(X.shape[1], np.unique(np.asarray(classes)))
+            device = resolve_device(self.device)
+            X_device = _on_device(X, device, self.dtype)
+            self._start(X.shape[1], np.unique(np.asarray(classes)), device)
         else:
             X_device = _on_device(self._check_features(X), self._network.device, self.dtype)
         unknown = ~np.isin(y, self.classes_)
@@ -198,8 +200,8 @@ class MLPClassifier:
             )
         return self._train(X_device, np.searchsorted(self.classes_, y), None)
 
-    def _start(self, n_features: int, classes: np.ndarray) -> None:
-        """A new network for n_features inputs and len(classes) classes, drawn from random_state."""
+    def _start(self, n_features: int, classes: np.ndarray, device) -> None:
+        """A new network on `device` for n_features inputs and len(classes) classes, drawn from random_state."""
         for name in list(self.__dict__):
             if name.endswith("_") and not name.startswith("__"):
                 delattr(self, name)
@@ -208,7 +210,7 @@ class MLPClassifier:
         hidden = tuple(int(h) for h in np.atleast_1d(self.hidden_layer_sizes))
         arch = Architecture(hidden, self.dtype, n_features, len(classes))
         params = init_parameters(arch, "he", np.random.default_rng(self._seed))
-        self._network = Network(arch, resolve_device(self.device), params)
+        self._network = Network(arch, device, params)
         self._optimizer = None
         self.loss_curve_, self.n_iter_, self.t_, self.best_loss_ = [], 0, 0, np.inf
         self._no_improvement = self._steps = 0
