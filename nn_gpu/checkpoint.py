@@ -11,7 +11,8 @@ nn_gpu.data.image_hashes), so predict.py can tell when it is asked to predict it
 checkpoint.npz holds the model's keys plus `velocity` (the optimiser's flat buffer: SGD's velocity,
 or Adam's first moment m, with its second moment v in `second_moment`), `best` (the parameters at
 the best dev accuracy, flat), `progress` and `config` (JSON text: nn_gpu.training.Progress and the
-run's settings).
+run's settings), and, from train.py, `data` and `trained_on` as a model does, so that a resumed run
+can refuse data whose training rows are not the run's.
 
 Both are written atomically and read with allow_pickle=False, so loading never runs code, and are
 checked key by key: anything else raises ModelFileError with one line naming the file. The checks
@@ -26,6 +27,7 @@ import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -88,14 +90,22 @@ def save_model(
 
 
 def save_checkpoint(
-    path: Path, arch: Architecture, params, moments, best, progress: Progress, config: dict, encoding=None
+    path: Path,
+    arch: Architecture,
+    params,
+    moments,
+    best,
+    progress: Progress,
+    config: dict,
+    encoding=None,
+    trained_on: TrainingData | None = None,
 ) -> None:
     """Write a resumable checkpoint (host arrays; moments: the optimiser's state, [velocity] or [m, v];
-    best: the flat parameters at the best dev accuracy, or the current ones before any; encoding as in
-    save_model) to `path` atomically."""
+    best: the flat parameters at the best dev accuracy, or the current ones before any; encoding and
+    trained_on as in save_model: a resumed run checks its data against them) to `path` atomically."""
     state = progress.to_dict()
     arrays = {
-        **_model_arrays(arch, params, encoding=encoding),
+        **_model_arrays(arch, params, trained_on, encoding),
         "velocity": moments[0],
         **({"second_moment": moments[1]} if len(moments) > 1 else {}),
         "best": best,
@@ -115,8 +125,11 @@ def load_trained_model(path: Path) -> tuple[Architecture, list[np.ndarray], Trai
     """(architecture, host parameters, what they were trained on, the data's Encoding) from one read of a
     model.npz; what it was trained on is None when the file does not say (a model saved from Python)."""
     arch, arrays = _load(Path(path), extra=())
-    trained_on = TrainingData(str(arrays["data"]), arrays["trained_on"]) if "trained_on" in arrays else None
-    return arch, [arrays[name] for name in parameter_names(arch.n_layers)], trained_on, _encoding(arrays)
+    return arch, [arrays[name] for name in parameter_names(arch.n_layers)], _trained_on(arrays), _encoding(arrays)
+
+
+def _trained_on(arrays: dict) -> TrainingData | None:
+    return TrainingData(str(arrays["data"]), arrays["trained_on"]) if "trained_on" in arrays else None
 
 
 def _encoding(arrays: dict) -> Encoding:
@@ -128,13 +141,23 @@ def _encoding(arrays: dict) -> Encoding:
     return Encoding(classes, tuple(str(f) for f in arrays["features"]), str(arrays["label_column"]), scaling)
 
 
-def load_checkpoint(path: Path) -> tuple[Architecture, list[np.ndarray], list[np.ndarray], Progress, dict, Encoding]:
-    """(architecture, parameters, moments, progress, config, encoding) from a checkpoint.npz (moments:
-    [velocity], or Adam's [m, v]); progress.best_params
-    holds the saved best parameters (host, flat) when a dev evaluation has been made.
+class Checkpoint(NamedTuple):
+    """A checkpoint.npz's contents: moments are [velocity], or Adam's [m, v]; progress.best_params holds
+    the saved best parameters (host, flat) once a dev evaluation has been made; config is the run's
+    settings as saved (nn_gpu.cli checks them as it checks its flags); trained_on is None in a
+    checkpoint written before it was stored."""
 
-    config is the run's settings as saved; nn_gpu.cli checks them as it checks its flags.
-    """
+    arch: Architecture
+    params: list[np.ndarray]
+    moments: list[np.ndarray]
+    progress: Progress
+    config: dict
+    encoding: Encoding
+    trained_on: TrainingData | None
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """A checkpoint.npz's contents (Checkpoint), or ModelFileError saying what is wrong."""
     path = Path(path)
     arch, arrays = _load(path, extra=_CHECKPOINT)
     try:
@@ -147,7 +170,7 @@ def load_checkpoint(path: Path) -> tuple[Architecture, list[np.ndarray], list[np
     params = [arrays[name] for name in parameter_names(arch.n_layers)]
     progress.best_params = None if progress.best_iteration is None else arrays["best"]
     moments = [arrays[name] for name in ("velocity", "second_moment") if name in arrays]
-    return arch, params, moments, progress, config, _encoding(arrays)
+    return Checkpoint(arch, params, moments, progress, config, _encoding(arrays), _trained_on(arrays))
 
 
 def _load(path: Path, extra: tuple[str, ...]) -> tuple[Architecture, dict[str, np.ndarray]]:

@@ -503,12 +503,12 @@ def train_command(argv: list[str] | None = None, prog: str = "train.py") -> int:
         folder = claim(args.output_dir, overwrite=args.overwrite) if args.output_dir else claim(new_run_folder())
     with folder:
         if args.resume:
-            arch, params, moments, progress, config, encoding = load_checkpoint(folder.path / CHECKPOINT)
+            arch, params, moments, progress, config, encoding, trained_on = load_checkpoint(folder.path / CHECKPOINT)
             settings = _extended(_saved_settings(config, folder.path / CHECKPOINT, arch), length, progress, args)
             _check_weights_layer(args.weights_layer, arch)
             _say(args.quiet, f"resuming {folder.path / CHECKPOINT} after iteration {progress.iteration}")
-            data = _training_data(settings)
-            _check_same_data(data, arch, encoding, folder.path / CHECKPOINT)
+            data = _training_data(settings, encoding.scaling)  # the checkpoint's scaling, never one refitted
+            _check_same_data(data, arch, encoding, trained_on, folder.path / CHECKPOINT)
         check_room(folder.path, 7 * _parameter_bytes(arch) + (4 << 20))  # models, checkpoint and its copy, pictures
         with StopSignals() as stop:
             return _train_into(folder.path, args, settings, arch, device, data, (params, moments, progress), stop)
@@ -527,9 +527,10 @@ def _check_weights_layer(layer: int, arch: Architecture) -> None:
         raise NNGpuError(f"--weights-layer {layer}: the network has layers 1 to {arch.n_layers}")
 
 
-def _training_data(settings: dict) -> RunData:
+def _training_data(settings: dict, scaling: Scaling | None = None) -> RunData:
     """The run's data, split: DataError, before anything else is said of the data, when it has no labels
-    or too few images for the dev set."""
+    or too few samples for the dev set. A table's features are scaled by `scaling` (a resumed run's),
+    else by a scaling fitted on the training rows."""
     dataset = load_dataset(settings["data"], settings["label_column"])
     _labels(dataset, None)
     table = dataset.encoding is not None
@@ -549,19 +550,32 @@ def _training_data(settings: dict) -> RunData:
     train_set, dev_set = split_dev(dataset, settings["dev_size"], rng)
     if not table:
         return RunData(dataset, train_set, dev_set, rng, Encoding(DIGITS))
-    scaling = Scaling.fit(settings["scale"] or "standard", train_set.images)  # the training rows alone
+    if scaling is None:
+        try:
+            scaling = Scaling.fit(settings["scale"] or "standard", train_set.images, dataset.encoding.features)
+        except DataError as error:
+            raise DataError(f"{dataset.source}: {error}") from None
     encoding = dataclasses.replace(dataset.encoding, scaling=scaling)
     train_set, dev_set = (dataclasses.replace(d, images=scaling.apply(d.images)) for d in (train_set, dev_set))
     return RunData(dataset, train_set, dev_set, rng, encoding)
 
 
-def _check_same_data(data: RunData, arch: Architecture, encoding: Encoding, path: Path) -> None:
-    """NNGpuError unless the data of a resumed run still has the saved network's inputs and classes."""
+def _check_same_data(
+    data: RunData, arch: Architecture, encoding: Encoding, trained_on: TrainingData | None, path: Path
+) -> None:
+    """NNGpuError unless the data of a resumed run still has the saved network's inputs and classes and,
+    where the checkpoint knows them, the same training rows in the same order."""
     n_inputs, classes = data.train.images.shape[1], data.encoding.classes
     if n_inputs != arch.n_inputs or not np.array_equal(classes, encoding.classes):
         raise NNGpuError(
             f"{path}: the run was trained on {arch.n_inputs} inputs and {arch.n_classes} classes; "
             f"{data.dataset.source} now holds {n_inputs} inputs and {len(classes)} classes"
+        )
+    if trained_on is not None and not np.array_equal(image_hashes(data.train.images), trained_on.hashes):
+        raise NNGpuError(
+            f"{path}: {data.dataset.source} has changed since the run began: its training rows are not the "
+            f"run's ({len(data.train):,} now, {len(trained_on.hashes):,} then, after the dev split); resume with "
+            "the data the run started from, or train a new run"
         )
 
 
@@ -661,6 +675,7 @@ def _train_into(output_dir: Path, args, settings, arch, device, data, state, sto
             progress,
             settings,
             encoding,
+            trained_on,
         )
         return output_dir / CHECKPOINT
 

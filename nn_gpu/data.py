@@ -253,6 +253,8 @@ def _read_csv(path: Path, label_column: int | None, header: bool) -> Dataset:
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: {'no images, only a header' if header else 'file is empty'}") from None
     except pd.errors.ParserError as error:
+        if stream.interrupted:
+            raise KeyboardInterrupt from None
         raise DataError(f"{path}: {_parser_problem(error, skipped=int(header))}") from None
     except (OSError, UnicodeDecodeError, EOFError, zlib.error) as error:
         raise DataError(f"{path}: cannot read ({one_line(error)})") from None
@@ -298,6 +300,7 @@ class _LineLimit:
     def __init__(self, path: Path, skip_header: bool):
         self.raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
         self.path, self.line, self.run = path, 1, 0
+        self.interrupted = False  # Ctrl-C came while pandas was reading: _read_csv raises it again
         if skip_header:
             self.raw.readline(MAX_LINE + 2)  # _csv_layout has checked its length
             self.line = 2
@@ -312,7 +315,11 @@ class _LineLimit:
         return iter(self.raw)
 
     def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size)
+        try:
+            data = self.raw.read(size)
+        except KeyboardInterrupt:  # pandas would turn it into a ParserError ("Calling read(nbytes) ... failed")
+            self.interrupted = True
+            raise
         ends = data.count(b"\n")
         if ends:
             self._check(self.run + data.find(b"\n"))  # the line that ends here

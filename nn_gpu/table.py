@@ -18,7 +18,13 @@ Digit images need none of this: their classes are 0..9 and their pixels are divi
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import gzip
+import re
+import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -38,17 +44,34 @@ class Scaling:
     divisor: np.ndarray
 
     @classmethod
-    def fit(cls, kind: str, features: np.ndarray) -> Scaling:
-        """The scaling of `kind` fitted on features (m x n0, the training rows)."""
+    def fit(cls, kind: str, features: np.ndarray, names: tuple[str, ...] | None = None) -> Scaling:
+        """The scaling of `kind` fitted on features (m x n0, the training rows). Each column is summed
+        over a power of two near its largest magnitude, which scales it exactly, so a mean or standard
+        deviation that fits in float64 is found even where its squares or sums would overflow; a column
+        whose spread float64 cannot hold is refused (DataError naming it, as in `names`)."""
         features = np.asarray(features, dtype=np.float64)
-        if kind == "standard":
-            shift, spread = features.mean(axis=0), features.std(axis=0)
-        elif kind == "minmax":
-            shift, spread = features.min(axis=0), np.ptp(features, axis=0)
-        elif kind == "none":
-            shift, spread = np.zeros(features.shape[1]), np.ones(features.shape[1])
-        else:
+        if kind not in SCALES:
             raise ValueError(f"unknown scale {kind!r}: choose one of {', '.join(SCALES)}")
+        n0 = features.shape[1]
+        if kind == "none":
+            return cls(kind, np.zeros(n0), np.ones(n0))
+        largest = np.abs(features).max(axis=0, initial=0.0)
+        unit = np.ldexp(1.0, np.frexp(largest)[1] - 1)  # a power of two above |x| / 2: dividing by it is exact
+        exact = features / unit
+        with np.errstate(over="ignore", invalid="ignore"):
+            if kind == "standard":
+                shift, spread = exact.mean(axis=0) * unit, exact.std(axis=0) * unit
+            else:
+                shift, spread = features.min(axis=0), np.ptp(exact, axis=0) * unit
+            span = np.maximum(features.max(axis=0) - shift, shift - features.min(axis=0))  # |x - shift| at most
+            huge = ~np.isfinite(spread) | ~np.isfinite(span)
+        if huge.any():
+            column = int(np.flatnonzero(huge)[0])
+            name = names[column] if names else f"column {column + 1}"
+            raise DataError(
+                f"feature {name!r}: its values span more than float64 can hold (up to "
+                f"{largest[column]:.3g}), so it cannot be scaled; rescale that column"
+            )
         return cls(kind, shift, np.where(spread > 0, spread, 1.0))
 
     def apply(self, features: np.ndarray) -> np.ndarray:
@@ -91,17 +114,18 @@ def read_table(path, label_column: str | None, features: tuple[str, ...] | None 
     """(features m x n0 float64, labels (m,) as read or None, feature names) from a CSV table.
 
     label_column: the label's column name; with `features` (a model's, for predict.py) the label may be
-    absent (then None) and the features are taken in that order. DataError with one line naming the
-    file, and the line and column where it applies, for a missing column, an empty, non-numeric or
-    non-finite feature, or a missing label.
+    absent (then None) and the features are taken in that order. Every row must have as many fields as
+    the header; blank lines are skipped. Labels stay as written (text) unless every one is an integer
+    written plainly (`7`, `-3`; not `07`, `7.0` or one beyond int64), when they are int64: a reading
+    that would change a label never happens. DataError with one line naming the file, and the line and
+    column where it applies, for a row of another width, a missing or repeated column, an empty,
+    non-numeric or non-finite feature, a missing label, or labels that are continuous numbers.
     """
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig")
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: file is empty") from None
-    except (pd.errors.ParserError, OSError, UnicodeDecodeError, ValueError) as error:
-        raise DataError(f"{path}: cannot read as a CSV table ({one_line(error)})") from None
-    columns = [str(c) for c in frame.columns]
+    header, rows, lines = _read_rows(path)
+    columns = [cell.strip() for cell in header]
+    repeated = next((c for i, c in enumerate(columns) if c in columns[:i]), None)
+    if repeated is not None:
+        raise DataError(f"{path}: line 1: column {repeated!r} appears twice (columns: {_listed(columns)})")
     if label_column not in columns and features is None:
         raise DataError(
             f"{path}: no column {label_column!r} holds the labels (columns: {_listed(columns)}); "
@@ -113,25 +137,90 @@ def read_table(path, label_column: str | None, features: tuple[str, ...] | None 
         raise DataError(f"{path}: the model's feature column {missing[0]!r} is missing (columns: {_listed(columns)})")
     if not names:
         raise DataError(f"{path}: no feature columns besides the label {label_column!r}")
-    if len(frame) == 0:
+    if not rows:
         raise DataError(f"{path}: no rows, only a header")
-    values = frame[list(names)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    cells = np.array(rows, dtype=str).reshape(len(rows), len(columns))
+    where = [columns.index(name) for name in names]
+    values = _numbers(cells[:, where])
     bad = ~np.isfinite(values)
     if bad.any():
         row, column = np.argwhere(bad)[0]
-        cell = frame[names[column]].iloc[row]
-        where = f"{path}: line {row + 2}, column {columns.index(names[column]) + 1} ({names[column]})"
-        raise DataError(f"{where}: {'missing value' if not cell.strip() else repr(cell) + ' is not a finite number'}")
+        cell = cells[row, where[column]].strip()
+        place = f"{path}: line {lines[row]}, column {where[column] + 1} ({names[column]})"
+        raise DataError(f"{place}: {'missing value' if not cell else repr(cell) + ' is not a finite number'}")
     labels = None
     if label_column in columns:
-        text = frame[label_column].str.strip()
-        empty = np.flatnonzero(text.to_numpy() == "")
-        if len(empty):
-            raise DataError(f"{path}: line {empty[0] + 2}: missing label in column {label_column!r}")
-        numbers = pd.to_numeric(text, errors="coerce")
-        whole = numbers.notna().all() and (numbers % 1 == 0).all()
-        labels = numbers.to_numpy(dtype=np.int64) if whole else text.to_numpy(dtype=str)
+        labels = _labels(path, np.char.strip(cells[:, columns.index(label_column)]), label_column, lines)
     return values, labels, names
+
+
+MAX_TABLE_LINE = 1 << 20  # characters in one line of a table: a file that is not a CSV is refused, not read forever
+_INTEGER = re.compile(r"-?(0|[1-9][0-9]{0,18})")  # an integer as written plainly; int64 checked too
+
+
+def _read_rows(path) -> tuple[list[str], list[list[str]], list[int]]:
+    """(header cells, data rows, each row's line number): every row as wide as the header, blank lines
+    skipped; DataError for a row of another width, a line over MAX_TABLE_LINE, or a file that is not text."""
+    path = Path(path)
+    try:
+        with (
+            gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+            if path.suffix == ".gz"
+            else open(path, encoding="utf-8-sig", newline="") as f
+        ):
+            reader = csv.reader(_bounded_lines(path, f), skipinitialspace=True)
+            header = next(reader, None)
+            while header == []:
+                header = next(reader, None)
+            if header is None:
+                raise DataError(f"{path}: file is empty")
+            rows, lines = [], []
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    hint = " (a trailing comma?)" if len(row) == len(header) + 1 and not row[-1].strip() else ""
+                    raise DataError(
+                        f"{path}: line {reader.line_num}: {len(row)} fields, expected {len(header)} as in the header{hint}"
+                    )
+                rows.append(row)
+                lines.append(reader.line_num)
+    except (csv.Error, OSError, UnicodeDecodeError, EOFError, zlib.error) as error:
+        raise DataError(f"{path}: cannot read as a CSV table ({one_line(error)})") from None
+    return header, rows, lines
+
+
+def _bounded_lines(path, f):
+    """The lines of text file f, DataError at one over MAX_TABLE_LINE characters."""
+    for number, line in enumerate(iter(lambda: f.readline(MAX_TABLE_LINE + 1), ""), start=1):
+        if len(line) > MAX_TABLE_LINE:
+            raise DataError(f"{path}: line {number} is over {MAX_TABLE_LINE:,} characters long: not a CSV table")
+        yield line
+
+
+def _numbers(cells: np.ndarray) -> np.ndarray:
+    """float64 values of text cells (m x n), NaN where a cell is not a number."""
+    flat = pd.to_numeric(pd.Series(cells.ravel()), errors="coerce").to_numpy(dtype=np.float64)
+    return flat.reshape(cells.shape)
+
+
+def _labels(path, text: np.ndarray, label_column: str, lines: list[int]) -> np.ndarray:
+    """A label column's cells (stripped) as int64 when every one is an integer written plainly, else as
+    written; DataError for an empty label or a column of numbers that are not all whole (continuous)."""
+    empty = np.flatnonzero(text == "")
+    if len(empty):
+        raise DataError(f"{path}: line {lines[empty[0]]}: missing label in column {label_column!r}")
+    if all(_INTEGER.fullmatch(label) for label in text):
+        with contextlib.suppress(OverflowError):
+            return np.array([int(label) for label in text], dtype=np.int64)
+    numbers = _numbers(text)
+    if np.isfinite(numbers).all() and (numbers % 1 != 0).any():
+        row = int(np.flatnonzero(numbers % 1 != 0)[0])
+        raise DataError(
+            f"{path}: line {lines[row]}: label {str(text[row])!r} in column {label_column!r} is not a whole number: "
+            f"a continuous target ({len(np.unique(text)):,} distinct values in {len(text):,} rows), not classes"
+        )
+    return text.astype(str)
 
 
 def encode_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -141,8 +230,12 @@ def encode_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def class_indices(path, labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Each label's index in a model's classes (int64); DataError naming a label the model never saw."""
-    labels = labels.astype(classes.dtype) if classes.dtype.kind in "iu" and labels.dtype.kind in "iu" else labels
+    """Each label's index in a model's classes (int64), compared as the model stores them (text classes
+    against the labels as written); DataError naming a label the model never saw."""
+    if classes.dtype.kind in "iu" and labels.dtype.kind in "iu":
+        labels = labels.astype(classes.dtype)
+    elif classes.dtype.kind == "U":  # text classes: labels as written (read_table reads `7` as 7, written 7)
+        labels = labels.astype(str)
     known = np.isin(labels, classes)
     if not known.all():
         raise DataError(

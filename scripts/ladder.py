@@ -4,11 +4,8 @@ On this project's CPU machines, unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from nn_gpu.bench.ladder import main  # noqa: E402
+from launch import launch
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(launch("nn_gpu.bench.ladder", "main"))

@@ -30,7 +30,7 @@ def run(train_csv, out, *flags):
 def test_the_recipe_resumes_bit_identically_and_keeps_adams_moments(train_csv, tmp_path, capsys):
     assert run(train_csv, tmp_path / "short", "--epochs", 2, *RECIPE) == 0
     assert "; dropout 0.2,0.5; affine+elastic distortions of each batch; label smoothing 0.1" in capsys.readouterr().out
-    _, _, moments, progress, config, _ = load_checkpoint(tmp_path / "short" / "checkpoint.npz")
+    _, _, moments, progress, config, *_ = load_checkpoint(tmp_path / "short" / "checkpoint.npz")
     assert len(moments) == 2 and (moments[1] >= 0).all() and moments[1].any()  # m and v; v holds squares
     assert config["optimizer"] == "adamw" and config["dropout"] == [0.2, 0.5] and config["augment"] == "affine+elastic"
     assert cli.train_main(["--resume", str(tmp_path / "short"), "--epochs", "3"]) == 0

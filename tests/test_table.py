@@ -162,6 +162,15 @@ def test_a_table_run_resumed_is_the_run_never_stopped(tmp_path):
         ("a,label\n", [], "no rows, only a header"),
         ("label\nx\n", [], "no feature columns besides the label 'label'"),
         ("a,label\n1,x\n2,y\n", ["--augment", "affine"], "--augment distorts 28 x 28 digit images"),
+        ("a,b,label\n1,2,0,5\n3,4,1,6\n", [], r"line 2: 4 fields, expected 3 as in the header$"),
+        ("a,b,label\n1,2,0\n3,4,1\n5,6,0,\n", [], r"line 4: 4 fields, expected 3 as in the header \(a trailing comma\?\)"),
+        ("a,b,label\n1,2,0\n3,4,1\n5,6\n", [], r"line 4: 2 fields, expected 3 as in the header"),
+        ("a,b,label\n1,2,0\n\n3,x,1\n", [], r"line 4, column 2 \(b\): 'x' is not a finite number"),
+        ("a,b,a,label\n1,2,3,0\n", [], r"line 1: column 'a' appears twice"),
+        ("a,y\n1,0.25\n2,1.5\n3,2\n", ["--label-column", "y"],
+         r"line 2: label '0.25' in column 'y' is not a whole number: a continuous target \(3 distinct values in 3 rows\)"),
+        ("a,label\n1e300,0\n-1.7e308,1\n1.7e308,0\n", ["--scale", "minmax"],
+         r"t.csv: feature 'a': its values span more than float64 can hold \(up to 1.7e\+308\)"),
     ],
 )  # fmt: skip
 def test_bad_tables_get_one_line_naming_the_file(tmp_path, text, flags, message):
@@ -269,3 +278,117 @@ def test_a_table_of_784_features_is_no_picture_model(tmp_path):
         f"{tmp_path / 'm.npz'} takes 784 features, not a 28 x 28 picture"
     )
     assert predict.picture_problem(tmp_path / "m.npz", arch, Encoding(np.arange(3))) is None
+
+
+def test_labels_stay_as_written_unless_every_one_is_a_plain_integer(tmp_path):
+    from nn_gpu.table import read_table
+
+    def labels(*cells):
+        (tmp_path / "t.csv").write_text("a,label\n" + "".join(f"{i}, {cell} \n" for i, cell in enumerate(cells)))
+        return read_table(tmp_path / "t.csv", "label")[1]
+
+    plain = labels("7", "-3", "0", "9223372036854775807")
+    assert plain.dtype == np.int64 and plain.tolist() == [7, -3, 0, 2**63 - 1]
+    ids = labels("12345678901234567890", "98765432109876543210")  # beyond int64: kept, not wrapped
+    assert ids.dtype.kind == "U" and ids.tolist() == ["12345678901234567890", "98765432109876543210"]
+    assert labels("9223372036854775808", "1").tolist() == ["9223372036854775808", "1"]
+    assert labels("1", "01", "1.0").tolist() == ["1", "01", "1.0"]  # three labels as written, none merged
+    assert labels("cat", "7").tolist() == ["cat", "7"]
+
+
+def test_a_feature_near_the_top_of_float64_is_scaled_not_zeroed():
+    features = np.array([[1e300, 1.0], [3e300, 3.0], [2e300, 2.0]])
+    for kind in ("standard", "minmax"):
+        scaled = Scaling.fit(kind, features).apply(features)
+        assert np.isfinite(scaled).all()
+        np.testing.assert_allclose(scaled[:, 0], scaled[:, 1])  # the same pattern, 1e300 times larger
+    rows = np.random.default_rng(0).normal(size=(200, 3)) * [1.0, 1e-5, 1e6]  # ordinary columns: numpy's bits
+    standard = Scaling.fit("standard", rows)
+    np.testing.assert_array_equal(standard.shift, rows.mean(axis=0))
+    np.testing.assert_array_equal(standard.divisor, rows.std(axis=0))
+    np.testing.assert_array_equal(Scaling.fit("minmax", rows).divisor, np.ptp(rows, axis=0))
+
+
+def test_a_model_of_text_labels_predicts_a_file_of_some_of_them(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.array(["1", "2", "b"])[np.arange(60) % 3]
+    table = "a,b,label\n" + "".join(
+        f"{rng.normal() + i % 3},{rng.normal()},{label}\n" for i, label in enumerate(labels)
+    )
+    (tmp_path / "t.csv").write_text(table)
+    code, _, err = _train(tmp_path, tmp_path / "t.csv", "--dev-size", "0", "--hidden", "4", "--epochs", "2")
+    assert code == 0, err
+    assert list(load_trained_model(tmp_path / "run" / "model.npz")[3].classes) == ["1", "2", "b"]
+    kept = [line for line in table.splitlines() if not line.endswith(",b")]  # labels 1 and 2, read as integers
+    (tmp_path / "some.csv").write_text("\n".join(kept) + "\n")
+    args = ["--model", tmp_path / "run" / "model.npz", "--data", tmp_path / "some.csv", "--out", tmp_path / "p.csv"]
+    code, out, err = run_cli(predict.predict_main, args)
+    assert code == 0, err
+    assert "accuracy: " in out and len((tmp_path / "p.csv").read_text().splitlines()) == 41
+
+
+def test_a_resumed_run_refuses_training_rows_that_changed(tmp_path):
+    _iris_csv(tmp_path / "iris.csv")
+    flags = ["--label-column", "species", "--dev-size", "30", "--hidden", "8", "--batch-size", "16"]
+    assert _train(tmp_path, tmp_path / "iris.csv", *flags, "--epochs", "2", out="short")[0] == 0
+    checkpoint = tmp_path / "short" / "checkpoint.npz"
+    before = checkpoint.read_bytes()
+    with open(tmp_path / "iris.csv", "a") as f:
+        f.write("9.0,9.0,9.0,9.0,setosa\n")  # one row more: another split, and the old scaling no longer fits
+    code, _, err = run_cli(cli.train_main, ["--resume", str(tmp_path / "short"), "--epochs", "4", "--quiet"])
+    assert code == 2 and err.count("\n") == 1, err
+    assert (
+        f"{checkpoint}: {tmp_path / 'iris.csv'} has changed since the run began: its training rows are not the run's"
+        in err
+    )
+    assert "(121 now, 120 then, after the dev split)" in err
+    assert checkpoint.read_bytes() == before
+
+
+def test_ctrl_c_while_a_table_or_a_digit_csv_is_read_is_interrupted_not_a_broken_file(tmp_path, monkeypatch):
+    from nn_gpu import data, table
+
+    _iris_csv(tmp_path / "iris.csv")
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+        yield
+
+    monkeypatch.setattr(table, "_bounded_lines", interrupted)
+    code, _, err = _train(tmp_path, tmp_path / "iris.csv", "--label-column", "species")
+    assert (code, err) == (130, "interrupted\n")
+    opened = data._LineLimit.__init__
+
+    class Interrupting:
+        def read(self, size=-1):
+            raise KeyboardInterrupt
+
+        def close(self):
+            pass
+
+    def init(self, path, skip_header):
+        opened(self, path, skip_header)
+        self.raw.close()
+        self.raw = Interrupting()
+
+    monkeypatch.setattr(data._LineLimit, "__init__", init)
+    code, _, err = _train(tmp_path, "sample", "--epochs", "1")  # pandas reads the built-in digits through _LineLimit
+    assert (code, err) == (130, "interrupted\n")
+
+
+def test_ctrl_c_while_a_script_imports_its_libraries_is_interrupted(monkeypatch, capsys):
+    import importlib
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("launch", ROOT / "scripts" / "launch.py")
+    launch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launch)
+
+    def importing(name):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib, "import_module", importing)
+    assert launch.launch("nn_gpu.cli", "train_main") == 130
+    assert capsys.readouterr().err == "interrupted\n"
