@@ -269,12 +269,12 @@ __device__ bool nn_last_block(unsigned int* arrived) {
 
 template <typename T>
 __device__ void nn_step_gather(const T* X, const int* y, const long long* order, const long long* done,
-                               long long batches, long long size, long long count, long long n0, T* A0,
-                               int* y_batch) {
-    // Step t = done + 1's mini-batch: the samples order[start + j], j < count, start = ((t - 1) mod
-    // batches) size, of the m x n0 samples X, into A0 (count x n0, C-contiguous: the network takes
-    // its n0 x count transpose) and their labels into y_batch.
-    const long long start = (done[0] % batches) * size;
+                               long long first, long long batches, long long size, long long count,
+                               long long n0, T* A0, int* y_batch) {
+    // Step t = done + 1's mini-batch: the samples order[start + j], j < count, start = ((t - 1 - first)
+    // mod batches) size, of the m x n0 samples X, into A0 (count x n0, C-contiguous: the network takes
+    // its n0 x count transpose) and their labels into y_batch. first: the steps before X's first epoch.
+    const long long start = ((done[0] - first) % batches) * size;
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < count * n0; e += stride) {
         const long long j = e / n0, p = e - j * n0;
@@ -385,10 +385,10 @@ __device__ void nn_step_adam(T* p, T* g, T* m, T* v, long long size, const T* ro
 
 #define NN_STEP_KERNELS(T, SUFFIX)                                                                            \
     extern "C" __global__ void nn_step_gather_##SUFFIX(const T* X, const int* y, const long long* order,       \
-                                                       const long long* done, long long batches,               \
-                                                       long long size, long long count, long long n0, T* A0,   \
-                                                       int* y_batch) {                                         \
-        nn_step_gather<T>(X, y, order, done, batches, size, count, n0, A0, y_batch);                          \
+                                                       const long long* done, long long first,                 \
+                                                       long long batches, long long size, long long count,     \
+                                                       long long n0, T* A0, int* y_batch) {                    \
+        nn_step_gather<T>(X, y, order, done, first, batches, size, count, n0, A0, y_batch);                   \
     }                                                                                                         \
     extern "C" __global__ void nn_step_output_layer_##SUFFIX(T* z, const T* b, const int* y, int C,           \
                                                              long long m, T eps, T eps_over_C, T* db,         \

@@ -25,6 +25,8 @@ Where it differs from sklearn's, on purpose or by design:
   optimisers decay the whole flat buffer); the reported loss leaves the penalty out. With "adamw",
   alpha / batch is the decoupled weight decay instead.
 - Weights start from He's N(0, 2 / n_in) with zero biases (sklearn: Glorot's uniform, and random biases).
+- X is dense: sparse X is refused, with the fix (X.toarray()); y holds one label per row: a multilabel
+  y (n x k indicator matrix) is refused (sklearn's MLPClassifier takes both).
 - sgd's momentum is classical (PyTorch's); nesterovs_momentum, learning_rate schedules, lbfgs,
   activation and warm_start are not offered.
 - Training stops as sklearn's does: after n_iter_no_change epochs in a row whose loss did not fall
@@ -39,6 +41,7 @@ and `__sklearn_tags__` imports sklearn only when sklearn itself asks for the tag
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import numbers
@@ -50,10 +53,20 @@ import numpy as np
 from nn_gpu import training
 from nn_gpu.data import pixels_to_device
 from nn_gpu.device import resolve_device
-from nn_gpu.model import Architecture, Network, init_parameters
+from nn_gpu.model import DTYPES, Architecture, Network, init_parameters
 from nn_gpu.optim import SGD, Adam
 
 SOLVERS = ("adam", "adamw", "sgd")
+INTERVALS = {  # the real parameters' ranges, as scikit-learn's _parameter_constraints: (low, high, ends included)
+    "learning_rate_init": (0, math.inf, "()"),
+    "epsilon": (0, math.inf, "()"),
+    "alpha": (0, math.inf, "[)"),
+    "tol": (0, math.inf, "[)"),
+    "momentum": (0, 1, "[)"),  # sklearn allows 1, which never lets a gradient fade
+    "beta_1": (0, 1, "[)"),
+    "beta_2": (0, 1, "[)"),
+    "validation_fraction": (0, 1, "()"),
+}
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -152,19 +165,23 @@ class MLPClassifier:
         return hasattr(self, "_network")
 
     def __getstate__(self) -> dict:
-        """For pickle: the network as host arrays (it is rebuilt on `device` when unpickled)."""
+        """For pickle and deepcopy: the network and the optimiser's moments as host arrays (both are
+        rebuilt on `device` when unpickled, so partial_fit goes on exactly as it would have)."""
         state = self.__dict__.copy()
-        network = state.pop("_network", None)
-        state.pop("_optimizer", None)
+        network, optimizer = state.pop("_network", None), state.pop("_optimizer", None)
         if network is not None:
-            state["_saved"] = (network.arch, [network.device.to_host(p) for p in network.params])
+            to_host = network.device.to_host
+            moments = None if optimizer is None else [to_host(moment) for moment in optimizer.state]
+            state["_saved"] = (network.arch, [to_host(p) for p in network.params], moments)
         return state
 
     def __setstate__(self, state: dict) -> None:
         saved = state.pop("_saved", None)
         self.__dict__.update(state)
         if saved is not None:
-            self._network = Network(saved[0], resolve_device(self.device), saved[1])
+            arch, params, moments = saved
+            self._network = Network(arch, resolve_device(self.device), params)
+            self._optimizer = None if moments is None else self._new_optimizer(moments)
 
     # fitting
 
@@ -192,6 +209,11 @@ class MLPClassifier:
             X_device = _on_device(X, device, self.dtype)
             self._start(X.shape[1], np.unique(np.asarray(classes)), device)
         else:
+            if classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
+                raise ValueError(
+                    f"`classes={list(classes)!r}` is not the same as on last call to partial_fit, "
+                    f"was: {self.classes_.tolist()!r}"
+                )
             X_device = _on_device(self._check_features(X), self._network.device, self.dtype)
         unknown = ~np.isin(y, self.classes_)
         if unknown.any():
@@ -226,11 +248,7 @@ class MLPClassifier:
         network, device = self._network, self._network.device
         stopping = epochs is not None
         if self._optimizer is None:  # weight_decay is set below, as alpha / batch
-            if self.solver == "sgd":
-                self._optimizer = SGD(network, self.momentum)
-            else:
-                betas = (self.beta_1, self.beta_2)
-                self._optimizer = Adam(network, decoupled=self.solver == "adamw", betas=betas, eps=self.epsilon)
+            self._optimizer = self._new_optimizer()
         X_dev = y_dev = None
         if self.early_stopping and stopping:
             rows = np.random.default_rng([self._seed, 1]).permutation(len(y))
@@ -251,6 +269,7 @@ class MLPClassifier:
                 alpha=self.learning_rate_init, iterations=steps, batch_size=batch, log_interval=0
             )
             progress = training.Progress(iteration=self._steps)
+        epoch_start = (0, 0) if stopping else (self._steps, self.n_iter_)  # one pass over this X, from here
         try:
             with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is one ValueError, not warnings
                 progress = training.train(
@@ -265,6 +284,7 @@ class MLPClassifier:
                     on_log=lambda entry: self._after_epoch(entry, len(y)) and stopping,
                     exploding_loss=np.inf,  # any finite loss: unscaled features start high, and are the user's to scale
                     evaluate_at_end=False,
+                    epoch_start=epoch_start,
                 )
         except training.Diverged:
             raise ValueError(
@@ -275,6 +295,15 @@ class MLPClassifier:
         if dev is not None and progress.best_params is not None:
             network.flat[...] = progress.best_params
         return self
+
+    def _new_optimizer(self, moments=None):
+        """The solver's optimiser for the network, from zero moments or the host arrays `moments`."""
+        if self.solver == "sgd":
+            velocity = None if moments is None else moments[0]
+            return SGD(self._network, self.momentum, velocity=velocity, steps=self._steps)
+        betas = (self.beta_1, self.beta_2)
+        adamw = self.solver == "adamw"
+        return Adam(self._network, decoupled=adamw, betas=betas, eps=self.epsilon, state=moments, steps=self._steps)
 
     def _after_epoch(self, entry: dict, m: int) -> bool:
         """Record an epoch (its mean training loss, before each step's update, as sklearn's loss_curve_)
@@ -299,31 +328,32 @@ class MLPClassifier:
         return self._no_improvement > self.n_iter_no_change
 
     def _validate_parameters(self) -> None:
+        """ValueError naming the first parameter outside what scikit-learn's MLPClassifier accepts (its
+        _parameter_constraints), before any training."""
         hidden = np.atleast_1d(self.hidden_layer_sizes)
         if hidden.ndim != 1 or hidden.size == 0 or hidden.dtype.kind not in "iu" or (hidden < 1).any():
             raise ValueError(f"hidden_layer_sizes must be positive whole numbers, got {self.hidden_layer_sizes!r}")
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
-        positive = {"learning_rate_init": self.learning_rate_init, "max_iter": self.max_iter}
-        for name, value in positive.items():
-            if not isinstance(value, numbers.Real) or not value > 0:
-                raise ValueError(f"{name} must be above 0, got {value!r}")
-        if not (isinstance(self.alpha, numbers.Real) and self.alpha >= 0):
-            raise ValueError(f"alpha must be 0 or more, got {self.alpha!r}")
-        if not (self.batch_size == "auto" or (isinstance(self.batch_size, numbers.Integral) and self.batch_size >= 1)):
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if not (self.batch_size == "auto" or _whole(self.batch_size, 1)):
             raise ValueError(f"batch_size must be 'auto' or a whole number of at least 1, got {self.batch_size!r}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be at least 0 and below 1, got {self.momentum!r}")
-        if not 0 < self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction must lie between 0 and 1, got {self.validation_fraction!r}")
+        for name in ("max_iter", "n_iter_no_change"):
+            if not _whole(getattr(self, name), 1):
+                raise ValueError(f"{name} must be a whole number of at least 1, got {getattr(self, name)!r}")
+        for name, (low, high, ends) in INTERVALS.items():
+            value = getattr(self, name)
+            if not _inside(value, low, high, ends):
+                raise ValueError(f"{name} must be a finite number in {ends[0]}{low}, {high}{ends[1]}, got {value!r}")
 
     # predicting
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities, n x C (columns in the order of classes_)."""
         network = self._check_fitted()
-        X = self._check_features(_check_X(X))
-        return network.predict_proba(pixels_to_device(X, network.device, network.arch.dtype)).T
+        X = self._check_features(_check_X(X, finite=False))
+        return network.predict_proba(_on_device(X, network.device, network.arch.dtype)).T
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row of X, as a label of classes_."""
@@ -332,7 +362,11 @@ class MLPClassifier:
 
     def score(self, X, y, sample_weight=None) -> float:
         """The mean accuracy of predict(X) against y (weighted by sample_weight when given)."""
-        return float(np.average(self.predict(X) == np.asarray(y).ravel(), weights=sample_weight))
+        y, predicted = np.asarray(y).ravel(), self.predict(X)
+        lengths = [len(y), len(predicted)] + ([] if sample_weight is None else [len(np.ravel(sample_weight))])
+        if len(set(lengths)) > 1:  # sklearn's accuracy_score checks the same, with the same words
+            raise ValueError(f"Found input variables with inconsistent numbers of samples: {lengths}")
+        return float(np.average(predicted == y, weights=sample_weight))
 
     def _check_fitted(self) -> Network:
         """The fitted network, or NotFittedError: a ValueError for predict, and an AttributeError, so that
@@ -386,6 +420,18 @@ def _same(a, b) -> bool:
         return False
 
 
+def _inside(value, low: float, high: float, ends: str) -> bool:
+    """Whether value is a finite real number (not a bool) in the interval low..high, ends as "[)" etc."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
+        return False
+    return (value >= low if ends[0] == "[" else value > low) and (value <= high if ends[1] == "]" else value < high)
+
+
+def _whole(value, low: int) -> bool:
+    """Whether value is an integer (not a bool, not 2.5) of at least low."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
+
+
 def _seed(random_state) -> int:
     """An int seed from sklearn's random_state: None (fresh each fit), an int, or a RandomState/Generator."""
     if random_state is None:
@@ -405,6 +451,9 @@ def _check_X(X, finite: bool = True) -> np.ndarray:
     what users and sklearn's checks know still applies)."""
     if type(X).__module__.startswith("scipy.sparse"):
         raise TypeError("Sparse data was passed, but dense data is required: pass X.toarray().")
+    if type(X).__module__.startswith("pandas"):  # nullable columns (Int64, Float64): pd.NA becomes NaN, refused below
+        with contextlib.suppress(TypeError, ValueError):
+            X = X.to_numpy(dtype=np.float64, na_value=np.nan)
     X = np.asarray(X)
     if X.dtype.kind == "c":
         raise ValueError("Complex data not supported")

@@ -109,13 +109,14 @@ def softmax_cross_entropy(Z, y):
     return Z, loss, correct
 
 
-def gather(X, y, order, done, batches, size, count):
+def gather(X, y, order, done, first, batches, size, count):
     """Step done + 1's mini-batch (X_batch n0 x count, the transpose of its rows; y_batch count int32)."""
     samples = _contiguous(X.T)  # m x n0
     n0 = samples.shape[1]
     rows = cp.empty((count, n0), dtype=X.dtype)
     y_batch = cp.empty(count, dtype=np.int32)
-    arguments = (samples, y, order, done, np.int64(batches), np.int64(size), np.int64(count), np.int64(n0))
+    arguments = (samples, y, order, done, np.int64(first), np.int64(batches), np.int64(size), np.int64(count))
+    arguments += (np.int64(n0),)
     _launch("gather", X.dtype, _grid("gather", count * n0), (*arguments, rows, y_batch), counted=False)
     return rows.T, y_batch
 

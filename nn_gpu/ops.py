@@ -18,7 +18,8 @@ sample, C classes or H units in rows, m samples.
     softmax_cross_entropy(Z, y)  dZ = softmax(Z) - onehot(y),            Z: C x m, y: m
                                  loss = -log softmax(Z)[y], correct = [argmax Z = y]
     gather(X, y, order, done,    step t = done + 1's mini-batch: the samples order[s : s + count],
-           batches, size, count) s = ((t - 1) mod batches) size, as (X_batch n0 x count, y_batch)
+           first, batches, size, s = ((t - 1 - first) mod batches) size, as (X_batch n0 x count,
+           count)                y_batch); first: the steps done before X's first epoch
     sgd_update(p, g, v, rows,    g := g / count;  d = g + weight_decay p;  v := momentum v + d;
                done, count,      p := p - lr v, lr = rows[(t - 1) mod W]; then done := t.
                momentum,         p, g, v: all parameters as one flat buffer; rows: W x 1, the
@@ -170,12 +171,13 @@ def output_layer(Z, b, y, label_smoothing, db, sums):
     return Z
 
 
-def gather(X, y, order, done, batches: int, size: int, count: int):
+def gather(X, y, order, done, first: int, batches: int, size: int, count: int):
     """Step t = done + 1's mini-batch of the epoch whose shuffle is `order` (m,): the samples order[s :
-    s + count], s = ((t - 1) mod batches) size, as (X_batch n0 x count, y_batch count). X is n0 x m, the
-    transpose of the m x n0 samples, and X_batch the transpose of its count x n0 rows. Reads the step
-    counter: the CPU's way (the kernel reads it on the card)."""
-    start = int(done[0]) % batches * size
+    s + count], s = ((t - 1 - first) mod batches) size, as (X_batch n0 x count, y_batch count), where
+    X's epochs start after step `first`. X is n0 x m, the transpose of the m x n0 samples, and X_batch
+    the transpose of its count x n0 rows. Reads the step counter: the CPU's way (the kernel reads it on
+    the card)."""
+    start = (int(done[0]) - first) % batches * size
     rows = order[start : start + count]
     return X.T[rows].T, y[rows]
 

@@ -52,16 +52,31 @@ def epoch_order(m: int, seed: int, epoch: int) -> np.ndarray:
 class TrainingStep:
     """Steps of `plan` for `network` and `optimizer` on X (n0 x m) and y (m), on the network's device,
     continuing after `done` steps whose loss and correct sums since their last log were `sums`;
-    `graphs`: replay CUDA graphs on the GPU (False: every step eager).
+    `graphs`: replay CUDA graphs on the GPU (False: every step eager); epoch_start = (s, e): X's first
+    epoch begins after step s and is numbered e (its shuffle is epoch_order(m, seed, e)), so that data
+    of another size can go on from any step (MLPClassifier.partial_fit); (0, 0) for a run on one X.
 
     run(first, last) queues steps first..last, in runs that each lie in one epoch, one batch size and
     one schedule window (`chunk_end`); read_sums() reads the loss and correct sums, and reset_sums()
     starts them again.
     """
 
-    def __init__(self, network, optimizer, X, y, plan, seed: int, done: int, sums=(0.0, 0.0), graphs: bool = True):
+    def __init__(
+        self,
+        network,
+        optimizer,
+        X,
+        y,
+        plan,
+        seed: int,
+        done: int,
+        sums=(0.0, 0.0),
+        graphs: bool = True,
+        epoch_start: tuple[int, int] = (0, 0),
+    ):
         device, xp = network.device, network.device.xp
         self.network, self.optimizer, self.plan, self.seed = network, optimizer, plan, seed
+        self.start, self.start_epoch = epoch_start
         self.m = X.shape[1]
         self.total = plan.total_iterations(self.m)
         self.batches = plan.batches_per_epoch(self.m)
@@ -83,14 +98,14 @@ class TrainingStep:
         """The samples of step t's batch: the batch size, less for an epoch's last, short batch."""
         if self.plan.batch_size is None:
             return self.m
-        position = (t - 1) % self.batches
+        position = (t - 1 - self.start) % self.batches
         return min(self.plan.batch_size, self.m - position * self.plan.batch_size)
 
     def chunk_end(self, t: int, limit: int) -> int:
         """The last step, at most `limit`, that shares step t's epoch, batch size and schedule window."""
         last = min(limit, self.schedule.window_end(t))
         if self.plan.batch_size is not None:
-            epoch_end = (t - 1) // self.batches * self.batches + self.batches
+            epoch_end = self.start + (t - 1 - self.start) // self.batches * self.batches + self.batches
             short = self.m % self.plan.batch_size != 0  # the epoch's last batch is a size of its own
             last = min(last, epoch_end - 1 if short and t < epoch_end else epoch_end)
         return last
@@ -108,7 +123,7 @@ class TrainingStep:
 
     def _run(self, first: int, last: int) -> None:
         """Steps first..last of one epoch, batch size and schedule window."""
-        epoch = (first - 1) // self.batches
+        epoch = self.start_epoch + (first - 1 - self.start) // self.batches
         if self.order is not None and epoch != self.order_epoch:
             self.network.device.upload(self.order, epoch_order(self.m, self.seed, epoch))
             self.order_epoch = epoch
@@ -148,7 +163,9 @@ class TrainingStep:
         if self.order is None:
             X, y = self.X, self.y
         else:
-            X, y = ops.gather(self.X, self.y, self.order, self.done, self.batches, self.plan.batch_size, count)
+            X, y = ops.gather(
+                self.X, self.y, self.order, self.done, self.start, self.batches, self.plan.batch_size, count
+            )
         if self.distortion is not None:  # n x n0 images in, distorted n x n0 out: X is their n0 x n view
             X = augment.distort(X.T, self.distortion, augment.batch_rng(self.seed, t), network.arch.dtype).T
         network.sum_gradients(X, y, self.sums, self.dropout, self.plan.label_smoothing)

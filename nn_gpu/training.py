@@ -166,6 +166,7 @@ def train(
     exploding_loss: float = EXPLODING_LOSS,
     graphs: bool = True,
     evaluate_at_end: bool = True,
+    epoch_start: tuple[int, int] = (0, 0),
 ) -> Progress:
     """Train `network` on X (n0 x m) and y (m labels), both on its device, from `progress` onwards,
     with `optimizer` (nn_gpu.optim: SGD or Adam) and the plan's dropout and augmentation.
@@ -182,6 +183,8 @@ def train(
     A non-finite loss, or one over exploding_loss, raises Diverged before anything is saved from the bad state.
     graphs: on the GPU, replay each step as a CUDA graph (nn_gpu.step; the same bits as without).
     evaluate_at_end: evaluate the whole training set (and dev) into progress.final when done.
+    epoch_start: (steps, epoch): X's first epoch starts after that many steps and has that number
+    (nn_gpu.step.TrainingStep); MLPClassifier.partial_fit goes on from earlier calls on other X this way.
     On the CPU, BLAS is held to one thread for the whole run (nn_gpu.parallel).
     """
     with parallel.one_blas_thread():  # set once for the run: setting it costs 16 us, a mini-batch step 200
@@ -190,7 +193,7 @@ def train(
         total, every = plan.total_iterations(m), plan.evaluate_every(m)
         progress = progress or Progress()
         sums = (progress.loss_sum, progress.correct_sum)
-        step = TrainingStep(network, optimizer, X, y, plan, seed, progress.iteration, sums, graphs)
+        step = TrainingStep(network, optimizer, X, y, plan, seed, progress.iteration, sums, graphs, epoch_start)
         last_saved: tuple[int, Path] | None = None
 
         def checkpoint() -> None:

@@ -88,8 +88,8 @@ extern "C" void host_{name}_{suffix}({", ".join(arguments)}, long long n) {{
 
 # The step kernels' host drivers: each runs the kernel's whole grid (grid_x by grid_y blocks of one thread).
 STEP_DRIVERS = {
-    "gather": "const T* X, const int* y, const long long* order, const long long* done, long long batches, "
-    "long long size, long long count, long long n0, T* A0, int* y_batch",
+    "gather": "const T* X, const int* y, const long long* order, const long long* done, long long first, "
+    "long long batches, long long size, long long count, long long n0, T* A0, int* y_batch",
     "output_layer": "T* z, const T* b, const int* y, long long C, long long m, T eps, T eps_over_C, T* db, "
     "double* partials, double* sums, unsigned int* arrived",
     "relu_backward_db": "T* dA, const T* A, long long m, T scale, T* db, double* partials, unsigned int* arrived",
@@ -365,12 +365,14 @@ def test_gather_kernel_takes_each_steps_batch_of_the_epochs_shuffle(host, suffix
     samples = rng.standard_normal((m, n0)).astype(dtype)
     y = rng.integers(0, 10, m).astype(np.int32)
     order = rng.permutation(m)
-    for done in range(9):
-        count = min(size, m - done % batches * size)
-        want_X, want_y = ops.gather(samples.T, y, order, np.array([done]), batches, size, count)
+    for first, done in [(0, d) for d in range(9)] + [(5, 5), (5, 8), (5, 9), (3, 12)]:
+        count = min(size, m - (done - first) % batches * size)
+        want_X, want_y = ops.gather(samples.T, y, order, np.array([done]), first, batches, size, count)
+        rows = order[(done - first) % batches * size :][:count]  # the batch's rows, written out
+        np.testing.assert_array_equal(want_y, y[rows])
         A0, y_batch = np.full((count, n0), np.nan, dtype), np.full(count, -1, np.int32)
-        step_grid(host, "gather", suffix, samples, y, order, np.array([done]), batches, size, count, n0, A0, y_batch,
-                  grid=(blocks, 1))  # fmt: skip
+        step_grid(host, "gather", suffix, samples, y, order, np.array([done]), first, batches, size, count, n0, A0,
+                  y_batch, grid=(blocks, 1))  # fmt: skip
         np.testing.assert_array_equal(A0.T, want_X)
         np.testing.assert_array_equal(y_batch, want_y)
 

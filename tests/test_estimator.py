@@ -179,6 +179,92 @@ def test_partial_fit_needs_the_classes_first_and_refuses_new_labels():
     assert watched.n_iter_ == 1 and watched.validation_scores_ == []  # as sklearn's: no validation rows in partial_fit
 
 
+def test_each_partial_fit_is_one_pass_over_the_rows_it_is_given_whatever_their_number(monkeypatch):
+    import dataclasses
+
+    from nn_gpu import estimator
+
+    taken, resolve = [], estimator.resolve_device
+
+    def spying(name):
+        device = resolve(name)
+        gather = device.ops.gather
+
+        def spy(X, *args):
+            X_batch, y_batch = gather(X, *args)
+            taken.extend(X_batch[0].astype(int))  # feature 0 is the row's number
+            return X_batch, y_batch
+
+        return dataclasses.replace(device, ops=device.ops._replace(gather=spy))
+
+    monkeypatch.setattr(estimator, "resolve_device", spying)
+    rng = np.random.default_rng(0)
+    clf = MLPClassifier((4,), solver="sgd", random_state=0, device="cpu")
+    passes = []
+    for n in (300, 300, 150, 300, 77):  # batches of 200 + 100, then 150, then 77: steps never line up
+        X = np.column_stack([np.arange(n), rng.normal(size=n)])
+        taken.clear()
+        clf.partial_fit(X, np.arange(n) % 3, classes=[0, 1, 2])
+        passes.append(sorted(taken))
+        assert sorted(taken) == list(range(n)), f"call {len(passes)}: rows used other than once each"
+    assert clf._steps == 2 + 2 + 1 + 2 + 1 and clf.n_iter_ == 5 and clf.t_ == 1127
+
+
+def test_predict_refuses_values_beyond_float32_as_sklearn_does():
+    X, y = load_iris(return_X_y=True)
+    clf = MLPClassifier((4,), max_iter=2, device="cpu").fit(X, y)
+    X = X.copy()
+    X[7, 2] = -1e39  # finite in float64: as float32 it is -inf, and every probability NaN
+    for method in (clf.predict, clf.predict_proba):
+        with pytest.raises(
+            ValueError, match=r"^Input X contains infinity or a value too large for dtype\('float32'\)\.$"
+        ):
+            method(X)
+    clf64 = MLPClassifier((4,), max_iter=2, device="cpu", dtype="float64").fit(X, y)
+    assert np.isfinite(clf64.predict_proba(X)).all()
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_a_pickled_or_copied_estimator_goes_on_with_partial_fit_as_the_original(solver):
+    import copy
+
+    X, y = load_digits(return_X_y=True)
+    X = X / 16
+    clf = MLPClassifier((16,), solver, batch_size=64, random_state=1, device="cpu")
+    clf.partial_fit(X[:900], y[:900], classes=np.arange(10))
+    copies = [pickle.loads(pickle.dumps(clf)), copy.deepcopy(clf)]
+    for other in (clf, *copies):
+        other.partial_fit(X[900:], y[900:])
+        other.partial_fit(X[:500], y[:500])
+    for other in copies:
+        for a, b in zip(clf.coefs_ + clf.intercepts_, other.coefs_ + other.intercepts_):
+            np.testing.assert_array_equal(a, b)
+        assert other.loss_curve_ == clf.loss_curve_
+
+
+def test_partial_fit_refuses_other_classes_and_score_other_lengths():
+    import pandas as pd
+
+    X, y = load_iris(return_X_y=True)
+    clf = MLPClassifier((4,), device="cpu").partial_fit(X, y, classes=[0, 1, 2])
+    with pytest.raises(
+        ValueError, match=r"^`classes=\[0, 1\]` is not the same as on last call to partial_fit, was: \[0, 1, 2\]$"
+    ):
+        clf.partial_fit(X, y, classes=[0, 1])
+    clf.partial_fit(X, y, classes=[2, 0, 1])  # the same classes, in another order
+    with pytest.raises(
+        ValueError, match=r"^Found input variables with inconsistent numbers of samples: \[150, 150, 2\]$"
+    ):
+        clf.score(X, y, sample_weight=[1.0, 2.0])
+    with pytest.raises(ValueError, match=r"^Found input variables with inconsistent numbers of samples: \[149, 150\]$"):
+        clf.score(X, y[1:])
+    frame = pd.DataFrame({"a": pd.array([1, None, 3, 4], dtype="Int64"), "b": [1.0, 2.0, 3.0, 4.0]})
+    with pytest.raises(ValueError, match=r"^Input X contains NaN\.$"):
+        MLPClassifier(device="cpu").fit(frame, [0, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"^Input y contains NaN\.$"):
+        MLPClassifier(device="cpu").fit(X[:4], pd.Series([0, 1, None, 1], dtype="Int64"))
+
+
 def test_stopping_rules_count_epochs_as_sklearns():
     from sklearn.neural_network import MLPClassifier as SklearnMLP
 
@@ -264,8 +350,18 @@ def test_bad_parameters_and_unfitted_use():
         ({"solver": "lbfgs"}, "solver must be one of adam, adamw, sgd"),
         ({"hidden_layer_sizes": (0,)}, "hidden_layer_sizes must be positive"),
         ({"batch_size": 0}, "batch_size must be 'auto' or a whole number"),
-        ({"momentum": 1.0}, "momentum must be at least 0 and below 1"),
-        ({"learning_rate_init": 0}, "learning_rate_init must be above 0"),
+        ({"momentum": 1.0}, r"momentum must be a finite number in \[0, 1\), got 1.0"),
+        ({"learning_rate_init": 0}, r"learning_rate_init must be a finite number in \(0, inf\), got 0"),
+        ({"beta_1": 1}, r"beta_1 must be a finite number in \[0, 1\), got 1"),
+        ({"beta_2": -0.1}, r"beta_2 must be a finite number in \[0, 1\)"),
+        ({"max_iter": 2.5}, "max_iter must be a whole number of at least 1, got 2.5"),
+        ({"max_iter": True}, "max_iter must be a whole number of at least 1, got True"),
+        ({"n_iter_no_change": 0}, "n_iter_no_change must be a whole number of at least 1"),
+        ({"tol": float("nan")}, r"tol must be a finite number in \[0, inf\), got nan"),
+        ({"tol": -1e-4}, r"tol must be a finite number in \[0, inf\)"),
+        ({"alpha": float("inf")}, r"alpha must be a finite number in \[0, inf\), got inf"),
+        ({"epsilon": 0}, r"epsilon must be a finite number in \(0, inf\)"),
+        ({"dtype": "float16"}, "dtype must be one of float32, float64, got 'float16'"),
     ]:
         with pytest.raises(ValueError, match=message):
             MLPClassifier(device="cpu", **params).fit(X, y)

@@ -115,11 +115,11 @@ def test_the_gather_and_update_kernels_are_the_op_table_on_the_card(gpu, cp, dty
     m, n0, size = 300, 784, 128  # batches of 128, 128, 44
     samples, y = rng.random((m, n0)).astype(dtype), rng.integers(0, 10, m).astype(np.int32)
     order = rng.permutation(m)
-    for done in range(5):
-        count = min(size, m - done % 3 * size)
-        X_card, y_card = gpu.ops.gather(cp.asarray(samples).T, cp.asarray(y), cp.asarray(order), cp.asarray([done]), 3,
-                                        size, count)  # fmt: skip
-        X_host, y_host = REFERENCE_OPS.gather(samples.T, y, order, np.array([done]), 3, size, count)
+    for first, done in [(0, 0), (0, 1), (0, 2), (0, 3), (0, 4), (2, 2), (2, 4), (1, 6)]:
+        count = min(size, m - (done - first) % 3 * size)
+        X_card, y_card = gpu.ops.gather(cp.asarray(samples).T, cp.asarray(y), cp.asarray(order), cp.asarray([done]),
+                                        first, 3, size, count)  # fmt: skip
+        X_host, y_host = REFERENCE_OPS.gather(samples.T, y, order, np.array([done]), first, 3, size, count)
         np.testing.assert_array_equal(cp.asnumpy(X_card), X_host)
         np.testing.assert_array_equal(cp.asnumpy(y_card), y_host)
     rtol = {np.float32: 1e-5, np.float64: 1e-12}[dtype]  # the card fuses multiply-adds

@@ -144,7 +144,7 @@ def test_the_gather_takes_the_batches_of_the_epochs_shuffle(digits):
     for t in range(1, 11):
         order = epoch_order(m, 5, (t - 1) // plan.batches_per_epoch(m))
         count = min(size, m - (t - 1) % 3 * size)
-        X_batch, y_batch = REFERENCE_OPS.gather(X, y, order, np.array([t - 1]), 3, size, count)
+        X_batch, y_batch = REFERENCE_OPS.gather(X, y, order, np.array([t - 1]), 0, 3, size, count)
         np.testing.assert_array_equal(y_batch, batches.rows(t))
         np.testing.assert_array_equal(X_batch, X[:, batches.rows(t)])
 
