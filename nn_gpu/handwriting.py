@@ -5,7 +5,9 @@ MNIST's digits are light strokes on a black background, scaled to fit a 20 x 20 
 people take them (Pillow, in the optional extra `plot`): turned upright by its EXIF orientation (a
 phone photo held sideways), and, when it is partly transparent, composited onto black if its ink is
 light and onto white if its ink is dark, so white or coloured ink on a transparent background stays
-visible. Pictures over Pillow's decompression-bomb limit (about 89 megapixels) are refused.
+visible; a 16-bit grayscale picture is brought to 8 bits by its own depth (65,535 is white). Only
+the formats in FORMATS are opened (so a PostScript file never reaches Ghostscript), and pictures over
+Pillow's decompression-bomb limit (about 89 megapixels) are refused.
 `preprocess` then does what MNIST did:
 
 1. grayscale;
@@ -26,6 +28,9 @@ import numpy as np
 from nn_gpu.errors import DataError, one_line
 from nn_gpu.plots import PLOT_HINT
 from nn_gpu.safe_io import input_problem, write_atomically
+
+FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")  # what Pillow may open: its own decoders, no helper program
+DEEP_GRAY = ("I;16", "I;16L", "I;16B", "I")  # Pillow's modes of 16-bit grayscale (a 16-bit PNG opens as I;16 or I)
 
 
 def name_of(picture: Path | bytes) -> str | Path:
@@ -51,7 +56,7 @@ def load_grayscale(picture: Path | bytes, max_pixels: int | None = None) -> np.n
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(picture) if isinstance(picture, bytes) else picture) as image:
+            with Image.open(io.BytesIO(picture) if isinstance(picture, bytes) else picture, formats=FORMATS) as image:
                 if max_pixels is not None and image.width * image.height > max_pixels:
                     raise DataError(
                         f"{name}: too large a picture ({image.width} x {image.height} pixels; the limit is "
@@ -60,10 +65,15 @@ def load_grayscale(picture: Path | bytes, max_pixels: int | None = None) -> np.n
                 image = ImageOps.exif_transpose(image)
                 if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
                     return _composite(image.convert("RGBA"))
+                if image.mode in DEEP_GRAY:
+                    levels = np.clip(np.asarray(image, dtype=np.float64), 0, 65535)
+                    return np.round(levels * (255 / 65535)).astype(np.uint8)
                 return np.asarray(image.convert("L"), dtype=np.uint8).copy()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise DataError(f"{name}: too large a picture ({one_line(error)}); shrink or crop it") from None
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+    except UnidentifiedImageError:
+        raise DataError(f"{name}: not a readable image: not a {', '.join(FORMATS)} picture") from None
+    except (OSError, ValueError) as error:
         raise DataError(f"{name}: not a readable image ({one_line(error)})") from None
 
 
@@ -86,7 +96,7 @@ def preprocess(gray: np.ndarray) -> np.ndarray:
         gray = 255 - gray
     gray -= gray.min()
     if gray.max() <= 0:
-        raise ValueError("the picture is blank: no ink to find")
+        raise ValueError("it is blank: no ink to find")
     rows, columns = np.nonzero(gray > 0.2 * gray.max())
     ink = gray[rows.min() : rows.max() + 1, columns.min() : columns.max() + 1]
     ink = ink * (255 / ink.max())

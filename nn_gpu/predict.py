@@ -4,8 +4,10 @@ A model of a CSV table (nn_gpu.table) predicts the rows of a CSV with its featur
 in any order; the label column, when there, gives an accuracy): the rows are scaled as its training
 rows were, and predictions come back as the labels it was trained on, written as `Id,<label column>`.
 
-A submission is written only when --out names it, and --out is refused when it names the --data or
---model file. When the model knows what it was trained on (train.py records a hash of each training
+A submission is written only when --out names it. --out is refused when it names the --data or
+--model file, and when it names any other existing file that is not a predictions CSV of the same
+layout (its first line the header predict.py would write; so a submission can be written again),
+unless --overwrite says to replace it. When the model knows what it was trained on (train.py records a hash of each training
 image in model.npz), images of --data that were in its training set are counted and warned about,
 and the accuracy is given on the others too. The gallery (--show N) prints N predictions spread over
 the classes and draws at most SHOW_DRAWN of them. --image saves the 28 x 28 digit the network saw
@@ -57,9 +59,12 @@ def predict_parser(prog: str = "predict.py") -> argparse.ArgumentParser:
     source.add_argument("--image", type=Path, help="a picture of one handwritten digit (PNG, JPEG, ...)")
     p.add_argument(
         "--out",
-        type=Path,
+        type=_out_path,
         help="write the predictions of --data to this ImageId,Label CSV, Kaggle's submission format "
-        "(default: none written)",
+        "(default: none written); an existing file is replaced only when it is such a CSV",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="let --out replace an existing file that is not a predictions CSV"
     )
     p.add_argument(
         "--show",
@@ -95,15 +100,15 @@ def predict_command(argv: list[str] | None = None, prog: str = "predict.py") -> 
     dataset = dataset.test or dataset  # a directory of IDX files: predict its t10k test set
     if dataset.images.shape[1] != arch.n_inputs:
         raise NNGpuError(f"{args.data}: rows of {dataset.images.shape[1]} values; {args.model} takes {arch.n_inputs}")
+    header = _csv_line(["Id", encoding.label_column] if encoding.table else ["ImageId", "Label"])
+    if args.out is not None and not args.overwrite:
+        _refuse_to_replace(args.out, header)
     probabilities = network.predict_proba(pixels_to_device(dataset.images, device, arch.dtype))  # C x m
     predictions = probabilities.argmax(axis=0)
     what = "rows" if encoding.table else "images"
     if args.out is not None:
-        table = io.StringIO()  # the csv module quotes a label holding a comma, a quote or a line break
-        rows = csv.writer(table, lineterminator="\n")
-        rows.writerow(["Id", encoding.label_column] if encoding.table else ["ImageId", "Label"])
-        rows.writerows(enumerate(encoding.classes[predictions].tolist(), start=1))
-        write_text_atomically(args.out, table.getvalue())
+        rows = enumerate(encoding.classes[predictions].tolist(), start=1)
+        write_text_atomically(args.out, header + "".join(_csv_line(row) for row in rows))
         print(f"wrote {len(predictions)} predictions to {args.out} (device: {device.describe()})")
     else:
         print(
@@ -124,6 +129,37 @@ def predict_command(argv: list[str] | None = None, prog: str = "predict.py") -> 
         picture = Path("predictions_show.png") if args.out is None else args.out.with_name(args.out.stem + "_show.png")
         _show(dataset, predictions, probabilities.max(axis=0), args.show, picture if arch.images else None)
     return 0
+
+
+def _out_path(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty file name; name the CSV to write, e.g. --out submission.csv")
+    return Path(text)
+
+
+def _csv_line(cells) -> str:
+    """One CSV line: the csv module quotes a label holding a comma, a quote or a line break."""
+    line = io.StringIO()
+    csv.writer(line, lineterminator="\n").writerow(cells)
+    return line.getvalue()
+
+
+def _refuse_to_replace(out: Path, header: str) -> None:
+    """NNGpuError when `out` exists and is not a predictions CSV whose first line is `header`."""
+    if not out.exists():
+        return
+    if out.is_dir():
+        raise NNGpuError(f"--out {out} is a folder; name a file in it, e.g. --out {out / 'submission.csv'}")
+    try:
+        with open(out, encoding="utf-8", newline="") as f:
+            first = f.readline(len(header) + 2).rstrip("\r\n")
+    except (OSError, UnicodeDecodeError):
+        first = None
+    if first != header.rstrip("\n"):
+        raise NNGpuError(
+            f"--out {out} exists and is not a predictions CSV (its first line is not {header.strip()!r}), so it "
+            "is kept; choose another --out, or add --overwrite to replace it"
+        )
 
 
 def picture_problem(model: Path, arch: Architecture, encoding: Encoding) -> str | None:

@@ -248,5 +248,5 @@ def test_read_digit_gives_one_column_or_names_the_file(tmp_path):
     assert X.shape == (784, 1) and X.dtype == np.uint8
     np.testing.assert_array_equal(X[:, 0], handwriting.preprocess(np.asarray(paper)).ravel())
     Image.new("L", (40, 40), 255).save(tmp_path / "blank.png")
-    with pytest.raises(DataError, match=r"blank\.png: the picture is blank: no ink to find$"):
+    with pytest.raises(DataError, match=r"blank\.png: it is blank: no ink to find$"):
         nn_gpu.read_digit(tmp_path / "blank.png")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -124,7 +125,10 @@ def test_model_reads_a_drawn_digit(trained, tmp_path, digit, dark_on_light, caps
 def test_unreadable_and_blank_pictures_get_one_line(trained, tmp_path, capsys):
     (tmp_path / "note.png").write_text("not a picture")
     Image.new("L", (50, 50), 255).save(tmp_path / "blank.png")
-    for name, message in (("note.png", "not a readable image"), ("blank.png", "the picture is blank")):
+    for name, message in (
+        ("note.png", "not a readable image: not a PNG, JPEG, GIF, WEBP, BMP, TIFF picture\n"),
+        ("blank.png", "it is blank: no ink to find\n"),
+    ):
         assert (
             predict_main(["--model", str(trained / "model.npz"), "--image", str(tmp_path / name), "--device", "cpu"])
             == 2
@@ -295,3 +299,65 @@ def test_train_draws_the_layer_asked_for(tmp_path, capsys):
     assert train_main([*args, "--weights-layer", "4", "--output-dir", str(tmp_path / "b")]) == 2
     assert capsys.readouterr().err == "error: --weights-layer 4: the network has layers 1 to 3\n"
     assert not (tmp_path / "b").exists()  # refused before the run folder is made
+
+
+@pytest.mark.parametrize("dark_on_light", [True, False])
+def test_a_16_bit_grayscale_png_is_read_by_its_own_depth(tmp_path, dark_on_light):
+    from nn_gpu.api import read_digit
+
+    eight = draw("0", dark_on_light)
+    Image.fromarray(eight).save(tmp_path / "eight.png")
+    Image.fromarray(eight.astype(np.uint16) * 257).save(tmp_path / "sixteen.png")  # 255 -> 65,535
+    with Image.open(tmp_path / "sixteen.png") as opened:
+        assert opened.mode in handwriting.DEEP_GRAY
+    np.testing.assert_array_equal(handwriting.load_grayscale(tmp_path / "sixteen.png"), eight)
+    np.testing.assert_array_equal(read_digit(tmp_path / "sixteen.png"), read_digit(tmp_path / "eight.png"))
+
+
+def test_only_the_pages_formats_are_opened_so_postscript_never_reaches_ghostscript(tmp_path, monkeypatch):
+    from PIL import EpsImagePlugin
+
+    from nn_gpu.errors import DataError
+
+    opened = []
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", lambda self: opened.append(self))
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\nnewpath 4 4 moveto 24 24 lineto stroke\n"
+    for picture, name in ((eps, "the picture"), (tmp_path / "digit.eps", tmp_path / "digit.eps")):
+        (tmp_path / "digit.eps").write_bytes(eps)
+        message = f"^{re.escape(str(name))}: not a readable image: not a PNG, JPEG, GIF, WEBP, BMP, TIFF picture$"
+        with pytest.raises(DataError, match=message):
+            handwriting.load_grayscale(picture)
+    assert opened == []
+    for kind in ("JPEG", "GIF", "WEBP", "BMP", "TIFF"):  # the formats the page takes still open
+        Image.fromarray(draw("1", True)).save(tmp_path / f"one.{kind.lower()}", format=kind)
+        assert handwriting.load_grayscale(tmp_path / f"one.{kind.lower()}").shape == (240, 180)
+
+
+def test_out_replaces_only_a_predictions_csv_of_the_same_layout(trained, tmp_path, capsys):
+    images, labels = synthetic_digits(20)
+    write_kaggle_csv(tmp_path / "test.csv", images, labels)
+    base = ["--model", str(trained / "model.npz"), "--data", str(tmp_path / "test.csv"), "--device", "cpu"]
+    kept = {"photo.png": b"\x89PNG\r\n\x1a\n...", "notes.csv": b"Id,species\n1,setosa\n", "run.npz": b"PK\x03\x04"}
+    for name, content in kept.items():
+        (tmp_path / name).write_bytes(content)
+        assert predict_main([*base, "--out", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            f"error: --out {tmp_path / name} exists and is not a predictions CSV (its first line is not "
+            "'ImageId,Label'), so it is kept; choose another --out, or add --overwrite to replace it\n"
+        )
+        assert (tmp_path / name).read_bytes() == content
+    (tmp_path / "submission.csv").write_text("ImageId,Label\r\n1,7\r\n")  # an earlier submission, Windows line ends
+    assert predict_main([*base, "--out", str(tmp_path / "submission.csv")]) == 0
+    assert (tmp_path / "submission.csv").read_text().startswith("ImageId,Label\n1,")
+    assert predict_main([*base, "--out", str(tmp_path / "notes.csv"), "--overwrite"]) == 0
+    assert (tmp_path / "notes.csv").read_text().startswith("ImageId,Label\n")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        predict_main([*base, "--out", ""])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "error: argument --out: an empty file name; name the CSV to write, e.g. --out submission.csv "
+        "(see predict.py --help)\n"
+    )

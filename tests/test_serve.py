@@ -193,8 +193,12 @@ def test_a_units_weights_are_w1s_row_or_the_product_below_it(server, network):
         (b'{"image": "not base64!"}', 400, r"^the image is not base64"),
         (b'{"image": "aGVsbG8=$$"}', 400, r"^the image is not base64"),  # never read as "hello" with $$ dropped
         (b'{"image": ""}', 422, r"^the picture: it is empty$"),
-        (json.dumps({"image": data_url(b"hello, not a picture")}).encode(), 422, r"^the picture: not a readable image"),
-        (json.dumps({"image": data_url(png())}).encode(), 422, r"^the picture: the picture is blank: no ink to find$"),
+        (
+            json.dumps({"image": data_url(b"hello, not a picture")}).encode(),
+            422,
+            r"^the picture: not a readable image: not a PNG, JPEG, GIF, WEBP, BMP, TIFF picture$",
+        ),
+        (json.dumps({"image": data_url(png())}).encode(), 422, r"^the picture: it is blank: no ink to find$"),
         (json.dumps({"image": data_url(png(background=255))}).encode(), 422, r"blank"),
         (json.dumps({"image": data_url(png()[:60])}).encode(), 422, r"not a readable image"),  # cut short
         (
