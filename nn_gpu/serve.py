@@ -16,9 +16,16 @@ weights.png). The page only draws: the server makes every number it shows.
 A picture goes through what `predict.py --image` does, the same functions: nn_gpu.read_digit (the
 MNIST-like preprocessing of nn_gpu.handwriting), then Network.forward, one pass that keeps every A_l.
 A bad request gets a 4xx and {"error": one line}, and the server goes on: a body over MAX_BODY bytes
-(413), no length (411), not JSON or not {"image": ...} (400), a picture that cannot be read, holds no
-ink or has over MAX_PIXELS pixels (422), an unknown path (404). Requests run one at a time through the model (a lock), so one large
-photo at a time is in memory.
+(413, read and dropped up to DRAIN_BYTES first, so that the client sees the answer rather than a
+reset connection), no length (411), not JSON, JSON nested too deeply or not {"image": ...} (400), a
+picture that cannot be read, holds no ink or has over MAX_PIXELS pixels (422), an unknown path (404).
+Requests run one at a time through the model (a lock), so one large photo at a time is in memory.
+HEAD is answered as GET, without the body.
+
+A server on a loopback address answers only requests whose Host is this machine (127.0.0.1,
+localhost, [::1] or the address it listens on, with its port): a page of another site cannot reach
+it through a name that resolves to 127.0.0.1 (DNS rebinding). /api/model names the model's file, not
+its path. Connections wait in a queue of QUEUE while the server is busy.
 
 Built on the standard library's http.server: one page and three JSON endpoints need no framework,
 and a dependency would be one more thing to install for a demo. ThreadingHTTPServer keeps a slow
@@ -30,12 +37,14 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import contextlib
 import errno
 import ipaddress
 import json
 import socket
 import sys
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -56,6 +65,9 @@ from nn_gpu.predict import picture_problem
 MAX_BODY = 16 * 2**20  # bytes of a request body: a phone photo of up to 12 MB, in base64
 MAX_PIXELS = 25_000_000  # a picture's pixels: a 24-megapixel photo; larger ones take gigabytes to preprocess
 TIMEOUT = 30  # seconds a connection may take to send its request
+DRAIN_BYTES, DRAIN_SECONDS = 4 * MAX_BODY, 2.0  # what a refused body may still send before the connection closes
+QUEUE = 128  # connections waiting to be accepted (socketserver's default, 5, resets the sixth at once)
+LOCAL_NAMES = ("localhost", "127.0.0.1", "[::1]")  # the Host a loopback server answers, besides its own address
 ASSETS = {  # the only files served: a path to (file in nn_gpu/page, content type)
     "/": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
@@ -99,7 +111,7 @@ class Demo:
     def describe(self) -> dict:
         """What /api/model returns: the model's file, device, layer widths n0..C and class labels."""
         return {
-            "model": str(self.model),
+            "model": self.model.name,
             "device": self.network.device.describe(),
             "layers": list(self.network.arch.sizes),
             "classes": self.classes.tolist(),
@@ -150,7 +162,9 @@ def picture_of(body: bytes) -> bytes:
     base64}; BadRequest saying what is wrong with it."""
     try:
         request = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except RecursionError:
+        raise BadRequest(HTTPStatus.BAD_REQUEST, "the body is JSON nested too deeply") from None
+    except (UnicodeDecodeError, ValueError) as error:  # ValueError: not JSON, or a number of thousands of digits
         raise BadRequest(HTTPStatus.BAD_REQUEST, f"the body is not JSON ({one_line(error)})") from None
     image = request.get("image") if isinstance(request, dict) else None
     if not isinstance(image, str):
@@ -174,6 +188,8 @@ class Handler(BaseHTTPRequestHandler):
     error_content_type = "application/json"
 
     def do_GET(self) -> None:
+        if self._foreign_host():
+            return
         url = urlsplit(self.path)
         if url.path == "/api/model":
             self._reply(lambda: self.demo.describe())
@@ -185,7 +201,12 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.send_error(HTTPStatus.NOT_FOUND, f"{url.path}: no such page")
 
+    def do_HEAD(self) -> None:
+        self.do_GET()  # _send leaves the body out
+
     def do_POST(self) -> None:
+        if self._foreign_host():
+            return
         path = urlsplit(self.path).path
         if path != "/api/predict":
             self.send_error(HTTPStatus.NOT_FOUND, f"{path}: POST goes to /api/predict")
@@ -195,10 +216,11 @@ class Handler(BaseHTTPRequestHandler):
     def _body(self) -> bytes:
         """The request's body, at most MAX_BODY bytes; BadRequest for one without a length or over it."""
         length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
+        if length is None or not (length.isascii() and length.isdigit()):
             raise BadRequest(HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length")
         size = int(length)
         if size > MAX_BODY:
+            self.unread = size
             raise BadRequest(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is {size:,} bytes; the limit is {MAX_BODY:,}"
             )
@@ -211,10 +233,41 @@ class Handler(BaseHTTPRequestHandler):
         return body
 
     def handle_one_request(self) -> None:
+        self.unread = 0  # bytes of a refused body the client may still be sending
         try:
             super().handle_one_request()
+            if self.unread:
+                self._drain(min(self.unread, DRAIN_BYTES))
         except ConnectionError:  # the client left before its answer was sent (a tab closed): no one to tell
             self.close_connection = True
+
+    def _drain(self, limit: int) -> None:
+        """After answering, read and drop what the client is still sending (at most `limit` bytes, for at
+        most DRAIN_SECONDS): closing a socket with unread data resets it, and the client, still busy
+        sending, would see "connection reset" instead of the answer. nginx's lingering close does the same."""
+        self.wfile.flush()
+        deadline = time.monotonic() + DRAIN_SECONDS
+        with contextlib.suppress(OSError):  # a timeout included: the client is told, the rest is its business
+            self.connection.shutdown(socket.SHUT_WR)
+            while limit > 0 and (left := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(left)
+                chunk = self.rfile.read1(min(limit, 1 << 16))
+                if not chunk:
+                    break
+                limit -= len(chunk)
+
+    def _foreign_host(self) -> bool:
+        """Whether the request names another host than this server, on loopback (then it is refused, 403):
+        a page elsewhere that made a name of its own resolve to 127.0.0.1 (DNS rebinding) sends that name."""
+        host = self.headers.get("Host")
+        listening, port = self.server.server_address[:2]
+        if host is None or not is_loopback(listening):
+            return False
+        own = f"[{listening}]" if ":" in listening else listening
+        if host.lower() in {name + suffix for name in {*LOCAL_NAMES, own} for suffix in ("", f":{port}")}:
+            return False
+        self.send_error(HTTPStatus.FORBIDDEN, f"Host {host!r} is not this server; open {url(listening, port)}")
+        return True
 
     def _reply(self, answer) -> None:
         """Send answer()'s dict as JSON, or its refusal: BadRequest's status, 422 for a picture that
@@ -264,7 +317,11 @@ def make_server(demo: Demo, host: str = "127.0.0.1", port: int = 8000) -> Thread
     """A server of `demo` listening on host:port (port 0: a free one, read from server.server_address);
     start it with serve_forever(). NNGpuError, in one line, when it cannot listen there."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    server_class = type("Server", (ThreadingHTTPServer,), {"address_family": family, "daemon_threads": True})
+    server_class = type(
+        "Server",
+        (ThreadingHTTPServer,),
+        {"address_family": family, "daemon_threads": True, "request_queue_size": QUEUE},
+    )
     handler = type("DemoHandler", (Handler,), {"demo": demo})
     try:
         return server_class((host, port), handler)
@@ -300,11 +357,17 @@ def serve_parser(prog: str = "serve.py") -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=8000, help="the port to listen on (default 8000; 0: any free one)")
     p.add_argument(
         "--host",
+        type=_host,
         default="127.0.0.1",
         help="the address to listen on (default 127.0.0.1, this machine only; 0.0.0.0 lets others in)",
     )
     p.add_argument("--device", type=device_name, default="auto", help="auto (default), cpu, gpu (card 0) or gpu:N")
     return p
+
+
+def _host(text: str) -> str:
+    """--host as the socket takes it: an IPv6 address without the brackets of a URL ([::1] is ::1)."""
+    return text[1:-1] if text.startswith("[") and text.endswith("]") else text
 
 
 def _port(text: str) -> int:
@@ -317,9 +380,11 @@ def serve_command(argv: list[str] | None = None, prog: str = "serve.py") -> int:
     args = serve_parser(prog).parse_args(argv)
     demo = Demo.load(args.model, resolve_device(args.device))
     server = make_server(demo, args.host, args.port)
-    host, port = server.server_address[:2]
-    if not is_loopback(args.host):
-        warn(f"listening on {args.host}: anyone who can reach this machine on port {port} can use the page")
+    host, port = server.server_address[:2]  # as the system reads --host: "" is every address, 127.1 is 127.0.0.1
+    if not is_loopback(host):
+        everywhere = ipaddress.ip_address(host).is_unspecified
+        where = f"every address of this machine ({host})" if everywhere else host
+        warn(f"listening on {where}: anyone who can reach this machine on port {port} can use the page")
     print(f"serving {args.model} on {demo.network.device.describe()} at {url(host, port)} (Ctrl+C stops)", flush=True)
     try:
         server.serve_forever()

@@ -156,7 +156,7 @@ def test_the_model_endpoint_gives_the_layers_and_classes(server):
     assert status == 200 and headers["Content-Type"] == "application/json"
     model = json.loads(body)
     assert model["layers"] == [784, 12, 6, 10] and model["classes"] == list(range(10))
-    assert model["model"].endswith("model.npz") and model["device"].startswith("cpu")
+    assert model["model"] == "model.npz" and model["device"].startswith("cpu")  # the name, never the path
 
 
 def test_a_units_weights_are_w1s_row_or_the_product_below_it(server, network):
@@ -193,6 +193,8 @@ def test_a_units_weights_are_w1s_row_or_the_product_below_it(server, network):
         (b'{"image": "not base64!"}', 400, r"^the image is not base64"),
         (b'{"image": "aGVsbG8=$$"}', 400, r"^the image is not base64"),  # never read as "hello" with $$ dropped
         (b'{"image": ""}', 422, r"^the picture: it is empty$"),
+        (b'{"image": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, r"^the body is JSON nested too deeply$"),
+        (b'{"image": 1' + b"0" * 5000 + b"}", 400, r"^the body is not JSON \(Exceeds the limit"),
         (
             json.dumps({"image": data_url(b"hello, not a picture")}).encode(),
             422,
@@ -230,7 +232,7 @@ def test_a_body_over_the_limit_is_refused_unread(server, monkeypatch):
 
 
 def test_requests_http_client_would_not_send_are_refused_too(server):
-    head = b"POST /api/predict HTTP/1.1\r\nHost: x\r\n"
+    head = b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
     assert_refused(server, *raw(server, head + b"\r\n"), 411, "Content-Length")
     assert_refused(server, *raw(server, head + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"), 411, "")
     assert_refused(server, *raw(server, head + b'Content-Length: 100\r\n\r\n{"image"'), 400, "ended after 8 of 100")
@@ -321,6 +323,94 @@ def test_requests_at_once_each_get_their_own_answer_one_at_a_time(server, networ
     assert most == [1]  # one picture in memory at a time
 
 
+def test_a_body_over_the_limit_still_being_sent_gets_its_413_not_a_reset(server, monkeypatch):
+    monkeypatch.setattr(serve, "MAX_BODY", 4096)
+    body = b'{"image": "' + b"A" * (8 << 20) + b'"}'  # 8 MB: the client is still sending when the answer comes
+    status, _, answer = request(server, "POST", "/api/predict", body, {"Content-Type": "application/json"})
+    assert status == 413 and json.loads(answer)["error"] == f"the body is {len(body):,} bytes; the limit is 4,096"
+    assert predict(server, {"image": data_url(png(stroke))})[0] == 200
+
+
+def test_odd_requests_are_4xx_and_head_is_get_without_the_body(server):
+    head = b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    for length in (
+        "\u00b2".encode(),
+        "\u0663".encode(),
+        b"-1",
+        b"1e3",
+    ):  # superscript 2, Arabic-Indic 3: digits to isdigit
+        assert_refused(server, *raw(server, head + b"Content-Length: " + length + b"\r\n\r\n{}"), 411, "Content-Length")
+    status, headers, body = request(server, "HEAD", "/")
+    assert (status, body) == (200, b"") and int(headers["Content-Length"]) == len(request(server, "GET", "/")[2])
+    status, headers, body = request(server, "HEAD", "/api/model")
+    assert status == 200 and body == b"" and headers["Content-Type"] == "application/json"
+
+
+def test_a_loopback_server_answers_only_its_own_host_names(server):
+    host, port = server[:2]
+    for name in ("127.0.0.1", "localhost", "LOCALHOST", "[::1]"):
+        for shown in (name, f"{name}:{port}"):
+            assert request(server, "GET", "/api/model", headers={"Host": shown})[0] == 200, shown
+    for foreign in ("evil.example", f"evil.example:{port}", f"127.0.0.1.evil.example:{port}", "localhost:1", ""):
+        status, _, body = request(server, "GET", "/api/model", headers={"Host": foreign})
+        assert status == 403, foreign
+        assert json.loads(body)["error"] == f"Host {foreign!r} is not this server; open http://{host}:{port}/"
+        assert request(server, "POST", "/api/predict", b"{}", headers={"Host": foreign})[0] == 403
+    assert raw(server, b"GET /api/model HTTP/1.0\r\n\r\n")[0] == 200  # HTTP/1.0 without a Host: not a browser's page
+
+
+def test_many_clients_at_once_wait_in_the_queue_rather_than_being_reset(network, tmp_path):
+    httpd = make_server(Demo(network, tmp_path / "model.npz", np.arange(10)), "127.0.0.1", 0)
+    clients = []
+    try:  # nothing accepts yet: the kernel queues each connection up to the backlog, and drops the rest
+        for _ in range(64):
+            clients.append(socket.create_connection(httpd.server_address[:2], timeout=0.5))
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        for client in clients:
+            client.settimeout(30)
+            client.sendall(b"GET /api/model HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        for client in clients:
+            reply = b""
+            while chunk := client.recv(65536):
+                reply += chunk
+            assert reply.startswith(b"HTTP/1.0 200") or reply.startswith(b"HTTP/1.1 200"), reply[:80]
+        httpd.shutdown()
+        thread.join()
+    finally:
+        for client in clients:
+            client.close()
+        httpd.server_close()
+
+
+@pytest.mark.parametrize(
+    ("host", "warned", "shown"),
+    [
+        ("127.1", None, "http://127.0.0.1:"),
+        ("", "listening on every address of this machine (0.0.0.0): anyone who can reach", "http://0.0.0.0:"),
+        ("[::1]", None, "http://[::1]:"),
+    ],
+)
+def test_the_host_flag_as_the_system_reads_it(model_file, monkeypatch, host, warned, shown):
+    from conftest import run_cli
+
+    if host == "[::1]" and not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+
+    def interrupted(self, poll_interval=0.5):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(serve.ThreadingHTTPServer, "serve_forever", interrupted)
+    code, out, err = run_cli(
+        serve.serve_main, ["--model", model_file, "--host", host, "--port", "0", "--device", "cpu"]
+    )
+    if code == 2 and "cannot listen" in err and host == "[::1]":
+        pytest.skip(f"IPv6 loopback unusable here: {err.strip()}")
+    assert code == 0, err
+    assert f" at {shown}" in out
+    assert (warned in err) if warned else "warning" not in err, err
+
+
 def test_loopback_hosts():
     assert all(serve.is_loopback(h) for h in ["127.0.0.1", "127.3.2.1", "::1", "localhost"])
     assert not any(serve.is_loopback(h) for h in ["0.0.0.0", "::", "192.168.1.2", "example.org"])
@@ -369,7 +459,8 @@ def test_serve_py_warns_when_others_can_reach_it(model_file):
         code, err = stop_serve(process)
     assert code == 0
     assert err.splitlines()[0] == (
-        f"warning: listening on 0.0.0.0: anyone who can reach this machine on port {port} can use the page"
+        f"warning: listening on every address of this machine (0.0.0.0): anyone who can reach this machine on "
+        f"port {port} can use the page"
     )
 
 
