@@ -44,6 +44,7 @@ _CHECKPOINT = ("velocity", "best", "progress", "config")
 _PROVENANCE = ("data", "trained_on")  # optional: both or neither
 _TEXT = ("format", "dtype", "progress", "config", "data", "label_column", "scale")  # 0-d strings
 _SMALL = 1 << 20  # bytes: the most a header member (format, hidden, dtype, progress, config) may hold
+_ZIP_MAGIC, _NPY_MAGIC = b"PK\x03\x04", b"\x93NUMPY"  # how an .npz archive and a .npy array begin
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
@@ -180,9 +181,14 @@ def _load(path: Path, extra: tuple[str, ...]) -> tuple[Architecture, dict[str, n
         raise ModelFileError(f"{path}: {problem}")
     try:
         with open(path, "rb") as f:
+            start = f.read(len(_NPY_MAGIC))
+            if not start.startswith(_ZIP_MAGIC):  # numpy would call anything else pickled data
+                what = "a single array" if start == _NPY_MAGIC else "not a .npz archive"
+                raise ModelFileError(
+                    f"{path}: not an nn_gpu model file ({what}; train.py writes DIR/model.npz and DIR/best_model.npz)"
+                )
+            f.seek(0)
             npz = np.load(f, allow_pickle=False)
-            if not isinstance(npz, np.lib.npyio.NpzFile):
-                raise ModelFileError(f"{path}: not an nn_gpu model file (a single array, not an .npz archive)")
             with npz:
                 headers = {key: _header(path, npz, key) for key in npz.files}
                 small = {key: npz[key] for key in (*_HEADER, *_SHAPE) if key in headers and headers[key][2] <= _SMALL}

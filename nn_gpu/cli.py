@@ -500,7 +500,11 @@ def train_command(argv: list[str] | None = None, prog: str = "train.py") -> int:
             tuple(settings["hidden"]), settings["dtype"], data.train.images.shape[1], len(data.encoding.classes)
         )
         _check_size(arch, device)
-        folder = claim(args.output_dir, overwrite=args.overwrite) if args.output_dir else claim(new_run_folder())
+        folder = (
+            claim(args.output_dir, overwrite=args.overwrite)
+            if args.output_dir
+            else claim(new_run_folder(), created=True)
+        )
     with folder:
         if args.resume:
             arch, params, moments, progress, config, encoding, trained_on = load_checkpoint(folder.path / CHECKPOINT)
@@ -658,26 +662,32 @@ def _train_into(output_dir: Path, args, settings, arch, device, data, state, sto
     X, y = pixels_to_device(train_set.images, device, arch.dtype), _labels(train_set, device)
     dev = (pixels_to_device(dev_set.images, device, arch.dtype), _labels(dev_set, device)) if len(dev_set) else None
     plan = TrainingPlan(**{field.name: settings[field.name] for field in fields(TrainingPlan)})
-    _say(
-        args.quiet, _plan_line(plan, len(train_set), default_batch=args.epochs is not None and args.batch_size is None)
-    )
+    default_batch = args.epochs is not None and args.batch_size is None
+    _say(args.quiet, _plan_line(plan, len(train_set), default_batch, train_set.unit))
     trained_on = TrainingData(dataset.source, image_hashes(train_set.images))
+    saved_at = None if progress is None else progress.iteration  # the checkpoint on disk: a resumed run's
 
     def save(progress):
+        nonlocal saved_at
         params = [device.to_host(p) for p in network.params]
         best = network.flat if progress.best_params is None else progress.best_params
-        save_checkpoint(
-            output_dir / CHECKPOINT,
-            arch,
-            params,
-            [device.to_host(moment) for moment in optimizer.state],
-            device.to_host(best),
-            progress,
-            settings,
-            encoding,
-            trained_on,
-        )
-        return output_dir / CHECKPOINT
+        moments = [device.to_host(moment) for moment in optimizer.state]
+        path = output_dir / CHECKPOINT
+        try:
+            save_checkpoint(path, arch, params, moments, device.to_host(best), progress, settings, encoding, trained_on)
+        except OSError as error:  # written beside it and renamed over it: the one on disk is whole
+            kept = (
+                f"the checkpoint of iteration {saved_at} is intact; free some space and resume with "
+                f"{args.prog} --resume {output_dir}"
+                if saved_at is not None
+                else "no checkpoint was saved before it; free some space and train again"
+            )
+            raise NNGpuError(
+                f"{path}: cannot save the checkpoint of iteration {progress.iteration} "
+                f"({(error.strerror or str(error)).lower()}); {kept}"
+            ) from None
+        saved_at = progress.iteration
+        return path
 
     history = [] if progress is None else progress.history
     with MetricsLog(output_dir, history, 0 if progress is None else progress.iteration, args.tensorboard) as log:
@@ -735,7 +745,7 @@ def _train_into(output_dir: Path, args, settings, arch, device, data, state, sto
     return 0
 
 
-def _plan_line(plan: TrainingPlan, m: int, default_batch: bool) -> str:
+def _plan_line(plan: TrainingPlan, m: int, default_batch: bool, unit: str) -> str:
     """What the run will do, said before it starts: e.g. '10 epochs of 63 mini-batches of 64 (the
     default with --epochs; --batch-size N to change it), evaluated once an epoch'."""
     every = plan.evaluate_every(m)
@@ -744,7 +754,7 @@ def _plan_line(plan: TrainingPlan, m: int, default_batch: bool) -> str:
         default = " (the default with --epochs; --batch-size N to change it)" if default_batch else ""
         what = f"{plan.epochs} epoch{'s' * (plan.epochs > 1)} of {batches} mini-batches of {plan.batch_size}{default}"
     elif plan.batch_size is None:
-        what = f"{plan.iterations} full-batch gradient steps on all {m} images"
+        what = f"{plan.iterations} full-batch gradient steps on all {m} {unit}"
     else:
         what = f"{plan.iterations} steps on mini-batches of {plan.batch_size} ({batches} an epoch)"
     when = (

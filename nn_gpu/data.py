@@ -83,6 +83,11 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.images)
 
+    @property
+    def unit(self) -> str:
+        """What a sample is called in messages: "rows" of a table, else "images"."""
+        return "images" if self.encoding is None else "rows"
+
     @functools.cached_property
     def X(self) -> np.ndarray:
         """784 x m float32, pixels / 255, one column per sample: the notebook's X (made once, on first
@@ -404,11 +409,22 @@ def image_hashes(images: np.ndarray) -> np.ndarray:
     return np.array([int.from_bytes(hashlib.blake2b(row, digest_size=8).digest(), "little") for row in rows], np.uint64)
 
 
+def is_table(source: str | Path) -> bool:
+    """Whether `source` is a CSV table (its first line names columns other than Kaggle's pixels)."""
+    path = Path(source)
+    if str(source) == SAMPLE or str(source) in download.REMOTES or not path.is_file() or idx.is_idx(path):
+        return False
+    try:
+        return _csv_layout(path)[0] == TABLE
+    except DataError:  # load_dataset will say what is wrong with it
+        return False
+
+
 def split_dev(dataset: Dataset, dev_size: int, rng: np.random.Generator) -> tuple[Dataset, Dataset]:
     """(train, dev): shuffle the rows with `rng`, hold out the first dev_size as dev, as the notebook does."""
     if not 0 <= dev_size < len(dataset):
         raise DataError(
-            f"{dataset.source}: --dev-size {dev_size} must be at least 0 and below the {len(dataset)} images"
+            f"{dataset.source}: --dev-size {dev_size} must be at least 0 and below the {len(dataset)} {dataset.unit}"
         )
     order = rng.permutation(len(dataset))
     return dataset.subset(order[dev_size:]), dataset.subset(order[:dev_size])

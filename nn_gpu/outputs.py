@@ -17,6 +17,7 @@ another run took the name in the same second, so default names never collide.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import os
@@ -40,10 +41,11 @@ RUN_FILES = (
 
 
 class RunFolder:
-    """A claimed output folder: `path`, and the open lock file that keeps it ours until `release()`."""
+    """A claimed output folder: `path`, and the open lock file that keeps it ours until `release()`.
+    Used as a context, a folder the claim created is removed again if the run fails leaving it empty."""
 
-    def __init__(self, path: Path, lock_fd: int):
-        self.path, self._lock_fd = path, lock_fd
+    def __init__(self, path: Path, lock_fd: int, created: bool = False):
+        self.path, self._lock_fd, self.created = path, lock_fd, created
 
     def release(self) -> None:
         """Remove the lock file and close it, which releases the lock (idempotent)."""
@@ -55,8 +57,11 @@ class RunFolder:
     def __enter__(self) -> RunFolder:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, failed, *exc) -> None:
         self.release()
+        if failed is not None and self.created:
+            with contextlib.suppress(OSError):  # not empty: it holds what the run wrote, which stays
+                self.path.rmdir()
 
 
 def new_run_folder(parent: Path = Path("runs")) -> Path:
@@ -71,9 +76,11 @@ def new_run_folder(parent: Path = Path("runs")) -> Path:
             raise NNGpuError(f"{folder}: cannot create the run folder ({error.strerror or error})") from None
 
 
-def claim(folder: Path, overwrite: bool = False, resume: bool = False) -> RunFolder:
-    """Make `folder` this run's own (see the module docstring), or NNGpuError saying why not."""
+def claim(folder: Path, overwrite: bool = False, resume: bool = False, created: bool = False) -> RunFolder:
+    """Make `folder` this run's own (see the module docstring), or NNGpuError saying why not; created:
+    the caller has just made it (new_run_folder), so that a failed run leaves no empty folder behind."""
     folder = Path(folder)
+    created = created or not folder.exists()
     if folder.exists() and not folder.is_dir():
         raise NNGpuError(f"{folder}: is a file, not a folder; choose another --output-dir")
     try:
@@ -82,7 +89,7 @@ def claim(folder: Path, overwrite: bool = False, resume: bool = False) -> RunFol
         raise NNGpuError(
             f"{folder}: cannot create it ({error.strerror or error}); choose another --output-dir"
         ) from None
-    run = RunFolder(folder, _lock(folder))
+    run = RunFolder(folder, _lock(folder), created)
     try:
         found = [name for name in RUN_FILES if (folder / name).exists()]
         if found and not resume:

@@ -30,7 +30,7 @@ from nn_gpu import handwriting, plots
 from nn_gpu.api import read_digit
 from nn_gpu.checkpoint import TrainingData, load_trained_model
 from nn_gpu.cli import Parser, add_version, device_name, non_negative_int, run_main, warn
-from nn_gpu.data import Dataset, image_hashes, load_dataset, pixels_to_device
+from nn_gpu.data import Dataset, image_hashes, is_table, load_dataset, pixels_to_device
 from nn_gpu.device import resolve_device
 from nn_gpu.errors import NNGpuError
 from nn_gpu.model import Architecture, Network
@@ -96,6 +96,11 @@ def predict_command(argv: list[str] | None = None, prog: str = "predict.py") -> 
         if problem := picture_problem(args.model, arch, encoding):
             raise NNGpuError(f"--image: {problem}; use --data")
         return _predict_image(network, args.image, args.save_seen)
+    if not encoding.table and is_table(args.data):
+        raise NNGpuError(
+            f"{args.data}: a table of named columns, and {args.model} is a model of 28 x 28 digits: give it digit "
+            "images (Kaggle's test.csv, a CSV of 784 pixels, IDX files), or a model trained on this table"
+        )
     dataset = _table(args.data, encoding) if encoding.table else load_dataset(args.data)
     dataset = dataset.test or dataset  # a directory of IDX files: predict its t10k test set
     if dataset.images.shape[1] != arch.n_inputs:

@@ -90,6 +90,26 @@ def test_truncated_or_foreign_files_are_rejected(saved, content):
         load_model(path)
 
 
+def test_a_file_that_is_no_archive_is_named_so_without_numpys_advice_to_unpickle(tmp_path):
+    import pickle
+
+    for name, content, what in [
+        ("notes.txt", b"hello, a text file", "not a .npz archive"),
+        ("model.pkl", pickle.dumps({"W1": [1.0]}), "not a .npz archive"),
+        ("array.npy", None, "a single array"),
+    ]:
+        path = tmp_path / name
+        if content is None:
+            np.save(path, np.zeros(3))  # the name ends in .npy: kept as it is
+        else:
+            path.write_bytes(content)
+        with pytest.raises(ModelFileError) as error:
+            load_model(path)
+        assert str(error.value) == (
+            f"{path}: not an nn_gpu model file ({what}; train.py writes DIR/model.npz and DIR/best_model.npz)"
+        )
+
+
 def test_missing_model_file(tmp_path):
     with pytest.raises(ModelFileError, match="model.npz: no such file"):
         load_model(tmp_path / "model.npz")

@@ -108,7 +108,37 @@ def test_an_unusable_output_folder_is_refused_before_training(tmp_path, train_cs
     assert captured.err.startswith(
         f"error: {tmp_path / 'full'}: no space left on device: 0.1 MB free, the run needs about "
     )
-    assert os.listdir(tmp_path / "full") == []  # the lock released and removed
+    assert not (tmp_path / "full").exists()  # the folder this run made is gone again, lock and all
+    (tmp_path / "yours").mkdir()
+    assert cli.train_main(args(train_csv, tmp_path / "yours")) == 2
+    assert os.listdir(tmp_path / "yours") == []  # a folder that was there before stays, without the lock
+    monkeypatch.chdir(tmp_path)
+    assert cli.train_main(args(train_csv, tmp_path / "x")[:-2]) == 2  # the default runs/<date-time>
+    assert os.listdir(tmp_path / "runs") == []
+    capsys.readouterr()
+
+
+def test_a_checkpoint_that_cannot_be_saved_says_the_last_one_is_intact(tmp_path, train_csv, capsys, monkeypatch):
+    saved, real = [], cli.save_checkpoint
+
+    def full_at_third(path, *rest):
+        if len(saved) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path) + ".tmp")
+        real(path, *rest)
+        saved.append(rest[4].iteration)
+
+    monkeypatch.setattr(cli, "save_checkpoint", full_at_third)
+    out = tmp_path / "run"
+    assert cli.train_main(args(train_csv, out, "--save-every", "2", "--iterations", "8")) == 2
+    assert capsys.readouterr().err == (
+        f"error: {out / 'checkpoint.npz'}: cannot save the checkpoint of iteration 6 (no space left on device); "
+        f"the checkpoint of iteration 4 is intact; free some space and resume with train.py --resume {out}\n"
+    )
+    assert load_checkpoint(out / "checkpoint.npz").progress.iteration == 4
+    saved.clear()
+    saved.extend([0, 0])
+    assert cli.train_main(args(train_csv, tmp_path / "first", "--save-every", "2")) == 2
+    assert "no checkpoint was saved before it; free some space and train again" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")

@@ -208,6 +208,28 @@ def test_predict_refuses_what_a_table_model_cannot_take(tmp_path):
         assert code == 2 and message in err and err.count("\n") == 1, err
 
 
+def test_a_digit_model_given_a_table_is_told_what_it_reads_not_a_flag_predict_lacks(tmp_path):
+    arch = Architecture((4,), "float32")  # 784 -> 4 -> 10: a digit model
+    save_model(tmp_path / "digits.npz", arch, init_parameters(arch, "he", np.random.default_rng(0)))
+    for header in ("a,b,species", "a,b,label"):
+        (tmp_path / "t.csv").write_text(f"{header}\n1,2,x\n")
+        code, _, err = run_cli(predict.predict_main, ["--model", tmp_path / "digits.npz", "--data", tmp_path / "t.csv"])
+        assert code == 2 and err == (
+            f"error: {tmp_path / 't.csv'}: a table of named columns, and {tmp_path / 'digits.npz'} is a model of "
+            "28 x 28 digits: give it digit images (Kaggle's test.csv, a CSV of 784 pixels, IDX files), or a model "
+            "trained on this table\n"
+        )
+
+
+def test_table_messages_speak_of_rows(tmp_path):
+    (tmp_path / "t.csv").write_text("a,label\n1,x\n2,y\n3,x\n")
+    code, _, err = _train(tmp_path, tmp_path / "t.csv", "--dev-size", "3")
+    assert code == 2 and err.endswith("--dev-size 3 must be at least 0 and below the 3 rows\n"), err
+    args = ["--device", "cpu", "--data", tmp_path / "t.csv", "--dev-size", "0", "--iterations", "2"]
+    code, out, err = run_cli(cli.train_main, [*args, "--output-dir", tmp_path / "run"])
+    assert code == 0 and "2 full-batch gradient steps on all 3 rows" in out, err
+
+
 def test_model_files_keep_inputs_and_classes_and_old_digit_files_still_load(tmp_path):
     arch = Architecture((3,), "float32", 5, 4)
     params = init_parameters(arch, "he", np.random.default_rng(0))
