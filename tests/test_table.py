@@ -349,6 +349,21 @@ def test_a_model_of_text_labels_predicts_a_file_of_some_of_them(tmp_path):
     assert "accuracy: " in out and len((tmp_path / "p.csv").read_text().splitlines()) == 41
 
 
+def test_a_resumed_run_scales_by_its_checkpoint_and_header_names_are_stripped(tmp_path):
+    (tmp_path / "t.csv").write_text(" a , b ,  label \n1,10,x\n3,30,y\n5,50,x\n")
+    settings = cli._run_settings(cli.train_parser().parse_args(["--data", str(tmp_path / "t.csv"), "--dev-size", "0"]))
+    fitted = cli._training_data(settings)
+    assert fitted.encoding.features == ("a", "b") and fitted.encoding.label_column == "label"
+    kept = Scaling("standard", np.array([1.0, 2.0]), np.array([4.0, 8.0]))  # not what these rows would give
+    resumed = cli._training_data(settings, kept)
+    assert resumed.encoding.scaling is kept
+    from nn_gpu.data import split_dev
+
+    raw_train, _ = split_dev(fitted.dataset, 0, np.random.default_rng(settings["seed"]))  # the runs' own split
+    np.testing.assert_array_equal(resumed.train.images, (raw_train.images - [1.0, 2.0]) / [4.0, 8.0])
+    np.testing.assert_array_equal(fitted.train.images, fitted.encoding.scaling.apply(raw_train.images))
+
+
 def test_a_resumed_run_refuses_training_rows_that_changed(tmp_path):
     _iris_csv(tmp_path / "iris.csv")
     flags = ["--label-column", "species", "--dev-size", "30", "--hidden", "8", "--batch-size", "16"]
