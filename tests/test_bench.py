@@ -1,7 +1,6 @@
 """scripts/bench.py --quick runs and writes valid JSON, and its busy process always stops. No timing is
 asserted here, ever."""
 
-import importlib.util
 import json
 import math
 import os
@@ -21,10 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def bench_main(argv):
-    spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench.main(argv)
+    """scripts/bench.py's command, in this process (the script itself only launches it: test_commands runs it)."""
+    from nn_gpu.bench.command import main
+
+    return main(argv)
 
 
 @pytest.mark.slow

@@ -54,6 +54,16 @@ def test_python_m_nn_gpu_runs_every_command_and_names_it_as_typed(tmp_path):
     assert gradcheck.returncode == 0 and "passed: every gradient within" in gradcheck.stdout
 
 
+def test_every_script_runs_as_a_user_types_it():
+    scripts = sorted(path.stem for path in (ROOT / "scripts").glob("*.py") if path.stem != "launch")
+    assert scripts == ["bench", "gradcheck", "ladder", "predict", "serve", "train"]
+    for name in scripts:
+        usage = subprocess.run(
+            [sys.executable, ROOT / "scripts" / f"{name}.py", "--help"], capture_output=True, text=True
+        )
+        assert usage.returncode == 0 and usage.stdout.startswith(f"usage: {name}.py "), (name, usage.stderr)
+
+
 def test_the_nn_gpu_console_command_is_installed():
     command = shutil.which("nn-gpu", path=os.path.dirname(sys.executable))
     if command is None:
