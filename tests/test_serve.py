@@ -394,8 +394,12 @@ def test_many_clients_at_once_wait_in_the_queue_rather_than_being_reset(network,
 def test_the_host_flag_as_the_system_reads_it(model_file, monkeypatch, host, warned, shown):
     from conftest import run_cli
 
-    if host == "[::1]" and not socket.has_ipv6:
-        pytest.skip("no IPv6 on this machine")
+    if host == "[::1]":
+        try:
+            with socket.socket(socket.AF_INET6) as probe:
+                probe.bind(("::1", 0))
+        except OSError as error:
+            pytest.skip(f"no IPv6 loopback on this machine ({error})")
 
     def interrupted(self, poll_interval=0.5):
         raise KeyboardInterrupt
@@ -404,8 +408,6 @@ def test_the_host_flag_as_the_system_reads_it(model_file, monkeypatch, host, war
     code, out, err = run_cli(
         serve.serve_main, ["--model", model_file, "--host", host, "--port", "0", "--device", "cpu"]
     )
-    if code == 2 and "cannot listen" in err and host == "[::1]":
-        pytest.skip(f"IPv6 loopback unusable here: {err.strip()}")
     assert code == 0, err
     assert f" at {shown}" in out
     assert (warned in err) if warned else "warning" not in err, err
