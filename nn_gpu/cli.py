@@ -26,7 +26,7 @@ import numpy as np
 from nn_gpu import __version__, parallel, plots
 from nn_gpu.augment import AUGMENTATIONS
 from nn_gpu.checkpoint import TrainingData, load_checkpoint, save_checkpoint, save_model
-from nn_gpu.data import SAMPLE, Dataset, image_hashes, load_dataset, pixels_to_device, split_dev
+from nn_gpu.data import SAMPLE, Dataset, load_dataset, pixels_to_device, split_dev
 from nn_gpu.device import (
     DEVICE_CHOICES,
     INSTALL_HINT,
@@ -575,7 +575,7 @@ def _check_same_data(
             f"{path}: the run was trained on {arch.n_inputs} inputs and {arch.n_classes} classes; "
             f"{data.dataset.source} now holds {n_inputs} inputs and {len(classes)} classes"
         )
-    if trained_on is not None and not np.array_equal(image_hashes(data.train.images), trained_on.hashes):
+    if trained_on is not None and not np.array_equal(data.train.hashes, trained_on.hashes):
         raise NNGpuError(
             f"{path}: {data.dataset.source} has changed since the run began: its training rows are not the "
             f"run's ({len(data.train):,} now, {len(trained_on.hashes):,} then, after the dev split); resume with "
@@ -664,7 +664,7 @@ def _train_into(output_dir: Path, args, settings, arch, device, data, state, sto
     plan = TrainingPlan(**{field.name: settings[field.name] for field in fields(TrainingPlan)})
     default_batch = args.epochs is not None and args.batch_size is None
     _say(args.quiet, _plan_line(plan, len(train_set), default_batch, train_set.unit))
-    trained_on = TrainingData(dataset.source, image_hashes(train_set.images))
+    trained_on = TrainingData(dataset.source, train_set.hashes)
     saved_at = None if progress is None else progress.iteration  # the checkpoint on disk: a resumed run's
 
     def save(progress):

@@ -49,7 +49,7 @@ import pandas as pd
 from nn_gpu import download, idx
 from nn_gpu.errors import DataError, one_line
 from nn_gpu.model import N_CLASSES, N_PIXELS, scale_pixels
-from nn_gpu.safe_io import input_problem
+from nn_gpu.safe_io import input_problem, open_text
 from nn_gpu.table import DIGITS, Encoding, encode_labels, is_table_header, read_table
 
 SAMPLE = "sample"
@@ -87,6 +87,11 @@ class Dataset:
     def unit(self) -> str:
         """What a sample is called in messages: "rows" of a table, else "images"."""
         return "images" if self.encoding is None else "rows"
+
+    @functools.cached_property
+    def hashes(self) -> np.ndarray:
+        """image_hashes of the rows (m uint64), made once: a run records them, a resumed run compares them."""
+        return image_hashes(self.images)
 
     @functools.cached_property
     def X(self) -> np.ndarray:
@@ -184,16 +189,11 @@ def _read_idx_directory(folder: Path, source: str) -> Dataset:
     return Dataset(train.images, train.labels, source, splits.get("t10k"))
 
 
-def _open_text(path: Path):
-    """The file as text, gunzipped when it ends in .gz; a UTF-8 byte-order mark is dropped."""
-    return gzip.open(path, "rt", encoding="utf-8-sig") if path.suffix == ".gz" else open(path, encoding="utf-8-sig")
-
-
 def _csv_layout(path: Path) -> tuple[int | None, bool]:
     """(index of the label column or None, whether line 1 is a header), from the first line; (TABLE,
     True) for a table, whose header names other columns than Kaggle's pixels."""
     try:
-        with _open_text(path) as f:
+        with open_text(path) as f:
             first = f.readline(MAX_LINE + 1)
     except (OSError, UnicodeDecodeError, EOFError, zlib.error) as error:
         raise DataError(f"{path}: cannot read as text ({one_line(error)})") from None
@@ -382,7 +382,7 @@ def _check_cells(path: Path, chunk: pd.DataFrame, n_columns: int, first_line: in
 
 def _raw_cell(path: Path, line: int, column: int) -> str:
     """The text of one cell as it stands in the file (for error messages), '' when absent."""
-    with _open_text(path) as f:
+    with open_text(path) as f:
         for number, text in enumerate(f, start=1):
             if number == line:
                 cells = text.rstrip("\r\n").split(",")

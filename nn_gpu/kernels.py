@@ -115,8 +115,8 @@ def gather(X, y, order, done, first, batches, size, count):
     n0 = samples.shape[1]
     rows = cp.empty((count, n0), dtype=X.dtype)
     y_batch = cp.empty(count, dtype=np.int32)
-    arguments = (samples, y, order, done, np.int64(first), np.int64(batches), np.int64(size), np.int64(count))
-    arguments += (np.int64(n0),)
+    sizes = (np.int64(n) for n in (first, batches, size, count, n0))
+    arguments = (samples, y, order, done, *sizes)
     _launch("gather", X.dtype, _grid("gather", count * n0), (*arguments, rows, y_batch), counted=False)
     return rows.T, y_batch
 

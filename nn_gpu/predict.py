@@ -30,7 +30,7 @@ from nn_gpu import handwriting, plots
 from nn_gpu.api import read_digit
 from nn_gpu.checkpoint import TrainingData, load_trained_model
 from nn_gpu.cli import Parser, add_version, device_name, non_negative_int, run_main, warn
-from nn_gpu.data import Dataset, image_hashes, is_table, load_dataset, pixels_to_device
+from nn_gpu.data import Dataset, is_table, load_dataset, pixels_to_device
 from nn_gpu.device import resolve_device
 from nn_gpu.errors import NNGpuError
 from nn_gpu.model import Architecture, Network
@@ -110,7 +110,7 @@ def predict_command(argv: list[str] | None = None, prog: str = "predict.py") -> 
         _refuse_to_replace(args.out, header)
     probabilities = network.predict_proba(pixels_to_device(dataset.images, device, arch.dtype))  # C x m
     predictions = probabilities.argmax(axis=0)
-    what = "rows" if encoding.table else "images"
+    what = dataset.unit
     if args.out is not None:
         rows = enumerate(encoding.classes[predictions].tolist(), start=1)
         write_text_atomically(args.out, header + "".join(_csv_line(row) for row in rows))
@@ -191,7 +191,7 @@ def _seen_in_training(trained_on: TrainingData | None, dataset) -> np.ndarray:
     """Which images of `dataset` the model was trained on (a bool per image; none when it does not say)."""
     if trained_on is None:
         return np.zeros(len(dataset), dtype=bool)
-    return np.isin(image_hashes(dataset.images), trained_on.hashes)
+    return np.isin(dataset.hashes, trained_on.hashes)
 
 
 def _same_file(a: Path, b: Path) -> bool:

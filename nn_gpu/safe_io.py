@@ -11,6 +11,7 @@ same path replaces it. An error names the file the caller asked for, never the t
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import os
 import stat
@@ -33,6 +34,14 @@ def input_problem(path: Path, folder_ok: bool = False) -> str | None:
     if not stat.S_ISREG(mode):
         return "needs a regular file, not a pipe, socket or device"
     return None
+
+
+def open_text(path: Path, newline: str | None = None) -> IO[str]:
+    """The file as text, gunzipped when its name ends in .gz, a UTF-8 byte-order mark dropped; newline as
+    open() takes it ("" for the csv module, which reads quoted line breaks itself)."""
+    if Path(path).suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8-sig", newline=newline)
+    return open(path, encoding="utf-8-sig", newline=newline)
 
 
 def numbered(path: Path) -> Iterator[Path]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import gzip
 import re
 import zlib
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from nn_gpu.errors import DataError, one_line
+from nn_gpu.safe_io import open_text
 
 SCALES = ("standard", "minmax", "none")
 DIGITS = np.arange(10)  # the classes of a digit dataset
@@ -163,11 +163,7 @@ def _read_rows(path) -> tuple[list[str], list[list[str]], list[int]]:
     skipped; DataError for a row of another width, a line over MAX_TABLE_LINE, or a file that is not text."""
     path = Path(path)
     try:
-        with (
-            gzip.open(path, "rt", encoding="utf-8-sig", newline="")
-            if path.suffix == ".gz"
-            else open(path, encoding="utf-8-sig", newline="") as f
-        ):
+        with open_text(path, newline="") as f:
             reader = csv.reader(_bounded_lines(path, f), skipinitialspace=True)
             header = next(reader, None)
             while header == []:
