@@ -19,10 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from nn_gpu import checkpoint, handwriting, training
+from nn_gpu.config import RunConfig
 from nn_gpu.device import Device, resolve_device
 from nn_gpu.errors import DataError
 from nn_gpu.model import Network, check_columns
 from nn_gpu.optim import make_optimizer
+from nn_gpu.report import log_line
 
 
 def train(
@@ -30,8 +32,8 @@ def train(
     X,
     y,
     *,
-    alpha: float = 0.10,
-    iterations: int = 500,
+    learning_rate: float = 0.10,
+    iterations: int | None = None,
     epochs: int | None = None,
     batch_size: int | None = None,
     momentum: float = 0.0,
@@ -49,48 +51,45 @@ def train(
 ) -> training.Progress:
     """Train `net` in place on X (n0 x m, one column per sample) and labels y (m, 0..C-1), as train.py does.
 
-    The defaults are the notebook's: full-batch gradient descent, alpha 0.10, 500 iterations. With
-    batch_size, each iteration is a step on the next mini-batch of a per-epoch shuffle drawn from
-    seed; epochs, when given, replaces iterations, in mini-batches of 64 unless batch_size says
-    otherwise (an epoch as Keras and PyTorch mean it). dev: (X_dev, y_dev), evaluated every log_interval
-    iterations (default 10, or once an epoch when training by epochs). log receives one line per
-    evaluation (None: silent). optimizer: "sgd", "adam" or "adamw" (nn_gpu.optim); dropout: rates
-    (input, hidden...), e.g. (0.2, 0.5) (nn_gpu.dropout); augment: "affine", "elastic" or
-    "affine+elastic" (nn_gpu.augment), each training batch distorted afresh; label_smoothing: eps of
-    the training targets (nn_gpu.ops.smooth_labels); graphs: on the GPU, replay each step as a CUDA graph
-    (False launches its kernels from Python: the same numbers, for debugging). Returns the Progress:
-    .history (a dict per evaluation), .final (train and dev loss and accuracy), .train_seconds, and
-    with dev .best_iteration and .best_dev_accuracy.
+    The settings are train.py's flags of the same names, checked as they are (nn_gpu.config.RunConfig:
+    ValueError naming the setting). The defaults are the notebook's: full-batch gradient descent,
+    learning rate 0.10 (its alpha), 500 iterations. With batch_size, each iteration is a step on the
+    next mini-batch of a per-epoch shuffle drawn from seed; epochs, when given, replaces iterations, in
+    mini-batches of 64 unless batch_size says otherwise (an epoch as Keras and PyTorch mean it). dev:
+    (X_dev, y_dev), evaluated every log_interval iterations (default 10, or once an epoch when training
+    by epochs). log receives one line per evaluation (None: silent). optimizer: "sgd", "adam" or
+    "adamw" (nn_gpu.optim); dropout: rates (input, hidden...), e.g. (0.2, 0.5) (nn_gpu.dropout);
+    augment: "affine", "elastic" or "affine+elastic" (nn_gpu.augment), each training batch distorted
+    afresh; label_smoothing: eps of the training targets (nn_gpu.ops.smooth_labels); graphs: on the
+    GPU, replay each step as a CUDA graph (False launches its kernels from Python: the same numbers,
+    for debugging). Returns the Progress: .history (a dict per evaluation), .final (train and dev loss
+    and accuracy), .train_seconds, and with dev .best_iteration and .best_dev_accuracy.
 
     With no momentum and no weight decay, each iteration is exactly forward, backward and step: the
     same numbers, bit for bit on the CPU while a batch fits in one block of 1,024 samples (a larger
     one is summed block by block, a different order of additions).
     """
+    config = RunConfig(
+        hidden=net.arch.hidden, dtype=net.arch.dtype, learning_rate=learning_rate, iterations=iterations,
+        epochs=epochs, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
+        lr_schedule=lr_schedule, optimizer=optimizer, dropout=None if dropout is None else tuple(dropout),
+        augment=augment, label_smoothing=label_smoothing, seed=seed, log_interval=log_interval,
+    )  # fmt: skip
     X, y = _on_device(net, X, y)
     dev = None if dev is None else _on_device(net, *dev)
-    plan = training.TrainingPlan(
-        alpha=alpha,
-        iterations=iterations,
-        epochs=epochs,
-        batch_size=batch_size,
-        log_interval=log_interval,
-        lr_schedule=lr_schedule,
-        dropout=dropout,
-        augment=augment,
-        label_smoothing=label_smoothing,
-    )
 
     def on_log(entry: dict) -> None:  # returns None whatever log returns (file.write's count): never a stop
         if log:
-            log(training.log_line(entry))
+            log(log_line(entry))
 
     opt = make_optimizer(optimizer, net, momentum, weight_decay)
-    return training.train(net, opt, X, y, dev, plan, seed, on_log=on_log, graphs=graphs)
+    hooks = training.Hooks(on_log=on_log)
+    return training.train(net, opt, X, y, dev, config.plan(), seed=seed, hooks=hooks, graphs=graphs)
 
 
 def _on_device(net: Network, X, y):
     """(X, y) on the network's device, checked. uint8 pixels stay uint8 on the CPU, scaled block by
-    block as training goes, as train.py's do (nn_gpu.data.pixels_to_device); anything else becomes A0 here."""
+    block as training goes, as train.py's do (nn_gpu.data.rows_to_device); anything else becomes A0 here."""
     X = np.asarray(X) if net.device.name == "cpu" else X
     X = check_columns(X, net.arch.n_inputs) if net.device.name == "cpu" and X.dtype == np.uint8 else net.inputs(X)
     return X, net.labels(y, X.shape[1])

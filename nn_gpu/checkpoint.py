@@ -31,9 +31,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from nn_gpu.config import ConfigError, RunConfig
 from nn_gpu.errors import ModelFileError, one_line
-from nn_gpu.model import DTYPES, N_CLASSES, N_PIXELS, Architecture, parameter_names
+from nn_gpu.model import DTYPES, Architecture, parameter_names
 from nn_gpu.safe_io import input_problem, write_atomically
+from nn_gpu.shapes import N_CLASSES, N_PIXELS
 from nn_gpu.table import DIGITS, SCALES, Encoding, Scaling
 from nn_gpu.training import Progress
 
@@ -97,7 +99,7 @@ def save_checkpoint(
     moments,
     best,
     progress: Progress,
-    config: dict,
+    config: RunConfig,
     encoding=None,
     trained_on: TrainingData | None = None,
 ) -> None:
@@ -111,7 +113,7 @@ def save_checkpoint(
         **({"second_moment": moments[1]} if len(moments) > 1 else {}),
         "best": best,
         "progress": np.array(json.dumps(state)),
-        "config": np.array(json.dumps(config)),
+        "config": np.array(json.dumps(config.to_dict())),
     }
     write_atomically(Path(path), lambda f: np.savez(f, **arrays))
 
@@ -145,14 +147,13 @@ def _encoding(arrays: dict) -> Encoding:
 class Checkpoint(NamedTuple):
     """A checkpoint.npz's contents: moments are [velocity], or Adam's [m, v]; progress.best_params holds
     the saved best parameters (host, flat) once a dev evaluation has been made; config is the run's
-    settings as saved (nn_gpu.cli checks them as it checks its flags); trained_on is None in a
-    checkpoint written before it was stored."""
+    settings, checked as any RunConfig is; trained_on is None in a checkpoint written before it was stored."""
 
     arch: Architecture
     params: list[np.ndarray]
     moments: list[np.ndarray]
     progress: Progress
-    config: dict
+    config: RunConfig
     encoding: Encoding
     trained_on: TrainingData | None
 
@@ -168,6 +169,15 @@ def load_checkpoint(path: Path) -> Checkpoint:
             raise ValueError("config must be an object and iteration a count")
     except (ValueError, TypeError) as error:
         raise ModelFileError(f"{path}: damaged training state ({one_line(error)})") from None
+    try:
+        config = RunConfig.from_dict(config)
+    except (ConfigError, TypeError) as error:
+        raise ModelFileError(f"{path}: damaged training state (saved {one_line(error)})") from None
+    if (config.hidden, config.dtype) != (arch.hidden, arch.dtype):
+        hidden = ",".join(map(str, config.hidden))
+        raise ModelFileError(
+            f"{path}: damaged training state (saved hidden {hidden} {config.dtype} differ from the saved network's)"
+        )
     params = [arrays[name] for name in parameter_names(arch.n_layers)]
     progress.best_params = None if progress.best_iteration is None else arrays["best"]
     moments = [arrays[name] for name in ("velocity", "second_moment") if name in arrays]
@@ -304,3 +314,10 @@ def _shapes(arch: Architecture):
     """(n_in, n_out) twice per layer, once for W and once for b."""
     for pair in zip(arch.sizes[:-1], arch.sizes[1:]):
         yield from (pair, pair)
+
+
+def picture_problem(model: Path, arch: Architecture, encoding: Encoding) -> str | None:
+    """Why the model in `model` cannot read a 28 x 28 picture (a model of a table), or None when it can."""
+    if encoding.table or not arch.pictures:
+        return f"{model} takes {arch.n_inputs} features, not a 28 x 28 picture"
+    return None

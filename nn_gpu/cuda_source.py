@@ -12,7 +12,7 @@ Layout: Z is C x m, C-contiguous, one column per sample, so column i starts at Z
 its class k sits at Z[k * m + i]; the softmax kernels run one thread per column.
 """
 
-from nn_gpu.model import N_CLASSES, N_PIXELS
+from nn_gpu.shapes import N_CLASSES, N_PIXELS
 
 
 def _ceil_div(a: int, b: int) -> int:

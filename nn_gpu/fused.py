@@ -17,8 +17,9 @@ import cupy as cp
 import numpy as np
 
 from nn_gpu.cuda_source import CUDA_SOURCE, FUSED_MAX_HIDDEN, FUSED_OPTIONS, FUSED_SOURCE, fused_launch
-from nn_gpu.model import N_CLASSES, N_PIXELS, Network
+from nn_gpu.model import Network
 from nn_gpu.optim import SGD
+from nn_gpu.shapes import N_CLASSES, N_PIXELS
 
 _module = cp.RawModule(code=CUDA_SOURCE + FUSED_SOURCE, options=FUSED_OPTIONS)
 

@@ -32,17 +32,15 @@ errors of order 1.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
-from nn_gpu.cli import Parser, add_version, device_name, non_negative_int, positive_int, run_main, widths
-from nn_gpu.data import load_dataset
-from nn_gpu.errors import NNGpuError
-from nn_gpu.model import DTYPES, Network
+from nn_gpu.model import Network
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TOLERANCES = {"float64": 1e-7, "float32": 1e-5}
 
@@ -55,6 +53,8 @@ def gradcheck(net: Network, X, y, eps: float = 1e-5, entries: int | None = 200, 
     parameter, shape, checked, at_kink, max_relative_error (module docstring) and passed (below the
     tolerance of the network's dtype, TOLERANCES, kept in the table's attrs["tolerance"]).
     """
+    import pandas as pd  # the table: imported when a check is made, not by `import nn_gpu`
+
     grads = net.backward(net.forward(X, keep=True), y)
     twin = Network(
         dataclasses.replace(net.arch, dtype="float64"), net.device, [net.device.to_host(p) for p in net.params]
@@ -104,50 +104,3 @@ def _loss_and_sides(net: Network, A0, y) -> tuple[float, list]:
     cache = net.forward(A0, keep=True)
     _, loss, _ = net.device.ops.softmax_cross_entropy(cache[f"Z{net.n_layers}"], y)
     return float(loss.mean()), [cache[f"Z{l}"] > 0 for l in range(1, net.n_layers)]  # host sync
-
-
-def gradcheck_parser(prog: str = "gradcheck.py") -> argparse.ArgumentParser:
-    p = Parser(
-        prog=prog,
-        description="Check every gradient of backpropagation against centred finite differences, on a few images.",
-    )
-    add_version(p)
-    p.add_argument(
-        "--data", default="sample", help="where the images come from: any source train.py reads (default sample)"
-    )
-    p.add_argument("--samples", type=positive_int, default=16, help="images in the batch (default 16)")
-    p.add_argument("--hidden", type=widths, default=(10,), help="hidden layer widths, e.g. 10 or 256,128 (default 10)")
-    p.add_argument("--dtype", choices=DTYPES, default="float64", help="the network's dtype (default float64)")
-    p.add_argument("--device", type=device_name, default="auto", help="auto (default), cpu, gpu (card 0) or gpu:N")
-    p.add_argument(
-        "--seed", type=non_negative_int, default=0, help="draws the network, the images and the entries checked"
-    )
-    p.add_argument(
-        "--entries", type=positive_int, default=200, help="entries checked per parameter, at random (default 200)"
-    )
-    return p
-
-
-def gradcheck_command(argv: list[str] | None = None, prog: str = "gradcheck.py") -> int:
-    args = gradcheck_parser(prog).parse_args(argv)
-    dataset = load_dataset(args.data)
-    if dataset.labels is None:
-        raise NNGpuError(f"{dataset.source}: has no labels; the gradient check needs labelled images")
-    rows = np.random.default_rng(args.seed).permutation(len(dataset))[: args.samples]
-    net = Network.create(args.hidden, args.device, args.seed, dtype=args.dtype)
-    table = gradcheck(net, dataset.images[rows].T, dataset.labels[rows], entries=args.entries, seed=args.seed)
-    print(f"gradient check: {net}, {len(rows)} images of {dataset.source}")
-    print(table.to_string(index=False, formatters={"max_relative_error": "{:.2e}".format}))
-    failed = table[~table["passed"]]
-    if len(failed):
-        verb = "differs" if len(failed) == 1 else "differ"
-        print(f"FAILED: {', '.join(failed['parameter'])} {verb} from the finite differences", file=sys.stderr)
-        return 1
-    print(f"passed: every gradient within {table.attrs['tolerance']:.0e} of the finite differences")
-    return 0
-
-
-def gradcheck_main(argv: list[str] | None = None, prog: str = "gradcheck.py") -> int:
-    """`python scripts/gradcheck.py [flags]` (prog: the command typed): exit 0 when every gradient passes,
-    1 when one does not."""
-    return run_main(lambda argv: gradcheck_command(argv, prog), argv)

@@ -38,9 +38,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from nn_gpu.device import Device, resolve_device
+from nn_gpu.shapes import N_CLASSES, N_PIXELS
 
-N_PIXELS = 784
-N_CLASSES = 10
 INITS = ("he", "uniform")
 DTYPES = ("float32", "float64")
 
@@ -60,7 +59,7 @@ class Architecture:
         return (self.n_inputs, *self.hidden, self.n_classes)
 
     @property
-    def images(self) -> bool:
+    def pictures(self) -> bool:
         """Whether the inputs can be 28 x 28 pictures (784 of them), for what draws or reads a digit."""
         return self.n_inputs == N_PIXELS
 

@@ -33,6 +33,8 @@ except ImportError:  # Windows
     fcntl = None
 
 LOCK = ".nn_gpu.lock"
+CHECKPOINT = "checkpoint.npz"
+BEST_MODEL = "best_model.npz"
 RUN_FILES = (
     "best_model.npz", "model.npz", "metrics.json", "metrics.jsonl", "checkpoint.npz", "confusion_matrix.json",
     "confusion_matrix.png", "training_curves.png", "weights.png", "predictions.png", "augmentations.png",

@@ -84,7 +84,7 @@ class TrainingStep:
         self.y = y if device.name == "cpu" else y.astype(np.int32, copy=False)
         self.done = device.to_device(np.array([done], dtype=np.int64))
         self.sums = device.to_device(np.array(sums, dtype=np.float64))
-        self.schedule = ScheduleTable(optimizer, plan.lr_schedule, plan.alpha, self.total, SCHEDULE_WINDOW)
+        self.schedule = ScheduleTable(optimizer, plan.lr_schedule, plan.learning_rate, self.total, SCHEDULE_WINDOW)
         self.order = None if plan.batch_size is None else xp.empty(self.m, dtype=np.int64)
         self.order_epoch: int | None = None
         rates = dropout.layer_rates(plan.dropout, network.n_layers - 1)
@@ -154,7 +154,7 @@ class TrainingStep:
 
     def learning_rate(self, t: int) -> float:
         """Step t's learning rate, as the schedule table has it (before rounding to the dtype)."""
-        return learning_rate(self.plan.lr_schedule, self.plan.alpha, t, self.total)
+        return learning_rate(self.plan.lr_schedule, self.plan.learning_rate, t, self.total)
 
     def _step(self, count: int, t: int | None = None) -> None:
         """One step on `count` samples, all device work. t, the step's number on the host, is needed only to

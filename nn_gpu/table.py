@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from nn_gpu.errors import DataError, one_line
 from nn_gpu.safe_io import open_text
@@ -196,6 +195,8 @@ def _bounded_lines(path, f):
 
 def _numbers(cells: np.ndarray) -> np.ndarray:
     """float64 values of text cells (m x n), NaN where a cell is not a number."""
+    import pandas as pd  # imported when a table is read, not by `import nn_gpu`
+
     flat = pd.to_numeric(pd.Series(cells.ravel()), errors="coerce").to_numpy(dtype=np.float64)
     return flat.reshape(cells.shape)
 

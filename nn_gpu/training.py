@@ -72,7 +72,7 @@ class TrainingPlan:
     (each training batch distorted afresh), or None.
     """
 
-    alpha: float = 0.10
+    learning_rate: float = 0.10
     iterations: int = 500
     epochs: int | None = None
     batch_size: int | None = None
@@ -150,6 +150,26 @@ class Batches:
         return self._order[position * size : (position + 1) * size]
 
 
+@dataclass
+class Hooks:
+    """How a caller follows and steers a run; each is optional.
+
+    on_log(entry): each evaluation's history entry {iteration, (epoch, when training by epochs),
+    learning_rate, train_loss, train_accuracy, dev_loss, dev_accuracy, samples_per_second}: the
+    training metrics are the means over the batches since the last entry, each measured before its
+    update; returning True stops the run there, as an early stop does (MLPClassifier's own rule).
+    on_steps(steps, samples): after each run of steps queued together.
+    save(progress): write a checkpoint and return its path; called every save_every iterations, at the
+    end (the last iteration, or an early stop) and on a stop signal.
+    stop_requested(): a stop signal's number, or 0; a checkpoint is saved and Interrupted raised.
+    """
+
+    on_log: Callable[[dict], bool | None] = lambda entry: None
+    on_steps: Callable[[int, int], None] = lambda steps, samples: None
+    save: Callable[[Progress], Path] | None = None
+    stop_requested: Callable[[], int] = lambda: 0
+
+
 def train(
     network: Network,
     optimizer,
@@ -157,12 +177,10 @@ def train(
     y,
     dev: tuple | None,
     plan: TrainingPlan,
-    seed: int,
+    *,
+    seed: int = 0,
     progress: Progress | None = None,
-    on_log: Callable[[dict], bool | None] = lambda entry: None,
-    on_steps: Callable[[int, int], None] = lambda steps, samples: None,
-    save: Callable[[Progress], Path] | None = None,
-    stop_requested: Callable[[], int] = lambda: 0,
+    hooks: Hooks | None = None,
     exploding_loss: float = EXPLODING_LOSS,
     graphs: bool = True,
     evaluate_at_end: bool = True,
@@ -171,93 +189,118 @@ def train(
     """Train `network` on X (n0 x m) and y (m labels), both on its device, from `progress` onwards,
     with `optimizer` (nn_gpu.optim: SGD or Adam) and the plan's dropout and augmentation.
 
-    dev: (X_dev, y_dev) evaluated at each logged iteration, or None. on_log receives each history
-    entry {iteration, (epoch, when training by epochs), learning_rate, train_loss, train_accuracy,
-    dev_loss, dev_accuracy, samples_per_second}: training metrics are the means over the batches since
-    the last log, each measured before its update, and samples_per_second is the training speed since
-    the last log; when on_log returns True, the run stops there as an early stop does.
-    on_steps(steps, samples) is called after each run of steps queued together, with their number and
-    the samples they used. save(progress) writes a checkpoint and returns its path; it is called every
-    save_every iterations, at the end (the last iteration, or an early stop), and when stop_requested()
-    returns a signal's number (then Interrupted is raised).
-    A non-finite loss, or one over exploding_loss, raises Diverged before anything is saved from the bad state.
-    graphs: on the GPU, replay each step as a CUDA graph (nn_gpu.step; the same bits as without).
-    evaluate_at_end: evaluate the whole training set (and dev) into progress.final when done.
-    epoch_start: (steps, epoch): X's first epoch starts after that many steps and has that number
-    (nn_gpu.step.TrainingStep); MLPClassifier.partial_fit goes on from earlier calls on other X this way.
-    On the CPU, BLAS is held to one thread for the whole run (nn_gpu.parallel).
+    dev: (X_dev, y_dev), evaluated at each logged iteration, or None. hooks: what the caller sees and
+    steers (Hooks; None: nothing). A non-finite loss, or one over exploding_loss, raises Diverged before anything is
+    saved from the bad state. graphs: on the GPU, replay each step as a CUDA graph (nn_gpu.step; the
+    same bits as without). evaluate_at_end: evaluate the whole training set (and dev) into
+    progress.final when done. epoch_start: (steps, epoch): X's first epoch starts after that many
+    steps and has that number (nn_gpu.step.TrainingStep); MLPClassifier.partial_fit goes on from
+    earlier calls on other X this way. On the CPU, BLAS is held to one thread for the whole run.
     """
     with parallel.one_blas_thread():  # set once for the run: setting it costs 16 us, a mini-batch step 200
-        device = network.device
+        progress, hooks = progress or Progress(), hooks or Hooks()
         m = X.shape[1]
         total, every = plan.total_iterations(m), plan.evaluate_every(m)
-        progress = progress or Progress()
         sums = (progress.loss_sum, progress.correct_sum)
         step = TrainingStep(network, optimizer, X, y, plan, seed, progress.iteration, sums, graphs, epoch_start)
-        last_saved: tuple[int, Path] | None = None
-
-        def checkpoint() -> None:
-            nonlocal last_saved
-            _guard(network, progress, step.learning_rate(progress.iteration), last_saved, exploding_loss)
-            last_saved = (progress.iteration, save(progress))
-
-        def next_multiple(t: int, n: int) -> int:  # the first multiple of n from t (total for n = 0)
-            return -(-t // n) * n if n else total
-
-        device.synchronize()
-        started = time.perf_counter()
-        logged = (progress.samples, progress.train_seconds)  # at the last log: for the speed since then
+        ledger = Ledger(network, step, progress, exploding_loss)
         while progress.iteration < total and not progress.stopped_early:
-            first = last = progress.iteration + 1  # eager: one step at a time, so a stop is seen at once
-            if step.graphed:  # as many steps as run before the next log or save point, queued at once
-                last = step.chunk_end(
-                    first, min(total, next_multiple(first, every), next_multiple(first, plan.save_every))
-                )
+            first = progress.iteration + 1
+            last = _next_stop(step, first, total, every, plan.save_every)
             samples = step.run(first, last)  # queued: nothing is read back
-            progress.iteration = iteration = last
-            progress.seen += samples
-            progress.samples += samples
-            on_steps(last - first + 1, samples)
-            log_now = (every and iteration % every == 0) or iteration == total
-            stop_now = stop_requested()
-            periodic = plan.save_every and iteration % plan.save_every == 0
-            if log_now or periodic or stop_now:  # log_now holds the last iteration
-                progress.loss_sum, progress.correct_sum = step.read_sums()  # host sync
-                progress.train_seconds += time.perf_counter() - started
-                if log_now:
-                    lr = step.learning_rate(iteration)
-                    _guard(network, progress, lr, last_saved, exploding_loss)
-                    entry = {
-                        "iteration": iteration,
-                        **({} if plan.epochs is None else {"epoch": iteration / plan.batches_per_epoch(m)}),
-                        "learning_rate": lr,
-                        "train_loss": progress.loss_sum / progress.seen,
-                        "train_accuracy": progress.correct_sum / progress.seen,
-                        **_dev_metrics(network, dev),
-                        "samples_per_second": (progress.samples - logged[0]) / (progress.train_seconds - logged[1]),
-                    }
-                    logged = (progress.samples, progress.train_seconds)
-                    progress.history.append(entry)
-                    progress.loss_sum = progress.correct_sum = 0.0
-                    progress.seen = 0
-                    step.reset_sums()
-                    if dev is not None:
-                        _keep_best(network, progress, entry["dev_accuracy"], plan.early_stopping)
-                    if on_log(entry):  # the caller's own stopping rule (nn_gpu.estimator's, sklearn's)
-                        progress.stopped_early = True
-                ended = iteration == total or progress.stopped_early
-                if save is not None and (periodic or ended or stop_now):
-                    checkpoint()
-                if stop_now:
-                    where = f"; checkpoint saved to {last_saved[1]}" if save else ""
-                    raise Interrupted(f"at iteration {iteration}{where}", stop_now)
-                device.synchronize()
-                started = time.perf_counter()
+            ledger.ran(last, samples)
+            hooks.on_steps(last - first + 1, samples)
+            log_now = (every and last % every == 0) or last == total
+            periodic = plan.save_every and last % plan.save_every == 0
+            signum = hooks.stop_requested()
+            if not (log_now or periodic or signum):
+                continue
+            ledger.pause()  # host sync
+            if log_now:
+                entry = ledger.evaluate(dev, plan, m)
+                if hooks.on_log(entry):
+                    progress.stopped_early = True
+            if hooks.save is not None and (periodic or signum or last == total or progress.stopped_early):
+                ledger.checkpoint(hooks.save)
+            if signum:
+                where = f"; checkpoint saved to {ledger.last_saved[1]}" if hooks.save else ""
+                raise Interrupted(f"at iteration {last}{where}", signum)
+            ledger.go_on()
         optimizer.steps = progress.iteration
         if evaluate_at_end:
             train_loss, train_accuracy = network.evaluate(X, y)
             progress.final = {"train_loss": train_loss, "train_accuracy": train_accuracy, **_dev_metrics(network, dev)}
         return progress
+
+
+def _next_stop(step: TrainingStep, first: int, total: int, every: int, save_every: int) -> int:
+    """The last iteration of the steps queued at once from `first`: eager, one step, so that a stop is
+    seen at once; graphed, every step before the next log or save point."""
+    if not step.graphed:
+        return first
+
+    def next_multiple(n: int) -> int:  # the first multiple of n from `first` (total for n = 0)
+        return -(-first // n) * n if n else total
+
+    return step.chunk_end(first, min(total, next_multiple(every), next_multiple(save_every)))
+
+
+class Ledger:
+    """A run's accounts: the steps and samples done, the training clock (stopped around evaluations
+    and checkpoints, the device synchronised first), the sums since the last log, the history, the
+    best dev accuracy, and the last checkpoint saved."""
+
+    def __init__(self, network: Network, step: TrainingStep, progress: Progress, exploding_loss: float):
+        self.network, self.step, self.progress, self.exploding_loss = network, step, progress, exploding_loss
+        self.last_saved: tuple[int, Path] | None = None
+        self.logged = (progress.samples, progress.train_seconds)  # at the last log: the speed since
+        self.go_on()
+
+    def ran(self, iteration: int, samples: int) -> None:
+        self.progress.iteration = iteration
+        self.progress.seen += samples
+        self.progress.samples += samples
+
+    def pause(self) -> None:
+        """Read the sums back (a host sync) and stop the clock."""
+        self.progress.loss_sum, self.progress.correct_sum = self.step.read_sums()
+        self.progress.train_seconds += time.perf_counter() - self.started
+
+    def go_on(self) -> None:
+        self.network.device.synchronize()
+        self.started = time.perf_counter()
+
+    def evaluate(self, dev, plan: TrainingPlan, m: int) -> dict:
+        """The history entry of this iteration (Diverged first if the run has diverged); the sums start
+        again, and the best parameters are kept."""
+        progress, iteration = self.progress, self.progress.iteration
+        lr = self.step.learning_rate(iteration)
+        _guard(self.network, progress, lr, self.last_saved, self.exploding_loss)
+        seconds = progress.train_seconds - self.logged[1]
+        entry = {
+            "iteration": iteration,
+            **({} if plan.epochs is None else {"epoch": iteration / plan.batches_per_epoch(m)}),
+            "learning_rate": lr,
+            "train_loss": progress.loss_sum / progress.seen,
+            "train_accuracy": progress.correct_sum / progress.seen,
+            **_dev_metrics(self.network, dev),
+            "samples_per_second": (progress.samples - self.logged[0]) / seconds,
+        }
+        self.logged = (progress.samples, progress.train_seconds)
+        progress.history.append(entry)
+        progress.loss_sum = progress.correct_sum = 0.0
+        progress.seen = 0
+        self.step.reset_sums()
+        if dev is not None:
+            _keep_best(self.network, progress, entry["dev_accuracy"], plan.early_stopping)
+        return entry
+
+    def checkpoint(self, save: Callable[[Progress], Path]) -> None:
+        progress = self.progress
+        _guard(
+            self.network, progress, self.step.learning_rate(progress.iteration), self.last_saved, self.exploding_loss
+        )
+        self.last_saved = (progress.iteration, save(progress))
 
 
 def _keep_best(network: Network, progress: Progress, dev_accuracy: float, patience: int) -> None:

@@ -8,4 +8,4 @@ import sys
 from launch import launch
 
 if __name__ == "__main__":
-    sys.exit(launch("nn_gpu.bench.command", "main"))
+    sys.exit(launch("nn_gpu.commands.bench", "main"))

@@ -5,4 +5,4 @@ import sys
 from launch import launch
 
 if __name__ == "__main__":
-    sys.exit(launch("nn_gpu.gradient_check", "gradcheck_main"))
+    sys.exit(launch("nn_gpu.commands.gradcheck", "gradcheck_main"))

@@ -5,4 +5,4 @@ import sys
 from launch import launch
 
 if __name__ == "__main__":
-    sys.exit(launch("nn_gpu.predict", "predict_main"))
+    sys.exit(launch("nn_gpu.commands.predict", "predict_main"))

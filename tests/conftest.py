@@ -81,7 +81,7 @@ def synthetic_csv(path, m: int, seed: int = 0):
 def train_in_process(data, out, *flags, hidden="16"):
     """train.py's main in this process on the CPU: `data`, a dev set of 100, `hidden`, into `out`, then
     `flags`; its exit code."""
-    from nn_gpu.cli import train_main
+    from nn_gpu.commands.train import train_main
 
     base = ["--device", "cpu", "--data", str(data), "--dev-size", "100", "--hidden", hidden, "--output-dir", str(out)]
     return train_main([*base, *map(str, flags)])

@@ -214,9 +214,9 @@ def test_a_dataset_gives_the_notebooks_X_and_y():
     np.testing.assert_array_equal(data.y, labels)
     train_set, dev_set = data.split(dev_size=10, seed=4)
     assert len(train_set) == 40 and len(dev_set) == 10
-    assert sorted(map(bytes, [*train_set.images, *dev_set.images])) == sorted(map(bytes, images))
+    assert sorted(map(bytes, [*train_set.rows, *dev_set.rows])) == sorted(map(bytes, images))
     again, _ = data.split(dev_size=10, seed=4)
-    np.testing.assert_array_equal(again.images, train_set.images)
+    np.testing.assert_array_equal(again.rows, train_set.rows)
 
 
 def test_read_digit_takes_a_files_bytes_as_it_takes_its_path(tmp_path):

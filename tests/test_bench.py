@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def bench_main(argv):
     """scripts/bench.py's command, in this process (the script itself only launches it: test_commands runs it)."""
-    from nn_gpu.bench.command import main
+    from nn_gpu.commands.bench import main
 
     return main(argv)
 

@@ -1,5 +1,6 @@
 """Long runs made safe: resume equals never stopping, Ctrl-C, kill -9, damaged checkpoints, divergence."""
 
+import dataclasses
 import json
 import os
 import random
@@ -13,8 +14,10 @@ import numpy as np
 import pytest
 
 from conftest import synthetic_csv
-from nn_gpu import cli
+from nn_gpu import plots
+from nn_gpu import run as run_module
 from nn_gpu.checkpoint import load_checkpoint, load_model
+from nn_gpu.commands.train import train_main
 from nn_gpu.outputs import LOCK
 
 pytestmark = pytest.mark.slow  # end-to-end runs, signals and killed processes
@@ -42,22 +45,22 @@ def model_arrays(path):
 
 
 def test_resume_after_ctrl_c_ends_bit_identical_to_an_uninterrupted_run(tmp_path, train_csv, monkeypatch, capsys):
-    assert cli.train_main(run_args(train_csv, tmp_path / "whole")) == 0
-    real_train = cli.train
+    assert train_main(run_args(train_csv, tmp_path / "whole")) == 0
+    real_train = run_module.train
 
-    def train_then_ctrl_c(*args, on_steps, **kwargs):
+    def train_then_ctrl_c(*args, hooks, **kwargs):
         steps = []
 
         def step(count, samples):
-            on_steps(count, samples)
+            hooks.on_steps(count, samples)
             steps.extend([1] * count)
             if len(steps) == 17:  # mid-epoch (8 batches an epoch), between two logs
                 os.kill(os.getpid(), signal.SIGINT)
 
-        return real_train(*args, on_steps=step, **kwargs)
+        return real_train(*args, hooks=dataclasses.replace(hooks, on_steps=step), **kwargs)
 
-    monkeypatch.setattr(cli, "train", train_then_ctrl_c)
-    assert cli.train_main(run_args(train_csv, tmp_path / "stopped")) == 130
+    monkeypatch.setattr(run_module, "train", train_then_ctrl_c)
+    assert train_main(run_args(train_csv, tmp_path / "stopped")) == 130
     err = capsys.readouterr().err
     checkpoint = tmp_path / "stopped" / "checkpoint.npz"
     assert err == (  # not an error: no "error:"
@@ -66,8 +69,8 @@ def test_resume_after_ctrl_c_ends_bit_identical_to_an_uninterrupted_run(tmp_path
     assert load_checkpoint(checkpoint)[3].iteration == 17
     assert not (tmp_path / "stopped" / "model.npz").exists()
 
-    monkeypatch.setattr(cli, "train", real_train)
-    assert cli.train_main(["--device", "cpu", "--quiet", "--resume", str(tmp_path / "stopped")]) == 0
+    monkeypatch.setattr(run_module, "train", real_train)
+    assert train_main(["--device", "cpu", "--quiet", "--resume", str(tmp_path / "stopped")]) == 0
     whole, resumed = model_arrays(tmp_path / "whole" / "model.npz"), model_arrays(tmp_path / "stopped" / "model.npz")
     for key in whole:
         np.testing.assert_array_equal(resumed[key], whole[key], err_msg=key)  # bit for bit
@@ -142,7 +145,7 @@ SETTINGS_DAMAGE = {  # a saved setting missing, of the wrong type, out of range,
 )
 def test_damaged_checkpoint_is_refused_with_one_line(tmp_path, train_csv, damage, capsys):
     out = tmp_path / "run"
-    assert cli.train_main(run_args(train_csv, out, "--save-every", "10", "--epochs", "1")) == 0
+    assert train_main(run_args(train_csv, out, "--save-every", "10", "--epochs", "1")) == 0
     path = out / "checkpoint.npz"
     arrays = model_arrays(path)
     if damage == "truncate":
@@ -169,7 +172,7 @@ def test_damaged_checkpoint_is_refused_with_one_line(tmp_path, train_csv, damage
         with open(path, "wb") as f:
             np.savez(f, **arrays, allow_pickle=damage == "object-array")
     capsys.readouterr()
-    assert cli.train_main(["--device", "cpu", "--resume", str(out)]) == 2
+    assert train_main(["--device", "cpu", "--resume", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path}: ") and err.count("\n") == 1
 
@@ -177,7 +180,7 @@ def test_damaged_checkpoint_is_refused_with_one_line(tmp_path, train_csv, damage
 def test_divergence_stops_with_exit_3_and_keeps_the_last_good_checkpoint(tmp_path, train_csv, capsys):
     args = run_args(train_csv, tmp_path, "--alpha", "1000", "--momentum", "0", "--lr-schedule", "constant")
     args += ["--save-every", "1", "--log-interval", "1", "--hidden", "32"]
-    assert cli.train_main(args) == 3
+    assert train_main(args) == 3
     err = capsys.readouterr().err
     assert err.startswith("error: training diverged at iteration ") and "learning rate 1000" in err
     assert "lower --alpha (try 100)" in err and err.count("\n") == 1
@@ -189,11 +192,11 @@ def test_divergence_stops_with_exit_3_and_keeps_the_last_good_checkpoint(tmp_pat
 
 
 def test_resume_refuses_new_settings(tmp_path, capsys):
-    assert cli.train_main(["--resume", str(tmp_path), "--iterations", "900", "--alpha", "0.5"]) == 2
+    assert train_main(["--resume", str(tmp_path), "--iterations", "900", "--alpha", "0.5"]) == 2
     assert capsys.readouterr().err == (  # the length may change (it extends the run), nothing else
         "error: --resume continues a run with the settings saved in it; drop --alpha\n"
     )
-    assert cli.train_main(["--resume", str(tmp_path), "--early-stopping", "3", "--batch-size", "8"]) == 2
+    assert train_main(["--resume", str(tmp_path), "--early-stopping", "3", "--batch-size", "8"]) == 2
     assert capsys.readouterr().err == (
         "error: --resume continues a run with the settings saved in it; drop --batch-size, --early-stopping\n"
     )
@@ -201,7 +204,7 @@ def test_resume_refuses_new_settings(tmp_path, capsys):
 
 def test_model_file_is_not_a_checkpoint_and_back(tmp_path, train_csv):
     out = tmp_path / "run"
-    assert cli.train_main(run_args(train_csv, out, "--save-every", "100", "--epochs", "1")) == 0
+    assert train_main(run_args(train_csv, out, "--save-every", "100", "--epochs", "1")) == 0
     load_model(out / "model.npz")
     with pytest.raises(Exception, match="missing \\['best', 'config', 'progress', 'velocity'\\]"):
         load_checkpoint(out / "model.npz")
@@ -210,40 +213,40 @@ def test_model_file_is_not_a_checkpoint_and_back(tmp_path, train_csv):
 
 
 def test_ctrl_c_after_the_last_iteration_is_not_swallowed(tmp_path, train_csv, monkeypatch, capsys):
-    real_train = cli.train
+    real_train = run_module.train
 
     def train_then_ctrl_c(*args, **kwargs):  # the signal lands in the final evaluation, after the loop
         progress = real_train(*args, **kwargs)
         os.kill(os.getpid(), signal.SIGINT)
         return progress
 
-    monkeypatch.setattr(cli, "train", train_then_ctrl_c)
+    monkeypatch.setattr(run_module, "train", train_then_ctrl_c)
     out = tmp_path / "run"
-    assert cli.train_main(run_args(train_csv, out)) == 130
+    assert train_main(run_args(train_csv, out)) == 130
     checkpoint = out / "checkpoint.npz"
     assert capsys.readouterr().err == (
         f"stopped after the last iteration, 32; checkpoint saved to {checkpoint}; finish with train.py --resume {out}\n"
     )
     assert load_checkpoint(checkpoint)[3].iteration == 32 and not (out / "model.npz").exists()
-    monkeypatch.setattr(cli, "train", real_train)
-    assert cli.train_main(["--device", "cpu", "--quiet", "--resume", str(out)]) == 0
-    assert cli.train_main(run_args(train_csv, tmp_path / "whole")) == 0
+    monkeypatch.setattr(run_module, "train", real_train)
+    assert train_main(["--device", "cpu", "--quiet", "--resume", str(out)]) == 0
+    assert train_main(run_args(train_csv, tmp_path / "whole")) == 0
     for key, value in model_arrays(tmp_path / "whole" / "model.npz").items():
         np.testing.assert_array_equal(model_arrays(out / "model.npz")[key], value, err_msg=key)
 
 
 def test_ctrl_c_while_drawing_stops_the_pictures_and_keeps_the_model(tmp_path, train_csv, monkeypatch, capsys):
     pytest.importorskip("matplotlib")
-    real_curves = cli.plots.training_curves
+    real_curves = plots.training_curves
 
     def curves_then_ctrl_c(*args):
         fig = real_curves(*args)
         os.kill(os.getpid(), signal.SIGINT)
         return fig
 
-    monkeypatch.setattr(cli.plots, "training_curves", curves_then_ctrl_c)
+    monkeypatch.setattr(plots, "training_curves", curves_then_ctrl_c)
     out = tmp_path / "run"
-    assert cli.train_main(run_args(train_csv, out)) == 130
+    assert train_main(run_args(train_csv, out)) == 130
     assert capsys.readouterr().err == (
         f"stopped while drawing the pictures; the models and metrics.json are saved in {out}\n"
     )

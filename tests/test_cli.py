@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 from conftest import run_script, synthetic_csv, synthetic_digits, write_kaggle_csv
-from nn_gpu import cli, parallel
-from nn_gpu.cli import train_main
+from nn_gpu import parallel
+from nn_gpu import run as run_module
+from nn_gpu.commands.predict import predict_main
+from nn_gpu.commands.train import train_main
 from nn_gpu.data import load_dataset
 from nn_gpu.device import gpu_unavailable_reason
 from nn_gpu.model import Architecture
-from nn_gpu.predict import predict_main
 from nn_gpu.training import TrainingPlan
 
 pytestmark = pytest.mark.slow  # end-to-end runs of the scripts
@@ -39,9 +40,9 @@ def kaggle_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("kaggle")
     sample = load_dataset("sample")
     sample = sample.subset(np.random.default_rng(0).permutation(len(sample)))  # the sample is sorted by label
-    write_kaggle_csv(folder / "train.csv", sample.images[:3000], sample.labels[:3000])
-    write_kaggle_csv(folder / "test.csv", sample.images[3000:3500])
-    write_kaggle_csv(folder / "labelled_test.csv", sample.images[3000:3500], sample.labels[3000:3500])
+    write_kaggle_csv(folder / "train.csv", sample.rows[:3000], sample.labels[:3000])
+    write_kaggle_csv(folder / "test.csv", sample.rows[3000:3500])
+    write_kaggle_csv(folder / "labelled_test.csv", sample.rows[3000:3500], sample.labels[3000:3500])
     return folder, sample.labels[3000:3500]
 
 
@@ -51,17 +52,17 @@ def test_every_training_flag_reaches_the_loop(tmp_path, monkeypatch):
 
     def spy(network, optimizer, X, y, dev, plan, seed, *args, **kwargs):
         seen.update(network=network, optimizer=optimizer, m=X.shape[1], dev=dev[0].shape[1], plan=plan, seed=seed)
-        return real_train(network, optimizer, X, y, dev, plan, seed, *args, **kwargs)
+        return real_train(network, optimizer, X, y, dev, plan, *args, seed=seed, **kwargs)
 
-    real_train = cli.train
-    monkeypatch.setattr(cli, "train", spy)
+    real_train = run_module.train
+    monkeypatch.setattr(run_module, "train", spy)
     synthetic_csv(tmp_path / "train.csv", 120, seed=5)
     flags = ["--data", tmp_path / "train.csv", "--dev-size", "20", "--hidden", "12,8", "--dtype", "float64"]
     flags += ["--alpha", "0.03", "--batch-size", "16", "--epochs", "3", "--lr-schedule", "step", "--momentum", "0.8"]
     flags += ["--weight-decay", "0.002", "--log-interval", "4", "--save-every", "5", "--seed", "9", "--threads", "3"]
     train(tmp_path, *flags, "--early-stopping", "7")
     assert seen["plan"] == TrainingPlan(
-        alpha=0.03,
+        learning_rate=0.03,
         iterations=None,
         epochs=3,
         batch_size=16,

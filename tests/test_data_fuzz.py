@@ -55,9 +55,9 @@ def check_loads_or_data_error(name: str, content: bytes, gz: bool = False) -> No
             assert "\n" not in str(error) and str(error).startswith(str(path))
             return
     assert isinstance(dataset, Dataset)
-    assert dataset.images.dtype == np.uint8 and dataset.images.ndim == 2 and dataset.images.shape[1] == 784
+    assert dataset.rows.dtype == np.uint8 and dataset.rows.ndim == 2 and dataset.rows.shape[1] == 784
     assert dataset.labels is None or (dataset.labels.dtype == np.uint8 and dataset.labels.max(initial=0) <= 9)
-    assert dataset.labels is None or len(dataset.labels) == len(dataset.images)
+    assert dataset.labels is None or len(dataset.labels) == len(dataset.rows)
 
 
 @FUZZ

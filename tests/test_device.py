@@ -146,7 +146,7 @@ def test_out_of_memory_becomes_one_line_with_the_advice():
 
 
 def test_the_commands_give_cupys_out_of_memory_the_gpu_advice(capsys):
-    from nn_gpu.cli import run_main
+    from nn_gpu.commands.toolkit import run_main
 
     cupy = cupy_or_skip()
 

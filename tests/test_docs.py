@@ -46,7 +46,7 @@ def test_the_readmes_python_snippet_runs_and_prints_what_the_readme_shows(tmp_pa
 
 
 def test_the_readmes_flag_table_lists_every_flag_of_train_py():
-    from nn_gpu.cli import train_parser
+    from nn_gpu.commands.train import train_parser
 
     readme = (ROOT / "README.md").read_text()
     table = readme.split("## Flags of scripts/train.py", 1)[1].split("\n\n", 2)[1]

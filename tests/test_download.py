@@ -11,7 +11,7 @@ import pytest
 
 from conftest import synthetic_digits
 from nn_gpu import idx
-from nn_gpu.cli import train_main
+from nn_gpu.commands.train import train_main
 from nn_gpu.data import load_dataset
 from nn_gpu.download import REMOTES, Remote, fetch
 from nn_gpu.errors import DataError
@@ -85,9 +85,9 @@ def test_first_download_then_cached_use_offline(tmp_path, served, capsys):
     server.stop()
     assert fetch("mnist", cache=tmp_path, remote=remote) == folder  # no network needed now
     dataset = load_dataset(folder)
-    np.testing.assert_array_equal(dataset.images, train_images)
+    np.testing.assert_array_equal(dataset.rows, train_images)
     np.testing.assert_array_equal(dataset.labels, train_labels)
-    np.testing.assert_array_equal(dataset.test.images, test_images)
+    np.testing.assert_array_equal(dataset.test.rows, test_images)
 
 
 def test_second_mirror_is_used_when_the_first_refuses(tmp_path, served):

@@ -385,8 +385,8 @@ def test_mnist_sample_rows():
     from nn_gpu.data import load_dataset
 
     train, test = load_dataset("sample").split(1000, seed=0)  # the file is sorted by label: shuffle first
-    clf = MLPClassifier((64,), max_iter=5, random_state=0, device="cpu").fit(train.images / 255, train.labels)
-    assert clf.score(test.images / 255, test.labels) > 0.88 and list(clf.classes_) == list(range(10))
+    clf = MLPClassifier((64,), max_iter=5, random_state=0, device="cpu").fit(train.rows / 255, train.labels)
+    assert clf.score(test.rows / 255, test.labels) > 0.88 and list(clf.classes_) == list(range(10))
 
 
 def test_usable_without_scikit_learn():

@@ -19,7 +19,7 @@ import pytest
 
 import nn_gpu
 from conftest import run_script, synthetic_csv, synthetic_digits
-from nn_gpu.data import pixels_to_device
+from nn_gpu.data import rows_to_device
 from nn_gpu.device import WholeBatches
 from nn_gpu.model import Architecture, Network, init_parameters
 from nn_gpu.ops import REFERENCE_OPS
@@ -185,9 +185,9 @@ def train_on(device, dtype, batch_size, images, labels, dropout=None, graphs=Tru
     rng = np.random.default_rng(0)
     network = Network(arch, device, init_parameters(arch, "he", rng))
     optimizer = SGD(network, momentum=0.9, weight_decay=1e-3)
-    X, y = pixels_to_device(images, device, dtype), device.to_device(labels.astype(np.int32))
+    X, y = rows_to_device(images, device, dtype), device.to_device(labels.astype(np.int32))
     plan = TrainingPlan(
-        alpha=0.05, iterations=50, batch_size=batch_size, log_interval=10, lr_schedule="cosine", dropout=dropout
+        learning_rate=0.05, iterations=50, batch_size=batch_size, log_interval=10, lr_schedule="cosine", dropout=dropout
     )
     result = train(network, optimizer, X, y, None, plan, seed=0, graphs=graphs)
     return [device.to_host(p) for p in network.params], result
@@ -212,7 +212,7 @@ def test_training_on_gpu_equals_training_on_cpu(cpu, gpu, dtype, rtol, batch_siz
 
 
 def test_train_script_on_gpu_matches_the_cpu(tmp_path, capsys):
-    from nn_gpu.cli import train_main
+    from nn_gpu.commands.train import train_main
 
     synthetic_csv(tmp_path / "train.csv", 1500, seed=2)
     args = ["--data", str(tmp_path / "train.csv"), "--dev-size", "300", "--quiet", "--iterations", "100"]
@@ -228,7 +228,7 @@ def test_train_script_on_gpu_matches_the_cpu(tmp_path, capsys):
 
 
 def test_out_of_memory_is_one_line_with_sizes_and_advice(tmp_path, cp, capsys):
-    from nn_gpu.cli import train_main
+    from nn_gpu.commands.train import train_main
 
     synthetic_csv(tmp_path / "train.csv", 3000, seed=3)
     pool = cp.get_default_memory_pool()
@@ -266,7 +266,7 @@ def fused_pair(gpu, dtype, images, labels, use_graph=True):
     plain, plain_sgd = network_and_optimizer()
     fast, fast_sgd = network_and_optimizer()
     assert fused.supports(fast)
-    X, y = pixels_to_device(images, gpu, dtype), gpu.to_device(labels.astype(np.int32))
+    X, y = rows_to_device(images, gpu, dtype), gpu.to_device(labels.astype(np.int32))
     step = fused.FusedStep(fast, fast_sgd, gpu.to_device(images), y, use_graph=use_graph)
     return plain, plain_sgd, fast, step, X, y
 
@@ -365,9 +365,9 @@ def test_cupy_builds_only_the_kernel_sources_ci_compiles(gpu, cp):
             train_on(gpu, dtype, batch_size, images, labels, dropout=(0.2, 0.5))
         arch = Architecture((16, 12), dtype)
         network = Network(arch, gpu, init_parameters(arch, "he", np.random.default_rng(0)))
-        X, y = pixels_to_device(images, gpu, dtype), gpu.to_device(labels.astype(np.int32))
+        X, y = rows_to_device(images, gpu, dtype), gpu.to_device(labels.astype(np.int32))
         network.evaluate(X, y, batch_size=256)
-        network.predict_proba(pixels_to_device(images[:1], gpu, dtype))
+        network.predict_proba(rows_to_device(images[:1], gpu, dtype))
     built = {
         kernel.name: {
             cuda_compile.elementwise_code(kernel, infos, types) for _, infos, types in kernel._elementwise_kernel_memo
@@ -405,7 +405,7 @@ def test_train_and_predict_scripts_on_a_chosen_card(tmp_path, cp):
 
 def test_best_model_early_stopping_and_resume_on_the_gpu(tmp_path, cp):
     from nn_gpu.checkpoint import load_model
-    from nn_gpu.cli import train_main
+    from nn_gpu.commands.train import train_main
 
     csv = synthetic_csv(tmp_path / "train.csv", 700, seed=4)
     common = ["--device", "gpu", "--data", str(csv), "--dev-size", "100", "--hidden", "16", "--quiet"]
@@ -476,8 +476,8 @@ def test_the_ladders_recipe_on_the_gpu_follows_the_cpu(cpu, gpu, dtype, rtol):
         arch = Architecture((32, 16), dtype)
         network = Network(arch, device, init_parameters(arch, "he", np.random.default_rng(0)))
         optimizer = make_optimizer("adamw", network, weight_decay=0.01)
-        X, y = pixels_to_device(images, device, dtype), device.to_device(labels.astype(np.int32))
-        plan = TrainingPlan(alpha=1e-3, epochs=2, batch_size=100, dropout=(0.2, 0.5), augment="affine+elastic")
+        X, y = rows_to_device(images, device, dtype), device.to_device(labels.astype(np.int32))
+        plan = TrainingPlan(learning_rate=1e-3, epochs=2, batch_size=100, dropout=(0.2, 0.5), augment="affine+elastic")
         train(network, optimizer, X, y, None, plan, seed=0)
         params.append([device.to_host(p) for p in network.params])
     for g, c in zip(*params):
@@ -517,9 +517,9 @@ def test_a_graphed_run_is_the_eager_run_bit_for_bit(gpu, cp, monkeypatch, recipe
         arch = Architecture(hidden, dtype)
         network = Network(arch, gpu, init_parameters(arch, "he", np.random.default_rng(0)))
         optimizer = make_optimizer(name, network, **settings)
-        plan = TrainingPlan(alpha=0.01, iterations=50, batch_size=batch, dropout=rates, label_smoothing=eps,
+        plan = TrainingPlan(learning_rate=0.01, iterations=50, batch_size=batch, dropout=rates, label_smoothing=eps,
                             lr_schedule="cosine")  # fmt: skip
-        X, y = pixels_to_device(images, gpu, dtype), gpu.to_device(labels.astype(np.int32))
+        X, y = rows_to_device(images, gpu, dtype), gpu.to_device(labels.astype(np.int32))
         step = step_module.TrainingStep(network, optimizer, X, y, plan, seed=5, done=0, graphs=graphed)
         for first in range(1, 51, 7):
             step.run(first, min(50, first + 6))
@@ -542,7 +542,7 @@ def test_a_step_graph_holds_the_kernels_of_a_step(gpu, cp):
     arch = Architecture((128,), "float32")
     network = Network(arch, gpu, init_parameters(arch, "he", np.random.default_rng(0)))
     plan = TrainingPlan(iterations=10, batch_size=128)
-    X, y = pixels_to_device(images, gpu, "float32"), gpu.to_device(labels.astype(np.int32))
+    X, y = rows_to_device(images, gpu, "float32"), gpu.to_device(labels.astype(np.int32))
     step = step_module.TrainingStep(network, make_optimizer("sgd", network), X, y, plan, seed=0, done=0)
     step.run(1, 2)
     nodes = graph_nodes(step.graphs[128, 1])
@@ -552,19 +552,23 @@ def test_a_step_graph_holds_the_kernels_of_a_step(gpu, cp):
 
 def test_train_with_graphs_equals_train_without_and_resumes_bit_for_bit(gpu, cp):
     from nn_gpu.optim import make_optimizer
-    from nn_gpu.training import Progress
+    from nn_gpu.training import Hooks, Progress
 
     images, labels = synthetic_digits(700, seed=3)
-    plan = TrainingPlan(alpha=1e-3, epochs=3, batch_size=64, dropout=(0.2, 0.5), lr_schedule="cosine", log_interval=7)
+    plan = TrainingPlan(
+        learning_rate=1e-3, epochs=3, batch_size=64, dropout=(0.2, 0.5), lr_schedule="cosine", log_interval=7
+    )
     runs = []
     for graphs, stop in ((True, False), (False, False), (True, True)):
         arch = Architecture((48,), "float32")
         network = Network(arch, gpu, init_parameters(arch, "he", np.random.default_rng(0)))
         optimizer = make_optimizer("adamw", network, weight_decay=0.01)
-        X, y = pixels_to_device(images, gpu, "float32"), gpu.to_device(labels.astype(np.int32))
+        X, y = rows_to_device(images, gpu, "float32"), gpu.to_device(labels.astype(np.int32))
         progress = None
         if stop:  # stopped at iteration 14 (mid-epoch) and resumed from its state, as --resume does
-            first = train(network, optimizer, X, y, None, plan, seed=1, on_log=lambda entry: entry["iteration"] >= 14)
+            first = train(
+                network, optimizer, X, y, None, plan, seed=1, hooks=Hooks(on_log=lambda entry: entry["iteration"] >= 14)
+            )
             assert first.iteration == 14
             state = [cp.asnumpy(s) for s in optimizer.state]
             optimizer = make_optimizer("adamw", network, weight_decay=0.01, state=state, steps=first.iteration)

@@ -7,7 +7,8 @@ import pytest
 
 import nn_gpu
 from conftest import run_script, synthetic_digits
-from nn_gpu.gradient_check import TOLERANCES, gradcheck_main
+from nn_gpu.commands.gradcheck import gradcheck_main
+from nn_gpu.gradient_check import TOLERANCES
 
 
 @pytest.fixture(scope="module")

@@ -26,8 +26,8 @@ def test_idx_pair_round_trips_and_matches_the_csv(tmp_path, gz):
     from_idx = load_dataset(tmp_path / f"train-images-idx3-ubyte{suffix}")
     from_csv = load_dataset(tmp_path / "train.csv")
     for loaded in (from_idx, from_csv):
-        assert loaded.images.dtype == np.uint8 and loaded.labels.dtype == np.uint8
-        np.testing.assert_array_equal(loaded.images, images)
+        assert loaded.rows.dtype == np.uint8 and loaded.labels.dtype == np.uint8
+        np.testing.assert_array_equal(loaded.rows, images)
         np.testing.assert_array_equal(loaded.labels, labels)
 
 
@@ -37,8 +37,8 @@ def test_directory_gives_train_and_t10k_as_test(tmp_path):
     write_pair(tmp_path, "train", train_images, train_labels)
     write_pair(tmp_path, "t10k", test_images, test_labels, gz=False)
     dataset = load_dataset(tmp_path)
-    np.testing.assert_array_equal(dataset.images, train_images)
-    np.testing.assert_array_equal(dataset.test.images, test_images)
+    np.testing.assert_array_equal(dataset.rows, train_images)
+    np.testing.assert_array_equal(dataset.test.rows, test_images)
     np.testing.assert_array_equal(dataset.test.labels, test_labels)
     assert dataset.test.test is None
 
@@ -48,7 +48,7 @@ def test_images_without_labels_load_unlabelled(tmp_path):
     idx.write(tmp_path / "digits-images-idx3-ubyte", images, idx.IMAGES_MAGIC)
     dataset = load_dataset(tmp_path / "digits-images-idx3-ubyte")
     assert dataset.labels is None
-    np.testing.assert_array_equal(dataset.images, images)
+    np.testing.assert_array_equal(dataset.rows, images)
 
 
 def header(magic, *dims):
@@ -98,6 +98,6 @@ def test_corrupt_gzip_is_named(tmp_path):
 )
 def test_debian_fashion_mnist_loads_in_full():
     dataset = load_dataset("/usr/share/datasets/fashion-mnist")
-    assert dataset.images.shape == (60000, 784) and dataset.test.images.shape == (10000, 784)
+    assert dataset.rows.shape == (60000, 784) and dataset.test.rows.shape == (10000, 784)
     assert np.bincount(dataset.labels).tolist() == [6000] * 10
     assert np.bincount(dataset.test.labels).tolist() == [1000] * 10

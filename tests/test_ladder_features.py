@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_script, synthetic_csv, train_in_process
-from nn_gpu import cli
 from nn_gpu.bench.ladder import rungs
 from nn_gpu.checkpoint import load_checkpoint, load_model
+from nn_gpu.commands.train import train_main, train_parser
 
 pytestmark = pytest.mark.slow  # end-to-end runs
 
@@ -32,8 +32,8 @@ def test_the_recipe_resumes_bit_identically_and_keeps_adams_moments(train_csv, t
     assert "; dropout 0.2,0.5; affine+elastic distortions of each batch; label smoothing 0.1" in capsys.readouterr().out
     _, _, moments, progress, config, *_ = load_checkpoint(tmp_path / "short" / "checkpoint.npz")
     assert len(moments) == 2 and (moments[1] >= 0).all() and moments[1].any()  # m and v; v holds squares
-    assert config["optimizer"] == "adamw" and config["dropout"] == [0.2, 0.5] and config["augment"] == "affine+elastic"
-    assert cli.train_main(["--resume", str(tmp_path / "short"), "--epochs", "3"]) == 0
+    assert config.optimizer == "adamw" and config.dropout == (0.2, 0.5) and config.augment == "affine+elastic"
+    assert train_main(["--resume", str(tmp_path / "short"), "--epochs", "3"]) == 0
     assert run(train_csv, tmp_path / "long", "--epochs", 3, *RECIPE) == 0
     for a, b in zip(load_model(tmp_path / "short" / "model.npz")[1], load_model(tmp_path / "long" / "model.npz")[1]):
         np.testing.assert_array_equal(a, b)
@@ -51,7 +51,7 @@ def test_sgd_checkpoints_keep_one_moment_and_older_ones_still_resume(train_csv, 
         del config[name]
     arrays["config"] = np.array(json.dumps(config))
     np.savez(path, **arrays)
-    assert cli.train_main(["--resume", str(tmp_path / "sgd"), "--iterations", "6"]) == 0
+    assert train_main(["--resume", str(tmp_path / "sgd"), "--iterations", "6"]) == 0
     assert load_checkpoint(path)[3].iteration == 6
 
 
@@ -79,7 +79,7 @@ def test_bad_recipes_are_refused_in_one_line_before_any_folder(train_csv, tmp_pa
 
 
 def test_each_rung_is_a_train_py_command_that_changes_one_thing():
-    parser = cli.train_parser()
+    parser = train_parser()
     ladder = rungs(20)
     settings = [vars(parser.parse_args(flags)) for _, flags, _ in ladder]  # exits on a flag train.py lacks
     changed = [
@@ -90,7 +90,7 @@ def test_each_rung_is_a_train_py_command_that_changes_one_thing():
     assert changed == [
         {"hidden"},
         {"weight_decay", "lr_schedule"},
-        {"optimizer", "alpha", "momentum", "weight_decay"},  # AdamW replaces SGD with momentum
+        {"optimizer", "learning_rate", "momentum", "weight_decay"},  # AdamW replaces SGD with momentum
         {"dropout"},
         {"augment"},
         {"augment"},
@@ -118,5 +118,5 @@ def test_the_readmes_best_recipe_runs_unchanged_on_a_kaggle_csv(tmp_path, monkey
     assert words[:2] == ["python", "scripts/train.py"] and words[words.index("--data") + 1] == "sample"
     words[words.index("--data") + 1] = str(train_csv)  # a Kaggle-format train.csv in its place
     monkeypatch.chdir(tmp_path)
-    assert cli.train_main([*words[2:], "--dry-run", "--device", "cpu", "--quiet"]) == 0
+    assert train_main([*words[2:], "--dry-run", "--device", "cpu", "--quiet"]) == 0
     assert next((tmp_path / "runs").iterdir()).joinpath("best_model.npz").exists()

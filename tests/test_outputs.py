@@ -12,8 +12,10 @@ import time
 import pytest
 
 from conftest import ROOT, synthetic_csv
-from nn_gpu import cli, outputs
+from nn_gpu import outputs, report
+from nn_gpu import run as run_module
 from nn_gpu.checkpoint import load_checkpoint, load_model
+from nn_gpu.commands.train import train_main
 from nn_gpu.errors import NNGpuError
 from nn_gpu.outputs import LOCK, RUN_FILES, claim, new_run_folder
 
@@ -96,13 +98,13 @@ class Usage:  # what shutil.disk_usage says of a nearly full disk
 
 def test_an_unusable_output_folder_is_refused_before_training(tmp_path, train_csv, capsys, monkeypatch):
     (tmp_path / "file").write_text("not a folder")
-    assert cli.train_main(args(train_csv, tmp_path / "file")) == 2
+    assert train_main(args(train_csv, tmp_path / "file")) == 2
     assert (
         capsys.readouterr().err == f"error: {tmp_path / 'file'}: is a file, not a folder; choose another --output-dir\n"
     )
 
     monkeypatch.setattr(outputs.shutil, "disk_usage", lambda path: Usage())
-    assert cli.train_main(args(train_csv, tmp_path / "full")) == 2
+    assert train_main(args(train_csv, tmp_path / "full")) == 2
     captured = capsys.readouterr()
     assert "data:" not in captured.out  # refused before the data were split, let alone trained on
     assert captured.err.startswith(
@@ -110,16 +112,16 @@ def test_an_unusable_output_folder_is_refused_before_training(tmp_path, train_cs
     )
     assert not (tmp_path / "full").exists()  # the folder this run made is gone again, lock and all
     (tmp_path / "yours").mkdir()
-    assert cli.train_main(args(train_csv, tmp_path / "yours")) == 2
+    assert train_main(args(train_csv, tmp_path / "yours")) == 2
     assert os.listdir(tmp_path / "yours") == []  # a folder that was there before stays, without the lock
     monkeypatch.chdir(tmp_path)
-    assert cli.train_main(args(train_csv, tmp_path / "x")[:-2]) == 2  # the default runs/<date-time>
+    assert train_main(args(train_csv, tmp_path / "x")[:-2]) == 2  # the default runs/<date-time>
     assert os.listdir(tmp_path / "runs") == []
     capsys.readouterr()
 
 
 def test_a_checkpoint_that_cannot_be_saved_says_the_last_one_is_intact(tmp_path, train_csv, capsys, monkeypatch):
-    saved, real = [], cli.save_checkpoint
+    saved, real = [], run_module.save_checkpoint
 
     def full_at_third(path, *rest):
         if len(saved) == 2:
@@ -127,9 +129,9 @@ def test_a_checkpoint_that_cannot_be_saved_says_the_last_one_is_intact(tmp_path,
         real(path, *rest)
         saved.append(rest[4].iteration)
 
-    monkeypatch.setattr(cli, "save_checkpoint", full_at_third)
+    monkeypatch.setattr(run_module, "save_checkpoint", full_at_third)
     out = tmp_path / "run"
-    assert cli.train_main(args(train_csv, out, "--save-every", "2", "--iterations", "8")) == 2
+    assert train_main(args(train_csv, out, "--save-every", "2", "--iterations", "8")) == 2
     assert capsys.readouterr().err == (
         f"error: {out / 'checkpoint.npz'}: cannot save the checkpoint of iteration 6 (no space left on device); "
         f"the checkpoint of iteration 4 is intact; free some space and resume with train.py --resume {out}\n"
@@ -137,7 +139,7 @@ def test_a_checkpoint_that_cannot_be_saved_says_the_last_one_is_intact(tmp_path,
     assert load_checkpoint(out / "checkpoint.npz").progress.iteration == 4
     saved.clear()
     saved.extend([0, 0])
-    assert cli.train_main(args(train_csv, tmp_path / "first", "--save-every", "2")) == 2
+    assert train_main(args(train_csv, tmp_path / "first", "--save-every", "2")) == 2
     assert "no checkpoint was saved before it; free some space and train again" in capsys.readouterr().err
 
 
@@ -145,22 +147,22 @@ def test_a_checkpoint_that_cannot_be_saved_says_the_last_one_is_intact(tmp_path,
 def test_a_read_only_folder_is_refused_before_training(tmp_path, train_csv, capsys):
     folder = tmp_path / "read-only"
     folder.mkdir(mode=0o555)
-    assert cli.train_main(args(train_csv, folder)) == 2
+    assert train_main(args(train_csv, folder)) == 2
     assert capsys.readouterr().err == (
         f"error: {folder}: cannot write there (Permission denied); choose another --output-dir\n"
     )
 
 
 def test_a_failed_final_write_says_what_was_saved_and_where(tmp_path, train_csv, capsys, monkeypatch):
-    real_save = cli.save_model
+    real_save = report.save_model
 
     def disk_full_in_run_folders(path, *rest):
         if "nn_gpu-rescue-" not in str(path):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         real_save(path, *rest)
 
-    monkeypatch.setattr(cli, "save_model", disk_full_in_run_folders)
-    assert cli.train_main(args(train_csv, tmp_path / "a")) == 2
+    monkeypatch.setattr(report, "save_model", disk_full_in_run_folders)
+    assert train_main(args(train_csv, tmp_path / "a")) == 2
     err = capsys.readouterr().err
     prefix = f"error: {tmp_path / 'a' / 'model.npz'}: No space left on device; the best weights were saved to "
     assert err.startswith(prefix) and err.endswith("/model.npz instead\n"), err
@@ -171,23 +173,23 @@ def test_a_failed_final_write_says_what_was_saved_and_where(tmp_path, train_csv,
         os.unlink(path)
     os.rmdir(os.path.dirname(rescued))
 
-    monkeypatch.setattr(cli.tempfile, "mkdtemp", lambda prefix: str(tmp_path / "no" / "such" / "folder"))
-    assert cli.train_main(args(train_csv, tmp_path / "c")) == 2
+    monkeypatch.setattr(report.tempfile, "mkdtemp", lambda prefix: str(tmp_path / "no" / "such" / "folder"))
+    assert train_main(args(train_csv, tmp_path / "c")) == 2
     err = capsys.readouterr().err
     assert err.startswith(
         f"error: {tmp_path / 'c' / 'model.npz'}: No space left on device; the trained model could not be saved anywhere ("
     )
 
-    monkeypatch.setattr(cli, "save_model", real_save)
-    real_write = cli.write_text_atomically
+    monkeypatch.setattr(report, "save_model", real_save)
+    real_write = report.write_text_atomically
 
     def metrics_fail(path, text):
         if path.name == "metrics.json":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         real_write(path, text)
 
-    monkeypatch.setattr(cli, "write_text_atomically", metrics_fail)
-    assert cli.train_main(args(train_csv, tmp_path / "b")) == 2
+    monkeypatch.setattr(report, "write_text_atomically", metrics_fail)
+    assert train_main(args(train_csv, tmp_path / "b")) == 2
     assert capsys.readouterr().err == (
         f"error: {tmp_path / 'b' / 'metrics.json'}: No space left on device; "
         f"saved: {tmp_path / 'b' / 'model.npz'}, {tmp_path / 'b' / 'best_model.npz'}\n"
@@ -198,12 +200,12 @@ def test_a_failed_final_write_says_what_was_saved_and_where(tmp_path, train_csv,
 @pytest.mark.slow
 def test_a_folder_holding_a_run_is_refused_unless_overwrite_or_resume(tmp_path, train_csv, capsys):
     out = tmp_path / "run"
-    assert cli.train_main(args(train_csv, out, "--save-every", 5, "--tensorboard", "--augment", "affine")) == 0
+    assert train_main(args(train_csv, out, "--save-every", 5, "--tensorboard", "--augment", "affine")) == 0
     before = {p.name: p.read_bytes() if p.is_file() else sorted(os.listdir(p)) for p in out.iterdir()}
     assert set(before) == set(RUN_FILES)  # every file a run writes, and no lock left behind
     capsys.readouterr()
 
-    assert cli.train_main(args(train_csv, out, "--seed", 1)) == 2
+    assert train_main(args(train_csv, out, "--seed", 1)) == 2
     err = capsys.readouterr().err
     assert err == (
         f"error: {out}: holds a run already ({', '.join(RUN_FILES)}); add --overwrite to replace it, "
@@ -211,7 +213,7 @@ def test_a_folder_holding_a_run_is_refused_unless_overwrite_or_resume(tmp_path, 
     )
     assert {p.name: p.read_bytes() if p.is_file() else sorted(os.listdir(p)) for p in out.iterdir()} == before
 
-    assert cli.train_main(args(train_csv, out, "--seed", 1, "--overwrite")) == 0
+    assert train_main(args(train_csv, out, "--seed", 1, "--overwrite")) == 0
     assert load_checkpoint(out / "checkpoint.npz")[4]["seed"] == 1  # the new run's own: --resume cannot mix runs
     assert json.loads((out / "metrics.json").read_text())["seed"] == 1
     assert set(os.listdir(out)) == set(RUN_FILES) - {
@@ -219,5 +221,5 @@ def test_a_folder_holding_a_run_is_refused_unless_overwrite_or_resume(tmp_path, 
         "augmentations.png",
     }  # the old run's extras are gone
 
-    assert cli.train_main(["--device", "cpu", "--resume", str(out), "--overwrite"]) == 2
+    assert train_main(["--device", "cpu", "--resume", str(out), "--overwrite"]) == 2
     assert capsys.readouterr().err == "error: --overwrite replaces a run and --resume continues one: choose one\n"

@@ -12,7 +12,7 @@ import pytest
 from threadpoolctl import ThreadpoolController, threadpool_info, threadpool_limits
 
 from nn_gpu import parallel
-from nn_gpu.data import load_dataset, pixels_to_device
+from nn_gpu.data import load_dataset, rows_to_device
 from nn_gpu.device import cpu_device
 from nn_gpu.model import Architecture, Network, init_parameters
 from nn_gpu.optim import SGD
@@ -121,8 +121,8 @@ def train_sample(threads: int, batch_size: int | None, blas_default: int) -> np.
     arch = Architecture((64,), "float32")
     network = Network(arch, device, init_parameters(arch, "he", np.random.default_rng(0)))
     network.runner.threads = threads
-    X, y = pixels_to_device(dataset.images[:4000], device, "float32"), dataset.labels[:4000].astype(np.int32)
-    plan = TrainingPlan(alpha=0.05, iterations=12, batch_size=batch_size, log_interval=0)
+    X, y = rows_to_device(dataset.rows[:4000], device, "float32"), dataset.labels[:4000].astype(np.int32)
+    plan = TrainingPlan(learning_rate=0.05, iterations=12, batch_size=batch_size, log_interval=0)
     with threadpool_limits(limits=blas_default, user_api="blas"):  # what the user's environment left BLAS at
         train(network, SGD(network, momentum=0.9), X, y, None, plan, seed=0)
     return network.flat.copy()

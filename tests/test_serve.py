@@ -21,6 +21,7 @@ import pytest
 import nn_gpu
 from conftest import ROOT, start_serve, stop_serve
 from nn_gpu import serve
+from nn_gpu.commands.serve import serve_main
 from nn_gpu.model import Network
 from nn_gpu.serve import Demo, make_server
 
@@ -405,9 +406,7 @@ def test_the_host_flag_as_the_system_reads_it(model_file, monkeypatch, host, war
         raise KeyboardInterrupt
 
     monkeypatch.setattr(serve.ThreadingHTTPServer, "serve_forever", interrupted)
-    code, out, err = run_cli(
-        serve.serve_main, ["--model", model_file, "--host", host, "--port", "0", "--device", "cpu"]
-    )
+    code, out, err = run_cli(serve_main, ["--model", model_file, "--host", host, "--port", "0", "--device", "cpu"])
     assert code == 0, err
     assert f" at {shown}" in out
     assert (warned in err) if warned else "warning" not in err, err
@@ -468,7 +467,6 @@ def test_serve_py_warns_when_others_can_reach_it(model_file):
 
 def test_serve_refuses_what_it_cannot_show(tmp_path, model_file, capsys, monkeypatch):
     from conftest import run_cli
-    from nn_gpu.serve import serve_main
 
     def never(*args):  # a refusal that failed would serve for ever: fail instead
         raise AssertionError("serve.py started a server for a model it must refuse")

@@ -182,7 +182,7 @@ def test_draw_a_1_and_a_0_hover_a_unit_clear_and_use_a_photo(page, model, tmp_pa
     k = int(np.flatnonzero(data.labels == 7)[0])
     from PIL import Image
 
-    paper = Image.fromarray(255 - data.images[k].reshape(28, 28)).resize((280, 280))
+    paper = Image.fromarray(255 - data.rows[k].reshape(28, 28)).resize((280, 280))
     paper.convert("RGB").save(tmp_path / "seven.jpg")
     with page.expect_response("**/api/predict") as photo:
         page.set_input_files("#photo", tmp_path / "seven.jpg")

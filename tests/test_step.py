@@ -41,7 +41,7 @@ def build(device, recipe, images, labels, dtype="float32", iterations=500):
     network = Network(arch, device, init_parameters(arch, "he", np.random.default_rng(0)))
     optimizer = make_optimizer(name, network, **settings)
     plan = TrainingPlan(
-        alpha=1e-3 if name != "sgd" else 0.05, iterations=iterations, batch_size=batch, dropout=rates,
+        learning_rate=1e-3 if name != "sgd" else 0.05, iterations=iterations, batch_size=batch, dropout=rates,
         label_smoothing=eps, lr_schedule=schedule,
     )  # fmt: skip
     X = device.to_device((images / np.asarray(255, dtype)).T)  # as the GPU holds it: A0, n0 x m, floating
@@ -181,7 +181,7 @@ def hand_loop(network, optimizer, images, labels, plan, seed, steps):
         rows = batches.rows(t)
         dropout = Dropout.at(rates, seed, t, np, network.arch.dtype) if any(rates) else None
         network.gradients(images[rows].T, labels[rows], dropout, plan.label_smoothing)
-        optimizer.step(learning_rate(plan.lr_schedule, plan.alpha, t, total))
+        optimizer.step(learning_rate(plan.lr_schedule, plan.learning_rate, t, total))
 
 
 @pytest.mark.parametrize("recipe", ["adam, smoothing", "three layers, dropout, smoothing"])

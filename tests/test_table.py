@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from nn_gpu import cli, predict
 from nn_gpu.checkpoint import load_checkpoint, load_trained_model, save_model
+from nn_gpu.commands import predict
+from nn_gpu.commands.train import run_config, train_main, train_parser
+from nn_gpu.device import resolve_device
 from nn_gpu.errors import ModelFileError
 from nn_gpu.model import Architecture, Network, init_parameters
+from nn_gpu.run import load_run_data
 from nn_gpu.table import Scaling
 
 datasets = pytest.importorskip("sklearn.datasets", reason="scikit-learn is in the dev extra: pip install -e '.[dev]'")
@@ -26,7 +29,7 @@ def _iris_csv(path, label_column="species"):
 
 def _train(tmp_path, data, *flags, out="run"):
     args = ["--device", "cpu", "--data", str(data), "--output-dir", str(tmp_path / out), "--quiet", *flags]
-    return run_cli(cli.train_main, args)
+    return run_cli(train_main, args)
 
 
 FAST = ["--hidden", "16", "--epochs", "40", "--batch-size", "16", "--alpha", "0.05", "--momentum", "0.9"]
@@ -74,7 +77,7 @@ def test_the_scaling_is_fitted_on_the_training_rows_stored_and_applied_at_predic
         np.testing.assert_allclose(encoding.scaling.shift, shift, rtol=1e-12)
         np.testing.assert_allclose(encoding.scaling.divisor, divisor, rtol=1e-12)
         # predict.py's answer is the network's on the rows scaled by hand
-        network = Network(arch, cli.resolve_device("cpu"), params)
+        network = Network(arch, resolve_device("cpu"), params)
         by_hand = network.predict(((features - shift) / divisor).T.astype(np.float32))
         out_file = tmp_path / f"{scale}.csv"
         model = str(tmp_path / scale / "model.npz")
@@ -92,9 +95,9 @@ def test_the_scaling_sees_only_the_training_rows(tmp_path):
     assert _train(tmp_path, tmp_path / "iris.csv", *flags)[0] == 0
     train, dev = split_dev(load_dataset(tmp_path / "iris.csv", "species"), 50, np.random.default_rng(3))
     scaling = load_trained_model(tmp_path / "run" / "model.npz")[3].scaling
-    np.testing.assert_allclose(scaling.shift, train.images.mean(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(scaling.divisor, train.images.std(axis=0), rtol=1e-12)
-    assert not np.allclose(scaling.shift, np.vstack([train.images, dev.images]).mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(scaling.shift, train.rows.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(scaling.divisor, train.rows.std(axis=0), rtol=1e-12)
+    assert not np.allclose(scaling.shift, np.vstack([train.rows, dev.rows]).mean(axis=0), rtol=1e-6)
 
 
 def test_a_constant_feature_is_not_divided_by_zero():
@@ -142,7 +145,7 @@ def test_a_table_run_resumed_is_the_run_never_stopped(tmp_path):
     code, _, err = _train(tmp_path, tmp_path / "iris.csv", *flags, "--epochs", "6", out="long")
     assert code == 0, err
     assert _train(tmp_path, tmp_path / "iris.csv", *flags, "--epochs", "3", out="short")[0] == 0
-    code, _, err = run_cli(cli.train_main, ["--resume", str(tmp_path / "short"), "--epochs", "6", "--quiet"])
+    code, _, err = run_cli(train_main, ["--resume", str(tmp_path / "short"), "--epochs", "6", "--quiet"])
     assert code == 0, err
     short, long = (load_checkpoint(tmp_path / name / "checkpoint.npz") for name in ("short", "long"))
     for a, b in zip(short[1], long[1]):
@@ -226,7 +229,7 @@ def test_table_messages_speak_of_rows(tmp_path):
     code, _, err = _train(tmp_path, tmp_path / "t.csv", "--dev-size", "3")
     assert code == 2 and err.endswith("--dev-size 3 must be at least 0 and below the 3 rows\n"), err
     args = ["--device", "cpu", "--data", tmp_path / "t.csv", "--dev-size", "0", "--iterations", "2"]
-    code, out, err = run_cli(cli.train_main, [*args, "--output-dir", tmp_path / "run"])
+    code, out, err = run_cli(train_main, [*args, "--output-dir", tmp_path / "run"])
     assert code == 0 and "2 full-batch gradient steps on all 3 rows" in out, err
 
 
@@ -351,17 +354,17 @@ def test_a_model_of_text_labels_predicts_a_file_of_some_of_them(tmp_path):
 
 def test_a_resumed_run_scales_by_its_checkpoint_and_header_names_are_stripped(tmp_path):
     (tmp_path / "t.csv").write_text(" a , b ,  label \n1,10,x\n3,30,y\n5,50,x\n")
-    settings = cli._run_settings(cli.train_parser().parse_args(["--data", str(tmp_path / "t.csv"), "--dev-size", "0"]))
-    fitted = cli._training_data(settings)
+    config = run_config(train_parser().parse_args(["--data", str(tmp_path / "t.csv"), "--dev-size", "0"]))
+    fitted = load_run_data(config)
     assert fitted.encoding.features == ("a", "b") and fitted.encoding.label_column == "label"
     kept = Scaling("standard", np.array([1.0, 2.0]), np.array([4.0, 8.0]))  # not what these rows would give
-    resumed = cli._training_data(settings, kept)
+    resumed = load_run_data(config, kept)
     assert resumed.encoding.scaling is kept
     from nn_gpu.data import split_dev
 
-    raw_train, _ = split_dev(fitted.dataset, 0, np.random.default_rng(settings["seed"]))  # the runs' own split
-    np.testing.assert_array_equal(resumed.train.images, (raw_train.images - [1.0, 2.0]) / [4.0, 8.0])
-    np.testing.assert_array_equal(fitted.train.images, fitted.encoding.scaling.apply(raw_train.images))
+    raw_train, _ = split_dev(fitted.dataset, 0, np.random.default_rng(config.seed))  # the runs' own split
+    np.testing.assert_array_equal(resumed.train.rows, (raw_train.rows - [1.0, 2.0]) / [4.0, 8.0])
+    np.testing.assert_array_equal(fitted.train.rows, fitted.encoding.scaling.apply(raw_train.rows))
 
 
 def test_a_resumed_run_refuses_training_rows_that_changed(tmp_path):
@@ -372,7 +375,7 @@ def test_a_resumed_run_refuses_training_rows_that_changed(tmp_path):
     before = checkpoint.read_bytes()
     with open(tmp_path / "iris.csv", "a") as f:
         f.write("9.0,9.0,9.0,9.0,setosa\n")  # one row more: another split, and the old scaling no longer fits
-    code, _, err = run_cli(cli.train_main, ["--resume", str(tmp_path / "short"), "--epochs", "4", "--quiet"])
+    code, _, err = run_cli(train_main, ["--resume", str(tmp_path / "short"), "--epochs", "4", "--quiet"])
     assert code == 2 and err.count("\n") == 1, err
     assert (
         f"{checkpoint}: {tmp_path / 'iris.csv'} has changed since the run began: its training rows are not the run's"
@@ -427,5 +430,5 @@ def test_ctrl_c_while_a_script_imports_its_libraries_is_interrupted(monkeypatch,
         raise KeyboardInterrupt
 
     monkeypatch.setattr(importlib, "import_module", importing)
-    assert launch.launch("nn_gpu.cli", "train_main") == 130
+    assert launch.launch("nn_gpu.commands.train", "train_main") == 130
     assert capsys.readouterr().err == "interrupted\n"

@@ -67,7 +67,9 @@ def test_train_is_the_hand_loop_bit_for_bit(cpu, data):
         return sum_gradients(X, y, sums, dropout, label_smoothing)
 
     network.sum_gradients = recording
-    plan = TrainingPlan(alpha=ALPHA, iterations=ITERATIONS, batch_size=BATCH, log_interval=1, lr_schedule="cosine")
+    plan = TrainingPlan(
+        learning_rate=ALPHA, iterations=ITERATIONS, batch_size=BATCH, log_interval=1, lr_schedule="cosine"
+    )
     optimizer = SGD(network, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     progress = train(network, optimizer, images.T, labels, None, plan, seed=SEED)
 

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 from conftest import synthetic_csv, train_in_process
-from nn_gpu import cli
 from nn_gpu.checkpoint import load_checkpoint, load_model
-from nn_gpu.data import load_dataset, pixels_to_device, split_dev
+from nn_gpu.commands.train import train_main
+from nn_gpu.data import load_dataset, rows_to_device, split_dev
 from nn_gpu.device import cpu_device
 from nn_gpu.model import Network
-from nn_gpu.training import EPOCH_BATCH_SIZE, LOG_LEGEND, TrainingPlan
+from nn_gpu.report import LOG_LEGEND
+from nn_gpu.training import EPOCH_BATCH_SIZE, TrainingPlan
 
 pytestmark = pytest.mark.slow  # end-to-end runs
 
@@ -39,7 +40,7 @@ def dev_accuracy_of(model_path, data, dev_size=100, seed=0):
     device = cpu_device()
     arch, params = load_model(model_path)
     net = Network(arch, device, params)
-    return net.evaluate(pixels_to_device(dev.images, device, arch.dtype), dev.labels.astype(np.int32))[1]
+    return net.evaluate(rows_to_device(dev.rows, device, arch.dtype), dev.labels.astype(np.int32))[1]
 
 
 def test_epochs_without_a_batch_size_are_passes_of_mini_batches(train_csv, tmp_path, capsys):
@@ -158,9 +159,7 @@ def test_resume_extends_a_finished_run_bit_identically(train_csv, tmp_path, caps
     flags = ["--batch-size", 40, "--momentum", 0.9, "--quiet", "--log-interval", 5]
     assert run(train_csv, tmp_path / "long", *flags, f"--{unit}", long) == 0
     assert run(train_csv, tmp_path / "short", *flags, f"--{unit}", short) == 0
-    assert (
-        cli.train_main(["--device", "cpu", "--quiet", "--resume", str(tmp_path / "short"), f"--{unit}", str(long)]) == 0
-    )
+    assert train_main(["--device", "cpu", "--quiet", "--resume", str(tmp_path / "short"), f"--{unit}", str(long)]) == 0
     for name in ("model.npz", "best_model.npz"):
         for a, b in zip(load_model(tmp_path / "long" / name)[1], load_model(tmp_path / "short" / name)[1]):
             np.testing.assert_array_equal(a, b, err_msg=name)  # bit for bit
@@ -180,9 +179,9 @@ def test_resume_refuses_what_cannot_be_extended_bit_identically(train_csv, tmp_p
     assert run(train_csv, out, "--epochs", 2, "--quiet") == 0
     resume = ["--device", "cpu", "--resume", str(out)]
     capsys.readouterr()
-    assert cli.train_main([*resume, "--iterations", "500"]) == 2
+    assert train_main([*resume, "--iterations", "500"]) == 2
     assert capsys.readouterr().err == f"error: --resume {out}: the run counts epochs (2); extend it with --epochs N\n"
-    assert cli.train_main([*resume, "--epochs", "1"]) == 2
+    assert train_main([*resume, "--epochs", "1"]) == 2
     assert (
         capsys.readouterr().err
         == f"error: --resume {out} --epochs 1: the run is 2 epochs long already; give more to extend it\n"
@@ -191,7 +190,7 @@ def test_resume_refuses_what_cannot_be_extended_bit_identically(train_csv, tmp_p
     cosine = tmp_path / "cosine"
     assert run(train_csv, cosine, "--epochs", 2, "--lr-schedule", "cosine", "--quiet") == 0
     capsys.readouterr()
-    assert cli.train_main(["--device", "cpu", "--resume", str(cosine), "--epochs", "4"]) == 2
+    assert train_main(["--device", "cpu", "--resume", str(cosine), "--epochs", "4"]) == 2
     assert capsys.readouterr().err == (
         f"error: --resume {cosine} --epochs 4: the cosine learning-rate schedule is laid out over the run's length, "
         "so a longer run would have taken other steps from the start; train a new run of 4 epochs\n"
@@ -204,7 +203,7 @@ def test_a_file_without_labels_is_refused_first_and_before_any_folder(tmp_path, 
     test_csv.write_text(
         ",".join(f"pixel{i}" for i in range(784)) + "\n" + "".join(",".join(map(str, r)) + "\n" for r in images)
     )
-    assert cli.train_main(["--device", "cpu", "--data", str(test_csv), "--output-dir", str(tmp_path / "run")]) == 2
+    assert train_main(["--device", "cpu", "--data", str(test_csv), "--output-dir", str(tmp_path / "run")]) == 2
     assert capsys.readouterr().err == (
         f"error: {test_csv}: has no labels (no label column, or no IDX labels file beside the images); "
         "training needs labels (a Kaggle test.csv is for predict.py)\n"

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from nn_gpu.bench.implementations import Torch, torch_available
-from nn_gpu.data import load_dataset, pixels_to_device, split_dev
+from nn_gpu.data import load_dataset, rows_to_device, split_dev
 from nn_gpu.device import cpu_device
 from nn_gpu.model import Architecture, Network, init_parameters
 from nn_gpu.optim import SGD
@@ -25,22 +25,22 @@ def accuracy_run(impl: str, hidden, train_set, test_set, seed, epochs=10, batch_
         device = cpu_device()
         arch = Architecture(tuple(hidden), "float32")
         network = Network(arch, device, init_parameters(arch, "he", np.random.default_rng(seed)))
-        X, y = pixels_to_device(train_set.images, device, "float32"), train_set.labels.astype(np.int32)
-        plan = TrainingPlan(alpha=alpha, epochs=epochs, batch_size=batch_size, log_interval=0)
+        X, y = rows_to_device(train_set.rows, device, "float32"), train_set.labels.astype(np.int32)
+        plan = TrainingPlan(learning_rate=alpha, epochs=epochs, batch_size=batch_size, log_interval=0)
         train(network, SGD(network, momentum=momentum), X, y, None, plan, seed=seed)
         seconds = time.perf_counter() - started
         _, accuracy = network.evaluate(
-            pixels_to_device(test_set.images, device, "float32"), test_set.labels.astype(np.int32)
+            rows_to_device(test_set.rows, device, "float32"), test_set.labels.astype(np.int32)
         )
         return accuracy, seconds
-    torch_impl = Torch("cpu", train_set.images, train_set.labels, tuple(hidden), alpha, seed)
+    torch_impl = Torch("cpu", train_set.rows, train_set.labels, tuple(hidden), alpha, seed)
     torch_impl.optimizer = torch_impl.torch.optim.SGD(torch_impl.model.parameters(), lr=alpha, momentum=momentum)
     for epoch in range(epochs):
         order = epoch_order(m, seed, epoch)
         for start in range(0, m, batch_size):
             torch_impl.step(torch_impl.torch.from_numpy(order[start : start + batch_size]))
     seconds = time.perf_counter() - started
-    return torch_impl.accuracy(test_set.images, test_set.labels), seconds
+    return torch_impl.accuracy(test_set.rows, test_set.labels), seconds
 
 
 def accuracy_benchmark(data=("sample",), seeds=tuple(range(10))) -> list[dict]:

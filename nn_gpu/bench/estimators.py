@@ -43,7 +43,7 @@ def split(source: str, seed: int = 0):
         train, test = dataset, dataset.test
     else:
         train, test = dataset.split(1000, seed)
-    rows = lambda d: np.asarray(d.images, dtype=np.float32) / np.float32(255)  # noqa: E731
+    rows = lambda d: np.asarray(d.rows, dtype=np.float32) / np.float32(255)  # noqa: E731
     return rows(train), train.labels.astype(np.int64), rows(test), test.labels.astype(np.int64)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from nn_gpu import parallel
-from nn_gpu.data import pixels_to_device
+from nn_gpu.data import rows_to_device
 from nn_gpu.device import cpu_device, resolve_device
 from nn_gpu.errors import one_line
 from nn_gpu.model import Architecture, Network, init_parameters
@@ -97,9 +97,9 @@ class NNGpu:
         arch = Architecture(hidden, "float32")
         self.network = Network(arch, device, init_parameters(arch, "he", np.random.default_rng(0)))
         self.optimizer = SGD(self.network)
-        self.X = pixels_to_device(images, device, "float32")
+        self.X = rows_to_device(images, device, "float32")
         self.y = device.to_device(labels.astype(np.int32))
-        plan = TrainingPlan(alpha=alpha, iterations=10**9, batch_size=batch_size)
+        plan = TrainingPlan(learning_rate=alpha, iterations=10**9, batch_size=batch_size)
         self.training = TrainingStep(self.network, self.optimizer, self.X, self.y, plan, 0, 0, graphs=graphs)
         self.done = 0
 
@@ -118,7 +118,7 @@ class NNGpu:
     def accuracy(self, images, labels) -> float:
         device = self.device
         return self.network.evaluate(
-            pixels_to_device(images, device, "float32"), device.to_device(labels.astype(np.int32))
+            rows_to_device(images, device, "float32"), device.to_device(labels.astype(np.int32))
         )[1]
 
     def synchronize(self):

@@ -1,6 +1,6 @@
 """The accuracy ladder (docs/ladder.md): the notebook's network, then one addition at a time.
 
-Each rung is a train.py command. nn_gpu runs it through train.py's own code (nn_gpu.cli.train_main,
+Each rung is a train.py command. nn_gpu runs it through train.py's own code (nn_gpu.commands.train.train_main,
 into a temporary folder), and PyTorch runs the same recipe written as a PyTorch user writes it
 (nn.Linear, nn.ReLU, nn.Dropout, torch.optim, CrossEntropyLoss), on the same train/test split, the
 same batches (epoch e's shuffle from (seed, e)) and the same distorted images (nn_gpu.augment, drawn
@@ -28,14 +28,17 @@ from pathlib import Path
 
 import numpy as np
 
-from nn_gpu import __version__, cli, parallel
+from nn_gpu import __version__, parallel
 from nn_gpu.augment import AUGMENTATIONS, batch_rng, distort, source_points
 from nn_gpu.bench.implementations import torch_available
 from nn_gpu.bench.timing import busy_core
+from nn_gpu.commands import train as train_command
+from nn_gpu.commands.toolkit import widths
 from nn_gpu.device import resolve_device
 from nn_gpu.dropout import layer_rates
 from nn_gpu.optim import learning_rate
-from nn_gpu.training import Batches, TrainingPlan
+from nn_gpu.run import load_run_data
+from nn_gpu.training import Batches
 
 FASHION = "/usr/share/datasets/fashion-mnist"
 
@@ -72,7 +75,9 @@ def data_flags(source: str) -> list[str]:
 def run_nn_gpu(flags: list[str], seed: int, device: str = "cpu") -> dict:
     """train.py with `flags`, --seed seed and --device device, into a temporary folder: test accuracy, seconds."""
     with tempfile.TemporaryDirectory() as folder, contextlib.redirect_stdout(io.StringIO()):
-        code = cli.train_main([*flags, "--seed", str(seed), "--device", device, "--quiet", "--output-dir", folder])
+        code = train_command.train_main(
+            [*flags, "--seed", str(seed), "--device", device, "--quiet", "--output-dir", folder]
+        )
         if code:
             raise RuntimeError(f"train.py {' '.join(flags)} exited {code}")
         metrics = json.loads((Path(folder) / "metrics.json").read_text())
@@ -89,29 +94,28 @@ def run_torch(flags: list[str], seed: int, device: str = "cpu", graphed: bool = 
     from nn_gpu.bench import torch_step
 
     on = torch.device("cuda" if device == "gpu" else "cpu")
-    args = cli.train_parser().parse_args([*flags, "--seed", str(seed)])
-    settings = cli._run_settings(args)
-    data = cli._training_data(settings)
+    config = train_command.run_config(train_command.train_parser().parse_args([*flags, "--seed", str(seed)]))
+    data = load_run_data(config)
     test = data.dataset.test if data.dataset.test is not None else data.dev
-    images, labels = np.array(data.train.images), data.train.labels.astype(np.int64)
+    images, labels = np.array(data.train.rows), data.train.labels.astype(np.int64)
     m = len(labels)
     torch.manual_seed(seed)
-    sizes = (784, *settings["hidden"], 10)
-    rates = layer_rates(settings["dropout"], len(settings["hidden"]))
+    sizes = (784, *config.hidden, 10)
+    rates = layer_rates(config.dropout, len(config.hidden))
     model = torch_step.mlp(torch, sizes, rates).to(on)
-    if settings["init"] == "uniform":  # the notebook's U(-0.5, 0.5), as its reader would write it
+    if config.init == "uniform":  # the notebook's U(-0.5, 0.5), as its reader would write it
         for parameter in model.parameters():
             torch.nn.init.uniform_(parameter, -0.5, 0.5)
-    if graphed and settings["optimizer"] == "sgd" and settings["lr_schedule"] != "constant":
+    if graphed and config.optimizer == "sgd" and config.lr_schedule != "constant":
         raise ValueError("PyTorch's SGD keeps its learning rate on the host: a schedule cannot move it in a CUDA graph")
     optimizer = torch_step.optimizer(
-        torch, settings["optimizer"], model.parameters(), args.alpha, args.momentum, args.weight_decay, graphed
+        torch, config.optimizer, model.parameters(), config.learning_rate, config.momentum, config.weight_decay, graphed
     )
-    loss_function = torch.nn.CrossEntropyLoss(label_smoothing=settings["label_smoothing"])
+    loss_function = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     step = torch_step.TorchStep(torch, model, loss_function, optimizer, graphed)
-    plan = TrainingPlan(**{name: settings[name] for name in ("alpha", "iterations", "epochs", "batch_size")})
+    plan = config.plan()
     total = plan.total_iterations(m)
-    distortion = AUGMENTATIONS[settings["augment"]] if settings["augment"] else None
+    distortion = AUGMENTATIONS[config.augment] if config.augment else None
     X, y = (torch.from_numpy(images).to(on).float() / 255), torch.from_numpy(labels).to(on)
     model.train()
     if on.type == "cuda":
@@ -128,7 +132,7 @@ def run_torch(flags: list[str], seed: int, device: str = "cpu", graphed: bool = 
             with parallel.one_blas_thread():  # as nn_gpu's loop runs it: no BLAS threads spinning against torch's
                 X_batch = torch.from_numpy(distort(images[rows], distortion, batch_rng(seed, iteration))).to(on)
         torch_step.set_learning_rate(
-            optimizer, args.alpha * learning_rate(settings["lr_schedule"], 1.0, iteration, total)
+            optimizer, config.learning_rate * learning_rate(config.lr_schedule, 1.0, iteration, total)
         )
         step(X_batch, y[index])
     if on.type == "cuda":
@@ -136,7 +140,7 @@ def run_torch(flags: list[str], seed: int, device: str = "cpu", graphed: bool = 
     seconds = time.perf_counter() - started
     model.eval()
     with torch.no_grad():
-        predicted = model(torch.from_numpy(np.array(test.images)).to(on).float() / 255).argmax(dim=1).cpu().numpy()
+        predicted = model(torch.from_numpy(np.array(test.rows)).to(on).float() / 255).argmax(dim=1).cpu().numpy()
     return {"accuracy": float((predicted == test.labels).mean()), "seconds": seconds}
 
 
@@ -251,7 +255,7 @@ def main(argv: list[str] | None = None, prog: str = "ladder.py") -> int:
     p.add_argument("--epochs", type=int, default=20, help="epochs of the mini-batch rungs (default 20)")
     p.add_argument("--no-torch", action="store_true", help="nn_gpu alone")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="nn_gpu's device, and PyTorch's (cuda)")
-    p.add_argument("--rungs", type=cli.widths, help="only these rungs, e.g. 8 or 0,4 (default: all)")
+    p.add_argument("--rungs", type=widths, help="only these rungs, e.g. 8 or 0,4 (default: all)")
     p.add_argument(
         "--augmentation-cost", action="store_true", help="only time --augment's distortions per epoch (and scipy's)"
     )

@@ -17,7 +17,7 @@ import numpy as np
 
 from nn_gpu import step as step_module
 from nn_gpu.bench.implementations import synthetic_digits, torch_available
-from nn_gpu.data import pixels_to_device
+from nn_gpu.data import rows_to_device
 from nn_gpu.device import resolve_device
 from nn_gpu.dropout import layer_rates
 from nn_gpu.errors import one_line
@@ -64,8 +64,8 @@ def build(device, job: str, images, labels, steps: int, graphs: bool):
     arch = Architecture(hidden, "float32")
     network = Network(arch, device, init_parameters(arch, "he", np.random.default_rng(0)))
     optimizer = make_optimizer(name, network, **settings)
-    plan = TrainingPlan(alpha=alpha, iterations=steps, batch_size=batch, dropout=rates, lr_schedule=schedule)
-    X, y = pixels_to_device(images, device, "float32"), device.to_device(labels.astype(np.int32))
+    plan = TrainingPlan(learning_rate=alpha, iterations=steps, batch_size=batch, dropout=rates, lr_schedule=schedule)
+    X, y = rows_to_device(images, device, "float32"), device.to_device(labels.astype(np.int32))
     return network, optimizer, step_module.TrainingStep(network, optimizer, X, y, plan, seed=0, done=0, graphs=graphs)
 
 

@@ -123,7 +123,7 @@ def bench_csv_load(rows=42000):
             started = time.perf_counter()
             dataset = load_dataset(path)
             times.append(time.perf_counter() - started)
-    assert dataset.images.shape == (rows, 784)
+    assert dataset.rows.shape == (rows, 784)
     return {"workload": "load train.csv", "rows": rows, "file_mb": size_mb, "seconds": statistics.median(times)}
 
 
@@ -136,7 +136,7 @@ def time_to_accuracy(devices, target=0.85, check_every=10, limit=3000) -> list[d
     """
     train_set, dev_set = split_dev(load_dataset("sample"), 1000, np.random.default_rng(0))
     rows = []
-    for impl in implementations(devices, train_set.images, train_set.labels, (10,)):
+    for impl in implementations(devices, train_set.rows, train_set.labels, (10,)):
         seconds, iteration, accuracy = 0.0, 0, 0.0
         while accuracy < target and iteration < limit:
             impl.synchronize()
@@ -146,7 +146,7 @@ def time_to_accuracy(devices, target=0.85, check_every=10, limit=3000) -> list[d
             impl.synchronize()
             seconds += time.perf_counter() - started
             iteration += check_every
-            accuracy = impl.accuracy(dev_set.images, dev_set.labels)
+            accuracy = impl.accuracy(dev_set.rows, dev_set.labels)
         reached = accuracy >= target
         rows.append(
             {

@@ -22,8 +22,8 @@ core, as on any laptop where a browser or an IDE is busy.
     python scripts/bench.py --perf --device gpu
                            # the step, eager and as CUDA graphs, against PyTorch eager and graphed: nn_gpu/bench/perf.py
 
-The work is done in nn_gpu/bench/ (implementations, timing, workloads, accuracy); this module is
-its command line (scripts/bench.py, `nn-gpu bench`) and its tables.
+The work is done in nn_gpu/bench/ (implementations, timing, workloads, accuracy, perf, estimators);
+this module is its command line (scripts/bench.py, `nn-gpu bench`) and its tables.
 
 On this project's CPU machines, unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for this command only.
 """
@@ -52,7 +52,7 @@ from nn_gpu.bench.workloads import (
     run_training,
     time_to_accuracy,
 )
-from nn_gpu.cli import add_version
+from nn_gpu.commands.toolkit import add_version
 from nn_gpu.device import DEVICE_KINDS, gpu_unavailable_reason, resolve_device
 from nn_gpu.errors import NNGpuError
 
@@ -106,7 +106,7 @@ def format_table(rows) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None, prog: str = "bench.py") -> int:
+def bench_parser(prog: str = "bench.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     add_version(parser)
     parser.add_argument("--quick", action="store_true", help="fewer steps and sizes: under a minute")
@@ -134,6 +134,11 @@ def main(argv=None, prog: str = "bench.py") -> int:
         action="store_true",
         help="only the training step: eager against CUDA graphs (bit for bit), beside PyTorch eager and graphed",
     )
+    return parser
+
+
+def main(argv=None, prog: str = "bench.py") -> int:
+    parser = bench_parser(prog)
     args = parser.parse_args(argv)
     if args.data and not (args.accuracy or args.estimators):
         parser.error("--data chooses the data of --accuracy or --estimators: add --accuracy or --estimators")
@@ -142,44 +147,46 @@ def main(argv=None, prog: str = "bench.py") -> int:
     if args.device == "gpu" and gpu_reason:
         print(f"error: --device gpu: {gpu_reason}", file=sys.stderr)
         return 2
-    if args.estimators:
-        try:
+    gpu = f"gpu: {'none (' + gpu_reason + ')' if gpu_reason else resolve_device('gpu').describe()}"
+    try:
+        if args.estimators:
             rows = estimator_benchmark(
                 args.data or ["sample"], devices, args.epochs, range(args.seeds), True, "cpu" in devices
             )
-        except NNGpuError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return error.exit_code
-        print(f"machine: {machine()}")
-        print("\n".join(speedups(rows)))
-        if args.json:
-            args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")
-        return 0
-    if args.perf:
-        print(f"machine: {machine()}")
-        print(f"gpu: {'none (' + gpu_reason + ')' if gpu_reason else resolve_device('gpu').describe()}")
-        rows = perf(devices[-1], args.quick)
-        if args.json:
-            args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")
-        return 1 if any(r.get("bit_for_bit") is False or "error" in r for r in rows) else 0
-    if args.accuracy:
-        try:
+            print(f"machine: {machine()}")
+            print("\n".join(speedups(rows)))
+        elif args.perf:
+            print(f"machine: {machine()}")
+            print(gpu)
+            rows = perf(devices[-1], args.quick)
+        elif args.accuracy:
             rows = accuracy_benchmark(args.data or ["sample"])
-        except NNGpuError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return error.exit_code
-        if args.json:
-            args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")
-        return 0
-    steps, repeats = (3, 3) if args.quick else (10, 7)
-    mini_steps = 20 if args.quick else 100
+        else:
+            rows = timing_rows(devices, args.quick, args.skip_load)
+            print(f"machine: {machine()}")
+            print(gpu)
+            print_timing(rows)
+    except NNGpuError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    if args.json:
+        quick = {} if args.estimators or args.perf or args.accuracy else {"quick": args.quick}
+        args.json.write_text(json.dumps({"machine": machine(), **quick, "rows": rows}, indent=2) + "\n")
+    return 1 if args.perf and any(r.get("bit_for_bit") is False or "error" in r for r in rows) else 0
+
+
+def timing_rows(devices: list[str], quick: bool, skip_load: bool) -> list[dict]:
+    """The timing run's rows: the notebook's job and the mini-batch jobs (again under load on the CPU),
+    full batches, the products' floor, the scale sweep, the CSV load and the time to an accuracy."""
+    steps, repeats = (3, 3) if quick else (10, 7)
+    mini_steps = 20 if quick else 100
     # (hidden, batch, steps, workload): timed idle, and again under load on the CPU
     compared = [((10,), None, steps, "notebook job"), ((10,), 128, mini_steps, "mini-batch"),
                 ((128,), 128, mini_steps, "mini-batch")]  # fmt: skip
     rows = []
     for hidden, batch, n, workload in compared:
         rows += run_training(devices, 41000, hidden, batch, n, repeats, workload)
-    if not args.quick:
+    if not quick:
         rows += run_training(devices, 41000, (128,), None, steps, repeats, "full batch")
         rows += run_training(devices, 41000, (256, 128), None, steps, repeats, "full batch")
     if "cpu" in devices:
@@ -188,15 +195,18 @@ def main(argv=None, prog: str = "bench.py") -> int:
             for hidden, batch, n, workload in compared:
                 rows += run_training(["cpu"], 41000, hidden, batch, n, repeats, UNDER_LOAD + workload)
         add_speed_under_load(rows)
-    sizes = (1000, 10000) if args.quick else (1000, 10000, 42000, 100000, 1000000)
+    sizes = (1000, 10000) if quick else (1000, 10000, 42000, 100000, 1000000)
     for m in sizes:
         rows += run_training(devices, m, (10,), None, steps, repeats, "scale", only_nn_gpu=True)
-    if not args.skip_load:
-        rows.append(bench_csv_load(4200 if args.quick else 42000))
-    if not args.quick and importlib.util.find_spec("mlxtend") is not None:
+    if not skip_load:
+        rows.append(bench_csv_load(4200 if quick else 42000))
+    if not quick and importlib.util.find_spec("mlxtend") is not None:
         rows += time_to_accuracy(devices)
-    print(f"machine: {machine()}")
-    print(f"gpu: {'none (' + gpu_reason + ')' if gpu_reason else resolve_device('gpu').describe()}")
+    return rows
+
+
+def print_timing(rows: list[dict]) -> None:
+    """The timing run's tables and its one-line rows."""
     print(format_table(rows))
     if any(r["workload"].startswith(UNDER_LOAD) for r in rows):
         print("\nUnder load: another process spinning on one core")
@@ -212,6 +222,3 @@ def main(argv=None, prog: str = "bench.py") -> int:
         elif r["workload"].startswith("time to"):
             reached = "not reached" if r["seconds"] is None else f"{r['seconds']:.3f} s, {r['iterations']} iterations"
             print(f"{r['workload']}: {r['impl']}: {reached} (dev accuracy {r['dev_accuracy']:.4f})")
-    if args.json:
-        args.json.write_text(json.dumps({"machine": machine(), "quick": args.quick, "rows": rows}, indent=2) + "\n")
-    return 0

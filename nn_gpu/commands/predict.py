@@ -28,15 +28,15 @@ import numpy as np
 
 from nn_gpu import handwriting, plots
 from nn_gpu.api import read_digit
-from nn_gpu.checkpoint import TrainingData, load_trained_model
-from nn_gpu.cli import Parser, add_version, device_name, non_negative_int, run_main, warn
-from nn_gpu.data import Dataset, is_table, load_dataset, pixels_to_device
+from nn_gpu.checkpoint import TrainingData, load_trained_model, picture_problem
+from nn_gpu.commands.toolkit import Parser, add_version, device_name, non_negative_int, run_main, warn
+from nn_gpu.data import Dataset, is_table, load_dataset, rows_to_device
 from nn_gpu.device import resolve_device
 from nn_gpu.errors import NNGpuError
-from nn_gpu.model import Architecture, Network
+from nn_gpu.model import Network
+from nn_gpu.report import percent
 from nn_gpu.safe_io import numbered, write_text_atomically
 from nn_gpu.table import Encoding, class_indices, read_table
-from nn_gpu.training import percent
 
 SHOW_DRAWN = 64  # digits in the --show picture: more take long to draw and are too small to read
 
@@ -103,12 +103,12 @@ def predict_command(argv: list[str] | None = None, prog: str = "predict.py") -> 
         )
     dataset = _table(args.data, encoding) if encoding.table else load_dataset(args.data)
     dataset = dataset.test or dataset  # a directory of IDX files: predict its t10k test set
-    if dataset.images.shape[1] != arch.n_inputs:
-        raise NNGpuError(f"{args.data}: rows of {dataset.images.shape[1]} values; {args.model} takes {arch.n_inputs}")
+    if dataset.rows.shape[1] != arch.n_inputs:
+        raise NNGpuError(f"{args.data}: rows of {dataset.rows.shape[1]} values; {args.model} takes {arch.n_inputs}")
     header = _csv_line(["Id", encoding.label_column] if encoding.table else ["ImageId", "Label"])
     if args.out is not None and not args.overwrite:
         _refuse_to_replace(args.out, header)
-    probabilities = network.predict_proba(pixels_to_device(dataset.images, device, arch.dtype))  # C x m
+    probabilities = network.predict_proba(rows_to_device(dataset.rows, device, arch.dtype))  # C x m
     predictions = probabilities.argmax(axis=0)
     what = dataset.unit
     if args.out is not None:
@@ -132,7 +132,7 @@ def predict_command(argv: list[str] | None = None, prog: str = "predict.py") -> 
                   f"{_accuracy(predictions[~seen], dataset.labels[~seen])}")  # fmt: skip
     if args.show:
         picture = Path("predictions_show.png") if args.out is None else args.out.with_name(args.out.stem + "_show.png")
-        _show(dataset, predictions, probabilities.max(axis=0), args.show, picture if arch.images else None)
+        _show(dataset, predictions, probabilities.max(axis=0), args.show, picture if arch.pictures else None)
     return 0
 
 
@@ -165,13 +165,6 @@ def _refuse_to_replace(out: Path, header: str) -> None:
             f"--out {out} exists and is not a predictions CSV (its first line is not {header.strip()!r}), so it "
             "is kept; choose another --out, or add --overwrite to replace it"
         )
-
-
-def picture_problem(model: Path, arch: Architecture, encoding: Encoding) -> str | None:
-    """Why the model in `model` cannot read a 28 x 28 picture (a model of a table), or None when it can."""
-    if encoding.table or not arch.images:
-        return f"{model} takes {arch.n_inputs} features, not a 28 x 28 picture"
-    return None
 
 
 def _table(path: str, encoding: Encoding) -> Dataset:
@@ -218,7 +211,7 @@ def _show(dataset, predictions, confidence, n: int, path: Path | None) -> None:
         return
     drawn = shown[:SHOW_DRAWN]
     labels = None if dataset.labels is None else dataset.labels[drawn]
-    plots.save(plots.predictions_grid(dataset.images[drawn], predictions[drawn], confidence[drawn], labels), path)
+    plots.save(plots.predictions_grid(dataset.rows[drawn], predictions[drawn], confidence[drawn], labels), path)
     print(f"wrote {path}" + (f": the first {len(drawn)} of the {len(shown)}" if len(drawn) < len(shown) else ""))
 
 

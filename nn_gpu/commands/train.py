@@ -1,0 +1,239 @@
+"""`nn-gpu train` and scripts/train.py: the flags, and the main that turns them into a run.
+
+The flags are a table (FLAGS; docs/cli.md is made from it). Those named like a field of
+nn_gpu.config.RunConfig are the run's settings, checked there and stored in its checkpoint; the rest
+only say how the run is shown or where it goes. nn_gpu.run trains; nn_gpu.report says what happened.
+Every error a user can cause ends as one line on stderr and exit code 2; a diverged run ends with 3;
+Ctrl-C, SIGTERM and SIGHUP save a checkpoint and exit with 128 + the signal's number (130, 143, 129).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from nn_gpu import parallel
+from nn_gpu.augment import AUGMENTATIONS
+from nn_gpu.commands.toolkit import (
+    Parser,
+    add_version,
+    device_name,
+    dropout_rates,
+    non_negative_int,
+    number_in,
+    positive_int,
+    run_main,
+    widths,
+)
+from nn_gpu.config import (
+    DEFAULT_ITERATIONS,
+    EPOCH_BATCH_SIZE,
+    LENGTH,
+    NON_NEGATIVE,
+    POSITIVE,
+    PROBABILITY,
+    SAMPLE,
+    SCALES,
+    RunConfig,
+)
+from nn_gpu.device import INSTALL_HINT, gpu_unavailable_reason, resolve_device
+from nn_gpu.errors import NNGpuError
+from nn_gpu.model import DTYPES, INITS
+from nn_gpu.optim import OPTIMIZERS, SCHEDULES
+from nn_gpu.outputs import CHECKPOINT, check_room, claim, new_run_folder
+from nn_gpu.report import (
+    Display,
+    data_line,
+    device_line,
+    plan_line,
+    run_metrics,
+    summary,
+    warn_if_too_good,
+    warn_if_trivial,
+    write_results,
+)
+from nn_gpu.run import Run, StopSignals, architecture, check_size, data_path, load_run_data, parameter_bytes
+from nn_gpu.run_log import TENSORBOARD_DIR, TENSORBOARD_HINT, MetricsLog, tensorboard_writer_class
+from nn_gpu.training import Interrupted
+
+DRY_RUN_ITERATIONS = 3
+LENGTH_GROUP = "length"  # --iterations and --epochs: one or the other
+
+FLAGS = [  # (flags, argparse keywords): the settings of the run, then how it is shown and where it goes
+    (("--device",), dict(type=device_name, default="auto", help="auto: card 0 if usable, else the CPU (default); "
+        f"cpu; gpu (card 0) or gpu:N. The GPU needs CuPy: {INSTALL_HINT}")),
+    (("--data",), dict(default=SAMPLE, help="a CSV (Kaggle's or label-first), an IDX file or folder, 'mnist', "
+        "'fashion-mnist', or 'sample' (default: 5,000 built-in MNIST digits); or a CSV table with a header line, its "
+        "labels in --label-column and numeric features in every other column")),
+    (("--label-column",), dict(default="label", metavar="NAME", help="a CSV table's label column (default label); "
+        "its labels may be any whole numbers or text")),
+    (("--scale",), dict(choices=SCALES, help="how a CSV table's features are scaled, fitted on the training rows and "
+        "stored in the model: standard (default: mean 0, standard deviation 1), minmax (to [0, 1]) or none. Digit "
+        "images are always divided by 255")),
+    (("--dev-size",), dict(type=non_negative_int, default=1000, help="images held out for the dev set after a "
+        "seeded shuffle (default 1000)")),
+    (("--seed",), dict(type=non_negative_int, default=0, help="same seed, same device: same result (default 0)")),
+    (("--hidden",), dict(type=widths, default=(10,), help="hidden layer widths, e.g. 10 or 256,128 (default 10)")),
+    (("--alpha", "--lr"), dict(dest="learning_rate", type=number_in(POSITIVE), default=0.10, help="the learning "
+        "rate (default 0.10); --alpha is the notebook's name for it")),
+    (("--iterations",), dict(group=LENGTH_GROUP, type=positive_int, help=f"gradient steps (default "
+        f"{DEFAULT_ITERATIONS}, when --epochs is not given)")),
+    (("--epochs",), dict(group=LENGTH_GROUP, type=positive_int, help="passes over the training set in shuffled "
+        f"mini-batches (of {EPOCH_BATCH_SIZE} unless --batch-size says otherwise), instead of --iterations; "
+        "evaluated once an epoch")),
+    (("--init",), dict(choices=INITS, default="he", help="he (default) or uniform, the notebook's U(-0.5, 0.5)")),
+    (("--dtype",), dict(choices=DTYPES, default="float32", help="float32 (default) or float64")),
+    (("--batch-size",), dict(type=positive_int, help="mini-batch size (default: the full training set; "
+        f"{EPOCH_BATCH_SIZE} with --epochs)")),
+    (("--momentum",), dict(type=number_in(PROBABILITY), default=0.0, help="SGD momentum in [0, 1), "
+        "v := momentum v + g (default 0)")),
+    (("--weight-decay",), dict(type=number_in(NON_NEGATIVE), default=0.0, help="L2 weight decay added to each "
+        "gradient (default 0)")),
+    (("--lr-schedule",), dict(choices=SCHEDULES, default="constant", help="constant (default), step or cosine")),
+    (("--optimizer",), dict(choices=OPTIMIZERS, default="sgd", help="sgd (default, with --momentum), adam or adamw "
+        "(betas 0.9, 0.999, eps 1e-8; --weight-decay is L2 for adam, decoupled for adamw; an --alpha near 0.001 "
+        "suits both)")),
+    (("--dropout",), dict(type=dropout_rates, metavar="RATES", help="inverted dropout in training steps: "
+        "INPUT,HIDDEN rates, e.g. 0.2,0.5 drops 20%% of the pixels and half of each hidden layer's units; one rate "
+        "per hidden layer may follow the input's (the last repeats)")),
+    (("--label-smoothing",), dict(type=number_in(PROBABILITY), default=0.0, metavar="EPS", help="train towards "
+        "(1 - EPS) on the label and EPS / C on every one of the C classes (default 0: one-hot)")),
+    (("--augment",), dict(choices=tuple(AUGMENTATIONS), help="distort each training batch afresh: affine "
+        "(rotation, scale, shift), elastic (Simard 2003) or both")),
+    (("--save-every",), dict(type=non_negative_int, default=0, help="save DIR/checkpoint.npz every N iterations too "
+        "(default 0: only at the end and on a stop signal)")),
+    (("--resume",), dict(type=Path, metavar="DIR", help="continue the run saved in DIR/checkpoint.npz; with "
+        "--epochs N or --iterations N, extend it to N")),
+    (("--log-interval",), dict(type=non_negative_int, help="evaluate every N iterations, 0 for only at the end "
+        "(default 10; with --epochs, once an epoch)")),
+    (("--early-stopping",), dict(type=non_negative_int, default=0, metavar="N", help="stop after N evaluations in "
+        "a row without a better dev accuracy (default 0: off); best_model.npz holds the best either way")),
+    (("--tensorboard",), dict(action="store_true", help=f"also write TensorBoard event files to "
+        f"DIR/{TENSORBOARD_DIR} (needs tensorboardX: {TENSORBOARD_HINT})")),
+    (("--weights-layer",), dict(type=positive_int, default=1, metavar="L", help="the layer weights.png draws "
+        "(default 1; a deeper layer is drawn as the product of the weights below it, ReLU left out)")),
+    (("--dry-run",), dict(action="store_true", help=f"train {DRY_RUN_ITERATIONS} iterations only, as a smoke test")),
+    (("--threads",), dict(type=positive_int, help="CPU threads for batches of over 1,024 samples (default: the "
+        f"cores this process may use, here {parallel.cores()}); BLAS runs on one thread per worker")),
+    (("--no-graph",), dict(action="store_true", help="on the GPU, launch every kernel of every step from Python "
+        "instead of replaying each step as a CUDA graph (the same numbers, slower): for debugging")),
+    (("--quiet",), dict(action="store_true", help="print only the final summary")),
+    (("--output-dir",), dict(type=Path, help="where best_model.npz, model.npz and the metrics go (default "
+        "runs/<timestamp>)")),
+    (("--overwrite",), dict(action="store_true", help="replace the run already in --output-dir (its model, "
+        "metrics, pictures)")),
+]  # fmt: skip
+SETTINGS = tuple(field.name for field in dataclasses.fields(RunConfig))
+
+
+def train_parser(prog: str = "train.py") -> argparse.ArgumentParser:
+    p = Parser(
+        prog=prog,
+        description="Train the notebook's digit network (784 -> hidden ReLU -> 10 softmax) with hand-written "
+        "backpropagation, or one for any CSV table of features and labels. With no flags: the notebook's job, "
+        "500 full-batch steps on the built-in sample.",
+    )
+    add_version(p)
+    groups = {LENGTH_GROUP: p.add_mutually_exclusive_group()}
+    for flags, keywords in FLAGS:
+        keywords = dict(keywords)
+        groups.get(keywords.pop("group", None), p).add_argument(*flags, **keywords)
+    return p
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The RunConfig the flags ask for (ConfigError, one line, when settings disagree)."""
+    config = RunConfig(**{name: getattr(args, name) for name in SETTINGS})
+    config = config.replace(data=data_path(config.data))
+    return config.replace(iterations=DRY_RUN_ITERATIONS, epochs=None) if args.dry_run else config
+
+
+def _refuse_new_settings(args: argparse.Namespace) -> dict:
+    """The new length --resume was given ({"epochs": N}, {"iterations": N} or {}); NNGpuError for any
+    other setting, which the run keeps as it was saved."""
+    defaults, flags = (
+        train_parser().parse_args([]),
+        {keywords.get("dest", f[0][2:].replace("-", "_")): f[0] for f, keywords in FLAGS},
+    )
+    changed = [
+        flags[name] for name in SETTINGS if name not in LENGTH and getattr(args, name) != getattr(defaults, name)
+    ]
+    changed += ["--output-dir"] * bool(args.output_dir) + ["--dry-run"] * args.dry_run
+    if changed:
+        raise NNGpuError(f"--resume continues a run with the settings saved in it; drop {', '.join(changed)}")
+    return {name: getattr(args, name) for name in LENGTH if getattr(args, name) is not None}
+
+
+def _check_weights_layer(layer: int, arch) -> None:
+    if layer > arch.n_layers:
+        raise NNGpuError(f"--weights-layer {layer}: the network has layers 1 to {arch.n_layers}")
+
+
+def train_command(argv: list[str] | None = None, prog: str = "train.py") -> int:
+    args = train_parser(prog).parse_args(argv)
+    if args.resume and args.overwrite:
+        raise NNGpuError("--overwrite replaces a run and --resume continues one: choose one")
+    if args.tensorboard:
+        tensorboard_writer_class()  # refused now, not after training, when tensorboardX is missing
+    device = resolve_device(args.device)
+    fallback = gpu_unavailable_reason() if args.device == "auto" and device.name == "cpu" else None
+    args.threads = args.threads or parallel.cores()
+    print(device_line(device, fallback, args.threads))
+    if args.resume:
+        length = _refuse_new_settings(args)
+        if not args.resume.is_dir():
+            raise NNGpuError(f"--resume {args.resume}: no such folder")
+        folder = claim(args.resume, resume=True)
+    else:
+        config = run_config(args)
+        data = load_run_data(config)  # a bad file is refused before any folder is made
+        _check_weights_layer(args.weights_layer, architecture(config, data))
+        check_size(architecture(config, data), device)
+        new = args.output_dir is None
+        folder = claim(new_run_folder(), created=True) if new else claim(args.output_dir, overwrite=args.overwrite)
+    with folder:
+        if args.resume:
+            run = Run.resume(folder, length, f"--resume {args.resume}")
+            _check_weights_layer(args.weights_layer, run.arch)
+            if not args.quiet:
+                print(f"resuming {folder.path / CHECKPOINT} after iteration {run.progress.iteration}")
+        else:
+            run = Run.start(config, data, folder)
+        check_room(folder.path, 7 * parameter_bytes(run.arch) + (4 << 20))  # models, checkpoint and its copy, pictures
+        with StopSignals() as stop:
+            return _train(run, device, args, prog, stop)
+
+
+def _train(run: Run, device, args: argparse.Namespace, prog: str, stop: StopSignals) -> int:
+    """Train the run and write it into its folder."""
+    train_set, plan = run.data.train, run.config.plan()
+    if not args.quiet:
+        print(data_line(run.data, run.arch))
+    warn_if_trivial(train_set)
+    network, optimizer = run.network(device, args.threads)
+    if not args.quiet:
+        default_batch = args.epochs is not None and args.batch_size is None
+        print(plan_line(plan, len(train_set), default_batch, train_set.unit))
+    save, progress = run.saver(network, optimizer, prog), run.progress
+    history, done = ([], 0) if progress is None else (progress.history, progress.iteration)
+    with MetricsLog(run.path, history, done, args.tensorboard) as log:
+        with Display(plan.total_iterations(len(train_set)), done, args.quiet, log) as display:
+            try:
+                result = run.train(network, optimizer, display.hooks(save, stop.received), graphs=not args.no_graph)
+            except Interrupted as stopped:
+                raise Interrupted(f"{stopped.when}; resume with {prog} --resume {run.path}", stopped.signum) from None
+    if stop.received():  # a signal during the final evaluation: the weights are trained, keep them resumable
+        stop.check(f"after the last iteration, {result.iteration}; checkpoint saved to {save(result)}; "
+                   f"finish with {prog} --resume {run.path}")  # fmt: skip
+    metrics = run_metrics(run, network, result)
+    written = write_results(run, network, result, metrics, args.weights_layer, stop)
+    print(summary(metrics, run.path, written, prog))
+    warn_if_too_good(train_set, result.final)
+    return 0
+
+
+def train_main(argv: list[str] | None = None, prog: str = "train.py") -> int:
+    """`python scripts/train.py [flags]` (prog names the command typed, for usage lines and hints):
+    train and write best_model.npz, model.npz and the metrics."""
+    return run_main(lambda argv: train_command(argv, prog), argv)
