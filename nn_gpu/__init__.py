@@ -25,11 +25,12 @@ __version__ = "0.1.0"  # pyproject.toml reads it from here
 
 from nn_gpu import plots  # noqa: E402
 from nn_gpu.api import load_model, read_digit, save_model, train
+from nn_gpu.arrays import Arrays
 from nn_gpu.data import Dataset, load_dataset
 from nn_gpu.device import Device, gpu_unavailable_reason, resolve_device
 from nn_gpu.estimator import MLPClassifier
 from nn_gpu.gradient_check import gradcheck
-from nn_gpu.model import Arrays, Network
+from nn_gpu.model import Network
 
 __all__ = [
     "Arrays",

@@ -4,8 +4,8 @@ CuPy builds an ElementwiseKernel's source from the arguments of each call (their
 contiguity and index width) and compiles it with NVRTC on first use. Here CuPy's own code generator
 writes that source for every layout nn_gpu calls each kernel with (KERNEL_LAYOUTS in
 nn_gpu/cuda_source.py), and NVRTC compiles it, and the training step's and the fused step's
-RawModules, with the options CuPy adds, for a chosen card (-arch=sm_XX). ptxas' report gives each kernel's registers, spills,
-stack and shared memory; `problems` names what would fail or crawl on the card. NVRTC needs no
+RawModules (nn_gpu/fused_source.py), with the options CuPy adds, for a chosen card (-arch=sm_XX).
+ptxas' report gives each kernel's registers, spills, stack and shared memory; `problems` names what would fail or crawl on the card. NVRTC needs no
 driver, so CI runs all of this (pip install -e '.[nvrtc]').
 
     python -m nn_gpu.cuda_compile        # the table of ptxas figures in docs/benchmarks.md
@@ -20,16 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nn_gpu.cuda_source import (
-    CUDA_SOURCE,
-    FUSED_OPTIONS,
-    FUSED_SOURCE,
-    FUSED_THREADS,
-    KERNEL_LAYOUTS,
-    STEP_OPTIONS,
-    STEP_SOURCE,
-    STEP_THREADS,
-)
+from nn_gpu.cuda_source import CUDA_SOURCE, KERNEL_LAYOUTS, STEP_OPTIONS, STEP_SOURCE, STEP_THREADS
+from nn_gpu.fused_source import FUSED_OPTIONS, FUSED_SOURCE, FUSED_THREADS
 
 CARDS = {"90": "H100, H200", "80": "A100", "75": "T4 (Kaggle, Colab)", "60": "P100 (Kaggle)"}
 REGISTERS_PER_SM = 65536  # 32-bit registers in an SM's file (and the most one block may use), sm_60 to sm_90

@@ -142,7 +142,7 @@ def load_dataset(source: str | Path, label_column: str = "label") -> Dataset:
     if path.is_dir():
         return _read_idx_directory(path, str(path))
     if idx.is_idx(path):
-        return _read_idx_pair(path, _labels_beside(path))
+        return _read_idx_pair(path, idx.labels_beside(path))
     label, header = _csv_layout(path)
     if label == TABLE:
         return _read_table(path, label_column)
@@ -154,19 +154,6 @@ def _read_table(path: Path, label_column: str) -> Dataset:
     features, labels, names = read_table(path, label_column)
     classes, y = encode_labels(labels)
     return Dataset(features, y, str(path), encoding=Encoding(classes, names, label_column))
-
-
-def _standard_file(folder: Path, stem: str) -> Path | None:
-    """folder/stem or folder/stem.gz, whichever exists."""
-    return next((p for p in (folder / stem, folder / f"{stem}.gz") if p.is_file()), None)
-
-
-def _labels_beside(images: Path) -> Path | None:
-    """The labels file named like `images` (images-idx3 -> labels-idx1), raw or .gz, if it exists."""
-    stem = images.name.removesuffix(".gz")
-    if "images-idx3" not in stem:
-        return None
-    return _standard_file(images.parent, stem.replace("images-idx3", "labels-idx1"))
 
 
 def _read_idx_pair(images_path: Path, labels_path: Path | None, source: str | None = None) -> Dataset:
@@ -181,9 +168,9 @@ def _read_idx_directory(folder: Path, source: str) -> Dataset:
     """train-* as the dataset and t10k-* as its test set; t10k alone when there is no train."""
     splits = {}
     for split in ("train", "t10k"):
-        images = _standard_file(folder, f"{split}-images-idx3-ubyte")
+        images = idx.standard_file(folder, f"{split}-images-idx3-ubyte")
         if images is not None:
-            labels = _standard_file(folder, f"{split}-labels-idx1-ubyte")
+            labels = idx.standard_file(folder, f"{split}-labels-idx1-ubyte")
             splits[split] = _read_idx_pair(images, labels, source)
     if not splits:
         raise DataError(f"{folder}: no IDX files: expected train-images-idx3-ubyte[.gz] or t10k-images-idx3-ubyte[.gz]")

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from nn_gpu import cpu
 from nn_gpu.errors import DeviceError, one_line
 
 INSTALL_HINT = "install CuPy for your CUDA version: pip install -e '.[cuda12]' or '.[cuda13]'"
@@ -97,8 +98,6 @@ class Device:
 
 def cpu_device() -> Device:
     """The NumPy device: its products in OpenBLAS's fastest layout, its batches in blocks on worker threads."""
-    from nn_gpu import cpu
-
     return Device("cpu", np, cpu.CPU_OPS, runner=cpu.Blocks)
 
 
@@ -170,7 +169,7 @@ def resolve_device(name: str = "auto") -> Device:
         raise DeviceError(f"--device {name}: no such card: the driver sees {seen}")
     import cupy
 
-    from nn_gpu import kernels
+    from nn_gpu import kernels  # CUDA kernels: imports CuPy, so only when a card is used
 
     cupy.cuda.Device(index).use()
     return Device("gpu", cupy, kernels.KERNEL_OPS, index)

@@ -41,47 +41,39 @@ and `__sklearn_tags__` imports sklearn only when sklearn itself asks for the tag
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import math
-import numbers
-import sys
-import warnings
 
 import numpy as np
 
 from nn_gpu import training
-from nn_gpu.data import rows_to_device
+from nn_gpu.config import NON_NEGATIVE, POSITIVE, PROBABILITY, WHOLE, Interval
 from nn_gpu.device import resolve_device
+from nn_gpu.estimator_checks import (
+    X_on_device,
+    check_X,
+    check_X_y,
+    seed_of,
+    sklearns,
+)
 from nn_gpu.model import DTYPES, Architecture, Network, init_parameters
 from nn_gpu.optim import SGD, Adam
 
 SOLVERS = ("adam", "adamw", "sgd")
-INTERVALS = {  # the real parameters' ranges, as scikit-learn's _parameter_constraints: (low, high, ends included)
-    "learning_rate_init": (0, math.inf, "()"),
-    "epsilon": (0, math.inf, "()"),
-    "alpha": (0, math.inf, "[)"),
-    "tol": (0, math.inf, "[)"),
-    "momentum": (0, 1, "[)"),  # sklearn allows 1, which never lets a gradient fade
-    "beta_1": (0, 1, "[)"),
-    "beta_2": (0, 1, "[)"),
-    "validation_fraction": (0, 1, "()"),
+INTERVALS = {  # the real parameters' ranges, as scikit-learn's _parameter_constraints (nn_gpu.config's Interval)
+    "learning_rate_init": POSITIVE,
+    "epsilon": POSITIVE,
+    "alpha": NON_NEGATIVE,
+    "tol": NON_NEGATIVE,
+    "momentum": PROBABILITY,  # sklearn allows 1, which never lets a gradient fade
+    "beta_1": PROBABILITY,
+    "beta_2": PROBABILITY,
+    "validation_fraction": Interval(0, 1, "()"),
 }
 
 
 class NotFittedError(ValueError, AttributeError):
     """predict, predict_proba or score before fit (sklearn's NotFittedError has the same bases)."""
-
-
-class DataConversionWarning(UserWarning):
-    """A column-vector y was ravelled (sklearn's warning of the same name has the same base)."""
-
-
-def _sklearns(name: str, ours: type) -> type:
-    """sklearn's exception or warning class `name` when sklearn is loaded (so that `except` and warning
-    filters written against sklearn's catch it), else nn_gpu's own, with the same bases; never imports sklearn."""
-    exceptions = sys.modules.get("sklearn.exceptions")
-    return getattr(exceptions, name, ours) if exceptions is not None else ours
 
 
 class MLPClassifier:
@@ -188,10 +180,10 @@ class MLPClassifier:
     def fit(self, X, y) -> MLPClassifier:
         """Train a new network on X (n x d, rows as samples) and labels y (n, any integers or strings)
         for up to max_iter epochs; returns self. X is checked on the device, after its one upload."""
-        X, y = _check_X_y(X, y, finite=False)
+        X, y = check_X_y(X, y, finite=False)
         self._validate_parameters()
         device = resolve_device(self.device)
-        X_device = _on_device(X, device, self.dtype)
+        X_device = X_on_device(X, device, self.dtype)
         classes, y = np.unique(y, return_inverse=True)
         self._start(X.shape[1], classes, device)
         return self._train(X_device, y, self.max_iter)
@@ -200,13 +192,13 @@ class MLPClassifier:
         """One epoch on X and y, continuing from the weights and optimiser state so far. The first call
         needs `classes`, every label that will ever come (as sklearn's partial_fit does). On the same X
         and y each time, k calls train exactly as fit with max_iter=k does (the same shuffles and steps)."""
-        X, y = _check_X_y(X, y, finite=False)
+        X, y = check_X_y(X, y, finite=False)
         if not hasattr(self, "_network"):
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
             self._validate_parameters()
             device = resolve_device(self.device)
-            X_device = _on_device(X, device, self.dtype)
+            X_device = X_on_device(X, device, self.dtype)
             self._start(X.shape[1], np.unique(np.asarray(classes)), device)
         else:
             if classes is not None and not np.array_equal(np.unique(np.asarray(classes)), self.classes_):
@@ -214,7 +206,7 @@ class MLPClassifier:
                     f"`classes={list(classes)!r}` is not the same as on last call to partial_fit, "
                     f"was: {self.classes_.tolist()!r}"
                 )
-            X_device = _on_device(self._check_features(X), self._network.device, self.dtype)
+            X_device = X_on_device(self._check_features(X), self._network.device, self.dtype)
         unknown = ~np.isin(y, self.classes_)
         if unknown.any():
             raise ValueError(
@@ -228,7 +220,7 @@ class MLPClassifier:
             if name.endswith("_") and not name.startswith("__"):
                 delattr(self, name)
         self.classes_, self.n_features_in_ = classes, n_features
-        self._seed = _seed(self.random_state)
+        self._seed = seed_of(self.random_state)
         hidden = tuple(int(h) for h in np.atleast_1d(self.hidden_layer_sizes))
         arch = Architecture(hidden, self.dtype, n_features, len(classes))
         params = init_parameters(arch, "he", np.random.default_rng(self._seed))
@@ -338,23 +330,23 @@ class MLPClassifier:
             raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if not (self.batch_size == "auto" or _whole(self.batch_size, 1)):
+        if not (self.batch_size == "auto" or WHOLE.holds(self.batch_size)):
             raise ValueError(f"batch_size must be 'auto' or a whole number of at least 1, got {self.batch_size!r}")
         for name in ("max_iter", "n_iter_no_change"):
-            if not _whole(getattr(self, name), 1):
-                raise ValueError(f"{name} must be a whole number of at least 1, got {getattr(self, name)!r}")
-        for name, (low, high, ends) in INTERVALS.items():
+            if not WHOLE.holds(getattr(self, name)):
+                raise ValueError(f"{name} must be {WHOLE.notation()}, got {getattr(self, name)!r}")
+        for name, interval in INTERVALS.items():
             value = getattr(self, name)
-            if not _inside(value, low, high, ends):
-                raise ValueError(f"{name} must be a finite number in {ends[0]}{low}, {high}{ends[1]}, got {value!r}")
+            if not interval.holds(value):
+                raise ValueError(f"{name} must be {interval.notation()}, got {value!r}")
 
     # predicting
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities, n x C (columns in the order of classes_)."""
         network = self._check_fitted()
-        X = self._check_features(_check_X(X, finite=False))
-        return network.predict_proba(_on_device(X, network.device, network.arch.dtype)).T
+        X = self._check_features(check_X(X, finite=False))
+        return network.predict_proba(X_on_device(X, network.device, network.arch.dtype)).T
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row of X, as a label of classes_."""
@@ -373,7 +365,7 @@ class MLPClassifier:
         """The fitted network, or NotFittedError: a ValueError for predict, and an AttributeError, so that
         hasattr(clf, "coefs_") is False before fit."""
         if not hasattr(self, "_network"):
-            raise _sklearns("NotFittedError", NotFittedError)(
+            raise sklearns("NotFittedError", NotFittedError)(
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with appropriate arguments first."
             )
         return self._network
@@ -419,105 +411,3 @@ def _same(a, b) -> bool:
         return bool(a == b) if not isinstance(a, np.ndarray) else False
     except ValueError:
         return False
-
-
-def _inside(value, low: float, high: float, ends: str) -> bool:
-    """Whether value is a finite real number (not a bool) in the interval low..high, ends as "[)" etc."""
-    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
-        return False
-    return (value >= low if ends[0] == "[" else value > low) and (value <= high if ends[1] == "]" else value < high)
-
-
-def _whole(value, low: int) -> bool:
-    """Whether value is an integer (not a bool, not 2.5) of at least low."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
-
-
-def _seed(random_state) -> int:
-    """An int seed from sklearn's random_state: None (fresh each fit), an int, or a RandomState/Generator."""
-    if random_state is None:
-        return int(np.random.default_rng().integers(2**31))
-    if isinstance(random_state, numbers.Integral):
-        return int(random_state)
-    if isinstance(random_state, np.random.RandomState):
-        return int(random_state.randint(2**31))
-    if isinstance(random_state, np.random.Generator):
-        return int(random_state.integers(2**31))
-    raise ValueError(f"random_state must be None, an int, or a numpy RandomState or Generator; got {random_state!r}")
-
-
-def _check_X(X, finite: bool = True) -> np.ndarray:
-    """X as a 2-D floating array of at least one sample and one feature, finite unless finite=False (fit
-    checks that on the device: _on_device), or the error sklearn's check_array gives (same wording, so
-    what users and sklearn's checks know still applies)."""
-    if type(X).__module__.startswith("scipy.sparse"):
-        raise TypeError("Sparse data was passed, but dense data is required: pass X.toarray().")
-    if type(X).__module__.startswith("pandas"):  # nullable columns (Int64, Float64): pd.NA becomes NaN, refused below
-        with contextlib.suppress(TypeError, ValueError):
-            X = X.to_numpy(dtype=np.float64, na_value=np.nan)
-    X = np.asarray(X)
-    if X.dtype.kind == "c":
-        raise ValueError("Complex data not supported")
-    if X.dtype.kind != "f":  # floating X is kept as it is, not copied: the network casts it once to its dtype
-        X = X.astype(np.float64)  # integers, booleans, or objects that are numbers (TypeError otherwise)
-    if X.ndim != 2:
-        raise ValueError(
-            f"Expected 2D array, got {X.ndim}D array instead. Reshape your data either using "
-            "array.reshape(-1, 1) if your data has a single feature or array.reshape(1, -1) if it contains a "
-            "single sample."
-        )
-    for axis, what in ((0, "sample(s)"), (1, "feature(s)")):
-        if X.shape[axis] < 1:
-            raise ValueError(f"Found array with 0 {what} (shape={X.shape}) while a minimum of 1 is required.")
-    if finite and not np.isfinite(X).all():
-        what = "NaN" if np.isnan(X).any() else "infinity or a value too large for dtype('float64')"
-        raise ValueError(f"Input X contains {what}.")
-    return X
-
-
-def _on_device(X: np.ndarray, device, dtype: str):
-    """X (n x d rows) on the device as the network takes it (d x n, in dtype), checked there: the error
-    sklearn's check_array gives for NaN, or for infinity, which includes values beyond dtype's range."""
-    with np.errstate(over="ignore"):  # a value beyond dtype's range becomes infinity, refused just below
-        X_device = rows_to_device(X, device, dtype)
-    xp = device.xp
-    if not bool(xp.isfinite(X_device).all()):  # host sync: one number, once a fit
-        what = "NaN" if bool(xp.isnan(X_device).any()) else f"infinity or a value too large for dtype('{dtype}')"
-        raise ValueError(f"Input X contains {what}.")
-    return X_device
-
-
-def _check_X_y(X, y, finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """X checked as _check_X, and y as n class labels (a column vector ravelled with a warning)."""
-    if y is None:
-        raise ValueError(f"{MLPClassifier.__name__} requires y to be passed, but the target y is None.")
-    X = _check_X(X, finite)
-    y = np.asarray(y)
-    if y.dtype.kind == "c":
-        raise ValueError("Complex data not supported")
-    if y.ndim == 2 and y.shape[1] == 1:
-        warnings.warn(
-            _sklearns("DataConversionWarning", DataConversionWarning)(
-                "A column-vector y was passed when a 1d array was expected. Please change the shape of y to "
-                "(n_samples, ), for example using ravel()."
-            ),
-            stacklevel=3,
-        )
-        y = y.ravel()
-    if y.ndim != 1:
-        raise ValueError(f"y should be a 1d array, got an array of shape {y.shape} instead.")
-    if len(y) != len(X):
-        raise ValueError(f"Found input variables with inconsistent numbers of samples: [{len(X)}, {len(y)}]")
-    if y.dtype.kind == "f":
-        if not np.isfinite(y).all():
-            raise ValueError(f"Input y contains {'NaN' if np.isnan(y).any() else 'infinity'}.")
-        if (y % 1 != 0).any():
-            raise ValueError(
-                "Unknown label type: continuous. Maybe you are trying to fit a classifier, which expects discrete "
-                "classes on a regression target with continuous values."
-            )
-    if y.dtype.kind == "O":
-        kinds = {type(v) for v in y}
-        if len(kinds) > 1 and not all(issubclass(k, numbers.Integral) for k in kinds):
-            raise ValueError(f"Unknown label type: labels mix {sorted(k.__name__ for k in kinds)}")
-    return X, y

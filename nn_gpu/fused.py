@@ -3,12 +3,13 @@
 The plain path (nn_gpu.model with the kernels of nn_gpu.kernels) launches some twenty kernels and
 cuBLAS calls per step, and keeps X as float32. This path keeps X as uint8 on the device (scaled by
 1/255 inside the kernels) and runs a step as three kernels (see FUSED_SOURCE in
-nn_gpu/cuda_source.py), replayed as one CUDA graph. It computes the same equations as
+nn_gpu/fused_source.py), replayed as one CUDA graph. It computes the same equations as
 Network.gradients followed by SGD.step, and tests/test_gpu.py holds it to the plain path.
 
-Status: compiled by NVRTC in CI for sm_90, sm_80, sm_75 and sm_60 within ptxas' limits; not yet run
-on a GPU. Used by scripts/bench.py only, until scripts/gpu_check.sh has shown it equal to the plain
-path on a card.
+Status: compiled by NVRTC in CI for sm_90, sm_80, sm_75 and sm_60 within ptxas' limits, and equal to
+the plain path on an H200 (scripts/gpu_check.sh, docs/gpu-runs/). Used by scripts/bench.py only:
+it is faster than the plain path for small batches and slower for the notebook's full batch
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from __future__ import annotations
 import cupy as cp
 import numpy as np
 
-from nn_gpu.cuda_source import CUDA_SOURCE, FUSED_MAX_HIDDEN, FUSED_OPTIONS, FUSED_SOURCE, fused_launch
+from nn_gpu.cuda_source import CUDA_SOURCE
+from nn_gpu.fused_source import FUSED_MAX_HIDDEN, FUSED_OPTIONS, FUSED_SOURCE, fused_launch
 from nn_gpu.model import Network
 from nn_gpu.optim import SGD
 from nn_gpu.shapes import N_CLASSES, N_PIXELS

@@ -125,3 +125,16 @@ def write(path: Path, array: np.ndarray, magic: int) -> None:
     """Write a uint8 array as IDX (gzipped when the name ends in .gz): for tests and tools."""
     data = encode(array, magic)
     Path(path).write_bytes(gzip.compress(data) if str(path).endswith(".gz") else data)
+
+
+def standard_file(folder: Path, stem: str) -> Path | None:
+    """folder/stem or folder/stem.gz, whichever exists."""
+    return next((p for p in (folder / stem, folder / f"{stem}.gz") if p.is_file()), None)
+
+
+def labels_beside(images: Path) -> Path | None:
+    """The labels file named like `images` (images-idx3 -> labels-idx1), raw or .gz, if it exists."""
+    stem = images.name.removesuffix(".gz")
+    if "images-idx3" not in stem:
+        return None
+    return standard_file(images.parent, stem.replace("images-idx3", "labels-idx1"))

@@ -31,12 +31,12 @@ Network class, each layer's forward step has its backward step beside it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from nn_gpu.arrays import Arrays
 from nn_gpu.device import Device, resolve_device
 from nn_gpu.shapes import N_CLASSES, N_PIXELS
 
@@ -93,41 +93,6 @@ def init_parameters(arch: Architecture, init: str, rng: np.random.Generator):
             b = np.zeros((n_out, 1))
         params += [W.astype(arch.dtype), b.astype(arch.dtype)]
     return params
-
-
-_ARRAY_NAME = re.compile(r"(A|Z|M|dZ|dW|db)(\d+)")  # A0, Z1, dW2, ...: the kind and the layer
-
-
-class Arrays(dict):
-    """Named arrays in the order they were made: A0, Z1, A1, ... from forward (with M0, M1, ... when
-    there are dropout masks), dZ2, dW2, db2, ... from backward. A dict; printed as one line per array with its shape, dtype and equation (docs/math.md)."""
-
-    def __repr__(self) -> str:
-        L = max((int(match.group(2)) for match in map(_ARRAY_NAME.fullmatch, self) if match), default=0)
-        rows = [
-            (name, " x ".join(map(str, np.shape(a))), str(getattr(a, "dtype", type(a).__name__)), equation(name, L))
-            for name, a in self.items()
-        ]
-        widths = [max((len(row[k]) for row in rows), default=0) for k in range(3)]
-        return "\n".join(f"{n:<{widths[0]}}  {s:>{widths[1]}}  {d:<{widths[2]}}  {e}".rstrip() for n, s, d, e in rows)
-
-    def _repr_pretty_(self, printer, cycle: bool) -> None:  # IPython and Jupyter print a dict subclass this way
-        printer.text(repr(self))
-
-
-def equation(name: str, L: int) -> str:
-    """What array `name` (A0, Z1, dW2, ...) of an L-layer network holds, in docs/math.md's notation."""
-    match = _ARRAY_NAME.fullmatch(name)
-    if match is None:
-        return ""
-    kind, l = match.group(1), int(match.group(2))
-    if kind == "A":
-        return "X: pixels / 255, one column per sample" if l == 0 else f"{'ReLU' if l < L else 'softmax'}(Z{l})"
-    if kind == "M":
-        return f"dropout mask D{l} / (1 - p{l}), D{l} ~ Bernoulli(1 - p{l}); A{l} is multiplied by it"
-    if kind == "dZ":
-        return f"A{L} - Y" if l == L else f"W{l + 1}^T dZ{l + 1} * ReLU'(Z{l})"
-    return {"Z": f"W{l} A{l - 1} + b{l}", "dW": f"dZ{l} A{l - 1}^T / m", "db": f"sum over samples of dZ{l} / m"}[kind]
 
 
 class Network:

@@ -190,16 +190,14 @@ def train(
     with `optimizer` (nn_gpu.optim: SGD or Adam) and the plan's dropout and augmentation.
 
     dev: (X_dev, y_dev), evaluated at each logged iteration, or None. hooks: what the caller sees and
-    steers (Hooks; None: nothing). A non-finite loss, or one over exploding_loss, raises Diverged before anything is
-    saved from the bad state. graphs: on the GPU, replay each step as a CUDA graph (nn_gpu.step; the
-    same bits as without). evaluate_at_end: evaluate the whole training set (and dev) into
-    progress.final when done. epoch_start: (steps, epoch): X's first epoch starts after that many
-    steps and has that number (nn_gpu.step.TrainingStep); MLPClassifier.partial_fit goes on from
-    earlier calls on other X this way. On the CPU, BLAS is held to one thread for the whole run.
+    steers (Hooks; None: nothing). A non-finite loss, or one over exploding_loss, raises Diverged
+    before anything is saved from the bad state. graphs: on the GPU, replay each step as a CUDA graph
+    (nn_gpu.step; the same bits as without). evaluate_at_end: evaluate the training set (and dev) into
+    progress.final. epoch_start: (steps, epoch): X's first epoch starts after that many steps and has
+    that number (MLPClassifier.partial_fit goes on from earlier calls on other X this way).
     """
     with parallel.one_blas_thread():  # set once for the run: setting it costs 16 us, a mini-batch step 200
-        progress, hooks = progress or Progress(), hooks or Hooks()
-        m = X.shape[1]
+        progress, hooks, m = progress or Progress(), hooks or Hooks(), X.shape[1]
         total, every = plan.total_iterations(m), plan.evaluate_every(m)
         sums = (progress.loss_sum, progress.correct_sum)
         step = TrainingStep(network, optimizer, X, y, plan, seed, progress.iteration, sums, graphs, epoch_start)

@@ -16,18 +16,8 @@ import numpy as np
 import pytest
 
 from nn_gpu import cuda_compile
-from nn_gpu.cuda_source import (
-    CUDA_SOURCE,
-    FUSED_CHUNK,
-    FUSED_MAX_HIDDEN,
-    FUSED_THREADS,
-    KERNEL_LAYOUTS,
-    KERNELS,
-    STEP_KERNELS,
-    STEP_THREADS,
-    fused_launch,
-    step_launch,
-)
+from nn_gpu.cuda_source import CUDA_SOURCE, KERNEL_LAYOUTS, KERNELS, STEP_KERNELS, STEP_THREADS, step_launch
+from nn_gpu.fused_source import FUSED_CHUNK, FUSED_MAX_HIDDEN, FUSED_THREADS, fused_launch
 
 STEP = {f"nn_step_{kernel}_{suffix}" for kernel in STEP_KERNELS for suffix in ("f32", "f64")}
 

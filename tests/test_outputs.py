@@ -214,7 +214,7 @@ def test_a_folder_holding_a_run_is_refused_unless_overwrite_or_resume(tmp_path, 
     assert {p.name: p.read_bytes() if p.is_file() else sorted(os.listdir(p)) for p in out.iterdir()} == before
 
     assert train_main(args(train_csv, out, "--seed", 1, "--overwrite")) == 0
-    assert load_checkpoint(out / "checkpoint.npz")[4]["seed"] == 1  # the new run's own: --resume cannot mix runs
+    assert load_checkpoint(out / "checkpoint.npz").config.seed == 1  # the new run's own: --resume cannot mix runs
     assert json.loads((out / "metrics.json").read_text())["seed"] == 1
     assert set(os.listdir(out)) == set(RUN_FILES) - {
         "tensorboard",

@@ -285,7 +285,7 @@ def test_weights_shows_the_most_informative_units_on_one_scale():
     shown = [ax for ax in output.axes if ax.images]
     assert len(shown) == 10 and {ax.get_title() for ax in shown} == {f"digit {k}" for k in range(10)}
     digit = int(shown[0].get_title().split()[1])
-    np.testing.assert_allclose(shown[0].rows[0].get_array().ravel(), (W2 @ W1)[digit])
+    np.testing.assert_allclose(shown[0].images[0].get_array().ravel(), (W2 @ W1)[digit])
     with pytest.raises(ValueError, match="layer must be 1 to 2, got 3"):
         plots.weights([W1, W2], layer=3)
 

@@ -165,7 +165,7 @@ def test_resume_extends_a_finished_run_bit_identically(train_csv, tmp_path, caps
             np.testing.assert_array_equal(a, b, err_msg=name)  # bit for bit
     extended, whole = metrics(tmp_path / "short"), metrics(tmp_path / "long")
     assert extended[unit] == long and extended["final"] == whole["final"]
-    assert load_checkpoint(tmp_path / "short" / "checkpoint.npz")[4][unit] == long  # the new length, saved
+    assert getattr(load_checkpoint(tmp_path / "short" / "checkpoint.npz").config, unit) == long  # the new length, saved
     other = {
         key: value for key, value in extended.items() if key not in ("history", "train_seconds", "samples_per_second")
     }
