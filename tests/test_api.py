@@ -3,9 +3,9 @@ notebook's equations written out here in NumPy, and against nn_gpu.train, bit fo
 
 import numpy as np
 import pytest
+from helpers import synthetic_digits
 
 import nn_gpu
-from conftest import synthetic_digits
 from nn_gpu.errors import DataError, ModelFileError
 
 NOTEBOOK_NAMES = {

@@ -3,8 +3,8 @@ against scipy.ndimage, the smoothing of the elastic field, and seeding."""
 
 import numpy as np
 import pytest
+from helpers import synthetic_digits
 
-from conftest import synthetic_digits
 from nn_gpu.augment import (
     AUGMENTATIONS,
     Distortion,

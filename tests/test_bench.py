@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import synthetic_csv
 
-from conftest import synthetic_csv
 from nn_gpu.bench.accuracy import accuracy_benchmark
 from nn_gpu.bench.timing import busy_core
 

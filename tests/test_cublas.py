@@ -3,8 +3,8 @@ emulation of column-major GEMM, must give A B for every layout the network multi
 
 import numpy as np
 import pytest
+from helpers import cupy_or_skip
 
-from conftest import cupy_or_skip
 from nn_gpu.cublas import OP_N, OP_T, gemm_arguments
 
 

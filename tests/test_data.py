@@ -5,8 +5,8 @@ import os
 
 import numpy as np
 import pytest
+from helpers import synthetic_digits, traced_peak, write_kaggle_csv
 
-from conftest import synthetic_digits, traced_peak, write_kaggle_csv
 from nn_gpu import idx
 from nn_gpu.data import Dataset, load_dataset, rows_to_device, split_dev
 from nn_gpu.errors import DataError

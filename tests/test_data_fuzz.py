@@ -5,10 +5,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from helpers import synthetic_digits
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import synthetic_digits
 from nn_gpu import idx
 from nn_gpu.data import Dataset, load_dataset
 from nn_gpu.errors import DataError

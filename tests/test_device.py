@@ -5,8 +5,8 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import cupy_or_skip
 
-from conftest import cupy_or_skip
 from nn_gpu import cpu as cpu_module
 from nn_gpu import device as device_module
 from nn_gpu.device import gpu_unavailable_reason, out_of_memory_error, parse_device, resolve_device

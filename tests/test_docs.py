@@ -45,13 +45,53 @@ def test_the_readmes_python_snippet_runs_and_prints_what_the_readme_shows(tmp_pa
     assert (tmp_path / "curves.png").is_file() and (tmp_path / "model.npz").is_file()
 
 
-def test_the_readmes_flag_table_lists_every_flag_of_train_py():
+def test_the_flag_table_of_cli_md_lists_every_flag_of_train_py():
     from nn_gpu.commands.train import train_parser
 
-    readme = (ROOT / "README.md").read_text()
-    table = readme.split("## Flags of scripts/train.py", 1)[1].split("\n\n", 2)[1]
+    text = (ROOT / "docs" / "cli.md").read_text()
+    table = text.split("<!-- flags: train -->\n", 1)[1].split("<!-- /flags -->", 1)[0]
     listed = set(re.findall(r"^\| `(--[\w-]+)", table, re.M))
     flags = {
         option for action in train_parser()._actions for option in action.option_strings if option.startswith("--")
     }
     assert flags - {"--help", "--version", "--lr"} == listed
+
+
+def test_every_flag_table_of_cli_md_is_made_from_its_commands_parser():
+    from nn_gpu.commands.toolkit import flag_tables
+
+    text = (ROOT / "docs" / "cli.md").read_text()
+    assert set(re.findall(r"<!-- flags: (\w+) -->", text)) == {"train", "predict", "serve", "gradcheck", "bench"}
+    assert flag_tables(text) == text, "a flag changed: python -m nn_gpu.commands.toolkit docs/cli.md"
+
+
+def test_the_flag_table_is_the_parsers_own_words():
+    from nn_gpu.commands.toolkit import Parser, flag_table, positive_int
+
+    parser = Parser(prog="x")
+    parser.add_argument("--size", type=positive_int, default=3, metavar="N", help="how many | at most 100%%")
+    parser.add_argument("--kind", choices=("a", "b"), help="which")
+    parser.add_argument("--fast", action="store_true", help="hurry")
+    assert flag_table(parser).splitlines()[2:] == [
+        "| `--size` N | 3 | how many \\| at most 100% |",
+        "| `--kind` a\\|b |  | which |",
+        "| `--fast` |  | hurry |",
+    ]
+
+
+def test_the_readme_is_a_front_door_with_both_commands():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150
+    for marker in ("<!-- main-command -->", "<!-- test-command -->", "<!-- python-snippet -->", "<!-- best-recipe -->"):
+        assert marker in readme
+    assert "python scripts/train.py" in fenced_after(readme, "<!-- main-command -->")
+    assert "python -m pytest" in fenced_after(readme, "<!-- test-command -->")
+    for path in re.findall(r"`(docs/[\w.-]+\.md)`", readme):
+        assert (ROOT / path).is_file(), path
+
+
+def test_user_documentation_speaks_of_the_product_not_of_issues_or_sessions():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for page in pages:
+        text = page.read_text()
+        assert not re.search(r"\bissue \d+|\bsession\b", text, re.I), page.name

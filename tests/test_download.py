@@ -8,8 +8,8 @@ import threading
 
 import numpy as np
 import pytest
+from helpers import synthetic_digits
 
-from conftest import synthetic_digits
 from nn_gpu import idx
 from nn_gpu.commands.train import train_main
 from nn_gpu.data import load_dataset

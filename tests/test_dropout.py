@@ -3,9 +3,9 @@ and dropout off wherever the network is not training."""
 
 import numpy as np
 import pytest
+from helpers import synthetic_digits
 
 import nn_gpu
-from conftest import synthetic_digits
 from nn_gpu.dropout import Dropout, layer_rates, masks
 
 

@@ -16,9 +16,9 @@ import json
 
 import numpy as np
 import pytest
+from helpers import run_script, synthetic_csv, synthetic_digits
 
 import nn_gpu
-from conftest import run_script, synthetic_csv, synthetic_digits
 from nn_gpu.data import rows_to_device
 from nn_gpu.device import WholeBatches
 from nn_gpu.model import Architecture, Network, init_parameters
@@ -630,9 +630,9 @@ def test_the_page_server_on_the_gpu_answers_as_on_the_cpu(tmp_path, cp):
     import io
     import re
 
+    from helpers import start_serve, stop_serve
     from PIL import Image, ImageDraw
 
-    from conftest import start_serve, stop_serve
     from nn_gpu.serve import Demo
 
     picture = Image.new("L", (280, 280), 0)

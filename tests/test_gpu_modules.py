@@ -6,7 +6,8 @@ nn_gpu/kernels.py and nn_gpu/fused.py in CI, which installs CuPy for the NVRTC c
 
 import re
 
-from conftest import ROOT, cupy_or_skip
+from helpers import ROOT, cupy_or_skip
+
 from nn_gpu.cuda_source import KERNELS
 from nn_gpu.ops import REFERENCE_OPS, Ops
 

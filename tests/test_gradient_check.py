@@ -4,9 +4,9 @@ wrong equation caught."""
 import dataclasses
 
 import pytest
+from helpers import run_script, synthetic_digits
 
 import nn_gpu
-from conftest import run_script, synthetic_digits
 from nn_gpu.commands.gradcheck import gradcheck_main
 from nn_gpu.gradient_check import TOLERANCES
 

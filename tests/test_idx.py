@@ -4,8 +4,8 @@ import gzip
 
 import numpy as np
 import pytest
+from helpers import synthetic_digits, write_kaggle_csv
 
-from conftest import synthetic_digits, write_kaggle_csv
 from nn_gpu import idx
 from nn_gpu.data import load_dataset
 from nn_gpu.errors import DataError

@@ -3,9 +3,9 @@ finite differences through the whole network, and against PyTorch's CrossEntropy
 
 import numpy as np
 import pytest
+from helpers import synthetic_digits
 
 import nn_gpu
-from conftest import synthetic_digits
 from nn_gpu.ops import REFERENCE_OPS, smooth_labels
 
 

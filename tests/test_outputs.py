@@ -10,8 +10,8 @@ import sys
 import time
 
 import pytest
+from helpers import ROOT, synthetic_csv
 
-from conftest import ROOT, synthetic_csv
 from nn_gpu import outputs, report
 from nn_gpu import run as run_module
 from nn_gpu.checkpoint import load_checkpoint, load_model

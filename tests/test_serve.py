@@ -17,9 +17,9 @@ import time
 
 import numpy as np
 import pytest
+from helpers import ROOT, start_serve, stop_serve
 
 import nn_gpu
-from conftest import ROOT, start_serve, stop_serve
 from nn_gpu import serve
 from nn_gpu.commands.serve import serve_main
 from nn_gpu.model import Network
@@ -393,7 +393,7 @@ def test_many_clients_at_once_wait_in_the_queue_rather_than_being_reset(network,
     ],
 )
 def test_the_host_flag_as_the_system_reads_it(model_file, monkeypatch, host, warned, shown):
-    from conftest import run_cli
+    from helpers import run_cli
 
     if host == "[::1]":
         try:
@@ -466,7 +466,7 @@ def test_serve_py_warns_when_others_can_reach_it(model_file):
 
 
 def test_serve_refuses_what_it_cannot_show(tmp_path, model_file, capsys, monkeypatch):
-    from conftest import run_cli
+    from helpers import run_cli
 
     def never(*args):  # a refusal that failed would serve for ever: fail instead
         raise AssertionError("serve.py started a server for a model it must refuse")

@@ -12,9 +12,9 @@ import math
 
 import numpy as np
 import pytest
+from helpers import synthetic_digits
 
 import guarded
-from conftest import synthetic_digits
 from nn_gpu import parallel
 from nn_gpu import step as step_module
 from nn_gpu.cpu import CPU_OPS

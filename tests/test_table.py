@@ -5,8 +5,8 @@ import json
 
 import numpy as np
 import pytest
+from helpers import run_cli
 
-from conftest import run_cli
 from nn_gpu.checkpoint import load_checkpoint, load_trained_model, save_model
 from nn_gpu.commands import predict
 from nn_gpu.commands.train import run_config, train_main, train_parser
@@ -420,7 +420,7 @@ def test_ctrl_c_while_a_script_imports_its_libraries_is_interrupted(monkeypatch,
     import importlib
     import importlib.util
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     spec = importlib.util.spec_from_file_location("launch", ROOT / "scripts" / "launch.py")
     launch = importlib.util.module_from_spec(spec)

@@ -4,8 +4,11 @@ nn_gpu.config's constraints, `run_main` (errors as one line and an exit code), `
 from __future__ import annotations
 
 import argparse
+import importlib
+import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from nn_gpu import __version__
 from nn_gpu.config import COUNT, WHOLE, Interval, Rates, Widths
@@ -126,3 +129,49 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
             say_error(f"not enough memory ({error or 'the allocation failed'})")
             return 2
         raise
+
+
+def flag_table(parser: argparse.ArgumentParser) -> str:
+    """A command's flags as a Markdown table (flag, default, meaning) from the parser itself: what
+    docs/cli.md shows, so the documentation cannot drift from --help (tests/test_docs.py compares them)."""
+    rows = ["| flag | default | meaning |", "| --- | --- | --- |"]
+    for action in parser._actions:
+        if not action.option_strings or action.help == argparse.SUPPRESS or action.dest in ("help", "version"):
+            continue
+        names = " ".join(f"`{name}`" for name in action.option_strings)
+        if action.choices:
+            names += " " + "\\|".join(map(str, action.choices))
+        elif action.nargs != 0:
+            names += f" {action.metavar or action.dest.upper()}"
+        default = action.default
+        shown = (
+            ""
+            if default is None or default is False
+            else ",".join(map(str, default))
+            if isinstance(default, tuple)
+            else default
+        )
+        meaning = " ".join((action.help or "").replace("%%", "%").split()).replace("|", "\\|")
+        rows.append(f"| {names} | {shown} | {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+FLAG_BLOCK = re.compile(r"(<!-- flags: (\w+) -->\n).*?(<!-- /flags -->)", re.S)
+
+
+def flag_tables(text: str) -> str:
+    """`text` (docs/cli.md) with each block between `<!-- flags: COMMAND -->` and `<!-- /flags -->`
+    holding COMMAND's flag table as its parser has it now. `python -m nn_gpu.commands.toolkit
+    docs/cli.md` rewrites the file so."""
+
+    def table(match: re.Match) -> str:
+        parser = getattr(importlib.import_module(f"nn_gpu.commands.{match.group(2)}"), f"{match.group(2)}_parser")()
+        return f"{match.group(1)}{flag_table(parser)}{match.group(3)}"
+
+    return FLAG_BLOCK.sub(table, text)
+
+
+if __name__ == "__main__":
+    for name in sys.argv[1:]:
+        path = Path(name)
+        path.write_text(flag_tables(path.read_text()))

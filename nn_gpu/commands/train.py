@@ -61,9 +61,9 @@ DRY_RUN_ITERATIONS = 3
 LENGTH_GROUP = "length"  # --iterations and --epochs: one or the other
 
 FLAGS = [  # (flags, argparse keywords): the settings of the run, then how it is shown and where it goes
-    (("--device",), dict(type=device_name, default="auto", help="auto: card 0 if usable, else the CPU (default); "
+    (("--device",), dict(metavar="auto|cpu|gpu|gpu:N", type=device_name, default="auto", help="auto: card 0 if usable, else the CPU (default); "
         f"cpu; gpu (card 0) or gpu:N. The GPU needs CuPy: {INSTALL_HINT}")),
-    (("--data",), dict(default=SAMPLE, help="a CSV (Kaggle's or label-first), an IDX file or folder, 'mnist', "
+    (("--data",), dict(metavar="SOURCE", default=SAMPLE, help="a CSV (Kaggle's or label-first), an IDX file or folder, 'mnist', "
         "'fashion-mnist', or 'sample' (default: 5,000 built-in MNIST digits); or a CSV table with a header line, its "
         "labels in --label-column and numeric features in every other column")),
     (("--label-column",), dict(default="label", metavar="NAME", help="a CSV table's label column (default label); "
@@ -71,24 +71,24 @@ FLAGS = [  # (flags, argparse keywords): the settings of the run, then how it is
     (("--scale",), dict(choices=SCALES, help="how a CSV table's features are scaled, fitted on the training rows and "
         "stored in the model: standard (default: mean 0, standard deviation 1), minmax (to [0, 1]) or none. Digit "
         "images are always divided by 255")),
-    (("--dev-size",), dict(type=non_negative_int, default=1000, help="images held out for the dev set after a "
+    (("--dev-size",), dict(metavar="N", type=non_negative_int, default=1000, help="images held out for the dev set after a "
         "seeded shuffle (default 1000)")),
-    (("--seed",), dict(type=non_negative_int, default=0, help="same seed, same device: same result (default 0)")),
-    (("--hidden",), dict(type=widths, default=(10,), help="hidden layer widths, e.g. 10 or 256,128 (default 10)")),
-    (("--alpha", "--lr"), dict(dest="learning_rate", type=number_in(POSITIVE), default=0.10, help="the learning "
+    (("--seed",), dict(metavar="N", type=non_negative_int, default=0, help="same seed, same device: same result (default 0)")),
+    (("--hidden",), dict(metavar="N[,N...]", type=widths, default=(10,), help="hidden layer widths, e.g. 10 or 256,128 (default 10)")),
+    (("--alpha", "--lr"), dict(metavar="F", dest="learning_rate", type=number_in(POSITIVE), default=0.10, help="the learning "
         "rate (default 0.10); --alpha is the notebook's name for it")),
-    (("--iterations",), dict(group=LENGTH_GROUP, type=positive_int, help=f"gradient steps (default "
+    (("--iterations",), dict(metavar="N", group=LENGTH_GROUP, type=positive_int, help=f"gradient steps (default "
         f"{DEFAULT_ITERATIONS}, when --epochs is not given)")),
-    (("--epochs",), dict(group=LENGTH_GROUP, type=positive_int, help="passes over the training set in shuffled "
+    (("--epochs",), dict(metavar="N", group=LENGTH_GROUP, type=positive_int, help="passes over the training set in shuffled "
         f"mini-batches (of {EPOCH_BATCH_SIZE} unless --batch-size says otherwise), instead of --iterations; "
         "evaluated once an epoch")),
     (("--init",), dict(choices=INITS, default="he", help="he (default) or uniform, the notebook's U(-0.5, 0.5)")),
     (("--dtype",), dict(choices=DTYPES, default="float32", help="float32 (default) or float64")),
-    (("--batch-size",), dict(type=positive_int, help="mini-batch size (default: the full training set; "
+    (("--batch-size",), dict(metavar="N", type=positive_int, help="mini-batch size (default: the full training set; "
         f"{EPOCH_BATCH_SIZE} with --epochs)")),
-    (("--momentum",), dict(type=number_in(PROBABILITY), default=0.0, help="SGD momentum in [0, 1), "
+    (("--momentum",), dict(metavar="F", type=number_in(PROBABILITY), default=0.0, help="SGD momentum in [0, 1), "
         "v := momentum v + g (default 0)")),
-    (("--weight-decay",), dict(type=number_in(NON_NEGATIVE), default=0.0, help="L2 weight decay added to each "
+    (("--weight-decay",), dict(metavar="F", type=number_in(NON_NEGATIVE), default=0.0, help="L2 weight decay added to each "
         "gradient (default 0)")),
     (("--lr-schedule",), dict(choices=SCHEDULES, default="constant", help="constant (default), step or cosine")),
     (("--optimizer",), dict(choices=OPTIMIZERS, default="sgd", help="sgd (default, with --momentum), adam or adamw "
@@ -101,11 +101,11 @@ FLAGS = [  # (flags, argparse keywords): the settings of the run, then how it is
         "(1 - EPS) on the label and EPS / C on every one of the C classes (default 0: one-hot)")),
     (("--augment",), dict(choices=tuple(AUGMENTATIONS), help="distort each training batch afresh: affine "
         "(rotation, scale, shift), elastic (Simard 2003) or both")),
-    (("--save-every",), dict(type=non_negative_int, default=0, help="save DIR/checkpoint.npz every N iterations too "
+    (("--save-every",), dict(metavar="N", type=non_negative_int, default=0, help="save DIR/checkpoint.npz every N iterations too "
         "(default 0: only at the end and on a stop signal)")),
     (("--resume",), dict(type=Path, metavar="DIR", help="continue the run saved in DIR/checkpoint.npz; with "
         "--epochs N or --iterations N, extend it to N")),
-    (("--log-interval",), dict(type=non_negative_int, help="evaluate every N iterations, 0 for only at the end "
+    (("--log-interval",), dict(metavar="N", type=non_negative_int, help="evaluate every N iterations, 0 for only at the end "
         "(default 10; with --epochs, once an epoch)")),
     (("--early-stopping",), dict(type=non_negative_int, default=0, metavar="N", help="stop after N evaluations in "
         "a row without a better dev accuracy (default 0: off); best_model.npz holds the best either way")),
@@ -114,12 +114,12 @@ FLAGS = [  # (flags, argparse keywords): the settings of the run, then how it is
     (("--weights-layer",), dict(type=positive_int, default=1, metavar="L", help="the layer weights.png draws "
         "(default 1; a deeper layer is drawn as the product of the weights below it, ReLU left out)")),
     (("--dry-run",), dict(action="store_true", help=f"train {DRY_RUN_ITERATIONS} iterations only, as a smoke test")),
-    (("--threads",), dict(type=positive_int, help="CPU threads for batches of over 1,024 samples (default: the "
-        f"cores this process may use, here {parallel.cores()}); BLAS runs on one thread per worker")),
+    (("--threads",), dict(metavar="N", type=positive_int, help="CPU threads for batches of over 1,024 samples (default: the "
+        "cores this process may use, said in the first line); BLAS runs on one thread per worker")),
     (("--no-graph",), dict(action="store_true", help="on the GPU, launch every kernel of every step from Python "
         "instead of replaying each step as a CUDA graph (the same numbers, slower): for debugging")),
     (("--quiet",), dict(action="store_true", help="print only the final summary")),
-    (("--output-dir",), dict(type=Path, help="where best_model.npz, model.npz and the metrics go (default "
+    (("--output-dir",), dict(metavar="DIR", type=Path, help="where best_model.npz, model.npz and the metrics go (default "
         "runs/<timestamp>)")),
     (("--overwrite",), dict(action="store_true", help="replace the run already in --output-dir (its model, "
         "metrics, pictures)")),

@@ -5,8 +5,8 @@ import math
 
 import numpy as np
 import pytest
+from helpers import synthetic_digits
 
-from conftest import synthetic_digits
 from nn_gpu.model import Architecture, Network, init_parameters
 from nn_gpu.optim import SGD
 from nn_gpu.training import TrainingPlan, train

@@ -7,8 +7,8 @@ import zipfile
 
 import numpy as np
 import pytest
+from helpers import traced_peak
 
-from conftest import traced_peak
 from nn_gpu.checkpoint import load_model, save_model
 from nn_gpu.errors import ModelFileError
 from nn_gpu.model import Architecture, init_parameters

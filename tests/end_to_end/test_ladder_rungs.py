@@ -7,13 +7,11 @@ import shlex
 
 import numpy as np
 import pytest
+from helpers import ROOT, run_script, synthetic_csv, train_in_process
 
-from conftest import ROOT, run_script, synthetic_csv, train_in_process
 from nn_gpu.bench.ladder import rungs
 from nn_gpu.checkpoint import load_checkpoint, load_model
 from nn_gpu.commands.train import train_main, train_parser
-
-pytestmark = pytest.mark.slow  # end-to-end runs
 
 RECIPE = ["--optimizer", "adamw", "--alpha", "0.002", "--weight-decay", "0.01", "--dropout", "0.2,0.5", "--augment", "affine+elastic", "--label-smoothing", "0.1"]  # fmt: skip
 

@@ -13,14 +13,12 @@ import time
 
 import numpy as np
 import pytest
+from helpers import ROOT, synthetic_csv
 
-from conftest import ROOT, synthetic_csv
 from nn_gpu import __version__, report
 from nn_gpu.commands.predict import predict_main, predict_parser
 from nn_gpu.commands.train import train_main, train_parser
 from nn_gpu.plots import spread
-
-pytestmark = pytest.mark.slow  # subprocesses and end-to-end runs
 
 
 def python_m(*args, cwd=None):

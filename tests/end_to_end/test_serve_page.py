@@ -17,14 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import train_in_process
 
 import nn_gpu
-from conftest import train_in_process
 from nn_gpu.data import SAMPLE, load_dataset
 from nn_gpu.device import resolve_device
 from nn_gpu.serve import Demo, make_server
 
-pytestmark = pytest.mark.slow
 BROWSER_FLAGS = [  # a closed network: no background connections, no updates, no sync
     "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--no-first-run", "--disable-quic",

@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import synthetic_csv, train_in_process
 
-from conftest import synthetic_csv, train_in_process
 from nn_gpu.checkpoint import load_checkpoint, load_model
 from nn_gpu.commands.train import train_main
 from nn_gpu.data import load_dataset, rows_to_device, split_dev
@@ -17,8 +17,6 @@ from nn_gpu.device import cpu_device
 from nn_gpu.model import Network
 from nn_gpu.report import LOG_LEGEND
 from nn_gpu.training import EPOCH_BATCH_SIZE, TrainingPlan
-
-pytestmark = pytest.mark.slow  # end-to-end runs
 
 
 @pytest.fixture(scope="module")

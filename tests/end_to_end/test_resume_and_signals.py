@@ -12,17 +12,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import synthetic_csv
 
-from conftest import synthetic_csv
 from nn_gpu import plots
 from nn_gpu import run as run_module
 from nn_gpu.checkpoint import load_checkpoint, load_model
 from nn_gpu.commands.train import train_main
 from nn_gpu.outputs import LOCK
 
-pytestmark = pytest.mark.slow  # end-to-end runs, signals and killed processes
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

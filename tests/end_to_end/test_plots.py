@@ -9,8 +9,8 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import synthetic_csv, synthetic_digits, write_kaggle_csv
 
-from conftest import synthetic_csv, synthetic_digits, write_kaggle_csv
 from nn_gpu import handwriting
 from nn_gpu.commands.predict import predict_main
 from nn_gpu.commands.train import train_main
@@ -18,8 +18,6 @@ from nn_gpu.commands.train import train_main
 PIL = pytest.importorskip("PIL", reason="Pillow is in the 'plot' extra")
 pytest.importorskip("matplotlib", reason="matplotlib is in the 'plot' extra")
 from PIL import Image, ImageDraw  # noqa: E402
-
-pytestmark = pytest.mark.slow  # end-to-end runs that draw
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
