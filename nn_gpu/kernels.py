@@ -135,4 +135,4 @@ def adam_update(p, g, m, v, rows, done, count, beta1, beta2, eps, l2):
     _launch("adam", p.dtype, _grid("adam", p.size), (*arguments, T(beta1), T(beta2), T(eps), T(l2)))
 
 
-KERNEL_OPS = table(globals())  # product: cuBLAS, through nn_gpu's own handle
+KERNEL_OPS = table(globals())

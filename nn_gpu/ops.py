@@ -4,7 +4,7 @@ Everything else in nn_gpu is written once against `xp`. These steps are written 
 in spirit: here as plain `xp` code that runs on NumPy (and on CuPy, as the reference the kernels are
 tested against), and in nn_gpu/kernels.py as CUDA kernels. A training step is nothing but calls into
 this table (Network.sum_gradients, then the optimiser's update): on the GPU each call is one kernel,
-so the calls a step makes are the kernels it launches. Shapes follow the brief: one column per
+so the calls a step makes are the kernels it launches. Shapes are the notebook's: one column per
 sample, C classes or H units in rows, m samples.
 
     product(A, B, out=None)      A B (into out when given)               A: n x k, B: k x m

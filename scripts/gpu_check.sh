@@ -150,7 +150,7 @@ synthetic_idx_py=$(
 import struct, sys
 from pathlib import Path
 import numpy as np
-rng = np.random.default_rng(0)  # digits-like: ten random prototypes plus noise (tests/conftest.synthetic_digits)
+rng = np.random.default_rng(0)  # digits-like: ten random prototypes plus noise (tests/helpers.synthetic_digits)
 prototypes = rng.integers(0, 256, size=(10, 784))
 folder = Path(sys.argv[1])
 folder.mkdir(parents=True, exist_ok=True)
