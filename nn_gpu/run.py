@@ -213,10 +213,10 @@ class Run:
 
     def network(self, device: Device, threads: int) -> tuple[Network, object]:
         """The network (the saved parameters, or ones drawn from the seed) and its optimiser, on `device`."""
-        config, state = self.config, self.params
-        network = Network(
-            self.arch, device, state if state is not None else init_parameters(self.arch, config.init, self.data.rng)
-        )
+        config, params = self.config, self.params
+        if params is None:
+            params = init_parameters(self.arch, config.init, self.data.rng)
+        network = Network(self.arch, device, params)
         network.runner.threads = threads
         iteration = 0 if self.progress is None else self.progress.iteration
         optimizer = make_optimizer(

@@ -113,3 +113,16 @@ def test_nn_gpu_train_checks_its_settings_as_the_flags_are_checked():
         nn_gpu.train(net, X, y, learning_rate=-0.1, log=None)
     with pytest.raises(ValueError, match="give epochs or iterations, not both"):
         nn_gpu.train(net, X, y, epochs=1, iterations=3, log=None)
+
+
+def test_train_pys_flags_become_its_config(tmp_path, monkeypatch):
+    from nn_gpu.commands.train import run_config, train_parser
+
+    monkeypatch.chdir(tmp_path)
+    flags = ["--lr", "0.5", "--hidden", "8,4", "--dropout", "0.1,0.2", "--data", "digits.csv", "--quiet"]
+    config = run_config(train_parser().parse_args(flags))
+    assert (config.learning_rate, config.hidden, config.dropout) == (0.5, (8, 4), (0.1, 0.2))
+    assert config.data == str(tmp_path / "digits.csv")  # absolute: a resumed run finds it from anywhere
+    assert run_config(train_parser().parse_args([])).data == "sample"
+    dry = run_config(train_parser().parse_args(["--epochs", "5", "--dry-run"]))
+    assert (dry.iterations, dry.epochs, dry.batch_size) == (3, None, None)  # 3 full-batch steps, as without --epochs

@@ -144,20 +144,19 @@ def train_parser(prog: str = "train.py") -> argparse.ArgumentParser:
 
 def run_config(args: argparse.Namespace) -> RunConfig:
     """The RunConfig the flags ask for (ConfigError, one line, when settings disagree)."""
-    config = RunConfig(**{name: getattr(args, name) for name in SETTINGS})
-    config = config.replace(data=data_path(config.data))
-    return config.replace(iterations=DRY_RUN_ITERATIONS, epochs=None) if args.dry_run else config
+    settings = {name: getattr(args, name) for name in SETTINGS}
+    if args.dry_run:
+        settings.update(iterations=DRY_RUN_ITERATIONS, epochs=None)
+    return RunConfig(**{**settings, "data": data_path(args.data)})
 
 
 def _refuse_new_settings(args: argparse.Namespace) -> dict:
     """The new length --resume was given ({"epochs": N}, {"iterations": N} or {}); NNGpuError for any
     other setting, which the run keeps as it was saved."""
-    defaults, flags = (
-        train_parser().parse_args([]),
-        {keywords.get("dest", f[0][2:].replace("-", "_")): f[0] for f, keywords in FLAGS},
-    )
+    defaults = train_parser().parse_args([])
+    typed = {keywords.get("dest", flags[0][2:].replace("-", "_")): flags[0] for flags, keywords in FLAGS}
     changed = [
-        flags[name] for name in SETTINGS if name not in LENGTH and getattr(args, name) != getattr(defaults, name)
+        typed[name] for name in SETTINGS if name not in LENGTH and getattr(args, name) != getattr(defaults, name)
     ]
     changed += ["--output-dir"] * bool(args.output_dir) + ["--dry-run"] * args.dry_run
     if changed:

@@ -71,6 +71,28 @@ def test_the_nn_gpu_console_command_is_installed():
     assert result.returncode == 0 and result.stdout.startswith("usage: nn-gpu train ")
 
 
+def test_every_console_script_names_itself_and_ctrl_c_while_importing_is_exit_130(monkeypatch, capsys):
+    from nn_gpu import commands
+
+    for name in commands.COMMANDS:
+        with pytest.raises(SystemExit) as helped:
+            commands.launch(name, ["--help"], prog=f"nn-gpu-{name}")
+        assert helped.value.code == 0 and capsys.readouterr().out.startswith(f"usage: nn-gpu-{name} ")
+    scripts = {"train_script": "train", "predict_script": "predict", "gradcheck_script": "gradcheck"}
+    for function, name in {**scripts, "serve_script": "serve"}.items():
+        monkeypatch.setattr(sys, "argv", [f"nn-gpu-{name}", "--help"])
+        with pytest.raises(SystemExit):
+            getattr(commands, function)()
+        assert capsys.readouterr().out.startswith(f"usage: nn-gpu-{name} ")
+
+    def interrupted(module):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands.importlib, "import_module", interrupted)
+    assert commands.launch("train", []) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
 def test_a_cpu_run_without_cupy_says_so_in_a_few_words(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "cupy", None)  # as on a laptop without CuPy
     csv = synthetic_csv(tmp_path / "train.csv", 120)
