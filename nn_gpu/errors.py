@@ -4,10 +4,17 @@ The command-line tools catch `NNGpuError` and print `str(error)` alone, never a 
 then exit with `error.exit_code`.
 """
 
+import sys
+
 
 def one_line(message) -> str:
     """str(message) on one line: every run of whitespace, newlines included, becomes one space."""
     return " ".join(str(message).split())
+
+
+def warn(text: str) -> None:
+    """A warning on stderr, on its own line: the work goes on."""
+    print(f"warning: {text}", file=sys.stderr)
 
 
 class NNGpuError(Exception):

@@ -6,7 +6,6 @@ matrix, the pictures (nn_gpu.plots) and the summary. nn_gpu.run does the trainin
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from nn_gpu import parallel, plots
 from nn_gpu.augment import AUGMENTATIONS
 from nn_gpu.checkpoint import save_model
 from nn_gpu.device import Device
-from nn_gpu.errors import NNGpuError
+from nn_gpu.errors import NNGpuError, warn
 from nn_gpu.model import Network
 from nn_gpu.outputs import BEST_MODEL
 from nn_gpu.run_log import MetricsLog
@@ -44,11 +43,6 @@ def log_line(entry: dict) -> str:
         f"train acc {percent(entry['train_accuracy'])}  dev acc {percent(entry['dev_accuracy'])}  "
         f"{entry['samples_per_second']:,.0f} samples/s"
     )
-
-
-def warn(text: str) -> None:
-    """A warning on stderr: the run goes on."""
-    print(f"warning: {text}", file=sys.stderr)
 
 
 def device_line(device: Device, fallback: str | None, threads: int) -> str:

@@ -31,10 +31,6 @@ from nn_gpu.step import TrainingStep, epoch_order
 
 EXPLODING_LOSS = 100.0  # mean cross-entropy; chance level for 10 classes is log 10 = 2.3
 EPOCH_BATCH_SIZE = 64  # the mini-batch of a run by epochs with no batch size: PyTorch's MNIST example
-LOG_LEGEND = (
-    "train loss and acc: the mean over the steps since the previous line, each before its update; "
-    "dev: the weights at the line"
-)
 
 
 class Diverged(NNGpuError):
@@ -310,23 +306,6 @@ def _keep_best(network: Network, progress: Progress, dev_accuracy: float, patien
     else:
         progress.waited += 1
     progress.stopped_early = bool(patience) and progress.waited >= patience
-
-
-def percent(value) -> str:
-    """0.8512 as '85.12%'; None as '-'."""
-    return "-" if value is None else f"{100 * value:.2f}%"
-
-
-def log_line(entry: dict) -> str:
-    """One history entry of `train` as the line train.py prints: by epoch when training by epochs."""
-    when = f"iteration {entry['iteration']:>6}"
-    if "epoch" in entry:
-        when = f"epoch {entry['epoch']:>4g}  ({when})"
-    return (
-        f"{when}  train loss {entry['train_loss']:.4f}  "
-        f"train acc {percent(entry['train_accuracy'])}  dev acc {percent(entry['dev_accuracy'])}  "
-        f"{entry['samples_per_second']:,.0f} samples/s"
-    )
 
 
 def _guard(network: Network, progress: Progress, lr: float, last_saved, exploding_loss: float) -> None:

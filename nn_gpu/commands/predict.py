@@ -29,10 +29,10 @@ import numpy as np
 from nn_gpu import handwriting, plots
 from nn_gpu.api import read_digit
 from nn_gpu.checkpoint import TrainingData, load_trained_model, picture_problem
-from nn_gpu.commands.toolkit import Parser, add_version, device_name, non_negative_int, run_main, warn
+from nn_gpu.commands.toolkit import Parser, add_version, device_name, non_negative_int, run_main
 from nn_gpu.data import Dataset, is_table, load_dataset, rows_to_device
 from nn_gpu.device import resolve_device
-from nn_gpu.errors import NNGpuError
+from nn_gpu.errors import NNGpuError, warn
 from nn_gpu.model import Network
 from nn_gpu.report import percent
 from nn_gpu.safe_io import numbered, write_text_atomically

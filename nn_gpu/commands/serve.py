@@ -7,8 +7,9 @@ import ipaddress
 import sys
 from pathlib import Path
 
-from nn_gpu.commands.toolkit import Parser, add_version, device_name, run_main, warn
+from nn_gpu.commands.toolkit import Parser, add_version, device_name, run_main
 from nn_gpu.device import resolve_device
+from nn_gpu.errors import warn
 from nn_gpu.serve import Demo, is_loopback, make_server, url
 
 

@@ -1,5 +1,6 @@
 """What every command shares: the parser whose errors are one line, flag types checked by
-nn_gpu.config's constraints, `run_main` (errors as one line and an exit code), `warn`, --version."""
+nn_gpu.config's constraints, `run_main` (errors as one line and an exit code), --version, and the
+flag tables of docs/cli.md."""
 
 from __future__ import annotations
 
@@ -88,11 +89,6 @@ def device_name(text: str) -> str:
 
 def add_version(p: argparse.ArgumentParser) -> None:
     p.add_argument("--version", action="version", version=f"nn_gpu {__version__}")
-
-
-def warn(text: str) -> None:
-    """A warning on stderr: the run goes on."""
-    print(f"warning: {text}", file=sys.stderr)
 
 
 def say_error(message) -> None:

@@ -187,8 +187,9 @@ def train_command(argv: list[str] | None = None, prog: str = "train.py") -> int:
     else:
         config = run_config(args)
         data = load_run_data(config)  # a bad file is refused before any folder is made
-        _check_weights_layer(args.weights_layer, architecture(config, data))
-        check_size(architecture(config, data), device)
+        arch = architecture(config, data)
+        _check_weights_layer(args.weights_layer, arch)
+        check_size(arch, device)
         new = args.output_dir is None
         folder = claim(new_run_folder(), created=True) if new else claim(args.output_dir, overwrite=args.overwrite)
     with folder:
