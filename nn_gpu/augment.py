@@ -1,16 +1,25 @@
-"""Distorted training images, made afresh for each mini-batch: random affine maps and elastic distortions.
+"""Distorted training images, made afresh for each mini-batch: random affine maps, elastic distortions,
+mirror images and erased rectangles.
 
 Each output pixel p = (row, column) of a 28 x 28 image takes the input's value at a source point
 
-    s(p) = c + A (p - c) + t + alpha G(U)(p)
+    s(p) = c + A F (p - c) + t + alpha G(U)(p)
 
 c = (13.5, 13.5), the image's centre. The affine part (Ciresan et al. 2010) has A = R(theta) / k: a
 rotation by theta ~ U(-rotation, rotation) degrees and a zoom by k ~ U(1 - scale, 1 + scale), and
-t ~ U(-shift, shift) pixels in each direction. The elastic part (Simard et al. 2003): U holds a
+t ~ U(-shift, shift) pixels in each direction. F mirrors the columns (a horizontal flip) of half the
+images when flip is on, and is the identity otherwise. The elastic part (Simard et al. 2003): U holds a
 displacement per pixel and direction, drawn from U(-1, 1), smoothed by a Gaussian of width sigma (G,
 as the matrix product G U G^T, zero beyond the border), and scaled by alpha pixels. The value at s is
 read by bilinear interpolation from the four pixels around it, zero outside the image, so the
-output stays in [0, 1]. With every strength 0, s(p) = p and the images come back unchanged.
+output stays in [0, 1]. With every strength 0, s(p) = p and the images come back unchanged. Random
+erasing (Zhong et al. 2017) then sets a rectangle of each image to 0 with probability `erase`: its
+area a uniform 2-40% of the image, its aspect ratio log-uniform in [0.3, 3.3], its place uniform.
+
+--augment names a recipe as parts joined by "+", each a part's name (its default strength) or
+name=value: rotation (10 degrees), scale (0.1), shift (2 pixels), elastic (alpha 34), sigma (4
+pixels), flip, erase (0.5), and affine, short for rotation+scale+shift. So "affine+elastic" is
+Ciresan's and Simard's distortions, and "shift=3+flip+erase=0.3" a recipe for clothes.
 
 Written once against `xp`: the same code distorts NumPy arrays on the CPU and CuPy arrays on the GPU.
 The random numbers are drawn on the host from (seed, iteration) alone, so a resumed run sees the
@@ -38,14 +47,48 @@ class Distortion:
     shift: float = 0.0
     elastic: float = 0.0
     sigma: float = 4.0
+    flip: bool = False
+    erase: float = 0.0  # the probability that an image has a rectangle erased
 
 
-# --augment's choices: the affine ranges are below Ciresan et al.'s for MNIST (15 degrees, 15%);
-# the elastic field's sigma and alpha are Simard et al.'s (4 and 34).
+# Each part's strength when --augment names it without a value: the affine ranges are below Ciresan et
+# al.'s for MNIST (15 degrees, 15%); the elastic field's sigma and alpha are Simard et al.'s (4 and 34);
+# erasing's probability is Zhong et al.'s.
+PARTS = {"rotation": 10.0, "scale": 0.1, "shift": 2.0, "elastic": 34.0, "sigma": 4.0, "flip": True, "erase": 0.5}
+AFFINE = ("rotation", "scale", "shift")
+ERASED_AREA = (0.02, 0.4)  # the rectangle's share of the image
+ERASED_ASPECT = (0.3, 1 / 0.3)  # its height / width
+
+
+def distortion(recipe: str) -> Distortion:
+    """The Distortion of an --augment recipe ("affine+elastic", "shift=3+flip+erase"); ValueError,
+    naming the part, for one that is not a recipe."""
+    strengths: dict = {}
+    for part in recipe.split("+"):
+        name, has_value, value = (p.strip() for p in part.partition("="))
+        if name == "affine" and not has_value:
+            strengths.update({n: PARTS[n] for n in AFFINE})
+        elif name not in PARTS:
+            raise ValueError(f"{part!r} is not a part of a distortion: use {', '.join(['affine', *PARTS])}")
+        elif name == "flip" or not has_value:
+            if has_value:
+                raise ValueError("flip takes no value: it mirrors half the images")
+            strengths[name] = PARTS[name]
+        else:
+            try:
+                strengths[name] = float(value)
+            except ValueError:
+                raise ValueError(f"{part!r}: {name} takes a number, like {name}={PARTS[name]:g}") from None
+            if not 0 <= strengths[name] < float("inf") or (name == "erase" and strengths[name] > 1):
+                bound = "from 0 to 1" if name == "erase" else "a finite number, 0 or more"
+                raise ValueError(f"{part!r}: {name} must be {bound}")
+    return Distortion(**strengths)
+
+
+# Recipes to try and to test: the digits' distortions, and ones that keep clothes upright and centred.
 AUGMENTATIONS = {
-    "affine": Distortion(rotation=10.0, scale=0.1, shift=2.0),
-    "elastic": Distortion(elastic=34.0, sigma=4.0),
-    "affine+elastic": Distortion(rotation=10.0, scale=0.1, shift=2.0, elastic=34.0, sigma=4.0),
+    name: distortion(name)
+    for name in ("affine", "elastic", "affine+elastic", "shift", "flip", "erase", "shift+flip", "shift+flip+erase")
 }
 
 
@@ -68,6 +111,8 @@ def source_points(distortion: Distortion, n: int, rng: np.random.Generator, dtyp
     rows, cols = np.divmod(np.arange(SIDE * SIDE), SIDE)
     centre = (SIDE - 1) / 2
     r, c = rows - centre, cols - centre  # p - c: 784 each
+    if d.flip:  # F (p - c): the column's offset from the centre mirrored in half the images
+        c = np.where(rng.random(n) < 0.5, -1.0, 1.0)[:, None] * c
     source = np.empty((2, n, SIDE * SIDE))
     source[0] = centre + cos[:, None] * r - sin[:, None] * c
     source[1] = centre + sin[:, None] * r + cos[:, None] * c
@@ -77,6 +122,22 @@ def source_points(distortion: Distortion, n: int, rng: np.random.Generator, dtyp
         U = rng.random((2 * n, SIDE, SIDE), dtype=np.float32).astype(dtype, copy=False) * 2 - 1
         source += dtype(d.elastic) * smooth(U, gaussian_matrix(d.sigma).astype(dtype)).reshape(2, n, SIDE * SIDE)
     return source
+
+
+def kept_pixels(probability: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Random erasing's masks: n x 784 bool host array, False on the rectangle erased from an image (each
+    image has one with the given probability), True elsewhere."""
+    erased = rng.random(n) < probability
+    area = rng.uniform(*ERASED_AREA, n) * SIDE * SIDE
+    aspect = np.exp(rng.uniform(*np.log(ERASED_ASPECT), n))
+    height = np.clip(np.round(np.sqrt(area * aspect)), 1, SIDE).astype(int)
+    width = np.clip(np.round(np.sqrt(area / aspect)), 1, SIDE).astype(int)
+    top = (rng.random(n) * (SIDE - height + 1)).astype(int)
+    left = (rng.random(n) * (SIDE - width + 1)).astype(int)
+    rows, cols = np.divmod(np.arange(SIDE * SIDE), SIDE)
+    inside = (rows >= top[:, None]) & (rows < (top + height)[:, None])
+    inside &= (cols >= left[:, None]) & (cols < (left + width)[:, None])
+    return ~(inside & erased[:, None])
 
 
 def smooth(U: np.ndarray, G: np.ndarray) -> np.ndarray:
@@ -117,7 +178,10 @@ def distort(images, distortion: Distortion, rng: np.random.Generator, dtype: str
     n = images.shape[0]
     pixels = images.astype(dtype) / 255 if images.dtype == np.uint8 else images.astype(dtype, copy=False)
     source = xp.asarray(source_points(distortion, n, rng, np.dtype(dtype).type))
-    return xp.clip(bilinear(pixels, source[0], source[1]), 0, 1)
+    out = xp.clip(bilinear(pixels, source[0], source[1]), 0, 1)
+    if distortion.erase:
+        out *= xp.asarray(kept_pixels(distortion.erase, n, rng))
+    return out
 
 
 def batch_rng(seed: int, iteration: int) -> np.random.Generator:

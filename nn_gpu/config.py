@@ -16,7 +16,7 @@ import math
 import numbers
 from dataclasses import dataclass
 
-from nn_gpu.augment import AUGMENTATIONS
+from nn_gpu.augment import distortion
 from nn_gpu.data import SAMPLE
 from nn_gpu.errors import NNGpuError
 from nn_gpu.model import DTYPES, INITS
@@ -107,6 +107,21 @@ class Widths:
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """A distortion recipe for --augment (nn_gpu.augment.distortion): "affine", "shift=3+flip+erase"."""
+
+    def holds(self, value) -> bool:
+        try:
+            distortion(value)
+        except (ValueError, AttributeError, TypeError):
+            return False
+        return True
+
+    def words(self) -> str:
+        return "a recipe like affine, affine+elastic or shift+flip+erase=0.3"
+
+
+@dataclass(frozen=True)
 class Text:
     def holds(self, value) -> bool:
         return isinstance(value, str) and value != ""
@@ -143,7 +158,7 @@ CONSTRAINTS = {
     "early_stopping": (COUNT, False),
     "optimizer": (Choice(OPTIMIZERS), False),
     "dropout": (Rates(), True),
-    "augment": (Choice(tuple(AUGMENTATIONS)), True),
+    "augment": (Recipe(), True),
     "label_smoothing": (PROBABILITY, False),
 }
 ADDED = ("optimizer", "dropout", "augment", "label_smoothing", "label_column", "scale")  # absent from older checkpoints

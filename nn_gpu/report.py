@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from nn_gpu import parallel, plots
-from nn_gpu.augment import AUGMENTATIONS
+from nn_gpu.augment import distortion as augment_recipe
 from nn_gpu.checkpoint import save_model
 from nn_gpu.device import Device
 from nn_gpu.errors import NNGpuError, warn
@@ -251,7 +251,7 @@ def draw_run(run, network: Network, history: list[dict], layer: int, stop) -> li
         print(f"weights.png and predictions.png skipped: the {network.arch.n_inputs} inputs are not 28 x 28 images")
     if run.config.augment:
         train_set, shown = run.data.train, plots.spread(run.data.train.labels, 8)
-        distortion = AUGMENTATIONS[run.config.augment]
+        distortion = augment_recipe(run.config.augment)
         drawings.append(("augmentations.png", lambda: plots.augmentations(
             train_set.rows[shown], train_set.labels[shown], distortion, run.config.seed)))  # fmt: skip
     for name, draw in drawings:

@@ -89,7 +89,7 @@ class TrainingStep:
         self.order_epoch: int | None = None
         rates = dropout.layer_rates(plan.dropout, network.n_layers - 1)
         self.dropout = dropout.Dropout(rates, seed, self.done, network.arch.dtype) if any(rates) else None
-        self.distortion = augment.AUGMENTATIONS[plan.augment] if plan.augment else None
+        self.distortion = augment.distortion(plan.augment) if plan.augment else None
         self.graphed = graphs and device.name == "gpu" and self.distortion is None
         self.graphs: dict[tuple[int, int], object] = {}  # (batch count, steps) -> CUDA graph
         self.memory = GraphMemory(xp) if self.graphed else None

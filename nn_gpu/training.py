@@ -64,7 +64,7 @@ class TrainingPlan:
     saves a checkpoint every N iterations; a checkpoint is also saved at the end. early_stopping N > 0
     ends the run after N evaluations without a better dev accuracy. label_smoothing: eps of the
     training targets (nn_gpu.model.smooth_labels), 0 for none. dropout: rates (input, hidden...)
-    as nn_gpu.dropout.layer_rates reads them, or None; augment: a name in nn_gpu.augment.AUGMENTATIONS
+    as nn_gpu.dropout.layer_rates reads them, or None; augment: a recipe of nn_gpu.augment.distortion
     (each training batch distorted afresh), or None.
     """
 

@@ -1,6 +1,8 @@
 """Distorted training images: shapes, dtypes and range, the identity at zero strength, bilinear sampling
 against scipy.ndimage, the smoothing of the elastic field, and seeding."""
 
+import re
+
 import numpy as np
 import pytest
 from helpers import synthetic_digits
@@ -11,6 +13,7 @@ from nn_gpu.augment import (
     batch_rng,
     bilinear,
     distort,
+    distortion,
     gaussian_matrix,
     smooth,
     source_points,
@@ -81,3 +84,74 @@ def test_the_same_seed_and_iteration_give_the_same_images():
 
     np.testing.assert_array_equal(draw(0, 3), draw(0, 3))
     assert not np.array_equal(draw(0, 3), draw(0, 4)) and not np.array_equal(draw(0, 3), draw(1, 3))
+
+
+def test_recipes_name_parts_with_their_default_strengths():
+    assert distortion("affine") == Distortion(rotation=10.0, scale=0.1, shift=2.0)
+    assert distortion("affine+elastic") == Distortion(rotation=10.0, scale=0.1, shift=2.0, elastic=34.0, sigma=4.0)
+    assert distortion("shift=3+flip+erase") == Distortion(shift=3.0, flip=True, erase=0.5)
+    assert distortion("affine+rotation=15+sigma=6+elastic=20") == Distortion(15.0, 0.1, 2.0, 20.0, 6.0)
+
+
+@pytest.mark.parametrize(
+    ("recipe", "message"),
+    [
+        (
+            "twist",
+            "'twist' is not a part of a distortion: use affine, rotation, scale, shift, elastic, sigma, flip, erase",
+        ),
+        ("shift+", "'' is not a part of a distortion"),
+        ("flip=1", "flip takes no value"),
+        ("shift=two", "'shift=two': shift takes a number, like shift=2"),
+        ("erase=1.5", "'erase=1.5': erase must be from 0 to 1"),
+        ("rotation=-5", "'rotation=-5': rotation must be a finite number, 0 or more"),
+        ("scale=inf", "'scale=inf': scale must be a finite number, 0 or more"),
+    ],
+)
+def test_a_bad_recipe_is_refused_naming_the_part(recipe, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        distortion(recipe)
+
+
+def test_a_shift_moves_every_pixel_of_an_image_by_one_vector_within_the_range():
+    rows, cols = np.divmod(np.arange(784), 28)
+    moved = (
+        source_points(Distortion(shift=3.0), 4000, np.random.default_rng(0), np.float64)
+        - np.stack([rows, cols])[:, None]
+    )
+    np.testing.assert_allclose(moved, moved[:, :, :1].repeat(784, axis=2), atol=1e-12)  # one vector an image
+    assert np.abs(moved).max() <= 3 and np.abs(moved).max() > 2.9
+
+
+def test_a_flip_mirrors_half_the_images_left_to_right():
+    pixels = IMAGES.astype(np.float64) / 255
+    out = distort(IMAGES, Distortion(flip=True), np.random.default_rng(0), "float64").reshape(50, 28, 28)
+    mirrored = np.array([np.array_equal(o, p[:, ::-1]) for o, p in zip(out, pixels.reshape(50, 28, 28))])
+    same = np.array([np.array_equal(o, p) for o, p in zip(out, pixels.reshape(50, 28, 28))])
+    assert (mirrored | same).all() and 15 < mirrored.sum() < 35
+
+
+def test_erasing_zeroes_one_rectangle_of_the_drawn_size_in_images_chosen_with_its_probability():
+    n, white = 4000, np.full((4000, 784), 255, dtype=np.uint8)
+    out = distort(white, Distortion(erase=0.3), np.random.default_rng(0), "float64").reshape(n, 28, 28)
+    assert set(np.unique(out)) == {0.0, 1.0}
+    erased = (out == 0).any(axis=(1, 2))
+    assert 0.27 < erased.mean() < 0.33
+    for image in out[erased]:
+        r, c = np.nonzero(image == 0)
+        height, width = r.max() - r.min() + 1, c.max() - c.min() + 1
+        assert len(r) == height * width  # the zeros fill their bounding box: one rectangle
+        assert 0.02 * 784 * 0.6 <= len(r) <= 0.4 * 784 * 1.25  # its area, up to rounding each side
+        assert 0.3 / 1.6 <= height / width <= 3.3 * 1.6  # its aspect ratio, up to rounding
+    areas = np.array([(image == 0).sum() for image in out[erased]]) / 784
+    assert areas.mean() == pytest.approx(0.21, abs=0.02)  # uniform over 2-40%
+
+
+def test_a_recipe_without_flip_or_erase_draws_what_it_drew_before_they_existed():
+    source = source_points(AUGMENTATIONS["affine"], 3, np.random.default_rng(5), np.float64)
+    rng = np.random.default_rng(5)
+    theta, zoom, shift = np.deg2rad(rng.uniform(-10, 10, 3)), rng.uniform(0.9, 1.1, 3), rng.uniform(-2, 2, (2, 3, 1))
+    rows, cols = np.divmod(np.arange(784), 28)
+    r, c = rows - 13.5, cols - 13.5
+    expected_rows = 13.5 + (np.cos(theta) / zoom)[:, None] * r - (np.sin(theta) / zoom)[:, None] * c + shift[0]
+    np.testing.assert_allclose(source[0], expected_rows, atol=1e-12)

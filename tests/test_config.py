@@ -38,7 +38,10 @@ def test_the_defaults_are_the_notebooks_job():
         ({"dropout": (0.5,)}, "dropout must be rates like 0.2,0.5 (input, hidden), each at least 0 and below 1"),
         ({"dropout": (0.2, 1.0)}, "dropout must be rates like 0.2,0.5"),
         ({"optimizer": "lbfgs"}, "optimizer must be one of sgd, adam, adamw, got 'lbfgs'"),
-        ({"augment": "rotate"}, "augment must be one of affine, elastic, affine+elastic, got 'rotate'"),
+        (
+            {"augment": "rotate"},
+            "augment must be a recipe like affine, affine+elastic or shift+flip+erase=0.3, got 'rotate'",
+        ),
         ({"scale": "log"}, "scale must be one of standard, minmax, none, got 'log'"),
         ({"data": ""}, "data must be a name, got ''"),
         ({"epochs": 2, "iterations": 5}, "give epochs or iterations, not both"),

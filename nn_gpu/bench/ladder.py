@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from nn_gpu import __version__, parallel
-from nn_gpu.augment import AUGMENTATIONS, batch_rng, distort, source_points
+from nn_gpu.augment import AUGMENTATIONS, batch_rng, distort, distortion, kept_pixels, source_points
 from nn_gpu.bench.implementations import torch_available
 from nn_gpu.bench.timing import busy_core
 from nn_gpu.commands import train as train_command
@@ -115,7 +115,7 @@ def run_torch(flags: list[str], seed: int, device: str = "cpu", graphed: bool = 
     step = torch_step.TorchStep(torch, model, loss_function, optimizer, graphed)
     plan = config.plan()
     total = plan.total_iterations(m)
-    distortion = AUGMENTATIONS[config.augment] if config.augment else None
+    recipe = distortion(config.augment) if config.augment else None
     X, y = (torch.from_numpy(images).to(on).float() / 255), torch.from_numpy(labels).to(on)
     model.train()
     if on.type == "cuda":
@@ -126,11 +126,11 @@ def run_torch(flags: list[str], seed: int, device: str = "cpu", graphed: bool = 
         rows = batches.rows(iteration)
         rows = np.arange(m) if rows is None else rows
         index = torch.from_numpy(rows).to(on)
-        if distortion is None:
+        if recipe is None:
             X_batch = X[index]
         else:
             with parallel.one_blas_thread():  # as nn_gpu's loop runs it: no BLAS threads spinning against torch's
-                X_batch = torch.from_numpy(distort(images[rows], distortion, batch_rng(seed, iteration))).to(on)
+                X_batch = torch.from_numpy(distort(images[rows], recipe, batch_rng(seed, iteration))).to(on)
         torch_step.set_learning_rate(
             optimizer, config.learning_rate * learning_rate(config.lr_schedule, 1.0, iteration, total)
         )
@@ -161,9 +161,10 @@ def augmentation_cost(device: str = "cpu", m: int = 60_000, batch: int = 128) ->
         source = source_points(distortion, batch, rng, np.float32)
         pixels = images.reshape(batch, 28, 28) / np.float32(255)
         coordinates = source.reshape(2, batch, 28, 28)
-        return [
+        out = [
             ndimage.map_coordinates(pixels[i], coordinates[:, i], order=1, mode="grid-constant") for i in range(batch)
         ]
+        return np.stack(out).reshape(batch, -1) * kept_pixels(distortion.erase, batch, rng)
 
     def seconds_per_epoch(run, repeats: int = 20) -> float:
         rng = np.random.default_rng(0)
@@ -176,15 +177,13 @@ def augmentation_cost(device: str = "cpu", m: int = 60_000, batch: int = 128) ->
         return (time.perf_counter() - started) / repeats * steps
 
     rows = []
-    for name, distortion in AUGMENTATIONS.items():
+    for name, recipe in AUGMENTATIONS.items():
         for load in ("idle", "one core busy"):
             with parallel.one_blas_thread(), busy_core() if load != "idle" else contextlib.nullcontext():
                 row = {"augment": name, "device": on.name, "load": load}
-                row["nn_gpu_seconds_per_epoch"] = seconds_per_epoch(
-                    lambda rng, d=distortion: distort(on_device, d, rng)
-                )
+                row["nn_gpu_seconds_per_epoch"] = seconds_per_epoch(lambda rng, d=recipe: distort(on_device, d, rng))
                 if ndimage is not None and on.name == "cpu":
-                    row["scipy_seconds_per_epoch"] = seconds_per_epoch(lambda rng, d=distortion: scipy_distort(d, rng))
+                    row["scipy_seconds_per_epoch"] = seconds_per_epoch(lambda rng, d=recipe: scipy_distort(d, rng))
             rows.append(row)
             scipy_cell = f"{row['scipy_seconds_per_epoch']:.2f}" if "scipy_seconds_per_epoch" in row else "-"
             print(f"| {name} | {on.name} | {load} | {row['nn_gpu_seconds_per_epoch']:.2f} | {scipy_cell} |", flush=True)

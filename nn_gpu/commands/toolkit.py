@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nn_gpu import __version__
+from nn_gpu.augment import distortion
 from nn_gpu.config import COUNT, WHOLE, Interval, Rates, Widths
 from nn_gpu.device import DEVICE_CHOICES, out_of_memory_error, parse_device
 from nn_gpu.errors import DeviceError, NNGpuError, one_line
@@ -50,6 +51,15 @@ def number_in(interval: Interval) -> Callable[[str], float]:
 
 positive_int = number_in(WHOLE)
 non_negative_int = number_in(COUNT)
+
+
+def augment_recipe(text: str) -> str:
+    """`--augment`: a distortion recipe (nn_gpu.augment.distortion), like affine or shift+flip+erase."""
+    try:
+        distortion(text)
+    except ValueError as problem:
+        raise argparse.ArgumentTypeError(str(problem)) from None
+    return text
 
 
 def dropout_rates(text: str) -> tuple[float, ...]:

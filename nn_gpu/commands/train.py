@@ -14,10 +14,10 @@ import dataclasses
 from pathlib import Path
 
 from nn_gpu import parallel
-from nn_gpu.augment import AUGMENTATIONS
 from nn_gpu.commands.toolkit import (
     Parser,
     add_version,
+    augment_recipe,
     device_name,
     dropout_rates,
     non_negative_int,
@@ -99,8 +99,10 @@ FLAGS = [  # (flags, argparse keywords): the settings of the run, then how it is
         "per hidden layer may follow the input's (the last repeats)")),
     (("--label-smoothing",), dict(type=number_in(PROBABILITY), default=0.0, metavar="EPS", help="train towards "
         "(1 - EPS) on the label and EPS / C on every one of the C classes (default 0: one-hot)")),
-    (("--augment",), dict(choices=tuple(AUGMENTATIONS), help="distort each training batch afresh: affine "
-        "(rotation, scale, shift), elastic (Simard 2003) or both")),
+    (("--augment",), dict(type=augment_recipe, metavar="RECIPE", help="distort each training batch afresh: "
+        "parts joined by +, each NAME or NAME=VALUE: rotation (degrees, default 10), scale (0.1), shift (pixels, 2), "
+        "affine (all three), elastic (alpha, 34; Simard 2003), sigma (4), flip (mirror half the images), erase "
+        "(the probability of erasing a rectangle, 0.5); e.g. affine, affine+elastic, shift+flip+erase")),
     (("--save-every",), dict(metavar="N", type=non_negative_int, default=0, help="save DIR/checkpoint.npz every N iterations too "
         "(default 0: only at the end and on a stop signal)")),
     (("--resume",), dict(type=Path, metavar="DIR", help="continue the run saved in DIR/checkpoint.npz; with "
