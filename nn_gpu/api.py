@@ -43,6 +43,7 @@ def train(
     dropout: tuple[float, ...] | None = None,
     augment: str | None = None,
     label_smoothing: float = 0.0,
+    average_weights: float = 0.0,
     dev: tuple | None = None,
     seed: int = 0,
     log_interval: int | None = None,
@@ -59,10 +60,10 @@ def train(
     (X_dev, y_dev), evaluated every log_interval iterations (default 10, or once an epoch when training
     by epochs). log receives one line per evaluation (None: silent). optimizer: "sgd", "adam" or
     "adamw" (nn_gpu.optim); dropout: rates (input, hidden...), e.g. (0.2, 0.5) (nn_gpu.dropout);
-    augment: "affine", "elastic" or "affine+elastic" (nn_gpu.augment), each training batch distorted
-    afresh; label_smoothing: eps of the training targets (nn_gpu.ops.smooth_labels); graphs: on the
-    GPU, replay each step as a CUDA graph (False launches its kernels from Python: the same numbers,
-    for debugging). Returns the Progress: .history (a dict per evaluation), .final (train and dev loss
+    augment: a recipe like "affine" or "shift+flip+erase" (nn_gpu.augment); label_smoothing: eps of the
+    targets; average_weights: the decay of the weights' moving average, evaluated and kept as the model
+    (nn_gpu.averaging); batch norm is the network's; graphs: on the GPU, replay each step as a CUDA
+    graph (False launches its kernels from Python: the same numbers, for debugging). Returns the Progress: .history (a dict per evaluation), .final (train and dev loss
     and accuracy), .train_seconds, and with dev .best_iteration and .best_dev_accuracy.
 
     With no momentum and no weight decay, each iteration is exactly forward, backward and step: the
@@ -74,6 +75,7 @@ def train(
         epochs=epochs, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
         lr_schedule=lr_schedule, optimizer=optimizer, dropout=None if dropout is None else tuple(dropout),
         augment=augment, label_smoothing=label_smoothing, seed=seed, log_interval=log_interval,
+        batch_norm=net.arch.batch_norm, average_weights=average_weights,
     )  # fmt: skip
     X, y = _on_device(net, X, y)
     dev = None if dev is None else _on_device(net, *dev)
@@ -97,7 +99,7 @@ def _on_device(net: Network, X, y):
 
 def save_model(net: Network, path: str | Path) -> None:
     """Write `net` to a model.npz (atomically) that load_model and predict.py read."""
-    checkpoint.save_model(Path(path), net.arch, [net.device.to_host(p) for p in net.params])
+    checkpoint.save_model(Path(path), net.arch, [net.device.to_host(p) for p in net.arrays])
 
 
 def load_model(path: str | Path, device: str | Device = "auto") -> Network:

@@ -3,14 +3,16 @@
 model.npz keys: `format` ("nn_gpu-model"), `hidden` (int64 array of hidden widths), `dtype` (a
 string), `inputs` (n0, an int64 scalar), `classes` (the C labels, int64 or strings; class k is
 classes[k]), and W1, b1, ..., WL, bL as plain float arrays with the shapes of
-nn_gpu.model.init_parameters. Files written before `inputs` and `classes` existed are digit models:
+nn_gpu.architecture.init_parameters; a network with batch norm also holds each hidden layer's scale g_l
+and running statistics mean_l and var_l (n_l x 1 each; nn_gpu.batch_norm), and is known by g1. Files written before `inputs` and `classes` existed are digit models:
 784 inputs, classes 0..9. A model of a CSV table (nn_gpu.table) also holds `features` (the n0 column
 names), `label_column`, `scale` and its `shift` and `divisor` (n0 float64 each), all or none. A model written by train.py also says what it was trained on:
 `data` (the source's name) and `trained_on` (uint64, a hash of each training image,
 nn_gpu.data.image_hashes), so predict.py can tell when it is asked to predict its own training set.
 checkpoint.npz holds the model's keys plus `velocity` (the optimiser's flat buffer: SGD's velocity,
 or Adam's first moment m, with its second moment v in `second_moment`), `best` (the parameters at
-the best dev accuracy, flat), `progress` and `config` (JSON text: nn_gpu.training.Progress and the
+the best dev accuracy, flat, then their running statistics), `average` with --average-weights (the
+weights' moving average, as `best`), `progress` and `config` (JSON text: nn_gpu.training.Progress and the
 run's settings), and, from train.py, `data` and `trained_on` as a model does, so that a resumed run
 can refuse data whose training rows are not the run's.
 
@@ -31,9 +33,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from nn_gpu.architecture import DTYPES, Architecture
 from nn_gpu.config import ConfigError, RunConfig
 from nn_gpu.errors import ModelFileError, one_line
-from nn_gpu.model import DTYPES, Architecture, parameter_names
 from nn_gpu.safe_io import input_problem, write_atomically
 from nn_gpu.shapes import N_CLASSES, N_PIXELS
 from nn_gpu.table import DIGITS, SCALES, Encoding, Scaling
@@ -67,7 +69,7 @@ def _model_arrays(arch: Architecture, params, trained_on: TrainingData | None = 
         "dtype": np.array(arch.dtype),
         "inputs": np.array(arch.n_inputs, dtype=np.int64),
         "classes": np.asarray(encoding.classes),
-        **dict(zip(parameter_names(arch.n_layers), params)),
+        **dict(zip(arch.names, params)),
     }
     if encoding.table:
         scaling = encoding.scaling
@@ -102,16 +104,19 @@ def save_checkpoint(
     config: RunConfig,
     encoding=None,
     trained_on: TrainingData | None = None,
+    average=None,
 ) -> None:
     """Write a resumable checkpoint (host arrays; moments: the optimiser's state, [velocity] or [m, v];
     best: the flat parameters at the best dev accuracy, or the current ones before any; encoding and
-    trained_on as in save_model: a resumed run checks its data against them) to `path` atomically."""
+    trained_on as in save_model: a resumed run checks its data against them; average: the weights' moving
+    average, as `best`, or None) to `path` atomically."""
     state = progress.to_dict()
     arrays = {
         **_model_arrays(arch, params, trained_on, encoding),
         "velocity": moments[0],
         **({"second_moment": moments[1]} if len(moments) > 1 else {}),
         "best": best,
+        **({} if average is None else {"average": average}),
         "progress": np.array(json.dumps(state)),
         "config": np.array(json.dumps(config.to_dict())),
     }
@@ -128,7 +133,7 @@ def load_trained_model(path: Path) -> tuple[Architecture, list[np.ndarray], Trai
     """(architecture, host parameters, what they were trained on, the data's Encoding) from one read of a
     model.npz; what it was trained on is None when the file does not say (a model saved from Python)."""
     arch, arrays = _load(Path(path), extra=())
-    return arch, [arrays[name] for name in parameter_names(arch.n_layers)], _trained_on(arrays), _encoding(arrays)
+    return arch, [arrays[name] for name in arch.names], _trained_on(arrays), _encoding(arrays)
 
 
 def _trained_on(arrays: dict) -> TrainingData | None:
@@ -178,8 +183,9 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise ModelFileError(
             f"{path}: damaged training state (saved hidden {hidden} {config.dtype} differ from the saved network's)"
         )
-    params = [arrays[name] for name in parameter_names(arch.n_layers)]
+    params = [arrays[name] for name in arch.names]
     progress.best_params = None if progress.best_iteration is None else arrays["best"]
+    progress.average = arrays.get("average")
     moments = [arrays[name] for name in ("velocity", "second_moment") if name in arrays]
     return Checkpoint(arch, params, moments, progress, config, _encoding(arrays), _trained_on(arrays))
 
@@ -202,7 +208,7 @@ def _load(path: Path, extra: tuple[str, ...]) -> tuple[Architecture, dict[str, n
             with npz:
                 headers = {key: _header(path, npz, key) for key in npz.files}
                 small = {key: npz[key] for key in (*_HEADER, *_SHAPE) if key in headers and headers[key][2] <= _SMALL}
-                arch = _architecture(path, small)
+                arch = _architecture(path, small, batch_norm="g1" in headers)
                 expected = _expected(arch, extra, set(headers))
                 _check_headers(path, headers, expected)
                 arrays = {key: npz[key] for key in headers}
@@ -240,7 +246,7 @@ def _header(path: Path, npz, key: str) -> tuple[tuple[int, ...], np.dtype, int]:
     return tuple(shape), dtype, size
 
 
-def _architecture(path: Path, small: dict) -> Architecture:
+def _architecture(path: Path, small: dict, batch_norm: bool) -> Architecture:
     if str(small.get("format", "")) != FORMAT:
         raise ModelFileError(f"{path}: not an nn_gpu model file (no format key {FORMAT!r})")
     hidden, dtype = small.get("hidden", np.array([])), str(small.get("dtype", ""))
@@ -250,7 +256,7 @@ def _architecture(path: Path, small: dict) -> Architecture:
         raise ModelFileError(f"{path}: dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     hidden = tuple(int(h) for h in hidden)
     if "inputs" not in small and "classes" not in small:
-        return Architecture(hidden, dtype)  # a digit model from before issue 19
+        return Architecture(hidden, dtype, batch_norm=batch_norm)  # a digit model from before issue 19
     inputs, classes = small.get("inputs", np.array(0)), small.get("classes", np.array([]))
     if inputs.shape != () or inputs.dtype.kind not in "iu" or inputs < 1:
         raise ModelFileError(f"{path}: 'inputs' must be the number of input features, a whole number of at least 1")
@@ -258,7 +264,7 @@ def _architecture(path: Path, small: dict) -> Architecture:
         raise ModelFileError(f"{path}: 'classes' must list the class labels (whole numbers or text)")
     if classes.size > 1 and not (classes[1:] > classes[:-1]).all():
         raise ModelFileError(f"{path}: 'classes' must list each class label once, sorted")
-    return Architecture(hidden, dtype, int(inputs), classes.size)
+    return Architecture(hidden, dtype, int(inputs), classes.size, batch_norm)
 
 
 def _expected(
@@ -276,13 +282,16 @@ def _expected(
         expected.update(
             features=(None, ""), label_column=(None, ""), scale=(None, ""), shift=features, divisor=features
         )
-    for name, (n_in, n_out) in zip(parameter_names(arch.n_layers), _shapes(arch)):
-        expected[name] = ((n_out, n_in) if name.startswith("W") else (n_out, 1), arch.dtype)
+    for name in arch.names:
+        expected[name] = (arch.shape(name), arch.dtype)
     if extra:
         flat = ((arch.n_parameters,), arch.dtype)
-        expected.update(velocity=flat, best=flat, progress=(None, ""), config=(None, ""))
+        state = ((arch.n_parameters + arch.n_statistics,), arch.dtype)  # the parameters and running statistics
+        expected.update(velocity=flat, best=state, progress=(None, ""), config=(None, ""))
         if adam:
             expected.update(second_moment=flat)
+        if "average" in present:
+            expected.update(average=state)
     return expected
 
 
@@ -308,12 +317,6 @@ def _check_headers(path: Path, headers: dict, expected: dict) -> None:
                 raise ModelFileError(f"{path}: {name} is {found_dtype} {found_shape}, expected a short text")
         elif found_shape != shape or found_dtype != np.dtype(dtype):
             raise ModelFileError(f"{path}: {name} is {found_dtype} {found_shape}, expected {dtype} {shape}")
-
-
-def _shapes(arch: Architecture):
-    """(n_in, n_out) twice per layer, once for W and once for b."""
-    for pair in zip(arch.sizes[:-1], arch.sizes[1:]):
-        yield from (pair, pair)
 
 
 def picture_problem(model: Path, arch: Architecture, encoding: Encoding) -> str | None:

@@ -16,10 +16,10 @@ import math
 import numbers
 from dataclasses import dataclass
 
+from nn_gpu.architecture import DTYPES, INITS
 from nn_gpu.augment import distortion
 from nn_gpu.data import SAMPLE
 from nn_gpu.errors import NNGpuError
-from nn_gpu.model import DTYPES, INITS
 from nn_gpu.optim import OPTIMIZERS, SCHEDULES
 from nn_gpu.table import SCALES
 from nn_gpu.training import EPOCH_BATCH_SIZE, TrainingPlan
@@ -122,6 +122,17 @@ class Recipe:
 
 
 @dataclass(frozen=True)
+class Switch:
+    """On or off."""
+
+    def holds(self, value) -> bool:
+        return isinstance(value, bool)
+
+    def words(self) -> str:
+        return "true or false"
+
+
+@dataclass(frozen=True)
 class Text:
     def holds(self, value) -> bool:
         return isinstance(value, str) and value != ""
@@ -160,8 +171,12 @@ CONSTRAINTS = {
     "dropout": (Rates(), True),
     "augment": (Recipe(), True),
     "label_smoothing": (PROBABILITY, False),
+    "batch_norm": (Switch(), False),
+    "average_weights": (PROBABILITY, False),
 }
-ADDED = ("optimizer", "dropout", "augment", "label_smoothing", "label_column", "scale")  # absent from older checkpoints
+ADDED = (
+    *("optimizer", "dropout", "augment", "label_smoothing", "label_column", "scale", "batch_norm", "average_weights"),
+)  # absent from older checkpoints
 RENAMED = {"alpha": "learning_rate"}  # older checkpoints' names
 LENGTH = ("epochs", "iterations")  # what --resume may change: it extends the run
 
@@ -198,6 +213,8 @@ class RunConfig:
     dropout: tuple[float, ...] | None = None
     augment: str | None = None
     label_smoothing: float = 0.0
+    batch_norm: bool = False
+    average_weights: float = 0.0
 
     def __post_init__(self):
         for name, (rule, optional) in CONSTRAINTS.items():

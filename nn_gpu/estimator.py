@@ -47,6 +47,7 @@ import math
 import numpy as np
 
 from nn_gpu import training
+from nn_gpu.architecture import DTYPES, Architecture, init_parameters
 from nn_gpu.config import NON_NEGATIVE, POSITIVE, PROBABILITY, WHOLE, Interval
 from nn_gpu.device import resolve_device
 from nn_gpu.estimator_checks import (
@@ -56,7 +57,7 @@ from nn_gpu.estimator_checks import (
     seed_of,
     sklearns,
 )
-from nn_gpu.model import DTYPES, Architecture, Network, init_parameters
+from nn_gpu.model import Network
 from nn_gpu.optim import SGD, Adam
 
 SOLVERS = ("adam", "adamw", "sgd")
@@ -164,7 +165,7 @@ class MLPClassifier:
         if network is not None:
             to_host = network.device.to_host
             moments = None if optimizer is None else [to_host(moment) for moment in optimizer.state]
-            state["_saved"] = (network.arch, [to_host(p) for p in network.params], moments)
+            state["_saved"] = (network.arch, [to_host(p) for p in network.arrays], moments)
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -286,7 +287,7 @@ class MLPClassifier:
             ) from None
         self._steps = progress.iteration
         if dev is not None and progress.best_params is not None:
-            network.flat[...] = progress.best_params
+            network.state[...] = progress.best_params
         return self
 
     def _new_optimizer(self, moments=None):

@@ -57,7 +57,7 @@ def gradcheck(net: Network, X, y, eps: float = 1e-5, entries: int | None = 200, 
 
     grads = net.backward(net.forward(X, keep=True), y)
     twin = Network(
-        dataclasses.replace(net.arch, dtype="float64"), net.device, [net.device.to_host(p) for p in net.params]
+        dataclasses.replace(net.arch, dtype="float64"), net.device, [net.device.to_host(p) for p in net.arrays]
     )
     A0 = net.inputs(X).astype(np.float64)  # the very inputs the network saw, in float64
     y = net.labels(y, A0.shape[1])

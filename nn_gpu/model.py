@@ -32,67 +32,14 @@ Network class, each layer's forward step has its backward step beside it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
+from nn_gpu.architecture import DTYPES, Architecture, init_parameters
 from nn_gpu.arrays import Arrays
+from nn_gpu.batch_norm import normalise, normalise_backward
 from nn_gpu.device import Device, resolve_device
 from nn_gpu.shapes import N_CLASSES, N_PIXELS
-
-INITS = ("he", "uniform")
-DTYPES = ("float32", "float64")
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """Layer sizes (n0 inputs, hidden..., C classes; 784 and 10 for digits) and the floating dtype of
-    every parameter."""
-
-    hidden: tuple[int, ...] = (10,)
-    dtype: str = "float32"
-    n_inputs: int = N_PIXELS
-    n_classes: int = N_CLASSES
-
-    @property
-    def sizes(self) -> tuple[int, ...]:
-        return (self.n_inputs, *self.hidden, self.n_classes)
-
-    @property
-    def pictures(self) -> bool:
-        """Whether the inputs can be 28 x 28 pictures (784 of them), for what draws or reads a digit."""
-        return self.n_inputs == N_PIXELS
-
-    @property
-    def n_layers(self) -> int:
-        """L: the hidden layers and the output layer."""
-        return len(self.sizes) - 1
-
-    @property
-    def n_parameters(self) -> int:
-        """Every weight and bias: the sum over layers of n_l x (n_{l-1} + 1), the length of Network.flat."""
-        return sum(n_out * (n_in + 1) for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]))
-
-
-def init_parameters(arch: Architecture, init: str, rng: np.random.Generator):
-    """Host arrays [W1, b1, W2, b2, ...]: W_l is n_l x n_{l-1}, b_l is n_l x 1.
-
-    "uniform" is the notebook's: every W and b drawn from U(-0.5, 0.5).
-    "he" draws W_l from N(0, 2 / n_{l-1}) (He et al. 2015, suited to ReLU) and sets b_l = 0.
-    Drawn on the host in float64 and then cast, so a seed gives the same start on every device.
-    """
-    if init not in INITS:
-        raise ValueError(f"unknown init {init!r}: choose one of {', '.join(INITS)}")
-    params = []
-    for n_in, n_out in zip(arch.sizes[:-1], arch.sizes[1:]):
-        if init == "uniform":
-            W = rng.random((n_out, n_in)) - 0.5
-            b = rng.random((n_out, 1)) - 0.5
-        else:
-            W = rng.standard_normal((n_out, n_in)) * np.sqrt(2.0 / n_in)
-            b = np.zeros((n_out, 1))
-        params += [W.astype(arch.dtype), b.astype(arch.dtype)]
-    return params
 
 
 class Network:
@@ -108,20 +55,30 @@ class Network:
 
     nn_gpu.train runs the same equations without keeping what it need not: `gradients` fills
     `flat_grad` in place. All parameters share one flat buffer, `flat`; `params` = [W1, b1, ..., WL,
-    bL] are views of it (shapes as in init_parameters), and `grads` are views of `flat_grad`, so an
-    optimiser updates every parameter with one operation. How a batch is run (whole on the GPU; in
+    bL] (with batch norm, then g1, ..., g_{L-1}) are views of it (shapes as in init_parameters), and
+    `grads` are views of `flat_grad`, so an optimiser updates every parameter with one operation.
+    `state` is `flat` followed by the batch norm's running statistics (`statistics`, none without):
+    what a copy of the network (its best, its average) holds. How a batch is run (whole on the GPU; in
     blocks on worker threads on the CPU, nn_gpu.cpu) is the device's `runner`, not this class's: the
     math here is the same on every device.
     """
 
     def __init__(self, arch: Architecture, device: Device, params: Sequence[np.ndarray]):
+        """params: host arrays named as arch.names, parameters then running statistics."""
         self.arch = arch
         self.device = device
         host = [np.asarray(p, dtype=arch.dtype) for p in params]
-        self.flat = device.to_device(np.concatenate([p.ravel() for p in host]))
+        if [p.shape for p in host] != [arch.shape(name) for name in arch.names]:
+            raise ValueError(f"params must be {', '.join(arch.names)}, shaped as init_parameters makes them")
+        self.state = device.to_device(np.concatenate([p.ravel() for p in host]))
+        self.flat = self.state[: arch.n_parameters]
         self.flat_grad = device.xp.zeros_like(self.flat)
-        self.params = self.views(self.flat, host)
-        self.grads = self.views(self.flat_grad, host)
+        arrays, count = self.views(self.state, host), len(host) - 2 * (arch.n_layers - 1) * arch.batch_norm
+        self.params, self.statistics = arrays[:count], arrays[count:]
+        self.grads = self.views(self.flat_grad, host[:count])
+        L = arch.n_layers
+        self.g = self.params[2 * L :] if arch.batch_norm else [None] * (L - 1)  # each hidden layer's scale
+        self.running = list(zip(self.statistics[0::2], self.statistics[1::2])) or [None] * (L - 1)
         self.runner = device.runner()  # on the CPU: its threads and block size (nn_gpu.cpu.Blocks)
 
     @classmethod
@@ -134,9 +91,11 @@ class Network:
         dtype: str = "float32",
         n_inputs: int = N_PIXELS,
         n_classes: int = N_CLASSES,
+        batch_norm: bool = False,
     ) -> Network:
         """A new n_inputs-hidden...-n_classes network (784-...-10 for digits) with parameters drawn from
-        `seed` (see init_parameters); hidden: the widths of the hidden layers, e.g. (10,), 10 or (256, 128).
+        `seed` (see init_parameters); hidden: the widths of the hidden layers, e.g. (10,), 10 or (256, 128);
+        batch_norm: normalise each hidden layer over the batch (nn_gpu.batch_norm).
 
         device: "auto" (card 0 if usable, else the CPU), "cpu", "gpu", "gpu:N", or a Device.
         """
@@ -147,7 +106,7 @@ class Network:
             raise ValueError(f"hidden must list one or more layer widths of at least 1; got {hidden}")
         if min(n_inputs, n_classes) < 1:
             raise ValueError(f"n_inputs and n_classes must be at least 1; got {n_inputs} and {n_classes}")
-        arch = Architecture(hidden, dtype, int(n_inputs), int(n_classes))
+        arch = Architecture(hidden, dtype, int(n_inputs), int(n_classes), bool(batch_norm))
         device = resolve_device(device) if isinstance(device, str) else device
         return cls(arch, device, init_parameters(arch, init, np.random.default_rng(seed)))
 
@@ -162,11 +121,11 @@ class Network:
 
     @property
     def W(self) -> list:
-        return self.params[0::2]
+        return self.params[0 : 2 * self.n_layers : 2]
 
     @property
     def b(self) -> list:
-        return self.params[1::2]
+        return self.params[1 : 2 * self.n_layers : 2]
 
     @property
     def n_layers(self) -> int:
@@ -175,13 +134,19 @@ class Network:
 
     @property
     def parameter_names(self) -> list[str]:
-        """["W1", "b1", ..., "WL", "bL"], the names of `params`."""
-        return parameter_names(self.n_layers)
+        """["W1", "b1", ..., "WL", "bL"] (and with batch norm "g1", ...), the names of `params`."""
+        return self.arch.names[: len(self.params)]
+
+    @property
+    def arrays(self) -> list:
+        """`params`, then the running `statistics`: views of `state`, named as arch.names."""
+        return self.params + self.statistics
 
     def __repr__(self) -> str:
         sizes = "-".join(map(str, self.arch.sizes))
         return (
-            f"Network({sizes}, {self.arch.dtype}, {self.arch.n_parameters:,} parameters, on {self.device.describe()})"
+            f"Network({sizes}{', batch norm' * self.arch.batch_norm}, {self.arch.dtype}, "
+            f"{self.arch.n_parameters:,} parameters, on {self.device.describe()})"
         )
 
     def inputs(self, X):
@@ -210,18 +175,23 @@ class Network:
     def forward(self, X, keep: bool = False, masks: list | None = None):
         """The forward pass for X (n0 x m, one column per sample): A_L = softmax(Z_L), C x m.
 
-        With keep=True, every array on the way, for `backward`: Arrays A0 (n0 x m), Z1 and A1 (n_1 x
-        m), ..., Z_L and A_L (C x m); with one hidden layer, the notebook's Z1, A1, Z2, A2.
-        masks: dropout masks [M_0, ..., M_{L-1}] (n_l x m, or None for a layer without), the ones a
-        training step draws (nn_gpu.dropout.masks); each A_l is kept multiplied by its mask, and M_l too.
+        With keep=True, a training step's forward pass, every array on the way kept for `backward`:
+        Arrays A0 (n0 x m), Z1 and A1 (n_1 x m), ..., Z_L and A_L (C x m); with one hidden layer, the
+        notebook's Z1, A1, Z2, A2. masks: dropout masks [M_0, ..., M_{L-1}] (n_l x m, or None for a
+        layer without), the ones a training step draws (nn_gpu.dropout.masks); each A_l is kept
+        multiplied by its mask, and M_l too. With batch norm, keep=True normalises with the batch's
+        statistics (and moves the running ones, as a training step does) and keeps Yhat_l and s_l too;
+        keep=False, a prediction, normalises with the running statistics.
         """
-        kept_Z: list = []
-        Z_L, A = self.runner.whole(lambda: self._logits(X, kept_Z if keep else None, masks))
+        kept_Z, norms = [], []
+        Z_L, A = self.runner.whole(lambda: self._logits(X, kept_Z if keep else None, masks, keep, norms))
         A_L = self.device.ops.softmax(Z_L)
         if not keep:
             return A_L
         cache = Arrays(A0=A[0])
         for l, (Z_l, A_l) in enumerate(zip([*kept_Z, Z_L], [*A[1:], A_L]), start=1):
+            if l <= len(norms):
+                cache[f"Yhat{l}"], cache[f"s{l}"] = norms[l - 1]
             cache[f"Z{l}"], cache[f"A{l}"] = Z_l, A_l
         for l, M_l in enumerate(masks or []):
             if M_l is not None:
@@ -240,14 +210,18 @@ class Network:
         flat = xp.zeros_like(self.flat)
         grads = self.views(flat, self.params)
         # dZ_L = A_L - Y (C x m) and db_L, from Z_L (its bias in it already: the op adds a zero one)
-        dZ = ops.output_layer(cache[f"Z{L}"].copy(), xp.zeros_like(self.b[-1]), y, 0.0, grads[-1], xp.zeros(2))
+        dZ = ops.output_layer(cache[f"Z{L}"].copy(), xp.zeros_like(self.b[-1]), y, 0.0, grads[2 * L - 1], xp.zeros(2))
         kept_dZ: list = []
         masks = [cache.get(f"M{l}") for l in range(L)]
-        self.runner.whole(lambda: self._backward(A, dZ, grads, kept_dZ, masks=masks))
+        norms = [(cache[f"Yhat{l}"], cache[f"s{l}"]) for l in range(1, L) if f"Yhat{l}" in cache]
+        self.runner.whole(lambda: self._backward(A, dZ, grads, kept_dZ, masks=masks, norms=norms))
         flat /= m  # every dW and db at once: the mean over the batch
         result = Arrays()
         for l, dZ_l in zip(range(L, 0, -1), kept_dZ):
-            result[f"dZ{l}"], result[f"dW{l}"], result[f"db{l}"] = dZ_l, grads[2 * l - 2], grads[2 * l - 1]
+            result[f"dY{l}" if l < L and norms else f"dZ{l}"] = dZ_l
+            result[f"dW{l}"], result[f"db{l}"] = grads[2 * l - 2], grads[2 * l - 1]
+            if l < L and norms:
+                result[f"dg{l}"] = grads[2 * L + l - 1]
         return result
 
     def step(self, grads: Arrays, alpha: float) -> None:
@@ -284,50 +258,63 @@ class Network:
         loss summed over X's m columns (the update divides by m), and sums (2, float64) += the loss and
         correct-prediction sums. The forward pass, the output layer, then each layer's backward from the top.
         """
-        ops, width = self.device.ops, X.shape[1]
+        ops, width, L = self.device.ops, X.shape[1], self.n_layers
         scales = None if dropout is None else dropout.scales
 
         def sum_batch(X, y, flat, sums, first):  # columns first, first + 1, ... of the batch
             grads = self.grads if flat is self.flat_grad else self.views(flat, self.grads)
-            A = self._activations(X, draws=None if dropout is None else dropout.draws(first, width))
+            norms: list = []
+            draws = None if dropout is None else dropout.draws(first, width)
+            A = self._activations(X, draws=draws, training=True, norms=norms)
             Z = ops.product(self.W[-1], A[-1])  # W_L A_{L-1}: the output layer adds b_L
-            dZ = ops.output_layer(Z, self.b[-1], y, label_smoothing, grads[-1], sums)  # dZ_L and db_L
-            self._backward(A, dZ, grads, scales=scales)
+            dZ = ops.output_layer(Z, self.b[-1], y, label_smoothing, grads[2 * L - 1], sums)  # dZ_L and db_L
+            self._backward(A, dZ, grads, scales=scales, norms=norms)
 
-        self.runner.sum_gradients(sum_batch, X, y, self.flat_grad, sums)
+        if self.arch.batch_norm:  # the batch's statistics need the whole batch: no blocks
+            self.runner.whole(lambda: sum_batch(X, y, self.flat_grad, sums, 0))
+        else:
+            self.runner.sum_gradients(sum_batch, X, y, self.flat_grad, sums)
 
-    def _activations(self, X, kept_Z: list | None = None, masks: list | None = None, draws: list | None = None):
+    def _activations(
+        self, X, kept_Z=None, masks=None, draws=None, training: bool = False, norms: list | None = None
+    ) -> list:
         """[A0, A1, ..., A_{L-1}]: the inputs A0 = inputs(X) (X n0 x m) and each hidden layer's output.
         Each hidden layer's Z_l is appended to kept_Z when a list is given. Dropout, if any: forward's
-        masks multiply each A_l as it is made; a training step's draws are applied by the ops."""
+        masks multiply each A_l as it is made; a training step's draws are applied by the ops. Batch
+        norm, if any: with the batch's statistics when training (each layer's (Yhat_l, s_l) appended
+        to norms), else the running ones."""
         masks, draws = masks or [None] * self.n_layers, draws or [None] * self.n_layers
         ops, xp, A = self.device.ops, self.device.xp, [self.inputs(X)]
         if masks[0] is not None:  # a new array in X's layout (the fast one for W1 A0 on the CPU): X is never written
             A[0] = xp.multiply(A[0], masks[0], out=xp.empty_like(A[0]))
         elif draws[0] is not None:
             A[0] = ops.dropout(A[0], draws[0])
-        for W, b, M, draw in zip(self.W[:-1], self.b[:-1], masks[1:], draws[1:]):
-            A.append(hidden_forward(ops, W, b, A[-1], kept_Z, draw))
+        for W, b, g, running, M, draw in zip(self.W, self.b, self.g, self.running, masks[1:], draws[1:]):
+            norm = None if g is None else (g, running, training, norms)
+            A.append(hidden_forward(ops, W, b, A[-1], kept_Z, draw, norm))
             if M is not None:
                 A[-1] *= M
         return A
 
-    def _logits(self, X, kept_Z: list | None = None, masks: list | None = None):
+    def _logits(self, X, kept_Z=None, masks=None, training: bool = False, norms: list | None = None):
         """(Z_L, [A0, A1, ..., A_{L-1}]): the forward pass for X (n0 x m) up to the logits Z_L (C x m),
         the A_l made as _activations makes them."""
-        A = self._activations(X, kept_Z, masks)
+        A = self._activations(X, kept_Z, masks, training=training, norms=norms)
         return output_forward(self.device.ops, self.W[-1], self.b[-1], A[-1]), A
 
-    def _backward(self, A, dZ, grads, kept_dZ: list | None = None, masks: list | None = None, scales=None) -> None:
+    def _backward(self, A, dZ, grads, kept_dZ=None, masks=None, scales=None, norms: list | None = None) -> None:
         """Each layer's backward step, from dZ_L (its db_L in grads already) down: the summed dW_l, and
-        db_l for every layer below the top, written into grads. Each dZ_l (L..1) is appended to kept_dZ
-        when a list is given. Dropout: forward's masks, or a training step's scales s_l = 1 / (1 - p_l)."""
-        masks, scales = masks or [None] * len(A), scales or [1] * len(A)
-        for l in range(len(A) - 1, -1, -1):  # A[l] is A_l, the input of layer l + 1
+        db_l for every layer below the top, written into grads. Each dZ_l (L..1; with batch norm, the
+        dY_l that dW_l is made of) is appended to kept_dZ when a list is given. Dropout: forward's masks,
+        or a training step's scales s_l = 1 / (1 - p_l). Batch norm: norms, forward's (Yhat_l, s_l)."""
+        masks, scales, L = masks or [None] * len(A), scales or [1] * len(A), len(A)
+        for l in range(L - 1, -1, -1):  # A[l] is A_l, the input of layer l + 1
             if kept_dZ is not None:
                 kept_dZ.append(dZ)
             db = grads[2 * l - 1] if l > 0 else None  # db_l, made with dZ_l below: none under the first layer
             dZ = layer_backward(self.device.ops, self.W[l], A[l], dZ, grads[2 * l], db, masks[l], scales[l])
+            if l > 0 and norms:  # dY_l from dZ_l, and dg_l
+                dZ = normalise_backward(dZ, self.g[l - 1], *norms[l - 1], grads[2 * L + l - 1])
 
     def evaluate(self, X, y, batch_size: int = 8192) -> tuple[float, float]:
         """(mean loss, accuracy) over X (n0 x m, one column per sample) and labels y, in batches; on the host."""
@@ -371,21 +358,24 @@ def check_columns(X, n_inputs: int = N_PIXELS):
     return X
 
 
-def parameter_names(n_layers: int) -> list[str]:
-    """["W1", "b1", ..., "WL", "bL"]."""
-    return [f"{kind}{l}" for l in range(1, n_layers + 1) for kind in ("W", "b")]
-
-
 # Each layer's forward step, and under it its backward step (from the top, l = L..1).
 
 
-def hidden_forward(ops, W, b, A_prev, kept_Z: list | None = None, draw=None):
+def hidden_forward(ops, W, b, A_prev, kept_Z: list | None = None, draw=None, norm=None):
     """A_l = ReLU(Z_l), Z_l = W_l A_{l-1} + b_l: n_l x m, for W_l n_l x n_{l-1} and A_{l-1} n_{l-1} x m;
-    times the step's dropout mask M_l when `draw` (a nn_gpu.dropout.Draw) is given.
+    times the step's dropout mask M_l when `draw` (a nn_gpu.dropout.Draw) is given. With batch norm,
+    norm = (g_l, (running mean, running var), training, norms) and Z_l = g_l Yhat_l + b_l
+    (nn_gpu.batch_norm), (Yhat_l, s_l) appended to norms when training.
 
     Z_l is appended to kept_Z when a list is given; otherwise it is never made (bias + ReLU is one op).
     """
     WA = ops.product(W, A_prev)
+    if norm is not None:
+        g, running, training, norms = norm
+        Yhat, s = normalise(WA, *running, training)
+        if training and norms is not None:
+            norms.append((Yhat, s))
+        WA = g * Yhat
     if kept_Z is not None:
         kept_Z.append(WA + b)  # Z_l, before the op below turns W A into A_l in place
     return ops.bias_relu(WA, b, draw)

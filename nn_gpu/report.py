@@ -95,6 +95,9 @@ def plan_line(plan: TrainingPlan, m: int, default_batch: bool, unit: str) -> str
     extras = [f"dropout {','.join(f'{p:g}' for p in plan.dropout)}"] if plan.dropout else []
     extras += [f"{plan.augment} distortions of each batch"] if plan.augment else []
     extras += [f"label smoothing {plan.label_smoothing:g}"] if plan.label_smoothing else []
+    extras += (
+        [f"the weights' moving average (decay {plan.average_weights:g}) evaluated"] if plan.average_weights else []
+    )
     return f"training: {what}, evaluated {when}{stopping}" + "".join(f"; {extra}" for extra in extras)
 
 
@@ -187,7 +190,7 @@ def write_results(run, network: Network, result: Progress, metrics: dict, weight
     pictures; the paths written (metrics: run_metrics'). A write that fails ends in one line saying what was saved, and where
     (the models are rescued into the temporary folder when model.npz cannot be written in the run's
     folder); a signal (stop: nn_gpu.run.StopSignals) stops the pictures, never the models or the metrics."""
-    arch, params = network.arch, [network.device.to_host(p) for p in network.params]
+    arch, params = network.arch, [network.device.to_host(p) for p in network.arrays]
     models = {"model.npz": params}
     if result.best_params is not None:
         models[BEST_MODEL] = Network.views(network.device.to_host(result.best_params), params)

@@ -21,13 +21,14 @@ from typing import NamedTuple
 
 import numpy as np
 
+from nn_gpu.architecture import Architecture, init_parameters
 from nn_gpu.checkpoint import TrainingData, load_checkpoint, save_checkpoint
 from nn_gpu.config import RunConfig
 from nn_gpu.data import SAMPLE, Dataset, load_dataset, rows_to_device, split_dev
 from nn_gpu.device import Device
 from nn_gpu.download import REMOTES
 from nn_gpu.errors import DataError, NNGpuError
-from nn_gpu.model import Architecture, Network, init_parameters
+from nn_gpu.model import Network
 from nn_gpu.optim import make_optimizer
 from nn_gpu.outputs import BEST_MODEL, CHECKPOINT, RunFolder
 from nn_gpu.table import DIGITS, Encoding, Scaling
@@ -222,8 +223,10 @@ class Run:
         optimizer = make_optimizer(
             config.optimizer, network, config.momentum, config.weight_decay, self.moments, iteration
         )
-        if self.progress is not None and self.progress.best_params is not None:
-            self.progress.best_params = device.to_device(self.progress.best_params)
+        if self.progress is not None:
+            for name in ("best_params", "average"):
+                if getattr(self.progress, name) is not None:
+                    setattr(self.progress, name, device.to_device(getattr(self.progress, name)))
         return network, optimizer
 
     def on_device(self, dataset: Dataset, device: Device) -> tuple | None:
@@ -240,13 +243,14 @@ class Run:
 
         def save(progress: Progress) -> Path:
             nonlocal saved_at
-            params = [device.to_host(p) for p in network.params]
-            best = device.to_host(network.flat if progress.best_params is None else progress.best_params)
+            params = [device.to_host(p) for p in network.arrays]
+            best = device.to_host(network.state if progress.best_params is None else progress.best_params)
             moments = [device.to_host(moment) for moment in optimizer.state]
             try:
                 save_checkpoint(
-                    path, self.arch, params, moments, best, progress, self.config, self.data.encoding, self.trained_on
-                )
+                    path, self.arch, params, moments, best, progress, self.config, self.data.encoding, self.trained_on,
+                    None if progress.average is None else device.to_host(progress.average),
+                )  # fmt: skip
             except OSError as error:  # written beside it and renamed over it: the one on disk is whole
                 kept = (
                     f"the checkpoint of iteration {saved_at} is intact; free some space and resume with "
@@ -279,4 +283,6 @@ class Run:
 
 
 def architecture(config: RunConfig, data: RunData) -> Architecture:
-    return Architecture(config.hidden, config.dtype, data.train.rows.shape[1], len(data.encoding.classes))
+    return Architecture(
+        config.hidden, config.dtype, data.train.rows.shape[1], len(data.encoding.classes), config.batch_norm
+    )

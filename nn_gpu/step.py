@@ -37,7 +37,7 @@ import contextlib
 
 import numpy as np
 
-from nn_gpu import augment, dropout
+from nn_gpu import augment, averaging, dropout
 from nn_gpu.optim import ScheduleTable, learning_rate
 
 STEPS_PER_GRAPH = 16  # steps in the longer graph: a run of K steps is K // 16 launches of it, then single steps
@@ -93,6 +93,7 @@ class TrainingStep:
         self.graphed = graphs and device.name == "gpu" and self.distortion is None
         self.graphs: dict[tuple[int, int], object] = {}  # (batch count, steps) -> CUDA graph
         self.memory = GraphMemory(xp) if self.graphed else None
+        self.average = None  # the weights' moving average (nn_gpu.averaging), updated after each step when set
 
     def count(self, t: int) -> int:
         """The samples of step t's batch: the batch size, less for an epoch's last, short batch."""
@@ -170,6 +171,8 @@ class TrainingStep:
             X = augment.distort(X.T, self.distortion, augment.batch_rng(self.seed, t), network.arch.dtype).T
         network.sum_gradients(X, y, self.sums, self.dropout, self.plan.label_smoothing)
         self.optimizer.update(self.schedule.rows, self.done, count)
+        if self.average is not None:
+            averaging.update(self.average, network.state, self.done, self.plan.average_weights)
 
     def _capture(self, count: int, steps: int):
         """A CUDA graph of `steps` steps on `count` samples; nothing runs until it is launched."""

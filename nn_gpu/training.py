@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from nn_gpu import parallel
+from nn_gpu import averaging, parallel
 from nn_gpu.errors import NNGpuError
 from nn_gpu.model import Network
 from nn_gpu.step import TrainingStep, epoch_order
@@ -65,7 +65,8 @@ class TrainingPlan:
     ends the run after N evaluations without a better dev accuracy. label_smoothing: eps of the
     training targets (nn_gpu.model.smooth_labels), 0 for none. dropout: rates (input, hidden...)
     as nn_gpu.dropout.layer_rates reads them, or None; augment: a recipe of nn_gpu.augment.distortion
-    (each training batch distorted afresh), or None.
+    (each training batch distorted afresh), or None; average_weights: the decay of the weights' moving
+    average (nn_gpu.averaging), which is then evaluated and kept as the model; 0 for none.
     """
 
     learning_rate: float = 0.10
@@ -79,6 +80,7 @@ class TrainingPlan:
     dropout: tuple[float, ...] | None = None
     augment: str | None = None
     label_smoothing: float = 0.0
+    average_weights: float = 0.0
 
     def __post_init__(self):
         if self.epochs is not None and self.batch_size is None:
@@ -115,15 +117,18 @@ class Progress:
     best_dev_accuracy: float | None = None
     waited: int = 0  # evaluations since the best
     stopped_early: bool = False
-    best_params: object = field(default=None, repr=False)  # network.flat at the best, on the device; not in to_dict
+    best_params: object = field(default=None, repr=False)  # network.state at the best, on the device; not in to_dict
+    average: object = field(
+        default=None, repr=False
+    )  # the moving average of network.state, on the device; not in to_dict
 
     @property
     def samples_per_second(self) -> float:
         return self.samples / self.train_seconds if self.train_seconds > 0 else float("nan")
 
     def to_dict(self) -> dict:
-        """Everything but best_params, as JSON-ready values (a checkpoint stores best_params as an array)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "best_params"}
+        """Everything but the arrays, as JSON-ready values (a checkpoint stores best_params and average as arrays)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("best_params", "average")}
 
 
 class Batches:
@@ -182,21 +187,21 @@ def train(
     evaluate_at_end: bool = True,
     epoch_start: tuple[int, int] = (0, 0),
 ) -> Progress:
-    """Train `network` on X (n0 x m) and y (m labels), both on its device, from `progress` onwards,
-    with `optimizer` (nn_gpu.optim: SGD or Adam) and the plan's dropout and augmentation.
+    """Train `network` on X (n0 x m) and y (m labels), both on its device, from `progress` onwards, with
+    `optimizer` (nn_gpu.optim: SGD or Adam) and the plan's dropout, augmentation and weight averaging.
 
     dev: (X_dev, y_dev), evaluated at each logged iteration, or None. hooks: what the caller sees and
     steers (Hooks; None: nothing). A non-finite loss, or one over exploding_loss, raises Diverged
     before anything is saved from the bad state. graphs: on the GPU, replay each step as a CUDA graph
     (nn_gpu.step; the same bits as without). evaluate_at_end: evaluate the training set (and dev) into
     progress.final. epoch_start: (steps, epoch): X's first epoch starts after that many steps and has
-    that number (MLPClassifier.partial_fit goes on from earlier calls on other X this way).
-    """
+    that number (MLPClassifier.partial_fit goes on from earlier calls on other X this way)."""
     with parallel.one_blas_thread():  # set once for the run: setting it costs 16 us, a mini-batch step 200
         progress, hooks, m = progress or Progress(), hooks or Hooks(), X.shape[1]
         total, every = plan.total_iterations(m), plan.evaluate_every(m)
         sums = (progress.loss_sum, progress.correct_sum)
         step = TrainingStep(network, optimizer, X, y, plan, seed, progress.iteration, sums, graphs, epoch_start)
+        step.average = progress.average = averaging.start(network, progress.average, plan.average_weights)
         ledger = Ledger(network, step, progress, exploding_loss)
         while progress.iteration < total and not progress.stopped_early:
             first = progress.iteration + 1
@@ -221,6 +226,7 @@ def train(
                 raise Interrupted(f"at iteration {last}{where}", signum)
             ledger.go_on()
         optimizer.steps = progress.iteration
+        averaging.keep(network, progress.average)
         if evaluate_at_end:
             train_loss, train_accuracy = network.evaluate(X, y)
             progress.final = {"train_loss": train_loss, "train_accuracy": train_accuracy, **_dev_metrics(network, dev)}
@@ -277,7 +283,7 @@ class Ledger:
             "learning_rate": lr,
             "train_loss": progress.loss_sum / progress.seen,
             "train_accuracy": progress.correct_sum / progress.seen,
-            **_dev_metrics(self.network, dev),
+            **self.dev_metrics(dev),
             "samples_per_second": (progress.samples - self.logged[0]) / seconds,
         }
         self.logged = (progress.samples, progress.train_seconds)
@@ -286,8 +292,13 @@ class Ledger:
         progress.seen = 0
         self.step.reset_sums()
         if dev is not None:
-            _keep_best(self.network, progress, entry["dev_accuracy"], plan.early_stopping)
+            with averaging.swapped_in(self.network, progress.average):
+                _keep_best(self.network, progress, entry["dev_accuracy"], plan.early_stopping)
         return entry
+
+    def dev_metrics(self, dev) -> dict:
+        with averaging.swapped_in(self.network, self.progress.average):
+            return _dev_metrics(self.network, dev)
 
     def checkpoint(self, save: Callable[[Progress], Path]) -> None:
         progress = self.progress
@@ -302,7 +313,7 @@ def _keep_best(network: Network, progress: Progress, dev_accuracy: float, patien
     tie); count the evaluations since, and mark the run stopped once they reach patience (0: never)."""
     if progress.best_dev_accuracy is None or dev_accuracy > progress.best_dev_accuracy:
         progress.best_dev_accuracy, progress.best_iteration, progress.waited = dev_accuracy, progress.iteration, 0
-        progress.best_params = network.flat.copy()
+        progress.best_params = network.state.copy()
     else:
         progress.waited += 1
     progress.stopped_early = bool(patience) and progress.waited >= patience

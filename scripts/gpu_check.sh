@@ -122,7 +122,8 @@ stage parity 60 "training GPU = CPU; the Python API" "${pytest[@]}" \
     "$gpu_tests::test_training_on_gpu_equals_training_on_cpu" \
     "$gpu_tests::test_the_python_api_runs_on_the_gpu_as_on_the_cpu" \
     "$gpu_tests::test_augmentation_is_the_same_on_both_devices" \
-    "$gpu_tests::test_the_ladders_recipe_on_the_gpu_follows_the_cpu"
+    "$gpu_tests::test_the_ladders_recipe_on_the_gpu_follows_the_cpu" \
+    "$gpu_tests::test_batch_norm_and_weight_averaging_on_the_gpu_follow_the_cpu_and_graph"
 stage graph 90 "graph replay = launches, bit for bit" "${pytest[@]}" -s \
     "$gpu_tests::test_fused_graph_replays_what_the_launches_compute" \
     "$gpu_tests::test_a_graphed_run_is_the_eager_run_bit_for_bit" \

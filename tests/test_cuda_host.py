@@ -21,10 +21,11 @@ import numpy as np
 import pytest
 
 from nn_gpu import dropout
+from nn_gpu.architecture import Architecture, init_parameters
 from nn_gpu.cuda_source import CUDA_SOURCE, KERNEL_LAYOUTS, KERNELS, STEP_SOURCE
 from nn_gpu.device import cpu_device
 from nn_gpu.fused_source import FUSED_SOURCE
-from nn_gpu.model import Architecture, Network, init_parameters
+from nn_gpu.model import Network
 from nn_gpu.ops import REFERENCE_OPS as ops
 
 TYPES = {"f32": ("float", np.float32), "f64": ("double", np.float64)}

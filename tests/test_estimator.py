@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nn_gpu import MLPClassifier
-from nn_gpu.model import Architecture, init_parameters
+from nn_gpu.architecture import Architecture, init_parameters
 from nn_gpu.training import epoch_order
 
 sklearn = pytest.importorskip("sklearn", reason="scikit-learn is in the dev extra: pip install -e '.[dev]'")

@@ -19,9 +19,10 @@ import pytest
 from helpers import run_script, synthetic_csv, synthetic_digits
 
 import nn_gpu
+from nn_gpu.architecture import Architecture, init_parameters
 from nn_gpu.data import rows_to_device
 from nn_gpu.device import WholeBatches
-from nn_gpu.model import Architecture, Network, init_parameters
+from nn_gpu.model import Network
 from nn_gpu.ops import REFERENCE_OPS
 from nn_gpu.optim import SGD, learning_rate
 from nn_gpu.training import TrainingPlan, train
@@ -666,3 +667,17 @@ def test_the_page_server_on_the_gpu_answers_as_on_the_cpu(tmp_path, cp):
     finally:
         code, _ = stop_serve(server)
     assert code == 0
+
+
+def test_batch_norm_and_weight_averaging_on_the_gpu_follow_the_cpu_and_graph(cpu, gpu):
+    """Batch norm's statistics and the weights' average are device work inside the step: the card follows the
+    CPU (float64), and a graphed run gives the eager run's bits, running statistics and average included."""
+    images, labels = synthetic_digits(500, seed=3)
+    states = {}
+    for device, graphs in ((cpu, True), (gpu, True), (gpu, False)):
+        net = Network.create(hidden=(32, 16), device=device, seed=0, dtype="float64", batch_norm=True)
+        nn_gpu.train(net, images.T, labels, epochs=3, batch_size=64, optimizer="adamw", learning_rate=0.003,
+                     average_weights=0.9, log=None, graphs=graphs)  # fmt: skip
+        states[device.name, graphs] = device.to_host(net.state)
+    np.testing.assert_allclose(states["gpu", True], states["cpu", True], rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(states["gpu", True], states["gpu", False])

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from nn_gpu.model import Architecture, Network, init_parameters, scale_pixels
+from nn_gpu.architecture import Architecture, init_parameters
+from nn_gpu.model import Network, scale_pixels
 from nn_gpu.optim import SGD
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from helpers import traced_peak
 
+from nn_gpu.architecture import Architecture, init_parameters
 from nn_gpu.checkpoint import load_model, save_model
 from nn_gpu.errors import ModelFileError
-from nn_gpu.model import Architecture, init_parameters
 from nn_gpu.safe_io import write_atomically
 
 

@@ -12,9 +12,10 @@ import pytest
 from threadpoolctl import ThreadpoolController, threadpool_info, threadpool_limits
 
 from nn_gpu import parallel
+from nn_gpu.architecture import Architecture, init_parameters
 from nn_gpu.data import load_dataset, rows_to_device
 from nn_gpu.device import cpu_device
-from nn_gpu.model import Architecture, Network, init_parameters
+from nn_gpu.model import Network
 from nn_gpu.optim import SGD
 from nn_gpu.training import TrainingPlan, train
 

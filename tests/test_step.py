@@ -17,10 +17,11 @@ from helpers import synthetic_digits
 import guarded
 from nn_gpu import parallel
 from nn_gpu import step as step_module
+from nn_gpu.architecture import Architecture, init_parameters
 from nn_gpu.cpu import CPU_OPS
 from nn_gpu.device import cpu_device
 from nn_gpu.dropout import Dropout, layer_rates
-from nn_gpu.model import Architecture, Network, init_parameters
+from nn_gpu.model import Network
 from nn_gpu.ops import REFERENCE_OPS
 from nn_gpu.optim import Adam, ScheduleTable, learning_rate, make_optimizer
 from nn_gpu.step import TrainingStep, epoch_order

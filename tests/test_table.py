@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 from helpers import run_cli
 
+from nn_gpu.architecture import Architecture, init_parameters
 from nn_gpu.checkpoint import load_checkpoint, load_trained_model, save_model
 from nn_gpu.commands import predict
 from nn_gpu.commands.train import run_config, train_main, train_parser
 from nn_gpu.device import resolve_device
 from nn_gpu.errors import ModelFileError
-from nn_gpu.model import Architecture, Network, init_parameters
+from nn_gpu.model import Network
 from nn_gpu.run import load_run_data
 from nn_gpu.table import Scaling
 

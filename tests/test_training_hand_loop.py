@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from helpers import synthetic_digits
 
-from nn_gpu.model import Architecture, Network, init_parameters
+from nn_gpu.architecture import Architecture, init_parameters
+from nn_gpu.model import Network
 from nn_gpu.optim import SGD
 from nn_gpu.training import TrainingPlan, train
 

@@ -6,10 +6,11 @@ import time
 
 import numpy as np
 
+from nn_gpu.architecture import Architecture, init_parameters
 from nn_gpu.bench.implementations import Torch, torch_available
 from nn_gpu.data import load_dataset, rows_to_device, split_dev
 from nn_gpu.device import cpu_device
-from nn_gpu.model import Architecture, Network, init_parameters
+from nn_gpu.model import Network
 from nn_gpu.optim import SGD
 from nn_gpu.training import TrainingPlan, epoch_order, train
 

@@ -18,10 +18,11 @@ from __future__ import annotations
 import numpy as np
 
 from nn_gpu import parallel
+from nn_gpu.architecture import Architecture, init_parameters
 from nn_gpu.data import rows_to_device
 from nn_gpu.device import cpu_device, resolve_device
 from nn_gpu.errors import one_line
-from nn_gpu.model import Architecture, Network, init_parameters
+from nn_gpu.model import Network
 from nn_gpu.optim import SGD
 from nn_gpu.step import TrainingStep
 from nn_gpu.training import TrainingPlan

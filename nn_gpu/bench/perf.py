@@ -16,12 +16,13 @@ from collections import Counter
 import numpy as np
 
 from nn_gpu import step as step_module
+from nn_gpu.architecture import Architecture, init_parameters
 from nn_gpu.bench.implementations import synthetic_digits, torch_available
 from nn_gpu.data import rows_to_device
 from nn_gpu.device import resolve_device
 from nn_gpu.dropout import layer_rates
 from nn_gpu.errors import one_line
-from nn_gpu.model import Architecture, Network, init_parameters
+from nn_gpu.model import Network
 from nn_gpu.optim import make_optimizer
 from nn_gpu.training import TrainingPlan
 

@@ -8,11 +8,12 @@ import sys
 
 import numpy as np
 
+from nn_gpu.architecture import DTYPES
 from nn_gpu.commands.toolkit import Parser, add_version, device_name, non_negative_int, positive_int, run_main, widths
 from nn_gpu.data import load_dataset
 from nn_gpu.errors import NNGpuError
 from nn_gpu.gradient_check import gradcheck
-from nn_gpu.model import DTYPES, Network
+from nn_gpu.model import Network
 
 
 def gradcheck_parser(prog: str = "gradcheck.py") -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ import dataclasses
 from pathlib import Path
 
 from nn_gpu import parallel
+from nn_gpu.architecture import DTYPES, INITS
 from nn_gpu.commands.toolkit import (
     Parser,
     add_version,
@@ -39,7 +40,6 @@ from nn_gpu.config import (
 )
 from nn_gpu.device import INSTALL_HINT, gpu_unavailable_reason, resolve_device
 from nn_gpu.errors import NNGpuError
-from nn_gpu.model import DTYPES, INITS
 from nn_gpu.optim import OPTIMIZERS, SCHEDULES
 from nn_gpu.outputs import CHECKPOINT, check_room, claim, new_run_folder
 from nn_gpu.report import (
@@ -103,6 +103,11 @@ FLAGS = [  # (flags, argparse keywords): the settings of the run, then how it is
         "parts joined by +, each NAME or NAME=VALUE: rotation (degrees, default 10), scale (0.1), shift (pixels, 2), "
         "affine (all three), elastic (alpha, 34; Simard 2003), sigma (4), flip (mirror half the images), erase "
         "(the probability of erasing a rectangle, 0.5); e.g. affine, affine+elastic, shift+flip+erase")),
+    (("--batch-norm",), dict(action="store_true", help="normalise each hidden layer over the batch before its "
+        "scale, shift and ReLU (Ioffe and Szegedy 2015); evaluation and prediction use the running statistics")),
+    (("--average-weights",), dict(type=number_in(PROBABILITY), default=0.0, metavar="DECAY", help="evaluate and "
+        "save a moving average of the weights, average := DECAY average + (1 - DECAY) weights after each step "
+        "(e.g. 0.999; default 0: off)")),
     (("--save-every",), dict(metavar="N", type=non_negative_int, default=0, help="save DIR/checkpoint.npz every N iterations too "
         "(default 0: only at the end and on a stop signal)")),
     (("--resume",), dict(type=Path, metavar="DIR", help="continue the run saved in DIR/checkpoint.npz; with "

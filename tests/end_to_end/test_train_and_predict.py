@@ -12,11 +12,11 @@ from helpers import run_script, synthetic_csv, synthetic_digits, write_kaggle_cs
 
 from nn_gpu import parallel
 from nn_gpu import run as run_module
+from nn_gpu.architecture import Architecture
 from nn_gpu.commands.predict import predict_main
 from nn_gpu.commands.train import train_main
 from nn_gpu.data import load_dataset
 from nn_gpu.device import gpu_unavailable_reason
-from nn_gpu.model import Architecture
 from nn_gpu.training import TrainingPlan
 
 needs_sample = pytest.mark.skipif(
