@@ -45,14 +45,17 @@ FASHION = "/usr/share/datasets/fashion-mnist"
 
 def rungs(epochs: int) -> list[tuple[str, list[str], int | None]]:
     """(what the rung adds, its train.py flags, the rung it builds on), from the notebook's job up. Each
-    adds one thing to the rung above (AdamW replaces SGD with momentum), except the last: width, which
-    dropout needs (Srivastava et al. used 800 to 4096 units), added to the dropout rung, and label
-    smoothing, added to the best rung before dropout."""
+    adds one thing to the rung above (AdamW replaces SGD with momentum), except where it says which rung
+    it builds on: width, which dropout needs (Srivastava et al. used 800 to 4096 units), added to the
+    dropout rung; label smoothing, added to the best rung before dropout; then width, distortions,
+    batch norm and weight averaging on the label-smoothing rung, and mirror images for clothes."""
     minibatch = ["--epochs", str(epochs), "--batch-size", "128"]
     sgd = ["--alpha", "0.05", "--momentum", "0.9"]
     wide = ["--hidden", "256,256"]
     adamw = ["--optimizer", "adamw", "--alpha", "0.001", "--weight-decay", "0.01", "--lr-schedule", "cosine"]
     dropout = ["--dropout", "0.2,0.5"]
+    smooth = ["--label-smoothing", "0.1"]
+    widest = [*minibatch, "--hidden", "1024,1024", *adamw, *smooth]
     return [
         ("the notebook: 784-10-10, U(-0.5, 0.5), 500 full-batch steps", ["--init", "uniform"], None),
         (f"He init, {epochs} epochs of mini-batches of 128, momentum 0.9", [*minibatch, *sgd], 0),
@@ -63,7 +66,12 @@ def rungs(epochs: int) -> list[tuple[str, list[str], int | None]]:
         ("affine distortions", [*minibatch, *wide, *adamw, *dropout, "--augment", "affine"], 5),
         ("affine and elastic distortions", [*minibatch, *wide, *adamw, *dropout, "--augment", "affine+elastic"], 6),
         ("rung 5 with two hidden layers of 1024", [*minibatch, "--hidden", "1024,1024", *adamw, *dropout], 5),
-        ("rung 4 with label smoothing 0.1", [*minibatch, *wide, *adamw, "--label-smoothing", "0.1"], 4),
+        ("rung 4 with label smoothing 0.1", [*minibatch, *wide, *adamw, *smooth], 4),
+        ("rung 9 with two hidden layers of 1024", widest, 9),
+        ("rung 10 with affine distortions", [*widest, "--augment", "affine"], 10),
+        ("rung 11 with batch norm", [*widest, "--augment", "affine", "--batch-norm"], 11),
+        ("rung 11 with weight averaging (decay 0.999)", [*widest, "--augment", "affine", "--average-weights", "0.999"], 11),
+        ("rung 9 with mirror images", [*minibatch, *wide, *adamw, *smooth, "--augment", "flip"], 9),
     ]  # fmt: skip
 
 
@@ -102,7 +110,7 @@ def run_torch(flags: list[str], seed: int, device: str = "cpu", graphed: bool = 
     torch.manual_seed(seed)
     sizes = (784, *config.hidden, 10)
     rates = layer_rates(config.dropout, len(config.hidden))
-    model = torch_step.mlp(torch, sizes, rates).to(on)
+    model = torch_step.mlp(torch, sizes, rates, config.batch_norm).to(on)
     if config.init == "uniform":  # the notebook's U(-0.5, 0.5), as its reader would write it
         for parameter in model.parameters():
             torch.nn.init.uniform_(parameter, -0.5, 0.5)
@@ -113,6 +121,7 @@ def run_torch(flags: list[str], seed: int, device: str = "cpu", graphed: bool = 
     )
     loss_function = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     step = torch_step.TorchStep(torch, model, loss_function, optimizer, graphed)
+    average = torch_step.Average(torch, model, config.average_weights) if config.average_weights else None
     plan = config.plan()
     total = plan.total_iterations(m)
     recipe = distortion(config.augment) if config.augment else None
@@ -135,9 +144,12 @@ def run_torch(flags: list[str], seed: int, device: str = "cpu", graphed: bool = 
             optimizer, config.learning_rate * learning_rate(config.lr_schedule, 1.0, iteration, total)
         )
         step(X_batch, y[index])
+        if average is not None:
+            average.update(model)
     if on.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
+    model = model if average is None else average.model
     model.eval()
     with torch.no_grad():
         predicted = model(torch.from_numpy(np.array(test.rows)).to(on).float() / 255).argmax(dim=1).cpu().numpy()

@@ -10,20 +10,45 @@ nn_gpu's eager first step is. Each batch size gets its own graph (an epoch's las
 
 from __future__ import annotations
 
+import copy
+
+from nn_gpu.averaging import WARM_UP
+
 WARMUP_STEPS = 3  # eager steps of each batch size before its capture, as PyTorch's documentation does
 
 
-def mlp(torch, sizes, rates):
+def mlp(torch, sizes, rates, batch_norm: bool = False):
     """torch.nn.Sequential of Linear layers of `sizes` (n0, hidden..., C) with ReLU between them, each
-    layer's input dropped at its rate of `rates` (nn_gpu.dropout.layer_rates: 0 for none)."""
+    layer's input dropped at its rate of `rates` (nn_gpu.dropout.layer_rates: 0 for none); batch_norm:
+    BatchNorm1d before each hidden ReLU, its shift the layer's only bias (as nn_gpu.batch_norm)."""
     layers: list = []
     for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         if l > 0:
             layers.append(torch.nn.ReLU())
         if rates[l]:
             layers.append(torch.nn.Dropout(rates[l]))
-        layers.append(torch.nn.Linear(n_in, n_out))
+        hidden = l < len(sizes) - 2
+        layers.append(torch.nn.Linear(n_in, n_out, bias=not (batch_norm and hidden)))
+        if batch_norm and hidden:
+            layers.append(torch.nn.BatchNorm1d(n_out))
     return torch.nn.Sequential(*layers)
+
+
+class Average:
+    """nn_gpu.averaging's moving average of a model's floating state (parameters, BatchNorm's running
+    statistics), in `model` (a copy); update(trained) after each step."""
+
+    def __init__(self, torch, trained, decay: float):
+        self.torch, self.decay, self.t = torch, decay, 0
+        self.model = copy.deepcopy(trained)
+
+    def update(self, trained) -> None:
+        self.t += 1
+        keep = min(self.decay, (1 + self.t) / (WARM_UP + self.t))
+        with self.torch.no_grad():
+            for average, now in zip(self.model.state_dict().values(), trained.state_dict().values()):
+                if average.dtype.is_floating_point:
+                    average.mul_(keep).add_(now, alpha=1 - keep)
 
 
 def optimizer(torch, name: str, parameters, lr: float, momentum: float, weight_decay: float, graphed: bool):

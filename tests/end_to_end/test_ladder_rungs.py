@@ -61,7 +61,9 @@ def test_sgd_checkpoints_keep_one_moment_and_older_ones_still_resume(train_csv, 
         (["--dropout", "0.2,x"], "expected rates like 0.2,0.5 (input, hidden), got '0.2,x'"),
         (["--dropout", "0.1,0.2,0.3,0.4"], "--dropout: 4 dropout rates for 2 hidden layers"),
         (["--optimizer", "adam", "--momentum", "0.9"], "--momentum is SGD's; --optimizer adam keeps its own moments"),
-        (["--augment", "rotate"], "argument --augment: invalid choice: 'rotate'"),
+        (["--augment", "rotate"], "argument --augment: 'rotate' is not a part of a distortion: use affine, rotation"),
+        (["--augment", "flip+erase=2"], "argument --augment: 'erase=2': erase must be from 0 to 1"),
+        (["--average-weights", "1"], "argument --average-weights: must be at least 0 and below 1, got 1"),
         (["--label-smoothing", "1"], "argument --label-smoothing: must be at least 0 and below 1, got 1"),
     ],
 )
@@ -84,7 +86,7 @@ def test_each_rung_is_a_train_py_command_that_changes_one_thing():
         {name for name in after if after[name] != settings[base][name]}
         for after, (_, _, base) in zip(settings[2:], ladder[2:])
     ]
-    assert [base for _, _, base in ladder] == [None, 0, 1, 2, 3, 4, 5, 6, 5, 4]
+    assert [base for _, _, base in ladder] == [None, 0, 1, 2, 3, 4, 5, 6, 5, 4, 9, 10, 11, 11, 9]
     assert changed == [
         {"hidden"},
         {"weight_decay", "lr_schedule"},
@@ -94,6 +96,11 @@ def test_each_rung_is_a_train_py_command_that_changes_one_thing():
         {"augment"},
         {"hidden"},
         {"label_smoothing"},
+        {"hidden"},
+        {"augment"},
+        {"batch_norm"},
+        {"average_weights"},
+        {"augment"},
     ]
 
 
