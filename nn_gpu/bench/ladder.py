@@ -72,6 +72,8 @@ def rungs(epochs: int) -> list[tuple[str, list[str], int | None]]:
         ("rung 11 with batch norm", [*widest, "--augment", "affine", "--batch-norm"], 11),
         ("rung 11 with weight averaging (decay 0.999)", [*widest, "--augment", "affine", "--average-weights", "0.999"], 11),
         ("rung 9 with mirror images", [*minibatch, *wide, *adamw, *smooth, "--augment", "flip"], 9),
+        ("rung 14 with two hidden layers of 512", [*minibatch, "--hidden", "512,512", *adamw, *smooth, "--augment", "flip"], 14),
+        ("rung 15 with weight averaging (decay 0.999)", [*minibatch, "--hidden", "512,512", *adamw, *smooth, "--augment", "flip", "--average-weights", "0.999"], 15),
     ]  # fmt: skip
 
 
