@@ -74,6 +74,7 @@ def rungs(epochs: int) -> list[tuple[str, list[str], int | None]]:
         ("rung 9 with mirror images", [*minibatch, *wide, *adamw, *smooth, "--augment", "flip"], 9),
         ("rung 14 with two hidden layers of 512", [*minibatch, "--hidden", "512,512", *adamw, *smooth, "--augment", "flip"], 14),
         ("rung 15 with weight averaging (decay 0.999)", [*minibatch, "--hidden", "512,512", *adamw, *smooth, "--augment", "flip", "--average-weights", "0.999"], 15),
+        ("rung 11 with gentle elastic distortions (alpha 20, sigma 5)", [*widest, "--augment", "affine+elastic=20+sigma=5"], 11),
     ]  # fmt: skip
 
 

@@ -86,7 +86,7 @@ def test_each_rung_is_a_train_py_command_that_changes_one_thing():
         {name for name in after if after[name] != settings[base][name]}
         for after, (_, _, base) in zip(settings[2:], ladder[2:])
     ]
-    assert [base for _, _, base in ladder] == [None, 0, 1, 2, 3, 4, 5, 6, 5, 4, 9, 10, 11, 11, 9, 14, 15]
+    assert [base for _, _, base in ladder] == [None, 0, 1, 2, 3, 4, 5, 6, 5, 4, 9, 10, 11, 11, 9, 14, 15, 11]
     assert changed == [
         {"hidden"},
         {"weight_decay", "lr_schedule"},
@@ -103,6 +103,7 @@ def test_each_rung_is_a_train_py_command_that_changes_one_thing():
         {"augment"},
         {"hidden"},
         {"average_weights"},
+        {"augment"},
     ]
 
 
