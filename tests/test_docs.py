@@ -82,7 +82,13 @@ def test_the_flag_table_is_the_parsers_own_words():
 def test_the_readme_is_a_front_door_with_both_commands():
     readme = (ROOT / "README.md").read_text()
     assert len(readme.splitlines()) <= 150
-    for marker in ("<!-- main-command -->", "<!-- test-command -->", "<!-- python-snippet -->", "<!-- best-recipe -->"):
+    for marker in (
+        "<!-- main-command -->",
+        "<!-- test-command -->",
+        "<!-- python-snippet -->",
+        "<!-- best-recipe -->",
+        "<!-- best-recipe-fashion -->",
+    ):
         assert marker in readme
     assert "python scripts/train.py" in fenced_after(readme, "<!-- main-command -->")
     assert "python -m pytest" in fenced_after(readme, "<!-- test-command -->")

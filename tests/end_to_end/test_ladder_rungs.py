@@ -124,7 +124,22 @@ def test_the_readmes_best_recipe_runs_unchanged_on_a_kaggle_csv(tmp_path, monkey
     block = (ROOT / "README.md").read_text().split("<!-- best-recipe -->\n```\n", 1)[1].split("\n```", 1)[0]
     words = shlex.split(block)
     assert words[:2] == ["python", "scripts/train.py"] and words[words.index("--data") + 1] == "sample"
+    assert words[words.index("--data") + 2 :] == [*rungs(100)[17][1]]  # the recipe measured in docs/ladder.md
     words[words.index("--data") + 1] = str(train_csv)  # a Kaggle-format train.csv in its place
     monkeypatch.chdir(tmp_path)
     assert train_main([*words[2:], "--dry-run", "--device", "cpu", "--quiet"]) == 0
     assert next((tmp_path / "runs").iterdir()).joinpath("best_model.npz").exists()
+
+
+def test_the_readmes_clothes_recipe_is_the_ladders_rung_16_and_runs(tmp_path, monkeypatch):
+    block = (ROOT / "README.md").read_text().split("<!-- best-recipe-fashion -->\n```\n", 1)[1].split("\n```", 1)[0]
+    words = shlex.split(block)
+    assert words[:2] == ["python", "scripts/train.py"]
+    data = words.index("--data")
+    assert words[data + 1 : data + 4] == ["/usr/share/datasets/fashion-mnist", "--dev-size", "0"]
+    assert words[data + 4 :] == [*rungs(50)[16][1]]  # the recipe measured in docs/ladder.md
+    train_csv = synthetic_csv(tmp_path / "train.csv", 300, seed=6)
+    words[data + 1] = str(train_csv)
+    monkeypatch.chdir(tmp_path)
+    assert train_main([*words[2:], "--dry-run", "--device", "cpu", "--quiet"]) == 0
+    assert next((tmp_path / "runs").iterdir()).joinpath("model.npz").exists()
