@@ -32,7 +32,7 @@
 #   compile   ~25 s  every kernel source compiled by NVRTC for sm_90/80/75(/60), ptxas' limits checked
 #   bench     ~90 s  scripts/bench.py --device gpu: nn_gpu graphed and eager, fused, PyTorch eager and graphed;
 #                    OUTDIR/bench.json
-#   ladder    ~40 s  scripts/ladder.py --device gpu, the best recipes, rungs 8 (digits) and 9 (Fashion), 3 epochs
+#   ladder    ~60 s  scripts/ladder.py --device gpu, the best recipes, rungs 17 (digits) and 16 (Fashion), 2 epochs
 #                    of 60,000 generated digits: seconds per run against PyTorch on cuda, eager and graphed;
 #                    OUTDIR/ladder.json
 #   estimators ~40 s scripts/bench.py --estimators --device gpu on the same digits, 5 epochs: nn_gpu.MLPClassifier
@@ -163,7 +163,7 @@ for split, m in (("train", 60000), ("t10k", 10000)):
 EOF
 )
 stage ladder 90 "the ladder's best recipes: seconds per epoch vs PyTorch on the card" bash -c \
-    '"$0" -c "$1" "$2/synthetic-idx" && "$0" scripts/ladder.py --device gpu --data "$2/synthetic-idx" --rungs 8,9 --seeds 1 --epochs 3 --json "$2/ladder.json"' \
+    '"$0" -c "$1" "$2/synthetic-idx" && "$0" scripts/ladder.py --device gpu --data "$2/synthetic-idx" --rungs 17,16 --seeds 1 --epochs 2 --json "$2/ladder.json"' \
     "$python" "$synthetic_idx_py" "$out"
 stage estimators 90 "MLPClassifier on the card vs scikit-learn (CPU) and PyTorch (cuda)" "$python" scripts/bench.py \
     --estimators --device gpu --data "$out/synthetic-idx" --epochs 5 --seeds 1 --json "$out/estimators.json"
