@@ -172,19 +172,19 @@ class Network:
             raise ValueError(f"y holds labels {int(y.min())}..{int(y.max())}; they must lie in 0..{C - 1}")
         return y
 
-    def forward(self, X, keep: bool = False, masks: list | None = None):
+    def forward(self, X, keep: bool = False, masks: list | None = None, training: bool | None = None):
         """The forward pass for X (n0 x m, one column per sample): A_L = softmax(Z_L), C x m.
 
         With keep=True, a training step's forward pass, every array on the way kept for `backward`:
         Arrays A0 (n0 x m), Z1 and A1 (n_1 x m), ..., Z_L and A_L (C x m); with one hidden layer, the
         notebook's Z1, A1, Z2, A2. masks: dropout masks [M_0, ..., M_{L-1}] (n_l x m, or None for a
         layer without), the ones a training step draws (nn_gpu.dropout.masks); each A_l is kept
-        multiplied by its mask, and M_l too. With batch norm, keep=True normalises with the batch's
-        statistics (and moves the running ones, as a training step does) and keeps Yhat_l and s_l too;
-        keep=False, a prediction, normalises with the running statistics.
+        multiplied by its mask, and M_l too. With batch norm, training (default: keep) normalises with
+        the batch's statistics, moves the running ones as a training step does, and keeps Yhat_l and s_l;
+        training=False, a prediction, normalises with the running statistics and moves nothing.
         """
-        kept_Z, norms = [], []
-        Z_L, A = self.runner.whole(lambda: self._logits(X, kept_Z if keep else None, masks, keep, norms))
+        kept_Z, norms, training = [], [], keep if training is None else training
+        Z_L, A = self.runner.whole(lambda: self._logits(X, kept_Z if keep else None, masks, training, norms))
         A_L = self.device.ops.softmax(Z_L)
         if not keep:
             return A_L
@@ -214,6 +214,8 @@ class Network:
         kept_dZ: list = []
         masks = [cache.get(f"M{l}") for l in range(L)]
         norms = [(cache[f"Yhat{l}"], cache[f"s{l}"]) for l in range(1, L) if f"Yhat{l}" in cache]
+        if self.arch.batch_norm and not norms:
+            raise ValueError("backward needs a training step's forward pass: forward(X, keep=True), not training=False")
         self.runner.whole(lambda: self._backward(A, dZ, grads, kept_dZ, masks=masks, norms=norms))
         flat /= m  # every dW and db at once: the mean over the batch
         result = Arrays()

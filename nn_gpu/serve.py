@@ -120,7 +120,7 @@ class Demo:
         k with its label. DataError when the picture cannot be read, holds no ink or is over MAX_PIXELS."""
         with self.lock:
             X = read_digit(picture, MAX_PIXELS)  # 784 x 1 uint8, as predict.py --image makes it
-            cache = self.network.forward(X, keep=True)  # A0, Z1, A1, ..., A_L; one column each
+            cache = self.network.forward(X, keep=True, training=False)  # A0, Z1, A1, ..., A_L; one column each
             L, host = self.network.n_layers, self.network.device.to_host
             A = [host(cache[f"A{l}"])[:, 0] for l in range(1, L + 1)]  # host sync
         top = int(A[-1].argmax())

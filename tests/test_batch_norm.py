@@ -2,11 +2,15 @@
 the running statistics a training step leaves, predictions that do not depend on their batch, the
 training loop against a hand loop, and model files that keep it."""
 
+import io
+
 import numpy as np
 import pytest
 from helpers import synthetic_digits
+from PIL import Image
 
 import nn_gpu
+from nn_gpu.api import read_digit
 from nn_gpu.architecture import Architecture, init_parameters
 from nn_gpu.batch_norm import EPS, MOMENTUM, normalise, normalise_backward
 from nn_gpu.checkpoint import load_model, save_model
@@ -125,3 +129,22 @@ def test_a_model_file_keeps_the_scales_and_running_statistics(cpu, tmp_path):
     plain = Architecture((16, 12), "float64")
     save_model(tmp_path / "plain.npz", plain, init_parameters(plain, "he", np.random.default_rng(0)))
     assert not load_model(tmp_path / "plain.npz")[0].batch_norm
+
+
+def test_the_page_shows_a_prediction_with_the_running_statistics_and_moves_none(cpu, tmp_path):
+    from nn_gpu.serve import Demo
+
+    net = bn_network(cpu, hidden=(16,))
+    net.forward(X, keep=True)
+    save_model(tmp_path / "model.npz", net.arch, [np.asarray(a) for a in net.arrays])
+    demo = Demo.load(tmp_path / "model.npz", cpu)
+    picture = io.BytesIO()
+    Image.fromarray(IMAGES[0].reshape(28, 28)).save(picture, format="PNG")
+    before = demo.network.state.copy()
+    shown = demo.predict(picture.getvalue())
+    np.testing.assert_array_equal(demo.network.state, before)  # a request trains nothing
+    cache = demo.network.forward(read_digit(picture.getvalue(), 10**6), keep=True, training=False)
+    np.testing.assert_allclose(shown["probabilities"], cache["A2"][:, 0], rtol=1e-6)
+    assert len(set(np.round(shown["probabilities"], 6))) > 1  # not the flat output of a batch of one
+    with pytest.raises(ValueError, match="backward needs a training step's forward pass"):
+        net.backward(net.forward(X, keep=True, training=False), LABELS)
