@@ -62,9 +62,9 @@ def train(
     "adamw" (nn_gpu.optim); dropout: rates (input, hidden...), e.g. (0.2, 0.5) (nn_gpu.dropout);
     augment: a recipe like "affine" or "shift+flip+erase" (nn_gpu.augment); label_smoothing: eps of the
     targets; average_weights: the decay of the weights' moving average, evaluated and kept as the model
-    (nn_gpu.averaging); batch norm is the network's; graphs: on the GPU, replay each step as a CUDA
-    graph (False launches its kernels from Python: the same numbers, for debugging). Returns the Progress: .history (a dict per evaluation), .final (train and dev loss
-    and accuracy), .train_seconds, and with dev .best_iteration and .best_dev_accuracy.
+    (nn_gpu.averaging); graphs: on the GPU, replay each step as a CUDA graph (False: launch its kernels
+    from Python, the same numbers). Returns the Progress: .history (a dict per evaluation), .final
+    (train and dev loss and accuracy), .train_seconds, and with dev .best_iteration, .best_dev_accuracy.
 
     With no momentum and no weight decay, each iteration is exactly forward, backward and step: the
     same numbers, bit for bit on the CPU while a batch fits in one block of 1,024 samples (a larger

@@ -267,7 +267,7 @@ def draw_run(run, network: Network, history: list[dict], layer: int, stop) -> li
 def summary(metrics: dict, folder: Path, written: list[Path], prog: str) -> str:
     """The lines a finished run ends with: how long, how good, what it wrote, how to predict with it."""
     final, best = metrics["final"], metrics["best"]
-    last = "averaged" if metrics.get("average_weights") else "last"
+    averaged = bool(metrics.get("average_weights"))
     stopped = (
         f" (stopped early: no better dev accuracy in {metrics['early_stopping']} evaluations)"
         if metrics["stopped_early"]
@@ -281,7 +281,7 @@ def summary(metrics: dict, folder: Path, written: list[Path], prog: str) -> str:
     ]
     if "test_accuracy" in final:
         lines.append(
-            f"test accuracy {percent(final['test_accuracy'])} (the held-out t10k set, {last} weights), "
+            f"test accuracy {percent(final['test_accuracy'])} (the held-out t10k set, {'averaged' if averaged else 'last'} weights), "
             f"test loss {final['test_loss']:.4f}"
         )
     lines.append(f"wrote to {folder}: {', '.join(p.name for p in written)}")
@@ -289,7 +289,7 @@ def summary(metrics: dict, folder: Path, written: list[Path], prog: str) -> str:
     if best["iteration"] is not None:
         lines.append(
             f"best dev accuracy {percent(best['dev_accuracy'])} at iteration {best['iteration']}: "
-            f"{BEST_MODEL} holds those weights, model.npz the {'average at the end' if last == 'averaged' else 'last'}"
+            f"{BEST_MODEL} holds those weights, model.npz the {'average at the end' if averaged else 'last'}"
         )
         model = folder / BEST_MODEL
     lines.append(f"predict with: {prog.replace('train', 'predict')} --model {model} --data FILE --out submission.csv")

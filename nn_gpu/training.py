@@ -118,9 +118,8 @@ class Progress:
     waited: int = 0  # evaluations since the best
     stopped_early: bool = False
     best_params: object = field(default=None, repr=False)  # network.state at the best, on the device; not in to_dict
-    average: object = field(
-        default=None, repr=False
-    )  # the moving average of network.state, on the device; not in to_dict
+    # the moving average of network.state (nn_gpu.averaging), on the device; not in to_dict
+    average: object = field(default=None, repr=False)
 
     @property
     def samples_per_second(self) -> float:
@@ -292,8 +291,8 @@ class Ledger:
         progress.seen = 0
         self.step.reset_sums()
         if dev is not None:
-            with averaging.swapped_in(self.network, progress.average):
-                _keep_best(self.network, progress, entry["dev_accuracy"], plan.early_stopping)
+            evaluated = self.network.state if progress.average is None else progress.average
+            _keep_best(evaluated, progress, entry["dev_accuracy"], plan.early_stopping)
         return entry
 
     def dev_metrics(self, dev) -> dict:
@@ -308,12 +307,13 @@ class Ledger:
         self.last_saved = (progress.iteration, save(progress))
 
 
-def _keep_best(network: Network, progress: Progress, dev_accuracy: float, patience: int) -> None:
-    """Keep a copy of the parameters when dev_accuracy beats the best so far (the first best wins a
-    tie); count the evaluations since, and mark the run stopped once they reach patience (0: never)."""
+def _keep_best(state, progress: Progress, dev_accuracy: float, patience: int) -> None:
+    """Keep a copy of `state` (the network's state that scored dev_accuracy: its own, or its average) when
+    it beats the best so far (the first best wins a tie); count the evaluations since, and mark the run
+    stopped once they reach patience (0: never)."""
     if progress.best_dev_accuracy is None or dev_accuracy > progress.best_dev_accuracy:
         progress.best_dev_accuracy, progress.best_iteration, progress.waited = dev_accuracy, progress.iteration, 0
-        progress.best_params = network.state.copy()
+        progress.best_params = state.copy()
     else:
         progress.waited += 1
     progress.stopped_early = bool(patience) and progress.waited >= patience

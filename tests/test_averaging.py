@@ -30,16 +30,18 @@ def test_the_average_follows_its_formula_with_the_warm_up():
 def test_train_keeps_the_average_of_a_hand_loop_as_the_model(cpu):
     hand = Network.create(hidden=(12,), device=cpu, seed=1, dtype="float64")
     net = Network.create(hidden=(12,), device=cpu, seed=1, dtype="float64")
-    average = hand.state.copy()
+    average, averages = hand.state.copy(), {}
     for t in range(1, 21):
         hand.step(hand.backward(hand.forward(X, keep=True), LABELS), alpha=0.1)
         d = min(0.95, (1 + t) / (10 + t))
         average = d * average + (1 - d) * hand.state
+        averages[t] = average
     dev = (X[:, :30], LABELS[:30])
     progress = nn_gpu.train(net, X, LABELS, iterations=20, average_weights=0.95, dev=dev, log=None, log_interval=10)
     np.testing.assert_allclose(net.state, average, rtol=1e-12)  # the average is the model at the end
     assert not np.allclose(net.state, hand.state, rtol=1e-6)  # and it is not the last weights
     assert progress.history[-1]["dev_accuracy"] == net.evaluate(*dev)[1]  # the dev line is the average's
+    np.testing.assert_allclose(progress.best_params, averages[progress.best_iteration], rtol=1e-12)  # the best, too
 
 
 def test_a_resumed_run_averages_as_one_never_stopped(tmp_path):
