@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nn_gpu.cuda_source import CUDA_SOURCE, KERNEL_LAYOUTS, STEP_OPTIONS, STEP_SOURCE, STEP_THREADS
-from nn_gpu.fused_source import FUSED_OPTIONS, FUSED_SOURCE, FUSED_THREADS
+from nn_gpu.cuda_source import CUDA_SOURCE, KERNEL_LAYOUTS, LAST_BLOCK_SOURCE, STEP_OPTIONS, STEP_SOURCE, STEP_THREADS
+from nn_gpu.fused_source import FUSED_OPTIONS, FUSED_SOURCE, kernel_names
 
 CARDS = {"90": "H100, H200", "80": "A100", "75": "T4 (Kaggle, Colab)", "60": "P100 (Kaggle)"}
 REGISTERS_PER_SM = 65536  # 32-bit registers in an SM's file (and the most one block may use), sm_60 to sm_90
@@ -40,7 +40,10 @@ class Source:
     label: str
     code: str
     options: tuple[str, ...]
-    threads: int
+    threads: int | dict[str, int]  # the block size of every kernel, or of each by name
+
+    def threads_of(self, kernel: str) -> int:
+        return self.threads if isinstance(self.threads, int) else self.threads[kernel]
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,7 @@ def elementwise_sources() -> list[Source]:
 
 def fused_source() -> Source:
     """The fused step's RawModule as nn_gpu/fused.py builds it (CuPy adds no header to a RawModule)."""
-    return Source("fused step", CUDA_SOURCE + FUSED_SOURCE, FUSED_OPTIONS, FUSED_THREADS)
+    return Source("fused step", CUDA_SOURCE + LAST_BLOCK_SOURCE + FUSED_SOURCE, FUSED_OPTIONS, kernel_names())
 
 
 def step_source() -> Source:
@@ -165,7 +168,7 @@ def parse_ptxas(log: str, source: Source) -> list[KernelFigures]:
         elif current is not None and (used := _USED.search(line)):
             shared = _SHARED.search(line)
             current.update(registers=int(used.group(1)), shared=int(shared.group(1)) if shared else 0)
-            figures.append(KernelFigures(source=source.label, threads=source.threads, **current))
+            figures.append(KernelFigures(source=source.label, threads=source.threads_of(current["kernel"]), **current))
             current = None
     return figures
 

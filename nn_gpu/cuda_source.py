@@ -228,8 +228,27 @@ KERNEL_LAYOUTS = {
 STEP_THREADS = 256
 STEP_OPTIONS = ("--std=c++17",)  # NVRTC options of the step's RawModule
 
+# What the step's kernels and the fused step's share: the last block of a grid to finish, found without a second launch
+LAST_BLOCK_SOURCE = r"""
+__device__ bool nn_last_block(unsigned int* arrived) {
+    // True in every thread of the last block of the grid to get here. Each block's partial sums,
+    // written before the call, are made visible to the other blocks first; the last block resets
+    // the count for the next launch.
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        last = atomicAdd(arrived, 1u) == gridDim.x * gridDim.y - 1;
+        if (last) *arrived = 0;
+    }
+    __syncthreads();
+    return last;
+}
+"""
+
 STEP_SOURCE = (
     f"#define NN_STEP_THREADS {STEP_THREADS}\n"
+    + LAST_BLOCK_SOURCE
     + r"""
 #ifdef __CUDA_ARCH__
 #define NN_LOAD_FRESH(p) __ldcg(p)  // another block wrote it: read past this SM's L1
@@ -249,21 +268,6 @@ __device__ double nn_block_sum(double v, double* shared) {
     const double total = shared[0];
     __syncthreads();  // shared is free again for the next call
     return total;
-}
-
-__device__ bool nn_last_block(unsigned int* arrived) {
-    // True in every thread of the last block of the grid to get here. Each block's partial sums,
-    // written before the call, are made visible to the other blocks first; the last block resets
-    // the count for the next launch.
-    __shared__ bool last;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        last = atomicAdd(arrived, 1u) == gridDim.x * gridDim.y - 1;
-        if (last) *arrived = 0;
-    }
-    __syncthreads();
-    return last;
 }
 
 template <typename T>

@@ -1,207 +1,215 @@
 """CUDA source of the fused training step of a 784-H-10 network (nn_gpu/fused.py builds it with CuPy),
 kept apart from CuPy so that it compiles without a GPU: tests/test_cuda_source.py compiles it with
-NVRTC in CI and tests/test_cuda_host.py compiles its math for the host. It includes CUDA_SOURCE's
-device functions (nn_gpu/cuda_source.py).
+NVRTC in CI and tests/test_cuda_host.py runs its kernels on the host, block by block and thread by
+thread. It needs CUDA_SOURCE and LAST_BLOCK_SOURCE (nn_gpu/cuda_source.py) before it.
+
+A step is two kernels, and reads X from memory once:
+
+    nn_tile_partials_H_T   a persistent grid of at most 2 blocks per SM; block b takes the tiles of
+                           32 samples b, b + G, b + 2G, ... (G blocks) and writes its partial sums
+                           of the gradient (the flat layout, then loss and correct) to its row of
+                           the partials (nn_gpu/fused_tiles.py)
+    nn_tile_sgd_T,         adds the rows entry by entry in a fixed order (block b takes entries
+    nn_tile_adam_T         [32 b, 32 b + 32): eight groups of rows g, g + 8, ..., then the groups in
+                           order), divides by the batch size (the mean gradient, left in the
+                           gradient buffer as Network.gradients leaves it) and updates the parameter
+                           with the step's row of the schedule table (nn_gpu.optim.ScheduleTable);
+                           the last block counts the step done
+
+There are no float atomics: a step gives the same bits every time it runs on the same grid. H is a
+compile-time constant of each build (FUSED_HIDDEN), so every per-thread array is unrolled into
+registers: ptxas reports no stack frame and no spills for any build (tests/test_cuda_source.py).
 """
 
 from nn_gpu.cuda_source import ceil_div
+from nn_gpu.fused_tiles import PARTIAL_SUMS_SOURCE
 from nn_gpu.shapes import N_CLASSES, N_PIXELS
 
-# The fused training step of a 784-H-10 network (H <= FUSED_MAX_HIDDEN), used by nn_gpu/fused.py.
-# X stays uint8 on the device (m x 784, one row per image) and is scaled by 1/255 inside the
-# kernels. Parameters and gradient sums use the Network's flat layout: W1 (H x 784), b1 (H),
-# W2 (10 x H), b2 (10). One step is a memset of the gradient sums and three kernels, captured once
-# into a CUDA graph:
-#   nn_fused_forward_backward  one warp per sample: Z1, A1, Z2, softmax, loss, dZ2, dZ1; adds
-#                              dW2, db2, db1 (per-block sums in shared memory, then one atomic
-#                              per entry and block) and writes dZ1 (H x count)
-#   nn_fused_weight_gradient   dW1 += dZ1 X^T / 255: a block per (256 pixels, `chunk` samples),
-#                              the samples' dZ1 in shared memory, zero pixels skipped
-#   nn_fused_update            g := g / count (the mean gradient, left in the gradient buffer as
-#                              Network.gradients leaves it); the SGD update (nn_sgd_update)
-# The launch geometry (fused_launch below) is sized by the batch and the card's SM count, so that
-# a mini-batch of 128 still gives every SM work.
-FUSED_MAX_HIDDEN = 32
-FUSED_CHUNK = 128
+# Each build of the partial-sums kernel: (dtype, H, variant) -> (pieces ahead?, blocks an SM). A thread's dW1
+# sums take H x 4 registers (x 2 in float64); where the next tile's pieces (28 registers) fit beside them
+# without spills, a build holds them a tile ahead, one block an SM; H = 10 in float32 also comes without
+# them, small enough (123 registers) for two blocks an SM: which is faster is for a card to say.
+FUSED_BUILDS = {
+    ("float32", 10, ""): (False, 2),
+    ("float32", 10, "ahead"): (True, 1),
+    ("float32", 16, ""): (True, 1),
+    ("float32", 32, ""): (False, 1),
+    ("float64", 10, ""): (False, 1),
+    ("float64", 16, ""): (False, 1),
+}
+FUSED_HIDDEN = {
+    dtype: tuple(h for d, h, variant in FUSED_BUILDS if d == dtype and not variant) for dtype in ("float32", "float64")
+}
+FUSED_TILE = 32  # samples a block takes at a time: one per lane of a warp
+FUSED_CHUNKS = N_PIXELS // 16  # 16-byte pieces of an image row: 49
+FUSED_THREADS = 224  # threads of a partial-sums block: one per 4 pixels (196), rounded up to whole warps
+FUSED_REDUCE_THREADS = 256  # threads of a reducing block: 32 entries x FUSED_REDUCE_GROUPS groups of partial rows
+FUSED_REDUCE_GROUPS = 8
 FUSED_OPTIONS = ("--std=c++17",)  # NVRTC options of the fused step's RawModule
-FUSED_THREADS = 256  # threads per block of the weight-gradient and update kernels
-FUSED_MAX_BLOCKS = 1024  # the forward-backward and update kernels loop over the rest
+SUFFIXES = {"float32": "f32", "float64": "f64"}
 
 
-def fused_launch(count: int, hidden: int, sms: int, parameters: int) -> dict:
-    """Grid and block sizes of the fused step's kernels for a batch of `count` samples, H = `hidden`,
-    `parameters` in the flat buffers, on a card with `sms` streaming multiprocessors.
+def partials_kernel(dtype: str, hidden: int, variant: str = "") -> str:
+    """The name of a build's partial-sums kernel."""
+    return f"nn_tile_partials_{hidden}_{SUFFIXES[dtype]}" + (f"_{variant}" if variant else "")
 
-    forward_backward: (blocks, threads); one warp per sample, so threads = 32 x samples per block,
-        up to 8 per block, fewer when the batch is small (batch 128 on 132 SMs: 128 blocks of one
-        warp, not 16 of eight). Its samples are s = block x warps + warp, in steps of blocks x warps.
-    weight_gradient: (grid, threads, chunk); blockIdx.x takes 256 pixels, blockIdx.y the chunks of
-        samples [first, first + chunk) with first = (y + k grid_y) chunk. chunk is at most
-        FUSED_MAX_HIDDEN x FUSED_CHUNK / H (dZ1 of a chunk fits in shared memory) and small enough
-        that a batch fills about 2 x sms blocks; grid_y stops at 8 x sms blocks in all, beyond which
-        a block takes several chunks (fewer atomics, and no grid_y over CUDA's 65,535).
-    update: (blocks, threads) over the parameters.
+
+def n_entries(hidden: int) -> int:
+    """A row of partial sums: the flat gradient of 784-H-10 (W1, b1, W2, b2), then loss and correct."""
+    return (N_PIXELS + 1 + N_CLASSES) * hidden + N_CLASSES + 2
+
+
+def fused_launch(count: int, hidden: int, sms: int, blocks_per_sm: int = 1) -> dict:
+    """The fused step's geometry for a batch of `count` samples, H = `hidden`, on `sms` SMs.
+
+    tiles: the batch's tiles of FUSED_TILE samples; partials: (blocks, threads) of the partial-sums
+    kernel, a persistent grid of blocks_per_sm x sms blocks (the build's, FUSED_BUILDS), never more
+    than the tiles; entries: a row of partial sums; reduce: (blocks, threads) of the update kernel,
+    32 entries a block.
     """
-    per_block = max(1, min(8, count // sms))
-    pixel_blocks = ceil_div(N_PIXELS, FUSED_THREADS)
-    largest = FUSED_MAX_HIDDEN * FUSED_CHUNK // hidden
-    chunk = max(1, min(largest, ceil_div(count, ceil_div(2 * sms, pixel_blocks))))
-    chunk_blocks = min(ceil_div(count, chunk), ceil_div(8 * sms, pixel_blocks))
+    tiles = ceil_div(count, FUSED_TILE)
+    entries = n_entries(hidden)
     return {
-        "forward_backward": (min(ceil_div(count, per_block), FUSED_MAX_BLOCKS), 32 * per_block),
-        "weight_gradient": ((pixel_blocks, chunk_blocks), FUSED_THREADS, chunk),
-        "update": (min(ceil_div(parameters, FUSED_THREADS), FUSED_MAX_BLOCKS), FUSED_THREADS),
+        "tiles": tiles,
+        "partials": (min(tiles, blocks_per_sm * sms), FUSED_THREADS),
+        "entries": entries,
+        "reduce": (ceil_div(entries, 32), FUSED_REDUCE_THREADS),
     }
 
 
-FUSED_SOURCE = (
-    f"#define NN_PIXELS {N_PIXELS}\n#define NN_CLASSES {N_CLASSES}\n"
-    f"#define NN_MAX_HIDDEN {FUSED_MAX_HIDDEN}\n#define NN_CHUNK {FUSED_CHUNK}\n"
+def kernel_names() -> dict[str, int]:
+    """Every entry function of FUSED_SOURCE, with the threads of a block it is launched with."""
+    names = {partials_kernel(*build): FUSED_THREADS for build in FUSED_BUILDS}
+    for suffix in SUFFIXES.values():
+        names[f"nn_tile_sgd_{suffix}"] = names[f"nn_tile_adam_{suffix}"] = FUSED_REDUCE_THREADS
+    return names
+
+
+_PARTIALS = r"""
+extern "C" __global__ void __launch_bounds__(NN_THREADS, {blocks}) {name}(
+        const unsigned char* X, const int* y, const long long* order, long long count, const {T}* params,
+        {T}* partials) {{
+    __shared__ nn_tile_shared<{T}, {hidden}> sh;
+    nn_tile_thread<{T}, {hidden}, {ahead}> st;
+    nn_tile_partials<{T}, {hidden}, {ahead}, nn_tile_thread<{T}, {hidden}, {ahead}>&>(sh, st, X, y, order, count, params,
+                                                                                   partials);
+}}
+"""
+
+_UPDATES = r"""
+extern "C" __global__ void nn_tile_sgd_{suffix}(const {T}* partials, int blocks, long long entries, long long count,
+        {T}* p, {T}* g, {T}* v, const {T}* rows, long long window, long long* done, {T} momentum,
+        {T} weight_decay, double* sums, unsigned int* arrived) {{
+    __shared__ {T} groups[NN_REDUCE_GROUPS][32];
+    nn_tile_sgd<{T}>(groups, partials, blocks, entries, count, p, g, v, rows, window, done, momentum, weight_decay,
+                     sums, arrived);
+}}
+extern "C" __global__ void nn_tile_adam_{suffix}(const {T}* partials, int blocks, long long entries, long long count,
+        {T}* p, {T}* g, {T}* m, {T}* v, const {T}* rows, long long window, long long* done, {T} beta1, {T} beta2,
+        {T} eps, {T} l2, double* sums, unsigned int* arrived) {{
+    __shared__ {T} groups[NN_REDUCE_GROUPS][32];
+    nn_tile_adam<{T}>(groups, partials, blocks, entries, count, p, g, m, v, rows, window, done, beta1, beta2, eps, l2,
+                      sums, arrived);
+}}
+"""
+
+_SOURCE = (
+    f"#define NN_PIXELS {N_PIXELS}\n#define NN_CLASSES {N_CLASSES}\n#define NN_TILE {FUSED_TILE}\n"
+    f"#define NN_CHUNKS {FUSED_CHUNKS}\n#define NN_THREADS {FUSED_THREADS}\n#define NN_REDUCE_GROUPS {FUSED_REDUCE_GROUPS}\n"
+    + r"""
+template <int H>
+__device__ __forceinline__ constexpr long long n_entries_of() {
+    return (NN_PIXELS + 1 + NN_CLASSES) * H + NN_CLASSES + 2;  // a row of partial sums
+}
+
+"""
+    + PARTIAL_SUMS_SOURCE
     + r"""
 template <typename T>
-__device__ __forceinline__ T nn_warp_sum(T v) {
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-    return v;
-}
-
-// The per-sample math of the forward-backward kernel, one sample's column at a time (W1, b1, W2, b2
-// as in the flat layout; a1 and z2 are the sample's A1 and Z2):
-template <typename T>
-__device__ __forceinline__ T nn_hidden_unit(T w1x, T b1) {
-    // A1[h] = ReLU(W1[h] X / 255 + b1[h]), from w1x = the sum over pixels of W1[h][p] x[p], x in 0..255
-    return nn_relu<T>(w1x / (T)255 + b1);
-}
-
-template <typename T>
-__device__ __forceinline__ void nn_output_layer(const T* W2, const T* b2, const T* a1, int H, T* z2) {
-    // Z2 = W2 A1 + b2: z2[k] = b2[k] + sum over h of W2[k][h] a1[h], k < NN_CLASSES
-    for (int k = 0; k < NN_CLASSES; ++k) {
-        T acc = b2[k];
-        for (int h = 0; h < H; ++h) acc += W2[k * H + h] * a1[h];
-        z2[k] = acc;
+__device__ __forceinline__ T nn_tile_group_sum(const T* partials, int blocks, long long entries, int t) {
+    // Group g = t / 32's sum of entry e = 32 blockIdx.x + t % 32 over the rows g, g + 8, g + 16, ... in order
+    const long long e = 32LL * blockIdx.x + t % 32;
+    T sum = (T)0;
+    if (e < entries) {
+        for (int b = t / 32; b < blocks; b += NN_REDUCE_GROUPS) sum += partials[(long long)b * entries + e];
     }
+    return sum;
 }
 
 template <typename T>
-__device__ __forceinline__ T nn_hidden_delta(const T* W2, const T* dz2, T a1, int H, int h) {
-    // dZ1[h] = (W2^T dZ2)[h] * ReLU'(Z1[h]), with a1 = A1[h]
-    T d = (T)0;
-    for (int k = 0; k < NN_CLASSES; ++k) d += W2[k * H + h] * dz2[k];
-    return nn_relu_backward<T>(d, a1);
+__device__ __forceinline__ bool nn_tile_total(const T (&groups)[NN_REDUCE_GROUPS][32], long long entries,
+                                              double* sums, int t, T* total) {
+    // Lane t of warp 0 adds the groups 0..7 of its entry in order: true, with the total of a gradient entry
+    // (the caller updates it); the last two entries' totals go to the loss and correct sums
+    const long long e = 32LL * blockIdx.x + t;
+    if (t >= 32 || e >= entries) return false;
+    *total = groups[0][t];
+#pragma unroll
+    for (int g = 1; g < NN_REDUCE_GROUPS; ++g) *total += groups[g][t];
+    if (e < entries - 2) return true;
+    sums[e - (entries - 2)] += (double)*total;
+    return false;
 }
 
-template <typename T>
-__device__ void nn_fused_forward_backward(const unsigned char* X, const int* y, const long long* rows, int count,
-                                          const T* params, int H, T* dZ1, T* grads, T* stats) {
-    const T* W1 = params;
-    const T* b1 = W1 + H * NN_PIXELS;
-    const T* W2 = b1 + H;
-    const T* b2 = W2 + NN_CLASSES * H;
-    // Per-block sums of db1 (H), dW2 (10 x H), db2 (10), loss, correct: the same order as in `grads`
-    // after W1, then the two statistics.
-    __shared__ T sums[NN_MAX_HIDDEN + NN_CLASSES * NN_MAX_HIDDEN + NN_CLASSES + 2];
-    const int n_sums = H + NN_CLASSES * H + NN_CLASSES + 2;
-    for (int e = threadIdx.x; e < n_sums; e += blockDim.x) sums[e] = (T)0;
-    __syncthreads();
-    const int lane = threadIdx.x & 31;
-    const int warps = blockDim.x >> 5;
-    for (int s = blockIdx.x * warps + (threadIdx.x >> 5); s < count; s += gridDim.x * warps) {
-        const long long row = rows[s];
-        const unsigned char* x = X + row * NN_PIXELS;
-        T a1[NN_MAX_HIDDEN];
-        for (int h = 0; h < H; ++h) a1[h] = (T)0;
-        for (int p = lane; p < NN_PIXELS; p += 32) {  // each lane takes every 32nd pixel
-            const T xp = (T)x[p];
-            if (xp != (T)0) {
-                for (int h = 0; h < H; ++h) a1[h] += W1[h * NN_PIXELS + p] * xp;
-            }
-        }
-        for (int h = 0; h < H; ++h) a1[h] = nn_hidden_unit<T>(nn_warp_sum(a1[h]), b1[h]);  // A1 = ReLU(W1 X + b1)
-        T z2[NN_CLASSES];  // Z2 = W2 A1 + b2, then dZ2 = softmax(Z2) - onehot(y) in place
-        nn_output_layer<T>(W2, b2, a1, H, z2);
-        T loss, correct;
-        nn_softmax_cross_entropy_column<T>(z2, y[row], NN_CLASSES, 1, &loss, &correct);
-        for (int e = lane; e < n_sums; e += 32) {  // the lanes share out the sums
-            T value;
-            if (e < H) {  // db1 += dZ1 = W2^T dZ2 * [A1 > 0]
-                value = nn_hidden_delta<T>(W2, z2, a1[e], H, e);
-                dZ1[(long long)e * count + s] = value;
-            } else if (e < H + NN_CLASSES * H) {  // dW2[k][h] += dZ2[k] A1[h]
-                const int k = (e - H) / H, h = (e - H) % H;
-                value = z2[k] * a1[h];
-            } else if (e < H + NN_CLASSES * H + NN_CLASSES) {  // db2 += dZ2
-                value = z2[e - H - NN_CLASSES * H];
-            } else {
-                value = e == n_sums - 2 ? loss : correct;
-            }
-            atomicAdd(&sums[e], value);
+template <typename T, typename Update>
+__device__ __forceinline__ void nn_tile_reduce(T (&groups)[NN_REDUCE_GROUPS][32], const T* partials, int blocks,
+                                               long long entries, long long count, T* g, long long* done,
+                                               double* sums, unsigned int* arrived, Update update) {
+    // g := the rows' sum / count for this block's entries, then update(i, g[i]) of each; the last block
+    // counts the step done (every block has read done by then)
+    NN_PHASE(NN_REDUCE_GROUPS * 32) groups[t / 32][t % 32] = nn_tile_group_sum<T>(partials, blocks, entries, t);
+    NN_PHASE(NN_REDUCE_GROUPS * 32) {
+        T total;
+        if (nn_tile_total<T>(groups, entries, sums, t, &total)) {
+            const long long i = 32LL * blockIdx.x + t;
+            g[i] = total / (T)count;
+            update(i, g[i]);
         }
     }
-    __syncthreads();
-    T* tail = grads + H * NN_PIXELS;  // db1, dW2, db2 follow W1 in the flat layout
-    for (int e = threadIdx.x; e < n_sums; e += blockDim.x) {
-        atomicAdd(e < n_sums - 2 ? &tail[e] : &stats[e - (n_sums - 2)], sums[e]);
+    NN_PHASE(NN_REDUCE_GROUPS * 32) {
+        if (nn_last_block(arrived) && t == 0) done[0] += 1;
     }
 }
 
 template <typename T>
-__device__ void nn_fused_weight_gradient(const unsigned char* X, const long long* rows, int count, int H,
-                                         int chunk, const T* dZ1, T* grads) {
-    // Block (x, y) sums over its 256 pixels and the chunks of samples [first, first + chunk) with
-    // first = (y + k gridDim.y) chunk, k = 0, 1, ...; H x chunk <= NN_MAX_HIDDEN x NN_CHUNK.
-    __shared__ T dz[NN_MAX_HIDDEN * NN_CHUNK];  // dZ1 of the chunk's samples, H x chunk
-    const int p = blockIdx.x * blockDim.x + threadIdx.x;
-    T acc[NN_MAX_HIDDEN];
-    for (int h = 0; h < H; ++h) acc[h] = (T)0;
-    for (long long first = (long long)blockIdx.y * chunk; first < count; first += (long long)gridDim.y * chunk) {
-        const int n = (int)min((long long)chunk, count - first);
-        __syncthreads();  // every thread is done with the previous chunk's dz
-        for (int e = threadIdx.x; e < H * chunk; e += blockDim.x) {
-            const int h = e / chunk, j = e % chunk;
-            dz[e] = j < n ? dZ1[(long long)h * count + first + j] : (T)0;
-        }
-        __syncthreads();
-        if (p < NN_PIXELS) {
-            for (int j = 0; j < n; ++j) {
-                const T xp = (T)X[rows[first + j] * NN_PIXELS + p];  // consecutive threads, consecutive pixels
-                if (xp != (T)0) {
-                    for (int h = 0; h < H; ++h) acc[h] += dz[h * chunk + j] * xp;
-                }
-            }
-        }
-    }
-    if (p < NN_PIXELS) {
-        for (int h = 0; h < H; ++h) atomicAdd(&grads[h * NN_PIXELS + p], acc[h] / (T)255);  // dW1 = dZ1 X^T
-    }
+__device__ __forceinline__ void nn_tile_sgd(T (&groups)[NN_REDUCE_GROUPS][32], const T* partials, int blocks,
+                                            long long entries, long long count, T* p, T* g, T* v, const T* rows,
+                                            long long window, long long* done, T momentum, T weight_decay,
+                                            double* sums, unsigned int* arrived) {
+    // The update of nn_step_sgd at step t = done + 1's rate, rows[(t - 1) mod window]
+    const T lr = rows[done[0] % window];
+    nn_tile_reduce<T>(groups, partials, blocks, entries, count, g, done, sums, arrived, [&](long long i, T mean) {
+        nn_sgd_update<T>(mean, lr, momentum, weight_decay, &p[i], &v[i]);
+    });
 }
 
 template <typename T>
-__device__ void nn_fused_update(T* params, T* grads, T* velocity, long long size, const T* lr, T inverse_count,
-                                T momentum, T weight_decay) {
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < size; i += (long long)gridDim.x * blockDim.x) {
-        const T g = grads[i] * inverse_count;  // the mean gradient, kept as Network.gradients keeps it
-        grads[i] = g;
-        nn_sgd_update<T>(g, lr[0], momentum, weight_decay, &params[i], &velocity[i]);
-    }
+__device__ __forceinline__ void nn_tile_adam(T (&groups)[NN_REDUCE_GROUPS][32], const T* partials, int blocks,
+                                             long long entries, long long count, T* p, T* g, T* m, T* v,
+                                             const T* rows, long long window, long long* done, T beta1, T beta2,
+                                             T eps, T l2, double* sums, unsigned int* arrived) {
+    // The update of nn_step_adam: row (t - 1) mod window holds step t's step_size, root_correction2, shrink
+    const T* row = rows + (done[0] % window) * 3;
+    const T step_size = row[0], root_correction2 = row[1], shrink = row[2];
+    nn_tile_reduce<T>(groups, partials, blocks, entries, count, g, done, sums, arrived, [&](long long i, T mean) {
+        nn_adam_update<T>(mean, beta1, beta2, eps, l2, shrink, step_size, root_correction2, &p[i], &m[i], &v[i]);
+    });
 }
-
-#define NN_FUSED_KERNELS(T, SUFFIX)                                                                         \
-    extern "C" __global__ void nn_fused_forward_backward_##SUFFIX(                                          \
-        const unsigned char* X, const int* y, const long long* rows, int count, const T* params, int H,    \
-        T* dZ1, T* grads, T* stats) {                                                                       \
-        nn_fused_forward_backward<T>(X, y, rows, count, params, H, dZ1, grads, stats);                      \
-    }                                                                                                       \
-    extern "C" __global__ void nn_fused_weight_gradient_##SUFFIX(                                           \
-        const unsigned char* X, const long long* rows, int count, int H, int chunk, const T* dZ1, T* grads) { \
-        nn_fused_weight_gradient<T>(X, rows, count, H, chunk, dZ1, grads);                                  \
-    }                                                                                                       \
-    extern "C" __global__ void nn_fused_update_##SUFFIX(T* params, T* grads, T* velocity, long long size,    \
-                                                        const T* lr, T inverse_count, T momentum,           \
-                                                        T weight_decay) {                                   \
-        nn_fused_update<T>(params, grads, velocity, size, lr, inverse_count, momentum, weight_decay);       \
-    }
-
-NN_FUSED_KERNELS(float, f32)
-NN_FUSED_KERNELS(double, f64)
 """
 )
+
+
+def _kernels() -> str:
+    types = {"float32": "float", "float64": "double"}
+    parts = []
+    for (dtype, hidden, variant), (ahead, blocks) in FUSED_BUILDS.items():
+        name = partials_kernel(dtype, hidden, variant)
+        parts.append(
+            _PARTIALS.format(T=types[dtype], name=name, hidden=hidden, ahead=str(ahead).lower(), blocks=blocks)
+        )
+    for dtype, suffix in SUFFIXES.items():
+        parts.append(_UPDATES.format(T=types[dtype], suffix=suffix))
+    return "".join(parts)
+
+
+FUSED_SOURCE = _SOURCE + _kernels()

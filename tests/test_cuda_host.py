@@ -24,9 +24,10 @@ from nn_gpu import dropout
 from nn_gpu.architecture import Architecture, init_parameters
 from nn_gpu.cuda_source import CUDA_SOURCE, KERNEL_LAYOUTS, KERNELS, STEP_SOURCE
 from nn_gpu.device import cpu_device
-from nn_gpu.fused_source import FUSED_SOURCE
+from nn_gpu.fused_source import FUSED_BUILDS, FUSED_REDUCE_GROUPS, FUSED_SOURCE, SUFFIXES, n_entries, partials_kernel
 from nn_gpu.model import Network
 from nn_gpu.ops import REFERENCE_OPS as ops
+from nn_gpu.optim import SGD
 
 TYPES = {"f32": ("float", np.float32), "f64": ("double", np.float64)}
 ARGUMENT_TYPES = {  # None: the kernel's floating type
@@ -42,6 +43,8 @@ PRELUDE = r"""
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstring>
+using std::memcpy;
 #define __device__
 #define __forceinline__ inline
 #define __global__
@@ -55,7 +58,18 @@ static nn_dim3 threadIdx, blockIdx, blockDim, gridDim;
 static void __syncthreads() {}
 static void __threadfence() {}
 template <typename T> T atomicAdd(T* address, T value) { T old = *address; *address += value; return old; }
-template <typename T> T __shfl_xor_sync(unsigned, T value, int) { return value; }  // compiled, never run
+#define __host__
+#define __launch_bounds__(...)
+struct uint4 { unsigned int x, y, z, w; };
+static uint4 make_uint4(unsigned int x, unsigned int y, unsigned int z, unsigned int w) { return {x, y, z, w}; }
+static float __uint_as_float(unsigned int u) { float f; std::memcpy(&f, &u, sizeof f); return f; }
+static unsigned int __byte_perm(unsigned int x, unsigned int y, unsigned int s) {
+    // byte n of the result: byte (s >> 4n) & 7 of the 8 bytes y:x (x's bytes 0-3, y's 4-7)
+    const unsigned long long v = ((unsigned long long)y << 32) | x;
+    unsigned int r = 0;
+    for (int n = 0; n < 4; ++n) r |= (unsigned int)((v >> (8 * ((s >> (4 * n)) & 7u))) & 255u) << (8 * n);
+    return r;
+}
 """
 
 
@@ -117,8 +131,60 @@ extern "C" void host_step_{name}_{suffix}({signature}, long long grid_x, long lo
 """
 
 
+def tile_drivers(ctype: str, suffix: str) -> str:
+    """Host drivers of the fused step's kernels: every block of the grid in turn, its threads one after
+    another in each phase (NN_PHASE), each with its own state, as the card runs them side by side."""
+    T = ctype
+    text = ""
+    for (dtype, hidden, variant), (ahead, _) in FUSED_BUILDS.items():
+        if SUFFIXES[dtype] != suffix:
+            continue
+        A = str(ahead).lower()
+        text += f"""
+extern "C" void host_{partials_kernel(dtype, hidden, variant)[3:]}(const unsigned char* X, const int* y,
+        const long long* order, long long count, const {T}* params, {T}* partials, long long blocks) {{
+    static nn_tile_shared<{T}, {hidden}> sh;
+    static nn_tile_thread<{T}, {hidden}, {A}> states[NN_THREADS];
+    gridDim = {{(unsigned)blocks, 1, 1}}; blockDim = {{NN_THREADS, 1, 1}};
+    for (unsigned b = 0; b < gridDim.x; ++b) {{
+        blockIdx = {{b, 0, 0}};
+        nn_tile_partials<{T}, {hidden}, {A}, nn_tile_thread<{T}, {hidden}, {A}>*>(sh, states, X, y, order, count, params,
+                                                                                partials);
+    }}
+}}
+"""
+    return (
+        text
+        + f"""
+extern "C" void host_tile_sgd_{suffix}(const {T}* partials, long long blocks, long long entries, long long count,
+                                     {T}* p, {T}* g, {T}* v, const {T}* rows, long long window, long long* done,
+                                     {T} momentum, {T} weight_decay, double* sums, unsigned int* arrived, long long grid) {{
+    static {T} groups[NN_REDUCE_GROUPS][32];
+    gridDim = {{(unsigned)grid, 1, 1}}; blockDim = {{NN_REDUCE_GROUPS * 32, 1, 1}};
+    for (unsigned b = 0; b < gridDim.x; ++b) {{
+        blockIdx = {{b, 0, 0}};
+        nn_tile_sgd<{T}>(groups, partials, blocks, entries, count, p, g, v, rows, window, done, momentum, weight_decay,
+                         sums, arrived);
+    }}
+}}
+extern "C" void host_tile_adam_{suffix}(const {T}* partials, long long blocks, long long entries, long long count,
+                                      {T}* p, {T}* g, {T}* m, {T}* v, const {T}* rows, long long window,
+                                      long long* done, {T} beta1, {T} beta2, {T} eps, {T} l2, double* sums,
+                                      unsigned int* arrived, long long grid) {{
+    static {T} groups[NN_REDUCE_GROUPS][32];
+    gridDim = {{(unsigned)grid, 1, 1}}; blockDim = {{NN_REDUCE_GROUPS * 32, 1, 1}};
+    for (unsigned b = 0; b < gridDim.x; ++b) {{
+        blockIdx = {{b, 0, 0}};
+        nn_tile_adam<{T}>(groups, partials, blocks, entries, count, p, g, m, v, rows, window, done, beta1, beta2, eps,
+                          l2, sums, arrived);
+    }}
+}}
+"""
+    )
+
+
 def host_source() -> str:
-    parts = [PRELUDE, CUDA_SOURCE, FUSED_SOURCE, STEP_SOURCE]
+    parts = [PRELUDE, CUDA_SOURCE, STEP_SOURCE, FUSED_SOURCE]
     parts.append("""
 extern "C" unsigned int host_dropout_draw(unsigned long long k0, unsigned long long k1, unsigned long long t,
                                           unsigned long long e) {
@@ -131,37 +197,7 @@ extern "C" unsigned int host_dropout_draw(unsigned long long k0, unsigned long l
             parts.append(elementwise_loop(name, in_params, out_params, operation, scalars, ctype, suffix))
         for name, parameters in STEP_DRIVERS.items():
             parts.append(step_driver(name, parameters, ctype, suffix))
-        parts.append(f"""
-extern "C" void host_fused_update_{suffix}({ctype}* p, {ctype}* g, {ctype}* v, long long size, const {ctype}* lr,
-                                         {ctype} inverse_count, {ctype} momentum, {ctype} weight_decay,
-                                         long long blocks, long long threads) {{
-    gridDim = {{(unsigned)blocks, 1, 1}}; blockDim = {{(unsigned)threads, 1, 1}};
-    for (unsigned b = 0; b < gridDim.x; ++b)
-        for (unsigned t = 0; t < blockDim.x; ++t) {{
-            blockIdx = {{b, 0, 0}}; threadIdx = {{t, 0, 0}};
-            nn_fused_update<{ctype}>(p, g, v, size, lr, inverse_count, momentum, weight_decay);
-        }}
-}}
-extern "C" void host_fused_weight_gradient_{suffix}(const unsigned char* X, const long long* rows, long long count,
-                                                  long long H, long long chunk, long long grid_y,
-                                                  const {ctype}* dZ1, {ctype}* grads) {{
-    gridDim = {{NN_PIXELS, (unsigned)grid_y, 1}}; blockDim = {{1, 1, 1}}; threadIdx = {{0, 0, 0}};
-    for (unsigned y = 0; y < gridDim.y; ++y)
-        for (unsigned x = 0; x < NN_PIXELS; ++x) {{
-            blockIdx = {{x, y, 0}};
-            nn_fused_weight_gradient<{ctype}>(X, rows, count, H, chunk, dZ1, grads);
-        }}
-}}
-extern "C" void host_fused_sample_{suffix}(const {ctype}* w1x, const {ctype}* b1, const {ctype}* W2, const {ctype}* b2,
-                                         long long H, long long y, {ctype}* a1, {ctype}* z2, {ctype}* dz1, {ctype}* loss,
-                                         {ctype}* correct) {{
-    // One sample through the fused kernel's per-sample steps, in its order, from W1 x (w1x).
-    for (int h = 0; h < H; ++h) a1[h] = nn_hidden_unit<{ctype}>(w1x[h], b1[h]);
-    nn_output_layer<{ctype}>(W2, b2, a1, H, z2);
-    nn_softmax_cross_entropy_column<{ctype}>(z2, y, NN_CLASSES, 1, loss, correct);
-    for (int h = 0; h < H; ++h) dz1[h] = nn_hidden_delta<{ctype}>(W2, z2, a1[h], H, h);
-}}
-""")
+        parts.append(tile_drivers(ctype, suffix))
     return "\n".join(parts)
 
 
@@ -427,93 +463,157 @@ def test_adam_step_kernel_is_the_op_table_exactly_over_several_steps(host, suffi
     assert done[0] == 4
 
 
-@DTYPES
-@pytest.mark.parametrize(("blocks", "threads"), [(1, 1), (3, 32), (64, 256)])
-def test_fused_update_kernel_is_the_mean_gradient_then_the_op_tables_update(host, suffix, blocks, threads):
+def tile_problem(suffix, hidden, count, permuted, seed=5):
+    """A 784-H-10 network with random biases, uint8 images with zero pieces and zero pixels, labels, and
+    the batch: all 150 images, or `count` of them in a shuffled order."""
     dtype = TYPES[suffix][1]
-    rng = np.random.default_rng(3)
-    size, count = 1000, 37
-    p, v, g = (rng.standard_normal(size).astype(dtype) for _ in range(3))
-    want_p, want_v, want_g = p.copy(), v.copy(), g * dtype(1 / count)
-    ops.sgd_update(want_p, want_g.copy(), want_v, np.array([[0.05]], dtype), np.array([0]), 1, 0.9, 1e-3)
-    lr = np.array([0.05], dtype)
-    call(
-        host,
-        "fused_update",
-        suffix,
-        p,
-        g,
-        v,
-        size,
-        lr,
-        (1 / count, dtype),
-        (0.9, dtype),
-        (1e-3, dtype),
-        blocks,
-        threads,
-    )
-    np.testing.assert_array_equal(g, want_g)  # the mean gradient is left in the buffer
-    np.testing.assert_array_equal(v, want_v)
-    np.testing.assert_array_equal(p, want_p)
-
-
-@DTYPES
-@pytest.mark.parametrize(("count", "chunk", "grid_y"), [(1, 1, 1), (50, 7, 3), (130, 128, 1), (300, 16, 4)])
-def test_fused_weight_gradient_kernel_adds_dZ1_X_transposed_over_255(host, suffix, count, chunk, grid_y):
-    dtype = TYPES[suffix][1]
-    rng = np.random.default_rng(4)
-    H = 12
-    X = rng.integers(0, 256, size=(400, 784)).astype(np.uint8)
-    X[:, ::3] = 0  # the kernel skips zero pixels
-    rows = rng.choice(400, size=count, replace=False).astype(np.int64)
-    dZ1 = rng.standard_normal((H, count)).astype(dtype)
-    grads = np.full(H * 784 + 5, 0.5, dtype)  # dW1 first in the flat layout; the kernel adds into it
-    call(host, "fused_weight_gradient", suffix, X, rows, count, H, chunk, grid_y, dZ1, grads)
-    expected = 0.5 + (dZ1.astype(np.float64) @ X[rows].astype(np.float64) / 255).ravel()
-    bound = 8 * count * np.finfo(dtype).eps  # a sum of count terms of size about 1, in another order
-    np.testing.assert_allclose(grads[: H * 784], expected, rtol=0, atol=bound)
-    assert (grads[H * 784 :] == 0.5).all()  # nothing past dW1 is touched
-
-
-@DTYPES
-def test_fused_per_sample_math_is_the_networks_forward_and_backward(host, suffix):
-    dtype = TYPES[suffix][1]
-    rng = np.random.default_rng(5)
-    arch = Architecture((13,), "float32" if suffix == "f32" else "float64")
+    rng = np.random.default_rng(seed)
+    arch = Architecture((hidden,), dtype.__name__)
     network = Network(arch, cpu_device(), init_parameters(arch, "he", rng))
     for b in network.b:
         b += rng.uniform(-0.2, 0.2, size=b.shape).astype(dtype)
-    images = rng.integers(0, 256, size=(20, 784)).astype(np.uint8)
-    y = rng.integers(0, 10, size=20)
-    W1, b1, W2, b2 = (np.ascontiguousarray(p) for p in network.params)
-    cache = network.forward(images.T, keep=True)
-    Z2, A1 = cache["Z2"], cache["A1"]
-    A1, Z2 = A1.copy(), Z2.copy()
-    dZ2, loss, correct = ops.softmax_cross_entropy(Z2.copy(), y)
-    dZ1 = ops.relu_backward(W2.T @ dZ2, A1, 1, np.empty((13, 1), dtype))
-    tol = {"rtol": 1e-4, "atol": 1e-5} if suffix == "f32" else {"rtol": 1e-10, "atol": 1e-12}
-    for s in range(20):
-        w1x = (W1.astype(np.float64) @ images[s].astype(np.float64)).astype(dtype)  # the warp's sum, in float64
-        a1, z2, dz1 = np.empty(13, dtype), np.empty(10, dtype), np.empty(13, dtype)
-        out_loss, out_correct = np.empty(1, dtype), np.empty(1, dtype)
-        call(
-            host,
-            "fused_sample",
-            suffix,
-            w1x,
-            b1.ravel(),
-            W2,
-            b2.ravel(),
-            13,
-            int(y[s]),
-            a1,
-            z2,
-            dz1,
-            out_loss,
-            out_correct,
-        )
-        np.testing.assert_allclose(a1, A1[:, s], **tol)
-        np.testing.assert_allclose(z2, dZ2[:, s], **tol)  # Z2 became dZ2 in place, as in the kernel
-        np.testing.assert_allclose(dz1, dZ1[:, s], **tol)
-        np.testing.assert_allclose(out_loss, loss[s], **tol)
-        assert out_correct[0] == correct[s]
+    images = rng.integers(0, 256, size=(150, 784)).astype(np.uint8)
+    images[images < 120] = 0  # zero pixels, as around a digit
+    images[:, :100] = 0  # and whole zero pieces of 16 pixels, skipped by the kernel
+    labels = rng.integers(0, 10, size=150).astype(np.int32)
+    order = rng.permutation(150)[:count].astype(np.int64) if permuted else None
+    return network, images, labels, order
+
+
+def tile_partials(host, network, images, labels, order, count, blocks, variant=""):
+    """The partial-sums kernel's rows (blocks x entries), every entry poisoned first."""
+    arch = network.arch
+    partials = np.full((blocks, n_entries(arch.hidden[0])), np.nan, arch.dtype)
+    order_pointer = None if order is None else pointer(order)
+    getattr(host, f"host_{partials_kernel(arch.dtype, arch.hidden[0], variant)[3:]}")(
+        pointer(images), pointer(labels), order_pointer, ctypes.c_longlong(count),
+        pointer(np.ascontiguousarray(network.flat)), pointer(partials), ctypes.c_longlong(blocks),
+    )  # fmt: skip
+    return partials
+
+
+def ordered_total(partials):
+    """The update kernel's sum of the rows: groups g = 0..7 of rows g, g + 8, ... in order, then the groups in order."""
+    groups = []
+    for g in range(FUSED_REDUCE_GROUPS):
+        total = np.zeros(partials.shape[1], partials.dtype)
+        for row in partials[g::FUSED_REDUCE_GROUPS]:
+            total = total + row
+        groups.append(total)
+    total = groups[0]
+    for group in groups[1:]:
+        total = total + group
+    return total
+
+
+BUILDS = pytest.mark.parametrize(
+    ("suffix", "hidden", "variant"), [(SUFFIXES[dtype], hidden, variant) for dtype, hidden, variant in FUSED_BUILDS]
+)
+
+
+@BUILDS
+@pytest.mark.parametrize(
+    ("count", "blocks", "permuted"), [(150, 1, False), (150, 3, False), (37, 2, True), (1, 1, True)]
+)
+def test_fused_partial_sums_add_up_to_the_networks_gradient(host, suffix, hidden, variant, count, blocks, permuted):
+    dtype = TYPES[suffix][1]
+    network, images, labels, order = tile_problem(suffix, hidden, count, permuted)
+    partials = tile_partials(host, network, images, labels, order, count, blocks, variant)
+    assert np.isfinite(partials).all()  # every entry of every block's row written
+    rows = np.arange(count) if order is None else order
+    reference = Network(
+        Architecture((hidden,), "float64"), cpu_device(), [p.astype(np.float64) for p in network.params]
+    )
+    Z2 = reference.forward(images[rows].T / 255.0, keep=True)["Z2"]
+    loss, correct = reference.gradients(images[rows].T / 255.0, labels[rows].astype(np.int64))
+    total = partials.astype(np.float64).sum(axis=0)
+    tol = 1e-10 if suffix == "f64" else 2e-5
+    scale = float(np.abs(reference.flat_grad).max())
+    np.testing.assert_allclose(total[:-2] / count, reference.flat_grad, rtol=tol, atol=tol * scale)
+    assert total[-2] == pytest.approx(float(loss), rel=tol)
+    top = np.sort(Z2, axis=0)[-2:]
+    ties = int(np.sum(top[1] - top[0] <= 1e-5 * np.maximum(1, np.abs(top[1])))) if suffix == "f32" else 0
+    assert abs(total[-1] - float(correct)) <= ties
+    assert partials.dtype == dtype
+
+
+@pytest.mark.parametrize("suffix", list(TYPES))
+def test_fused_blocks_without_a_tile_write_zeros(host, suffix):
+    network, images, labels, order = tile_problem(suffix, 10, 40, permuted=True)  # 2 tiles, 5 blocks
+    partials = tile_partials(host, network, images, labels, order, 40, 5)
+    assert np.isfinite(partials).all() and (partials[2:] == 0).all() and (partials[:2] != 0).any()
+    np.testing.assert_array_equal(partials[0], tile_partials(host, network, images, labels, order[:32], 32, 1)[0])
+
+
+@pytest.mark.parametrize("suffix", list(TYPES))
+@pytest.mark.parametrize("blocks", [1, 9, 20])
+def test_fused_update_adds_the_rows_in_a_fixed_order_then_is_the_op_tables_sgd(host, suffix, blocks):
+    dtype = TYPES[suffix][1]
+    rng = np.random.default_rng(7)
+    entries, count = n_entries(10), 333
+    partials = rng.standard_normal((blocks, entries)).astype(dtype)
+    total = ordered_total(partials)
+    p, v = rng.standard_normal(entries - 2).astype(dtype), rng.standard_normal(entries - 2).astype(dtype)
+    g, sums = np.full(entries - 2, np.nan, dtype), np.array([1.5, 2.0])
+    rows = np.array([[0.1], [0.05], [0.5]], dtype)
+    done, arrived = np.array([4]), np.zeros(1, np.uint32)
+    want_p, want_v, want_g, want_done = p.copy(), v.copy(), total[:-2].copy(), np.array([4])
+    ops.sgd_update(want_p, want_g, want_v, rows, want_done, count, 0.9, 1e-3)
+    grid = -(-entries // 32)
+    call(host, "tile_sgd", suffix, partials, blocks, entries, count, p, g, v, rows, 3, done, (0.9, dtype),
+         (1e-3, dtype), sums, arrived, grid)  # fmt: skip
+    for found, expected in ((p, want_p), (v, want_v), (g, want_g), (done, want_done)):
+        np.testing.assert_array_equal(found, expected)  # the mean gradient is left in g
+    np.testing.assert_array_equal(sums, [1.5 + float(total[-2]), 2.0 + float(total[-1])])
+    assert done[0] == 5 and arrived[0] == 0
+
+
+@pytest.mark.parametrize("suffix", list(TYPES))
+@pytest.mark.parametrize("decoupled", [False, True], ids=["adam", "adamw"])
+def test_fused_update_with_adam_is_the_op_tables_adam(host, suffix, decoupled):
+    dtype = TYPES[suffix][1]
+    rng = np.random.default_rng(8)
+    entries, count, blocks = n_entries(16), 70, 11
+    p, m, v = (rng.standard_normal(entries - 2).astype(dtype) for _ in range(3))
+    v = np.abs(v)
+    rows = np.array(
+        [(1e-3 / (1 - 0.9**t), np.sqrt(1 - 0.999**t), 1 - 1e-5 if decoupled else 1.0) for t in (1, 2)], dtype
+    )
+    l2 = 0.0 if decoupled else 0.01
+    done, want_done, arrived, sums = np.array([0]), np.array([0]), np.zeros(1, np.uint32), np.zeros(2)
+    want = [p.copy(), m.copy(), v.copy()]
+    for _ in range(2):
+        partials = rng.standard_normal((blocks, entries)).astype(dtype)
+        want_g = ordered_total(partials)[:-2].copy()
+        ops.adam_update(want[0], want_g, want[1], want[2], rows, want_done, count, 0.9, 0.999, 1e-8, l2)
+        g = np.full(entries - 2, np.nan, dtype)
+        call(host, "tile_adam", suffix, partials, blocks, entries, count, p, g, m, v, rows, 2, done, (0.9, dtype),
+             (0.999, dtype), (1e-8, dtype), (l2, dtype), sums, arrived, -(-entries // 32))  # fmt: skip
+        for found, expected in zip((p, m, v, g, done), (*want, want_g, want_done)):
+            np.testing.assert_array_equal(found, expected)
+    assert done[0] == 2
+
+
+@pytest.mark.parametrize("suffix", list(TYPES))
+def test_fused_steps_train_as_the_hand_loop_does(host, suffix):
+    # Five steps of the two kernels (mini-batches of 37 in a shuffled order) against the network's own
+    # gradients and SGD with momentum, step by step.
+    dtype = TYPES[suffix][1]
+    network, images, labels, _ = tile_problem(suffix, 16, 150, permuted=False, seed=9)
+    hand = Network(network.arch, cpu_device(), [q.copy() for q in network.params])
+    sgd = SGD(hand, momentum=0.9, weight_decay=1e-3)
+    p, v, g = np.ascontiguousarray(network.flat), np.zeros_like(network.flat), np.empty_like(network.flat)
+    entries, blocks = n_entries(16), 2
+    rows, done, arrived, sums = np.array([[0.05]], dtype), np.array([0]), np.zeros(1, np.uint32), np.zeros(2)
+    rng = np.random.default_rng(10)
+    for _ in range(5):
+        order = rng.permutation(150)[:37].astype(np.int64)
+        network.flat[...] = p
+        partials = tile_partials(host, network, images, labels, order, 37, blocks)
+        call(host, "tile_sgd", suffix, partials, blocks, entries, 37, p, g, v, rows, 1, done, (0.9, dtype),
+             (1e-3, dtype), sums, arrived, -(-entries // 32))  # fmt: skip
+        hand.gradients((images[order].T / dtype(255)).astype(dtype), labels[order].astype(np.int64))
+        sgd.step(0.05)
+    tol = {"rtol": 1e-4, "atol": 1e-6} if suffix == "f32" else {"rtol": 1e-10, "atol": 1e-13}
+    np.testing.assert_allclose(p, hand.flat, **tol)
+    assert done[0] == 5

@@ -17,7 +17,15 @@ import pytest
 
 from nn_gpu import cuda_compile
 from nn_gpu.cuda_source import CUDA_SOURCE, KERNEL_LAYOUTS, KERNELS, STEP_KERNELS, STEP_THREADS, step_launch
-from nn_gpu.fused_source import FUSED_CHUNK, FUSED_MAX_HIDDEN, FUSED_THREADS, fused_launch
+from nn_gpu.fused_source import (
+    FUSED_BUILDS,
+    FUSED_CHUNKS,
+    FUSED_HIDDEN,
+    FUSED_THREADS,
+    FUSED_TILE,
+    fused_launch,
+    kernel_names,
+)
 
 STEP = {f"nn_step_{kernel}_{suffix}" for kernel in STEP_KERNELS for suffix in ("f32", "f64")}
 
@@ -51,18 +59,15 @@ def figures(arch: str):
 def test_every_kernel_compiles_as_cupy_would_within_the_cards_limits(arch):
     found = figures(arch_or_skip(arch))
     kernels = {f.kernel for f in found}
-    assert kernels == {name for name, *_ in KERNELS} | STEP | {
-        f"nn_fused_{kernel}_{suffix}"
-        for kernel in ("forward_backward", "weight_gradient", "update")
-        for suffix in ("f32", "f64")
-    }
+    assert kernels == {name for name, *_ in KERNELS} | STEP | set(kernel_names())
     assert {f.arch for f in found} == {arch}
     assert all(f.registers > 0 for f in found)
     assert [problem for f in found for problem in cuda_compile.problems(f)] == []
-    # Every kernel of a training step keeps its arrays in registers: no stack frame, so no local memory.
-    # (The fused step's per-sample arrays, indexed by the run-time H, are still on its stack.)
-    framed = {f.kernel: f.stack for f in found if f.stack and not f.kernel.startswith("nn_fused_")}
+    # Every kernel keeps its arrays in registers: no stack frame, so no local memory (the fused step's
+    # per-thread sums and pieces included: H is a compile-time constant of each build)
+    framed = {f.kernel: f.stack for f in found if f.stack}
     assert framed == {}
+    assert {f.kernel: f.threads for f in found if f.kernel in kernel_names()} == kernel_names()
 
 
 @pytest.mark.slow
@@ -113,21 +118,26 @@ def test_a_compile_whose_ptxas_said_nothing_is_an_error(monkeypatch):
 @pytest.mark.slow
 def test_the_checks_catch_real_spills_and_limits():
     arch_or_skip("80")
-    # Squeezed to 32 registers, the fused forward-backward pass (about 160 in float64) must spill.
-    squeezed = cuda_compile.compile_source(cuda_compile.fused_source(), "80", ("--maxrregcount=32",))
-    spilled = [f for f in squeezed if f.kernel == "nn_fused_forward_backward_f64"][0]
-    assert spilled.registers <= 32 and spilled.spill_stores > 0
+    # Squeezed to 8 blocks an SM (36 registers), the fused step's partial sums (about 200 in float64) must spill.
+    source = cuda_compile.fused_source()
+    squeezing = re.sub(r"__launch_bounds__\(NN_THREADS, \d\)", "__launch_bounds__(NN_THREADS, 8)", source.code)
+    assert squeezing != source.code
+    squeezed = cuda_compile.compile_source(
+        cuda_compile.Source(source.label, squeezing, source.options, source.threads), "80"
+    )
+    spilled = [f for f in squeezed if f.kernel == "nn_tile_partials_10_f64"][0]
+    assert spilled.registers <= 36 and spilled.spill_stores > 0
     assert "spills registers" in " ".join(cuda_compile.problems(spilled))
-    normal = [f for f in figures("80") if f.kernel == "nn_fused_forward_backward_f64"][0]
-    assert normal.registers > 128 and cuda_compile.problems(normal) == []
+    normal = [f for f in figures("80") if f.kernel == "nn_tile_partials_10_f64"][0]
+    assert normal.registers > 128 and normal.threads == 224 and cuda_compile.problems(normal) == []
     launched_wider = cuda_compile.KernelFigures(**{**normal.__dict__, "threads": 1024})
     assert cuda_compile.problems(launched_wider) == [
-        f"nn_fused_forward_backward_f64 (fused step) for sm_80: {normal.registers} registers x 1024 threads = "
+        f"nn_tile_partials_10_f64 (fused step) for sm_80: {normal.registers} registers x 1024 threads = "
         f"{normal.registers * 1024:,} > the SM's 65,536: the launch would fail"
     ]
     shared = cuda_compile.KernelFigures(**{**normal.__dict__, "shared": 49153})
     assert cuda_compile.problems(shared) == [
-        "nn_fused_forward_backward_f64 (fused step) for sm_80: 49,153 bytes of shared memory > 49,152"
+        "nn_tile_partials_10_f64 (fused step) for sm_80: 49,153 bytes of shared memory > 49,152"
     ]
 
 
@@ -149,60 +159,80 @@ ptxas info    : Used 17 registers, used 0 barriers
     ]
 
 
-def visits_of_forward_backward(count, blocks, threads):
-    """How often the fused forward-backward kernel's loop reaches each sample (one warp per sample)."""
+def sample_visits(count: int, sms: int, blocks_per_sm: int) -> dict:
+    """The fused step's coverage of a batch, following nn_tile_partials' index arithmetic in NumPy: how
+    often each tile is taken by a block, each sample's each 16-byte piece copied, and each block's row
+    read by the update's reduction."""
+    launch = fused_launch(count, 10, sms, blocks_per_sm)  # the tiling is the same for every H
+    (blocks, threads), tiles = launch["partials"], launch["tiles"]
+    # block b takes tiles b, b + blocks, ...; tile k's piece e = t + i threads is sample 32 k + e // 49's
+    # chunk e % 49, when that sample is in the batch
+    tile_of_block = np.concatenate([np.arange(b, tiles, blocks) for b in range(blocks)])
+    e = (np.arange(threads)[:, None] + threads * np.arange(nn_pieces())[None, :]).ravel()
+    e = e[e < FUSED_TILE * FUSED_CHUNKS]
+    sample = (FUSED_TILE * tile_of_block[:, None] + e[None, :] // FUSED_CHUNKS).ravel()
+    chunk = np.broadcast_to(e % FUSED_CHUNKS, (len(tile_of_block), len(e))).ravel()
+    inside = sample < count
+    pieces = np.bincount(sample[inside] * FUSED_CHUNKS + chunk[inside], minlength=count * FUSED_CHUNKS)
+    groups = launch["reduce"][1] // 32  # nn_tile_group_sum: group g reads rows g, g + groups, ...
+    rows = np.bincount(np.concatenate([np.arange(g, blocks, groups) for g in range(groups)]), minlength=blocks)
+    return {"tiles": np.bincount(tile_of_block, minlength=tiles), "pieces": pieces, "rows": rows}
+
+
+def unit_visits(hidden: int) -> dict:
+    """How often a block computes each pixel's dW1 column (nn_tile_accumulate), each hidden unit's A1
+    (nn_tile_hidden), each entry of db1, dW2, db2, and the update reduces each gradient entry."""
+    launch = fused_launch(1000, hidden, 132)
+    threads, entries = launch["partials"][1], launch["entries"]
+    t = np.arange(threads)
+    pixels = np.bincount((4 * t[4 * t < 784, None] + np.arange(4)).ravel(), minlength=784)
     warps = threads // 32
-    visits = np.zeros(count, dtype=np.int64)
-    first = np.arange(blocks * warps)  # s = block x warps + warp, then s += blocks x warps
-    for start in range(0, count, blocks * warps):
-        s = start + first
-        np.add.at(visits, s[s < count], 1)
-    return visits
+    per_warp = -(-hidden // warps)  # warp w takes [w HS, w HS + HS)
+    units = np.arange(warps)[:, None] * per_warp + np.arange(per_warp)
+    small = 11 * hidden + 10
+    e_small = (t[:, None] + threads * np.arange(-(-small // threads))).ravel()
+    reduce_blocks = launch["reduce"][0]
+    reduced = np.bincount((32 * np.arange(reduce_blocks)[:, None] + np.arange(32)).ravel(), minlength=entries)
+    return {"pixels": pixels, "hidden": np.bincount(units[units < hidden], minlength=hidden),
+            "smalls": np.bincount(e_small[e_small < small], minlength=small), "entries": reduced[:entries]}  # fmt: skip
 
 
-def visits_of_weight_gradient(count, grid_y, chunk):
-    """How often the weight-gradient kernel's blocks reach each sample, following its loop: block y
-    takes the chunks [first, first + min(chunk, count - first)) for first = (y + k grid_y) chunk."""
-    edges = np.zeros(count + 1, dtype=np.int64)  # +1 where a chunk starts, -1 after it ends
-    for y in range(grid_y):
-        for first in range(y * chunk, count, grid_y * chunk):
-            edges[first] += 1
-            edges[first + min(chunk, count - first)] -= 1
-    return np.cumsum(edges)[:count]
+def nn_pieces() -> int:
+    return -(-FUSED_TILE * FUSED_CHUNKS // FUSED_THREADS)
 
 
-@pytest.mark.parametrize("sms", [1, 40, 56, 108, 132])
-@pytest.mark.parametrize("hidden", [1, 10, 32])
-@pytest.mark.parametrize("count", [1, 7, 100, 128, 1000, 41000, 1_000_000])
-def test_fused_launch_covers_every_sample_once_within_cuda_limits(count, hidden, sms):
-    launch = fused_launch(count, hidden, sms, 795 * hidden + 10)  # 784-H-10: W1, b1, W2, b2
-    blocks, threads = launch["forward_backward"]
-    assert threads % 32 == 0 and 32 <= threads <= FUSED_THREADS and 1 <= blocks <= 1024
-    assert (visits_of_forward_backward(count, blocks, threads) == 1).all()
-    (grid_x, grid_y), threads, chunk = launch["weight_gradient"]
-    assert threads == FUSED_THREADS and grid_x * threads >= 784 > (grid_x - 1) * threads
-    assert 1 <= chunk and hidden * chunk <= FUSED_MAX_HIDDEN * FUSED_CHUNK  # dZ1 of a chunk fits in shared memory
-    assert 1 <= grid_y <= 65535 and grid_y <= -(-count // chunk)  # no block without a chunk
-    assert (visits_of_weight_gradient(count, grid_y, chunk) == 1).all()
-    blocks, threads = launch["update"]
-    assert 1 <= blocks <= 1024 and threads == FUSED_THREADS
+def assert_once(visits: dict) -> None:
+    for name, found in visits.items():
+        assert (found == 1).all(), f"{name}: visited {sorted(set(found.tolist()))} times"
 
 
-def test_fused_launch_gives_every_sm_work_at_batch_128():
-    # An H200 has 132 SMs. Chunks sized for full batches gave batch 128 one chunk: 4 blocks in all.
-    launch = fused_launch(128, 10, 132, 7960)
-    (grid_x, grid_y), _, chunk = launch["weight_gradient"]
-    assert grid_x * grid_y >= 132 and chunk <= 2
-    blocks, threads = launch["forward_backward"]
-    assert blocks == 128 and threads == 32  # one warp per sample, a block each
-    full = fused_launch(41000, 10, 132, 7960)
-    assert full["forward_backward"] == (1024, 256)
-    assert full["weight_gradient"] == ((4, 101), 256, 409)  # the largest chunk for H = 10: 4,096 / 10
+@pytest.mark.parametrize("sms", [1, 108, 132])
+@pytest.mark.parametrize("blocks_per_sm", sorted({blocks for _, blocks in FUSED_BUILDS.values()}))
+@pytest.mark.parametrize("count", [1, 2, 31, 32, 33, 128, 1000, 8447, 8448, 8449, 41000, 60000, 999_983, 1_000_000])
+def test_fused_tiling_copies_every_piece_of_every_sample_once(count, blocks_per_sm, sms):
+    visits = sample_visits(count, sms, blocks_per_sm)
+    assert_once(visits)
+    assert len(visits["pieces"]) == count * 49
+    blocks, threads = fused_launch(count, 10, sms, blocks_per_sm)["partials"]
+    assert blocks == min(-(-count // FUSED_TILE), blocks_per_sm * sms)  # never a block without a tile
+    assert threads == FUSED_THREADS
 
 
-def test_fused_launch_bounds_the_grid_for_huge_batches():
-    (grid_x, grid_y), _, chunk = fused_launch(2**31 - 1, 32, 132, 25450)["weight_gradient"]
-    assert chunk == 128 and grid_y == 264  # 8 blocks per SM; each block then takes many chunks
+@pytest.mark.parametrize("hidden", sorted({h for hs in FUSED_HIDDEN.values() for h in hs}))
+def test_fused_tiling_computes_every_pixel_unit_and_entry_once(hidden):
+    assert_once(unit_visits(hidden))
+    launch = fused_launch(1000, hidden, 132)
+    assert launch["entries"] == 795 * hidden + 12 and launch["reduce"][0] <= 65535
+    assert FUSED_THREADS * nn_pieces() >= FUSED_TILE * FUSED_CHUNKS
+
+
+def test_fused_tiling_is_caught_when_it_misses_a_piece(monkeypatch):
+    # The emulation can fail: with a warp fewer in a block, some pieces of every tile are never copied
+    import nn_gpu.fused_source
+
+    monkeypatch.setattr(nn_gpu.fused_source, "FUSED_THREADS", FUSED_THREADS - 32)
+    with pytest.raises(AssertionError, match=r"pieces: visited \[0, 1\] times"):
+        test_fused_tiling_copies_every_piece_of_every_sample_once(1000, 1, 132)
 
 
 @pytest.mark.slow
@@ -211,10 +241,10 @@ def test_figures_table_has_a_row_per_kernel_and_a_column_per_card():
     lines = cuda_compile.figures_table(("80",)).splitlines()
     assert lines[0] == "| kernel | threads | sm_80 A100 | spills |"
     rows = {line.split(" | ")[0].lstrip("| "): line for line in lines[2:]}
-    assert len(rows) == len(KERNELS) + len(STEP) + 6
+    assert len(rows) == len(KERNELS) + len(STEP) + len(kernel_names())
     assert re.fullmatch(r"\| nn_gpu_softmax \| 128 \| \d+ / 0 / 0 \| 0 \|", rows["nn_gpu_softmax"])
     assert re.fullmatch(
-        r"\| nn_fused_weight_gradient_f64 \| 256 \| \d+ / \d+ / 32,768 \| 0 \|", rows["nn_fused_weight_gradient_f64"]
+        r"\| nn_tile_partials_10_f64 \| 224 \| \d+ / 0 / 33,520 \| 0 \|", rows["nn_tile_partials_10_f64"]
     )
 
 

@@ -5,9 +5,10 @@ outputs poisoned (NaN) first so that an element a kernel fails to write cannot p
 drawn on the card are the CPU's, element by element. Training is checked end to end: the same seed on
 GPU and CPU gives the same parameters after 50 iterations, and a run replayed as CUDA graphs is the
 run launched step by step, bit for bit, however CuPy's memory pool is used between capture and replay.
-The fused step sums with float atomics, whose order changes from run to run: it is held to the
-plain path within rounding, and its correct-prediction counts to the plain path's except where a
-sample's two largest logits are too close for the rounding to decide.
+The fused step adds its sums in another order than the plain path: it is held to the plain path
+within rounding, its correct-prediction counts to the plain path's except where a sample's two
+largest logits are too close for the rounding to decide, and to itself bit for bit (it has no
+float atomics).
 
 scripts/gpu_check.sh runs these tests in stages, by name: keep the names it lists.
 """
@@ -22,9 +23,10 @@ import nn_gpu
 from nn_gpu.architecture import Architecture, init_parameters
 from nn_gpu.data import rows_to_device
 from nn_gpu.device import WholeBatches
+from nn_gpu.fused_source import FUSED_BUILDS
 from nn_gpu.model import Network
 from nn_gpu.ops import REFERENCE_OPS
-from nn_gpu.optim import SGD, learning_rate
+from nn_gpu.optim import SGD, Adam, learning_rate
 from nn_gpu.training import TrainingPlan, train
 
 pytestmark = pytest.mark.gpu
@@ -254,29 +256,36 @@ def near_ties(Z, rtol) -> int:
     return int(np.sum(top[1] - top[0] <= rtol * np.maximum(1, np.abs(top[1]))))
 
 
-def fused_pair(gpu, dtype, images, labels, use_graph=True):
-    """Two identical 784-10-10 networks with SGD (momentum, weight decay): one for the plain path, one
-    stepped by a FusedStep; and the data as the plain path takes it."""
+def fused_pair(
+    gpu, dtype, images, labels, use_graph=True, hidden=10, adam=None, schedule=("constant", 0.05, None), variant=""
+):
+    """Two identical 784-H-10 networks with SGD (momentum, weight decay), or Adam (adam=False) or AdamW
+    (adam=True): one for the plain path, one stepped by a FusedStep (its build `variant`) at the
+    rates of `schedule`; and the data as the plain path takes it."""
     from nn_gpu import fused
 
     def network_and_optimizer():
-        arch = Architecture((10,), dtype)
+        arch = Architecture((hidden,), dtype)
         network = Network(arch, gpu, init_parameters(arch, "he", np.random.default_rng(0)))
-        return network, SGD(network, momentum=0.9, weight_decay=1e-3)
+        if adam is None:
+            return network, SGD(network, momentum=0.9, weight_decay=1e-3)
+        return network, Adam(network, weight_decay=1e-2, decoupled=adam)
 
-    plain, plain_sgd = network_and_optimizer()
-    fast, fast_sgd = network_and_optimizer()
+    plain, plain_optimizer = network_and_optimizer()
+    fast, fast_optimizer = network_and_optimizer()
     assert fused.supports(fast)
     X, y = rows_to_device(images, gpu, dtype), gpu.to_device(labels.astype(np.int32))
-    step = fused.FusedStep(fast, fast_sgd, gpu.to_device(images), y, use_graph=use_graph)
-    return plain, plain_sgd, fast, step, X, y
+    kind, alpha, total = schedule
+    step = fused.FusedStep(fast, fast_optimizer, gpu.to_device(images), y, kind, alpha, total, use_graph, variant)
+    return plain, plain_optimizer, fast, step, X, y
 
 
-@pytest.mark.parametrize(("dtype", "rtol"), [("float64", 1e-10), ("float32", 1e-4)])
 @pytest.mark.parametrize("batch_size", [None, 100, 1000], ids=["all", "100", "all-permuted"])
-def test_fused_step_equals_gradients_then_sgd_from_the_same_parameters(gpu, cp, dtype, rtol, batch_size):
+@pytest.mark.parametrize(("dtype", "hidden", "variant"), [(d, h, v) for d, h, v in FUSED_BUILDS])
+def test_fused_step_equals_gradients_then_sgd_from_the_same_parameters(gpu, cp, batch_size, dtype, hidden, variant):
+    rtol = {"float64": 1e-10, "float32": 1e-4}[dtype]
     images, labels = synthetic_digits(1000, seed=4)
-    plain, plain_sgd, fast, step, X, y = fused_pair(gpu, dtype, images, labels)
+    plain, plain_sgd, fast, step, X, y = fused_pair(gpu, dtype, images, labels, hidden=hidden, variant=variant)
     fast.gradients(X, y)  # leaves a gradient in flat_grad: the fused step must not add to it
     rows = None if batch_size is None else cp.asarray(np.random.default_rng(1).permutation(1000)[:batch_size])
     X_batch, y_batch = (X, y) if rows is None else (X.T[rows].T, y[rows])
@@ -284,7 +293,7 @@ def test_fused_step_equals_gradients_then_sgd_from_the_same_parameters(gpu, cp, 
     ties = near_ties(cp.asnumpy(Z), rtol)
     loss, correct = plain.gradients(X_batch, y_batch)
     plain_sgd.step(0.05)
-    step.step(0.05, rows)
+    step.step(rows)
     scale = float(abs(plain.flat_grad).max())
     np.testing.assert_allclose(cp.asnumpy(fast.flat_grad), cp.asnumpy(plain.flat_grad), rtol=rtol, atol=rtol * scale)
     for p, q in zip(plain.params, fast.params):
@@ -293,63 +302,79 @@ def test_fused_step_equals_gradients_then_sgd_from_the_same_parameters(gpu, cp, 
     assert fast_loss == pytest.approx(float(loss), rel=rtol)
     assert abs(fast_correct - float(correct)) <= ties
     assert step.take_sums() == (0.0, 0.0)
-    np.testing.assert_array_equal(cp.asnumpy(step.all_rows), np.arange(1000))  # a permutation never lands there
+    assert int(step.done[0]) == 1 and int(step.arrived[0]) == 0
 
 
 @pytest.mark.parametrize(("dtype", "rtol"), [("float64", 1e-10), ("float32", 1e-4)])
 @pytest.mark.parametrize("batch_size", [None, 100])
 @pytest.mark.parametrize("use_graph", [True, False], ids=["graph", "launches"])
-def test_fused_training_follows_the_plain_path(gpu, cp, dtype, rtol, batch_size, use_graph):
+@pytest.mark.parametrize("adam", [None, False, True], ids=["sgd", "adam", "adamw"])
+def test_fused_training_follows_the_plain_path(gpu, cp, dtype, rtol, batch_size, use_graph, adam):
+    if adam is not None and dtype == "float32":
+        pytest.skip(
+            "Adam's step is about lr for any gradient well above eps: float32 rounding of small gradients moves it"
+        )
     images, labels = synthetic_digits(1000, seed=4)
-    plain, plain_sgd, fast, step, X, y = fused_pair(gpu, dtype, images, labels, use_graph)
+    alpha = 0.05 if adam is None else 1e-3
+    schedule = ("cosine", alpha, 50)  # a new rate each step: the graph reads it from the schedule table
+    plain, plain_optimizer, fast, step, X, y = fused_pair(gpu, dtype, images, labels, use_graph, adam=adam,
+                                                          schedule=schedule)  # fmt: skip
     order = np.random.default_rng(1)
     loss_sum = correct_sum = 0.0
     ties = 0
     for iteration in range(1, 51):
-        lr = learning_rate("cosine", 0.05, iteration, 50)  # a new rate each step: the graph reads it from memory
         rows = None if batch_size is None else cp.asarray(order.permutation(1000)[:batch_size])
         X_batch, y_batch = (X, y) if rows is None else (X.T[rows].T, y[rows])
         ties += near_ties(
             cp.asnumpy(plain.forward(X_batch, keep=True)["Z2"]), 10 * rtol
         )  # the paths drift apart within rtol
         loss, correct = plain.gradients(X_batch, y_batch)
-        plain_sgd.step(lr)
+        plain_optimizer.step(learning_rate("cosine", alpha, iteration, 50))
         loss_sum, correct_sum = loss_sum + float(loss), correct_sum + float(correct)
-        step.step(lr, rows)
+        step.step(rows)
     if use_graph:  # the first step of a batch size launches; the second captures; the rest replay
         assert all(buffers["graph"] is not None for buffers in step._buffers.values())
     for p, q in zip(plain.params, fast.params):
-        np.testing.assert_allclose(cp.asnumpy(q), cp.asnumpy(p), rtol=rtol, atol=rtol * float(abs(p).max()))
+        np.testing.assert_allclose(cp.asnumpy(q), cp.asnumpy(p), rtol=10 * rtol, atol=10 * rtol * float(abs(p).max()))
     fast_loss, fast_correct = step.take_sums()
-    assert fast_loss == pytest.approx(loss_sum, rel=rtol)
+    assert fast_loss == pytest.approx(loss_sum, rel=10 * rtol)
     assert abs(fast_correct - correct_sum) <= ties
+    assert int(step.done[0]) == 50
 
 
-def test_fused_graph_replays_what_the_launches_compute(gpu, cp):
+@pytest.mark.parametrize(("dtype", "variant"), [("float64", ""), ("float32", ""), ("float32", "ahead")])
+def test_fused_graph_replays_what_the_launches_compute(gpu, cp, dtype, variant):
+    # No float atomics: the same steps give the same bits, replayed or launched, run after run.
     images, labels = synthetic_digits(1000, seed=6)
-    runs = {}
-    for use_graph in (True, False):
-        _, _, fast, step, _, _ = fused_pair(gpu, "float64", images, labels, use_graph)
+    runs = []
+    for use_graph in (True, False, True):
+        _, _, fast, step, _, _ = fused_pair(gpu, dtype, images, labels, use_graph, variant=variant)
         rows = cp.asarray(np.arange(128, dtype=np.int64))
         for _ in range(10):
-            step.step(0.05, rows)
-        runs[use_graph] = (cp.asnumpy(fast.flat), step.take_sums()[0])
-    np.testing.assert_allclose(runs[True][0], runs[False][0], rtol=1e-12, atol=1e-14)  # float64: atomics' order only
-    assert runs[True][1] == pytest.approx(runs[False][1], rel=1e-12)  # the loss sums
+            step.step(rows)
+            step.step()
+        runs.append((cp.asnumpy(fast.flat), cp.asnumpy(fast.flat_grad), step.take_sums()))
+    for run in runs[1:]:
+        np.testing.assert_array_equal(run[0], runs[0][0])
+        np.testing.assert_array_equal(run[1], runs[0][1])
+        assert run[2] == runs[0][2]
 
 
-def test_fused_step_refuses_deeper_or_wider_networks(gpu):
+def test_fused_step_refuses_what_it_was_not_built_for(gpu):
     from nn_gpu import fused
 
     for arch in (
         Architecture((64,)),
+        Architecture((12,)),
+        Architecture((32,), "float64"),
         Architecture((16, 16)),
         Architecture((16,), n_inputs=64),
         Architecture((16,), n_classes=3),
+        Architecture((16,), batch_norm=True),
     ):
         network = Network(arch, gpu, init_parameters(arch, "he", np.random.default_rng(0)))
         assert not fused.supports(network)
-        with pytest.raises(ValueError, match="784 inputs, one hidden layer of at most 32 units and 10 classes"):
+        with pytest.raises(ValueError, match=r"784 inputs, one hidden layer of 10, 16, 32 units \(10, 16 in float64\)"):
             fused.FusedStep(network, SGD(network), np.zeros((4, 784), np.uint8), np.zeros(4, np.int32))
 
 
