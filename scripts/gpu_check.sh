@@ -17,7 +17,7 @@
 #                    masks equal to the CPU's element by element, nn_gpu's cuBLAS products in every layout,
 #                    and CuPy built no kernel source but those CI compiles (nn_gpu.cuda_compile)
 #   parity    ~25 s  training on the GPU equals training on the CPU (full batch and mini-batch)
-#   graph     ~30 s  CUDA graphs replay what direct launches compute, bit for bit: the fused step, and
+#   graph     ~30 s  CUDA graphs replay what direct launches compute, bit for bit: the fused step (run after run), and
 #                    train()'s step for every optimiser, dropout and label smoothing, with CuPy's pool
 #                    churned between capture and replay; a step's graph holds its op calls' kernels
 #   perf      ~60 s  scripts/bench.py --perf: the notebook job, mini-batch 128 at hidden 128, the best
@@ -25,13 +25,14 @@
 #                    300 of each timed with CUDA events beside PyTorch eager and graphed; OUTDIR/perf.json
 #   estimator ~25 s  nn_gpu.MLPClassifier: same seed, same model on the card as on the CPU; a CSV table
 #                    of 5 features and 4 classes through train.py and predict.py on the card
-#   fused     ~25 s  the fused step equals gradients + SGD, one step and 50 steps, graph and launches
+#   fused     ~40 s  the fused step equals gradients + SGD, Adam and AdamW, one step and 50 steps, graph and
+#                    launches, at H = 10, 16 and 32
 #   oom       ~5 s   running out of GPU memory is one line with sizes and advice, exit 2
 #   cli       ~35 s  train.py and predict.py with --device gpu / gpu:0 end to end on generated digits; serve.py:
 #                    a picture gives the CPU's activations and probabilities on the card
 #   compile   ~25 s  every kernel source compiled by NVRTC for sm_90/80/75(/60), ptxas' limits checked
-#   bench     ~90 s  scripts/bench.py --device gpu: nn_gpu graphed and eager, fused, PyTorch eager and graphed;
-#                    OUTDIR/bench.json
+#   bench     ~90 s  scripts/bench.py --device gpu: nn_gpu graphed and eager, fused, PyTorch eager and graphed,
+#                    on the notebook's job, mini-batches of 128 and full batches of 1k to 1M; OUTDIR/bench.json
 #   ladder    ~60 s  scripts/ladder.py --device gpu, the best recipes, rungs 17 (digits) and 16 (Fashion), 2 epochs
 #                    of 60,000 generated digits: seconds per run against PyTorch on cuda, eager and graphed;
 #                    OUTDIR/ladder.json
@@ -134,10 +135,10 @@ stage perf 180 "the step: eager, graphed, PyTorch eager and graphed" "$python" s
 stage estimator 60 "MLPClassifier GPU = CPU; a CSV table on the card" "${pytest[@]}" \
     "$gpu_tests::test_the_estimator_on_the_gpu_is_the_estimator_on_the_cpu" \
     "$gpu_tests::test_a_table_trains_and_predicts_on_the_gpu"
-stage fused 60 "fused step = plain path" "${pytest[@]}" \
+stage fused 90 "fused step = plain path (SGD, Adam, AdamW)" "${pytest[@]}" \
     "$gpu_tests::test_fused_step_equals_gradients_then_sgd_from_the_same_parameters" \
     "$gpu_tests::test_fused_training_follows_the_plain_path" \
-    "$gpu_tests::test_fused_step_refuses_deeper_or_wider_networks"
+    "$gpu_tests::test_fused_step_refuses_what_it_was_not_built_for"
 stage oom 30 "out-of-memory message" "${pytest[@]}" "$gpu_tests::test_out_of_memory_is_one_line_with_sizes_and_advice"
 stage cli 60 "train.py, predict.py and serve.py on the GPU" "${pytest[@]}" \
     "$gpu_tests::test_train_script_on_gpu_matches_the_cpu" \

@@ -6,7 +6,8 @@
   torch-cpu   PyTorch as a PyTorch user writes it: nn.Linear, autograd, torch.optim.SGD (if installed)
   nn_gpu-gpu, torch-gpu  the same on the GPU, when one is usable: nn_gpu's steps replayed as CUDA graphs,
               as train() runs them (nn_gpu-gpu-eager: launched step by step); torch-gpu-graph, PyTorch
-              with its step captured in a CUDA graph; nn_gpu-gpu-fused the fused step
+              with its step captured in a CUDA graph; nn_gpu-gpu-fused the fused step (nn_gpu.fused), and
+              nn_gpu-gpu-fused-ahead its build that loads each tile a tile ahead (H = 10)
 
 Each has step(rows=None) (one SGD step on all samples or on `rows`), accuracy(images, labels) and
 synchronize(); nn_gpu's take their batches from their own epoch shuffle (of the same size) and run
@@ -22,6 +23,7 @@ from nn_gpu.architecture import Architecture, init_parameters
 from nn_gpu.data import rows_to_device
 from nn_gpu.device import cpu_device, resolve_device
 from nn_gpu.errors import one_line
+from nn_gpu.fused_source import FUSED_BUILDS
 from nn_gpu.model import Network
 from nn_gpu.optim import SGD
 from nn_gpu.step import TrainingStep
@@ -127,18 +129,17 @@ class NNGpu:
 
 
 class NNGpuFused(NNGpu):
-    """nn_gpu's fused GPU step (nn_gpu.fused): uint8 X, three kernels replayed as a CUDA graph."""
+    """nn_gpu's fused GPU step (nn_gpu.fused): uint8 X read once a step, two kernels replayed as a CUDA graph."""
 
-    def __init__(self, device, images, labels, hidden, alpha=0.1):
+    def __init__(self, device, images, labels, hidden, alpha=0.1, variant=""):
         from nn_gpu import fused
 
         super().__init__(device, images, labels, hidden, alpha)
-        self.name = "nn_gpu-gpu-fused"
-        self.alpha = alpha
-        self.fused = fused.FusedStep(self.network, self.optimizer, images, labels)
+        self.name = "nn_gpu-gpu-fused" + (f"-{variant}" if variant else "")
+        self.fused = fused.FusedStep(self.network, self.optimizer, images, labels, alpha=alpha, variant=variant)
 
     def step(self, rows=None):
-        self.fused.step(self.alpha, rows)
+        self.fused.step(rows)
 
     steps = None  # step by step, on the rows given
 
@@ -212,11 +213,12 @@ def implementations(devices, images, labels, hidden, only_nn_gpu=False, batch_si
                     yield Torch(name, images, labels, hidden, graphed=True)
                 except Exception as error:  # reported, not fatal to the rest of the benchmark
                     print(f"torch-gpu-graph failed: {type(error).__name__}: {one_line(error)[:300]}")
-        if name == "gpu" and len(hidden) == 1 and hidden[0] <= 32:  # last: it is not yet proven on a card
+        variants = [v for d, h, v in FUSED_BUILDS if d == "float32" and (h,) == tuple(hidden)]
+        for variant in variants if name == "gpu" else []:  # last: not yet proven on a card
             try:
-                fused = NNGpuFused(device, images, labels, hidden)
+                fused = NNGpuFused(device, images, labels, hidden, variant=variant)
                 fused.step()
             except Exception as error:  # reported, not fatal to the rest of the benchmark
-                print(f"nn_gpu-gpu-fused failed: {type(error).__name__}: {one_line(error)[:300]}")
+                print(f"nn_gpu-gpu-fused {variant} failed: {type(error).__name__}: {one_line(error)[:300]}")
                 continue
             yield fused
