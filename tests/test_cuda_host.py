@@ -24,7 +24,15 @@ from nn_gpu import dropout
 from nn_gpu.architecture import Architecture, init_parameters
 from nn_gpu.cuda_source import CUDA_SOURCE, KERNEL_LAYOUTS, KERNELS, STEP_SOURCE
 from nn_gpu.device import cpu_device
-from nn_gpu.fused_source import FUSED_BUILDS, FUSED_REDUCE_GROUPS, FUSED_SOURCE, SUFFIXES, n_entries, partials_kernel
+from nn_gpu.fused_source import (
+    FUSED_BUILDS,
+    FUSED_REDUCE_GROUPS,
+    FUSED_SOURCE,
+    SUFFIXES,
+    fused_launch,
+    n_entries,
+    partials_kernel,
+)
 from nn_gpu.model import Network
 from nn_gpu.ops import REFERENCE_OPS as ops
 from nn_gpu.optim import SGD
@@ -116,24 +124,37 @@ STEP_DRIVERS = {
 }
 
 
-def step_driver(name: str, parameters: str, ctype: str, suffix: str) -> str:
+# The fused step's update kernels' host drivers: the same, with blocks of NN_REDUCE_GROUPS x 32 threads
+# run one after another in each phase (NN_PHASE).
+TILE_DRIVERS = {
+    "sgd": "const T* partials, long long blocks, long long entries, long long count, T* p, T* g, T* v, "
+    "const T* rows, long long window, long long* done, T momentum, T weight_decay, double* sums, unsigned int* arrived",
+    "adam": "const T* partials, long long blocks, long long entries, long long count, T* p, T* g, T* m, T* v, "
+    "const T* rows, long long window, long long* done, T beta1, T beta2, T eps, T l2, double* sums, "
+    "unsigned int* arrived",
+}
+
+
+def kernel_driver(kernel: str, parameters: str, ctype: str, threads: str = "1") -> str:
+    """host_KERNEL(parameters, grid_x, grid_y): the kernel nn_KERNEL's whole grid, block after block,
+    each of `threads` threads."""
     names = ", ".join(p.split()[-1].lstrip("*") for p in parameters.split(","))
     signature = parameters.replace("T*", f"{ctype}*").replace("T ", f"{ctype} ")
     return f"""
-extern "C" void host_step_{name}_{suffix}({signature}, long long grid_x, long long grid_y) {{
-    gridDim = {{(unsigned)grid_x, (unsigned)grid_y, 1}}; blockDim = {{1, 1, 1}}; threadIdx = {{0, 0, 0}};
+extern "C" void host_{kernel}({signature}, long long grid_x, long long grid_y) {{
+    gridDim = {{(unsigned)grid_x, (unsigned)grid_y, 1}}; blockDim = {{{threads}, 1, 1}}; threadIdx = {{0, 0, 0}};
     for (unsigned block_y = 0; block_y < gridDim.y; ++block_y)
         for (unsigned block_x = 0; block_x < gridDim.x; ++block_x) {{
             blockIdx = {{block_x, block_y, 0}};
-            nn_step_{name}_{suffix}({names});
+            nn_{kernel}({names});
         }}
 }}
 """
 
 
-def tile_drivers(ctype: str, suffix: str) -> str:
-    """Host drivers of the fused step's kernels: every block of the grid in turn, its threads one after
-    another in each phase (NN_PHASE), each with its own state, as the card runs them side by side."""
+def partials_drivers(ctype: str, suffix: str) -> str:
+    """Host drivers of the fused step's partial-sums kernels: every block of the grid in turn, its threads
+    one after another in each phase (NN_PHASE), each with its own state, as the card runs them side by side."""
     T = ctype
     text = ""
     for (dtype, hidden, variant), (ahead, _) in FUSED_BUILDS.items():
@@ -153,34 +174,7 @@ extern "C" void host_{partials_kernel(dtype, hidden, variant)[3:]}(const unsigne
     }}
 }}
 """
-    return (
-        text
-        + f"""
-extern "C" void host_tile_sgd_{suffix}(const {T}* partials, long long blocks, long long entries, long long count,
-                                     {T}* p, {T}* g, {T}* v, const {T}* rows, long long window, long long* done,
-                                     {T} momentum, {T} weight_decay, double* sums, unsigned int* arrived, long long grid) {{
-    static {T} groups[NN_REDUCE_GROUPS][32];
-    gridDim = {{(unsigned)grid, 1, 1}}; blockDim = {{NN_REDUCE_GROUPS * 32, 1, 1}};
-    for (unsigned b = 0; b < gridDim.x; ++b) {{
-        blockIdx = {{b, 0, 0}};
-        nn_tile_sgd<{T}>(groups, partials, blocks, entries, count, p, g, v, rows, window, done, momentum, weight_decay,
-                         sums, arrived);
-    }}
-}}
-extern "C" void host_tile_adam_{suffix}(const {T}* partials, long long blocks, long long entries, long long count,
-                                      {T}* p, {T}* g, {T}* m, {T}* v, const {T}* rows, long long window,
-                                      long long* done, {T} beta1, {T} beta2, {T} eps, {T} l2, double* sums,
-                                      unsigned int* arrived, long long grid) {{
-    static {T} groups[NN_REDUCE_GROUPS][32];
-    gridDim = {{(unsigned)grid, 1, 1}}; blockDim = {{NN_REDUCE_GROUPS * 32, 1, 1}};
-    for (unsigned b = 0; b < gridDim.x; ++b) {{
-        blockIdx = {{b, 0, 0}};
-        nn_tile_adam<{T}>(groups, partials, blocks, entries, count, p, g, m, v, rows, window, done, beta1, beta2, eps,
-                          l2, sums, arrived);
-    }}
-}}
-"""
-    )
+    return text
 
 
 def host_source() -> str:
@@ -196,8 +190,10 @@ extern "C" unsigned int host_dropout_draw(unsigned long long k0, unsigned long l
             scalars = [entry is None for entry in KERNEL_LAYOUTS[name][0][:-1]]
             parts.append(elementwise_loop(name, in_params, out_params, operation, scalars, ctype, suffix))
         for name, parameters in STEP_DRIVERS.items():
-            parts.append(step_driver(name, parameters, ctype, suffix))
-        parts.append(tile_drivers(ctype, suffix))
+            parts.append(kernel_driver(f"step_{name}_{suffix}", parameters, ctype))
+        for name, parameters in TILE_DRIVERS.items():
+            parts.append(kernel_driver(f"tile_{name}_{suffix}", parameters, ctype, "NN_REDUCE_GROUPS * 32"))
+        parts.append(partials_drivers(ctype, suffix))
     return "\n".join(parts)
 
 
@@ -506,6 +502,11 @@ def ordered_total(partials):
     return total
 
 
+def update_grid(count, hidden):
+    """The update kernel's grid as nn_gpu/fused.py launches it: (blocks, 1)."""
+    return fused_launch(count, hidden, sms=1)["reduce"][0], 1
+
+
 BUILDS = pytest.mark.parametrize(
     ("suffix", "hidden", "variant"), [(SUFFIXES[dtype], hidden, variant) for dtype, hidden, variant in FUSED_BUILDS]
 )
@@ -559,9 +560,8 @@ def test_fused_update_adds_the_rows_in_a_fixed_order_then_is_the_op_tables_sgd(h
     done, arrived = np.array([4]), np.zeros(1, np.uint32)
     want_p, want_v, want_g, want_done = p.copy(), v.copy(), total[:-2].copy(), np.array([4])
     ops.sgd_update(want_p, want_g, want_v, rows, want_done, count, 0.9, 1e-3)
-    grid = -(-entries // 32)
     call(host, "tile_sgd", suffix, partials, blocks, entries, count, p, g, v, rows, 3, done, (0.9, dtype),
-         (1e-3, dtype), sums, arrived, grid)  # fmt: skip
+         (1e-3, dtype), sums, arrived, *update_grid(count, 10))  # fmt: skip
     for found, expected in ((p, want_p), (v, want_v), (g, want_g), (done, want_done)):
         np.testing.assert_array_equal(found, expected)  # the mean gradient is left in g
     np.testing.assert_array_equal(sums, [1.5 + float(total[-2]), 2.0 + float(total[-1])])
@@ -588,7 +588,7 @@ def test_fused_update_with_adam_is_the_op_tables_adam(host, suffix, decoupled):
         ops.adam_update(want[0], want_g, want[1], want[2], rows, want_done, count, 0.9, 0.999, 1e-8, l2)
         g = np.full(entries - 2, np.nan, dtype)
         call(host, "tile_adam", suffix, partials, blocks, entries, count, p, g, m, v, rows, 2, done, (0.9, dtype),
-             (0.999, dtype), (1e-8, dtype), (l2, dtype), sums, arrived, -(-entries // 32))  # fmt: skip
+             (0.999, dtype), (1e-8, dtype), (l2, dtype), sums, arrived, *update_grid(count, 16))  # fmt: skip
         for found, expected in zip((p, m, v, g, done), (*want, want_g, want_done)):
             np.testing.assert_array_equal(found, expected)
     assert done[0] == 2
@@ -611,7 +611,7 @@ def test_fused_steps_train_as_the_hand_loop_does(host, suffix):
         network.flat[...] = p
         partials = tile_partials(host, network, images, labels, order, 37, blocks)
         call(host, "tile_sgd", suffix, partials, blocks, entries, 37, p, g, v, rows, 1, done, (0.9, dtype),
-             (1e-3, dtype), sums, arrived, -(-entries // 32))  # fmt: skip
+             (1e-3, dtype), sums, arrived, *update_grid(37, 16))  # fmt: skip
         hand.gradients((images[order].T / dtype(255)).astype(dtype), labels[order].astype(np.int64))
         sgd.step(0.05)
     tol = {"rtol": 1e-4, "atol": 1e-6} if suffix == "f32" else {"rtol": 1e-10, "atol": 1e-13}
