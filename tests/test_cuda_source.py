@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from nn_gpu import cuda_compile
-from nn_gpu.cuda_source import CUDA_SOURCE, KERNEL_LAYOUTS, KERNELS, STEP_KERNELS, STEP_THREADS, step_launch
+from nn_gpu.cuda_source import CUDA_SOURCE, KERNEL_LAYOUTS, KERNELS, STEP_KERNELS, STEP_THREADS, ceil_div, step_launch
 from nn_gpu.fused_source import (
     FUSED_BUILDS,
     FUSED_CHUNKS,
@@ -187,10 +187,10 @@ def unit_visits(hidden: int) -> dict:
     t = np.arange(threads)
     pixels = np.bincount((4 * t[4 * t < 784, None] + np.arange(4)).ravel(), minlength=784)
     warps = threads // 32
-    per_warp = -(-hidden // warps)  # warp w takes [w HS, w HS + HS)
+    per_warp = ceil_div(hidden, warps)  # warp w takes [w HS, w HS + HS)
     units = np.arange(warps)[:, None] * per_warp + np.arange(per_warp)
     small = 11 * hidden + 10
-    e_small = (t[:, None] + threads * np.arange(-(-small // threads))).ravel()
+    e_small = (t[:, None] + threads * np.arange(ceil_div(small, threads))).ravel()
     reduce_blocks = launch["reduce"][0]
     reduced = np.bincount((32 * np.arange(reduce_blocks)[:, None] + np.arange(32)).ravel(), minlength=entries)
     return {"pixels": pixels, "hidden": np.bincount(units[units < hidden], minlength=hidden),
@@ -198,7 +198,7 @@ def unit_visits(hidden: int) -> dict:
 
 
 def nn_pieces() -> int:
-    return -(-FUSED_TILE * FUSED_CHUNKS // FUSED_THREADS)
+    return ceil_div(FUSED_TILE * FUSED_CHUNKS, FUSED_THREADS)
 
 
 def assert_once(visits: dict) -> None:
@@ -214,7 +214,7 @@ def test_fused_tiling_copies_every_piece_of_every_sample_once(count, blocks_per_
     assert_once(visits)
     assert len(visits["pieces"]) == count * 49
     blocks, threads = fused_launch(count, 10, sms, blocks_per_sm)["partials"]
-    assert blocks == min(-(-count // FUSED_TILE), blocks_per_sm * sms)  # never a block without a tile
+    assert blocks == min(ceil_div(count, FUSED_TILE), blocks_per_sm * sms)  # never a block without a tile
     assert threads == FUSED_THREADS
 
 
