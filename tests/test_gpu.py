@@ -281,7 +281,7 @@ def fused_pair(
 
 
 @pytest.mark.parametrize("batch_size", [None, 100, 1000], ids=["all", "100", "all-permuted"])
-@pytest.mark.parametrize(("dtype", "hidden", "variant"), [(d, h, v) for d, h, v in FUSED_BUILDS])
+@pytest.mark.parametrize(("dtype", "hidden", "variant"), list(FUSED_BUILDS))
 def test_fused_step_equals_gradients_then_sgd_from_the_same_parameters(gpu, cp, batch_size, dtype, hidden, variant):
     rtol = {"float64": 1e-10, "float32": 1e-4}[dtype]
     images, labels = synthetic_digits(1000, seed=4)
