@@ -18,6 +18,10 @@ For rows of any features and any labels, scikit-learn's way (n x d, rows as samp
     clf = nn_gpu.MLPClassifier(hidden_layer_sizes=(256,), max_iter=20, device="auto").fit(X, y)
     clf.predict(X_test); clf.score(X_test, y_test)    # in Pipeline and GridSearchCV too
 
+Many networks at once (seeds, learning rates, weight decays, dropout, label smoothing), X read once a step:
+
+    results = nn_gpu.train_many(X, y, seeds=range(8), learning_rate=[0.1, 0.05])   # one Result each
+
 Start reading with nn_gpu/model.py; docs/math.md derives every equation.
 """
 
@@ -30,13 +34,16 @@ from nn_gpu.data import Dataset, load_dataset
 from nn_gpu.device import Device, gpu_unavailable_reason, resolve_device
 from nn_gpu.estimator import MLPClassifier
 from nn_gpu.gradient_check import gradcheck
+from nn_gpu.many import train_many
 from nn_gpu.model import Network
+from nn_gpu.search import MLPGridSearchCV
 
 __all__ = [
     "Arrays",
     "Dataset",
     "Device",
     "MLPClassifier",
+    "MLPGridSearchCV",
     "Network",
     "gpu_unavailable_reason",
     "gradcheck",
@@ -47,4 +54,5 @@ __all__ = [
     "resolve_device",
     "save_model",
     "train",
+    "train_many",
 ]

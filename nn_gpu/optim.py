@@ -54,6 +54,14 @@ def learning_rate(schedule: str, alpha: float, iteration: int, total: int) -> fl
     raise ValueError(f"unknown learning-rate schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}")
 
 
+def adam_scalars(t: int, lr: float, betas: tuple[float, float], weight_decay: float, decoupled: bool):
+    """Adam's step t scalars (step_size, root_correction2, shrink): lr / (1 - beta1^t), sqrt(1 - beta2^t),
+    and AdamW's 1 - lr weight_decay (1 for Adam)."""
+    beta1, beta2 = betas
+    shrink = 1 - lr * weight_decay if decoupled else 1.0
+    return lr / (1 - beta1**t), math.sqrt(1 - beta2**t), shrink
+
+
 class Optimizer:
     """What SGD and Adam share: a step counter (`steps`, the steps taken) and the two ways to update.
 
@@ -148,11 +156,7 @@ class Adam(Optimizer):
         return [self.m, self.v]
 
     def scalars(self, t: int, lr: float) -> tuple[float, float, float]:
-        """Step t's (step_size, root_correction2, shrink): lr / (1 - beta1^t), sqrt(1 - beta2^t), and
-        AdamW's 1 - lr weight_decay (1 for Adam)."""
-        beta1, beta2 = self.betas
-        shrink = 1 - lr * self.weight_decay if self.decoupled else 1.0
-        return lr / (1 - beta1**t), math.sqrt(1 - beta2**t), shrink
+        return adam_scalars(t, lr, self.betas, self.weight_decay, self.decoupled)
 
     def update(self, rows, done, count: int) -> None:
         net = self.network

@@ -38,7 +38,7 @@ BEST_MODEL = "best_model.npz"
 RUN_FILES = (
     "best_model.npz", "model.npz", "metrics.json", "metrics.jsonl", "checkpoint.npz", "confusion_matrix.json",
     "confusion_matrix.png", "training_curves.png", "weights.png", "predictions.png", "augmentations.png",
-    "tensorboard",
+    "tensorboard", "networks", "results.csv", "results.png",
 )  # fmt: skip
 
 

@@ -9,6 +9,8 @@
                                      WEIGHT_UNITS most informative units, as the title says
     augmentations(images, ...)       each image beside distorted copies of it, as a training batch
                                      sees them (nn_gpu.augment)
+    grid_results(table)              a grid of networks' dev accuracy against each setting that varies,
+                                     one point per network, the mean over seeds joined by a line
 
 Each returns a Figure built without pyplot, so matplotlib's backend is never chosen or changed (a
 notebook keeps its own), nothing is left open, and drawing works on any thread and headless. In
@@ -254,5 +256,32 @@ def augmentations(images: np.ndarray, labels, distortion, seed: int = 0, copies:
         f"shift up to {d.shift:g} px, elastic alpha {d.elastic:g} (sigma {d.sigma:g})",
         fontsize=8,
     )
+    fig.tight_layout()
+    return fig
+
+
+GRID_SETTINGS = ("learning_rate", "weight_decay", "dropout", "label_smoothing")
+
+
+def grid_results(table):
+    """Each network's best dev accuracy (or final train accuracy, without a dev set) against each setting
+    that varies in `table` (nn_gpu.commands.grid.results_table's: one row per network): a panel per
+    setting, one point per network, so the spread over seeds shows, and the mean at each value joined
+    by a line. With only seeds varying, one panel: accuracy against seed."""
+    score = "best_dev_accuracy" if table["best_dev_accuracy"].notna().any() else "train_accuracy"
+    varied = [name for name in GRID_SETTINGS if table[name].nunique() > 1] or ["seed"]
+    fig = figure((4 * len(varied), 3.6))
+    axes = np.atleast_1d(fig.subplots(1, len(varied)))
+    for ax, name in zip(axes, varied):
+        values = list(dict.fromkeys(table[name]))  # in the grid's order
+        position = table[name].map({v: i for i, v in enumerate(values)})
+        ax.scatter(position, 100 * table[score], s=16, alpha=0.6, label="one network")
+        means = [100 * table.loc[table[name] == v, score].mean() for v in values]
+        ax.plot(range(len(values)), means, "o-", color="black", label="mean")
+        ax.set_xticks(range(len(values)), [str(v) if v != "" else "none" for v in values])
+        ax.set(xlabel=name.replace("_", " "), ylabel=score.replace("_", " ") + " (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f"{len(table)} networks trained together")
     fig.tight_layout()
     return fig

@@ -229,6 +229,13 @@ class Run:
                     setattr(self.progress, name, device.to_device(getattr(self.progress, name)))
         return network, optimizer
 
+    def initial_parameters(self, seed: int) -> list:
+        """The initial weights a new run of this config with --seed `seed` draws (host arrays): from the
+        seed's generator after the dev split it draws first (a permutation of the dataset's samples)."""
+        rng = np.random.default_rng(seed)
+        rng.permutation(len(self.data.dataset))  # split_dev's draw
+        return init_parameters(self.arch, self.config.init, rng)
+
     def on_device(self, dataset: Dataset, device: Device) -> tuple | None:
         """(X, y) of `dataset` on `device`, or None when it is empty."""
         if not len(dataset):

@@ -57,7 +57,7 @@ class TrainingStep:
     of another size can go on from any step (MLPClassifier.partial_fit); (0, 0) for a run on one X.
 
     run(first, last) queues steps first..last, in runs that each lie in one epoch, one batch size and
-    one schedule window (`chunk_end`); read_sums() reads the loss and correct sums, and reset_sums()
+    one schedule window (`chunk_end`); dropout_seed: the dropout masks' seed, when not `seed`; read_sums() reads the loss and correct sums, and reset_sums()
     starts them again.
     """
 
@@ -73,6 +73,7 @@ class TrainingStep:
         sums=(0.0, 0.0),
         graphs: bool = True,
         epoch_start: tuple[int, int] = (0, 0),
+        dropout_seed: int | None = None,
     ):
         device, xp = network.device, network.device.xp
         self.network, self.optimizer, self.plan, self.seed = network, optimizer, plan, seed
@@ -88,7 +89,8 @@ class TrainingStep:
         self.order = None if plan.batch_size is None else xp.empty(self.m, dtype=np.int64)
         self.order_epoch: int | None = None
         rates = dropout.layer_rates(plan.dropout, network.n_layers - 1)
-        self.dropout = dropout.Dropout(rates, seed, self.done, network.arch.dtype) if any(rates) else None
+        masks_seed = seed if dropout_seed is None else dropout_seed
+        self.dropout = dropout.Dropout(rates, masks_seed, self.done, network.arch.dtype) if any(rates) else None
         self.distortion = augment.distortion(plan.augment) if plan.augment else None
         self.graphed = graphs and device.name == "gpu" and self.distortion is None
         self.graphs: dict[tuple[int, int], object] = {}  # (batch count, steps) -> CUDA graph

@@ -185,21 +185,22 @@ def train(
     graphs: bool = True,
     evaluate_at_end: bool = True,
     epoch_start: tuple[int, int] = (0, 0),
+    dropout_seed: int | None = None,
 ) -> Progress:
     """Train `network` on X (n0 x m) and y (m labels), both on its device, from `progress` onwards, with
     `optimizer` (nn_gpu.optim: SGD or Adam) and the plan's dropout, augmentation and weight averaging.
 
-    dev: (X_dev, y_dev), evaluated at each logged iteration, or None. hooks: what the caller sees and
-    steers (Hooks; None: nothing). A non-finite loss, or one over exploding_loss, raises Diverged
-    before anything is saved from the bad state. graphs: on the GPU, replay each step as a CUDA graph
-    (nn_gpu.step; the same bits as without). evaluate_at_end: evaluate the training set (and dev) into
-    progress.final. epoch_start: (steps, epoch): X's first epoch starts after that many steps and has
-    that number (MLPClassifier.partial_fit goes on from earlier calls on other X this way)."""
+    dev: (X_dev, y_dev), evaluated at each logged iteration, or None. hooks: what the caller sees and steers (Hooks;
+    None: nothing). A non-finite loss, or one over exploding_loss, raises Diverged before anything is saved from the
+    bad state. graphs: on the GPU, replay each step as a CUDA graph (nn_gpu.step; the same bits as without).
+    evaluate_at_end: evaluate the training set (and dev) into progress.final. epoch_start: (steps, epoch): X's first
+    epoch follows that many steps, numbered so (MLPClassifier.partial_fit goes on from earlier calls on other X this
+    way). dropout_seed: the masks' seed when not `seed` (a network of nn_gpu.many's)."""
     with parallel.one_blas_thread():  # set once for the run: setting it costs 16 us, a mini-batch step 200
         progress, hooks, m = progress or Progress(), hooks or Hooks(), X.shape[1]
         total, every = plan.total_iterations(m), plan.evaluate_every(m)
-        sums = (progress.loss_sum, progress.correct_sum)
-        step = TrainingStep(network, optimizer, X, y, plan, seed, progress.iteration, sums, graphs, epoch_start)
+        sums, done = (progress.loss_sum, progress.correct_sum), progress.iteration
+        step = TrainingStep(network, optimizer, X, y, plan, seed, done, sums, graphs, epoch_start, dropout_seed)
         step.average = progress.average = averaging.start(network, progress.average, plan.average_weights)
         ledger = Ledger(network, step, progress, exploding_loss)
         while progress.iteration < total and not progress.stopped_early:
@@ -216,8 +217,7 @@ def train(
             ledger.pause()  # host sync
             if log_now:
                 entry = ledger.evaluate(dev, plan, m)
-                if hooks.on_log(entry):
-                    progress.stopped_early = True
+                progress.stopped_early |= bool(hooks.on_log(entry))  # True: the caller stops the run here
             if hooks.save is not None and (periodic or signum or last == total or progress.stopped_early):
                 ledger.checkpoint(hooks.save)
             if signum:

@@ -27,6 +27,9 @@
 #                    of 5 features and 4 classes through train.py and predict.py on the card
 #   fused     ~40 s  the fused step equals gradients + SGD, Adam and AdamW, one step and 50 steps, graph and
 #                    launches, at H = 10, 16 and 32
+#   many      ~60 s  64 networks of 784-128-10 trained at once on the card, network 0 against the same network
+#                    trained alone there; scripts/bench.py --many: 64 together against 64 one after another,
+#                    and a 16-setting grid search against scikit-learn's GridSearchCV on every core; OUTDIR/many.json
 #   oom       ~5 s   running out of GPU memory is one line with sizes and advice, exit 2
 #   cli       ~35 s  train.py and predict.py with --device gpu / gpu:0 end to end on generated digits; serve.py:
 #                    a picture gives the CPU's activations and probabilities on the card
@@ -139,6 +142,7 @@ stage fused 90 "fused step = plain path (SGD, Adam, AdamW)" "${pytest[@]}" \
     "$gpu_tests::test_fused_step_equals_gradients_then_sgd_from_the_same_parameters" \
     "$gpu_tests::test_fused_training_follows_the_plain_path" \
     "$gpu_tests::test_fused_step_refuses_what_it_was_not_built_for"
+stage many 150 "64 networks at once; network 0 = alone" bash -c '"$0" -m pytest -q tests/test_many.py -m gpu && "$0" scripts/bench.py --many --device gpu --json "$1/many.json"' "$python" "$out"
 stage oom 30 "out-of-memory message" "${pytest[@]}" "$gpu_tests::test_out_of_memory_is_one_line_with_sizes_and_advice"
 stage cli 60 "train.py, predict.py and serve.py on the GPU" "${pytest[@]}" \
     "$gpu_tests::test_train_script_on_gpu_matches_the_cpu" \

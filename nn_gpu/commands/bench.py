@@ -19,6 +19,7 @@ core, as on any laptop where a browser or an IDE is busy.
     python scripts/bench.py --accuracy --data sample --data /usr/share/datasets/fashion-mnist
     python scripts/bench.py --estimators --data sample --data /usr/share/datasets/fashion-mnist
                            # nn_gpu.MLPClassifier against scikit-learn's (and PyTorch): nn_gpu/bench/estimators.py
+    python scripts/bench.py --many     # many networks at once against one after another: nn_gpu/bench/many.py
     python scripts/bench.py --perf --device gpu
                            # the step, eager and as CUDA graphs, against PyTorch eager and graphed: nn_gpu/bench/perf.py
 
@@ -42,6 +43,7 @@ import numpy as np
 
 from nn_gpu.bench.accuracy import accuracy_benchmark
 from nn_gpu.bench.estimators import estimator_benchmark, speedups
+from nn_gpu.bench.many import many_benchmark, many_lines
 from nn_gpu.bench.perf import perf
 from nn_gpu.bench.timing import busy_core
 from nn_gpu.bench.workloads import (
@@ -130,6 +132,12 @@ def bench_parser(prog: str = "bench.py") -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=20, help="with --estimators: epochs of each fit (default 20)")
     parser.add_argument("--seeds", type=int, default=3, help="with --estimators: seeds 0..N-1 per fit (default 3)")
     parser.add_argument(
+        "--many",
+        action="store_true",
+        help="only many networks at once: seeds together against one after another, and a grid search "
+        "against scikit-learn's GridSearchCV",
+    )
+    parser.add_argument(
         "--perf",
         action="store_true",
         help="only the training step: eager against CUDA graphs (bit for bit), beside PyTorch eager and graphed",
@@ -155,6 +163,11 @@ def main(argv=None, prog: str = "bench.py") -> int:
             )
             print(f"machine: {machine()}")
             print("\n".join(speedups(rows)))
+        elif args.many:
+            print(f"machine: {machine()}")
+            print(gpu)
+            rows = many_benchmark(devices, args.quick)
+            print("\n".join(many_lines(rows)))
         elif args.perf:
             print(f"machine: {machine()}")
             print(gpu)

@@ -49,6 +49,35 @@ def number_in(interval: Interval) -> Callable[[str], float]:
     return parse
 
 
+def numbers_in(interval: Interval) -> Callable[[str], float | tuple]:
+    """The argparse type of one number in `interval`, or of a comma list of them (a tuple: a grid's values)."""
+    one = number_in(interval)
+
+    def parse(text: str):
+        values = tuple(one(part) for part in text.split(","))
+        return values[0] if len(values) == 1 else values
+
+    parse.__name__ = one.__name__
+    return parse
+
+
+def seed_list(text: str) -> tuple[int, ...]:
+    """`--seeds`: whole numbers and ranges, comma-separated: 0-7, or 0,3,5, or 0-3,10."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        try:
+            first, last = int(low), int(high or low)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected seeds like 0-7 or 0,3,5, got {text!r}") from None
+        if not 0 <= first <= last:
+            raise argparse.ArgumentTypeError(f"seeds are whole numbers, 0 or more, a range low-high; got {text!r}")
+        seeds += range(first, last + 1)
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"a seed is given twice in {text!r}")
+    return tuple(seeds)
+
+
 positive_int = number_in(WHOLE)
 non_negative_int = number_in(COUNT)
 

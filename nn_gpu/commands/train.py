@@ -15,6 +15,7 @@ from pathlib import Path
 
 from nn_gpu import parallel
 from nn_gpu.architecture import DTYPES, INITS
+from nn_gpu.commands.grid import train_grid
 from nn_gpu.commands.toolkit import (
     Parser,
     add_version,
@@ -23,8 +24,10 @@ from nn_gpu.commands.toolkit import (
     dropout_rates,
     non_negative_int,
     number_in,
+    numbers_in,
     positive_int,
     run_main,
+    seed_list,
     widths,
 )
 from nn_gpu.config import (
@@ -74,9 +77,14 @@ FLAGS = [  # (flags, argparse keywords): the settings of the run, then how it is
     (("--dev-size",), dict(metavar="N", type=non_negative_int, default=1000, help="images held out for the dev set after a "
         "seeded shuffle (default 1000)")),
     (("--seed",), dict(metavar="N", type=non_negative_int, default=0, help="same seed, same device: same result (default 0)")),
+    (("--seeds",), dict(metavar="LIST", type=seed_list, help="train one network per seed at once, e.g. 0-7 or 0,3,5, "
+        "and one per combination with the comma lists of --alpha, --weight-decay, --label-smoothing and the rate "
+        "sets of --dropout: every network on the first seed's dev split and batches, each from its own initial "
+        "weights and dropout masks; DIR/networks/ holds each, DIR/results.csv and results.png compare them")),
     (("--hidden",), dict(metavar="N[,N...]", type=widths, default=(10,), help="hidden layer widths, e.g. 10 or 256,128 (default 10)")),
-    (("--alpha", "--lr"), dict(metavar="F", dest="learning_rate", type=number_in(POSITIVE), default=0.10, help="the learning "
-        "rate (default 0.10); --alpha is the notebook's name for it")),
+    (("--alpha", "--lr"), dict(metavar="F[,F...]", dest="learning_rate", type=numbers_in(POSITIVE), default=0.10, help="the "
+        "learning rate (default 0.10); --alpha is the notebook's name for it; a comma list trains a network for each "
+        "(see --seeds)")),
     (("--iterations",), dict(metavar="N", group=LENGTH_GROUP, type=positive_int, help=f"gradient steps (default "
         f"{DEFAULT_ITERATIONS}, when --epochs is not given)")),
     (("--epochs",), dict(metavar="N", group=LENGTH_GROUP, type=positive_int, help="passes over the training set in shuffled "
@@ -88,17 +96,19 @@ FLAGS = [  # (flags, argparse keywords): the settings of the run, then how it is
         f"{EPOCH_BATCH_SIZE} with --epochs)")),
     (("--momentum",), dict(metavar="F", type=number_in(PROBABILITY), default=0.0, help="SGD momentum in [0, 1), "
         "v := momentum v + g (default 0)")),
-    (("--weight-decay",), dict(metavar="F", type=number_in(NON_NEGATIVE), default=0.0, help="L2 weight decay added to each "
-        "gradient (default 0)")),
+    (("--weight-decay",), dict(metavar="F[,F...]", type=numbers_in(NON_NEGATIVE), default=0.0, help="L2 weight decay added "
+        "to each gradient (default 0); a comma list trains a network for each")),
     (("--lr-schedule",), dict(choices=SCHEDULES, default="constant", help="constant (default), step or cosine")),
     (("--optimizer",), dict(choices=OPTIMIZERS, default="sgd", help="sgd (default, with --momentum), adam or adamw "
         "(betas 0.9, 0.999, eps 1e-8; --weight-decay is L2 for adam, decoupled for adamw; an --alpha near 0.001 "
         "suits both)")),
-    (("--dropout",), dict(type=dropout_rates, metavar="RATES", help="inverted dropout in training steps: "
+    (("--dropout",), dict(type=dropout_rates, nargs="+", metavar="RATES", help="inverted dropout in training steps: "
         "INPUT,HIDDEN rates, e.g. 0.2,0.5 drops 20%% of the pixels and half of each hidden layer's units; one rate "
-        "per hidden layer may follow the input's (the last repeats)")),
-    (("--label-smoothing",), dict(type=number_in(PROBABILITY), default=0.0, metavar="EPS", help="train towards "
-        "(1 - EPS) on the label and EPS / C on every one of the C classes (default 0: one-hot)")),
+        "per hidden layer may follow the input's (the last repeats); several sets, space-separated, train a network "
+        "for each")),
+    (("--label-smoothing",), dict(type=numbers_in(PROBABILITY), default=0.0, metavar="EPS[,EPS...]", help="train "
+        "towards (1 - EPS) on the label and EPS / C on every one of the C classes (default 0: one-hot); a comma list "
+        "trains a network for each")),
     (("--augment",), dict(type=augment_recipe, metavar="RECIPE", help="distort each training batch afresh: "
         "parts joined by +, each NAME or NAME=VALUE: rotation (degrees, default 10), scale (0.1), shift (pixels, 2), "
         "affine (all three), elastic (alpha, 34; Simard 2003), sigma (4), flip (mirror half the images), erase "
@@ -149,9 +159,30 @@ def train_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     return p
 
 
+GRID = ("learning_rate", "weight_decay", "dropout", "label_smoothing")  # the settings that may list values
+
+
+def grid_values(args: argparse.Namespace) -> dict | None:
+    """{setting: [values]} of a grid of networks (--seeds, or a list on a GRID setting), or None for one network."""
+    values = {name: _listed(name, getattr(args, name)) for name in GRID}
+    if args.seeds is None and all(len(v) == 1 for v in values.values()):
+        return None
+    return {"seeds": list(args.seeds or (args.seed,)), **values}
+
+
+def _listed(name: str, value) -> list:
+    if name == "dropout":
+        return [None] if value is None else list(value)
+    return list(value) if isinstance(value, tuple) else [value]
+
+
 def run_config(args: argparse.Namespace) -> RunConfig:
-    """The RunConfig the flags ask for (ConfigError, one line, when settings disagree)."""
+    """The RunConfig the flags ask for (ConfigError, one line, when settings disagree); of a grid, the
+    config of its first network."""
     settings = {name: getattr(args, name) for name in SETTINGS}
+    settings.update({name: _listed(name, settings[name])[0] for name in GRID})
+    if args.seeds:
+        settings["seed"] = args.seeds[0]
     if args.dry_run:
         settings.update(iterations=DRY_RUN_ITERATIONS, epochs=None)
     return RunConfig(**{**settings, "data": data_path(args.data)})
@@ -186,6 +217,9 @@ def train_command(argv: list[str] | None = None, prog: str = "train.py") -> int:
     fallback = gpu_unavailable_reason() if args.device == "auto" and device.name == "cpu" else None
     args.threads = args.threads or parallel.cores()
     print(device_line(device, fallback, args.threads))
+    grid = grid_values(args)
+    if grid is not None:
+        return train_grid(args, grid, device, prog)
     if args.resume:
         length = _refuse_new_settings(args)
         if not args.resume.is_dir():
