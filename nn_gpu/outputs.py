@@ -8,7 +8,7 @@ A run claims its folder (`claim`) before it loads data or trains:
   ends, and the file removed; the operating system releases the lock on every exit, kill -9 included
   (which leaves the file, unlocked, for the next run to take). A second run into the same
   folder is refused with the holder's PID. (Where `fcntl` is missing, on Windows, no lock is taken.)
-- a folder already holding a run (any of RUN_FILES) is refused unless the user says `--overwrite`,
+- a folder already holding a run (any of RUN_FILES, or a grid's GRID_FILES) is refused unless the user says `--overwrite`,
   which deletes those files first, or `--resume`, which continues that run in place.
 
 `new_run_folder` makes the default runs/<timestamp> with an exclusive mkdir, adding -2, -3, ... when
@@ -38,8 +38,9 @@ BEST_MODEL = "best_model.npz"
 RUN_FILES = (
     "best_model.npz", "model.npz", "metrics.json", "metrics.jsonl", "checkpoint.npz", "confusion_matrix.json",
     "confusion_matrix.png", "training_curves.png", "weights.png", "predictions.png", "augmentations.png",
-    "tensorboard", "networks", "results.csv", "results.png",
+    "tensorboard",
 )  # fmt: skip
+GRID_FILES = ("networks", "results.csv", "results.png")  # a grid's (train.py --seeds), beside best_model.npz
 
 
 class RunFolder:
@@ -93,7 +94,7 @@ def claim(folder: Path, overwrite: bool = False, resume: bool = False, created: 
         ) from None
     run = RunFolder(folder, _lock(folder), created)
     try:
-        found = [name for name in RUN_FILES if (folder / name).exists()]
+        found = [name for name in (*RUN_FILES, *GRID_FILES) if (folder / name).exists()]
         if found and not resume:
             if not overwrite:
                 raise NNGpuError(

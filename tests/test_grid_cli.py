@@ -99,3 +99,12 @@ def test_seed_lists_and_comma_numbers_parse():
 
     assert seed_list("0-3,8,10-11") == (0, 1, 2, 3, 8, 10, 11)
     assert numbers_in(POSITIVE)("0.1") == 0.1 and numbers_in(POSITIVE)("0.1,0.05") == (0.1, 0.05)
+
+
+def test_a_grid_folder_is_refused_unless_overwrite_which_removes_it(tmp_path):
+    flags = [*BASE, "--seeds", "0-1", "--output-dir", tmp_path]
+    assert run_cli(train_main, flags)[0] == 0
+    code, _, err = run_cli(train_main, [*BASE, "--output-dir", tmp_path])
+    assert code == 2 and "holds a run already (best_model.npz, networks, results.csv, results.png)" in err
+    assert run_cli(train_main, [*BASE, "--output-dir", tmp_path, "--overwrite"])[0] == 0
+    assert not (tmp_path / "networks").exists() and not (tmp_path / "results.csv").exists()
