@@ -21,10 +21,9 @@ import json
 import numpy as np
 import pandas as pd
 
-from nn_gpu import plots
+from nn_gpu import many, plots
 from nn_gpu.checkpoint import save_model
 from nn_gpu.errors import NNGpuError
-from nn_gpu.many import Result, train_groups
 from nn_gpu.model import Network
 from nn_gpu.outputs import BEST_MODEL, check_room, claim, new_run_folder
 from nn_gpu.run import Run, StopSignals, architecture, check_size, load_run_data, parameter_bytes
@@ -59,14 +58,7 @@ def train_grid(args: argparse.Namespace, grid: dict, device, prog: str) -> int:
     data = load_run_data(config)  # a bad file is refused before any folder is made
     arch = architecture(config, data)
     check_size(arch, device)
-    settings = [
-        Setting(seed, lr, wd, dropout, eps)
-        for lr in grid["learning_rate"]
-        for wd in grid["weight_decay"]
-        for dropout in grid["dropout"]
-        for eps in grid["label_smoothing"]
-        for seed in grid["seeds"]
-    ]
+    settings = many.grid(**grid)
     new = args.output_dir is None
     folder = claim(new_run_folder(), created=True) if new else claim(args.output_dir, overwrite=args.overwrite)
     with folder, StopSignals() as stop:
@@ -79,7 +71,7 @@ def train_grid(args: argparse.Namespace, grid: dict, device, prog: str) -> int:
         say = None if args.quiet else print
         if say:
             say(f"training {len(settings)} networks at once on {device.describe()}: {_varied(settings)}")
-        results = train_groups(
+        results = many.train_groups(
             networks, settings, X, y, run.on_device(data.dev, device), config.plan(), config.optimizer,
             config.momentum, config.seed, log=say, should_stop=stop.received,
         )  # fmt: skip
@@ -93,7 +85,7 @@ def train_grid(args: argparse.Namespace, grid: dict, device, prog: str) -> int:
     return 0
 
 
-def write_grid(run: Run, results: list[Result]) -> int:
+def write_grid(run: Run, results: list[many.Result]) -> int:
     """Write every network, the results table and picture, and the best model into the run's folder;
     the best network's index."""
     folder, encoding = run.path, run.data.encoding
@@ -119,7 +111,7 @@ def write_grid(run: Run, results: list[Result]) -> int:
     return best
 
 
-def results_table(results: list[Result]) -> pd.DataFrame:
+def results_table(results: list[many.Result]) -> pd.DataFrame:
     """One row per network: network, seed, learning_rate, weight_decay, dropout (rates joined by commas,
     or empty), label_smoothing, best_iteration, best_dev_accuracy, dev_accuracy, dev_loss, train_accuracy,
     train_loss (the last evaluation's), diverged, stopped_early."""
@@ -128,7 +120,7 @@ def results_table(results: list[Result]) -> pd.DataFrame:
         s = r.setting
         rows.append({
             "network": k, "seed": s.seed, "learning_rate": s.learning_rate, "weight_decay": s.weight_decay,
-            "dropout": "" if s.dropout is None else ",".join(f"{p:g}" for p in s.dropout),
+            "dropout": "" if s.dropout is None else _words(s.dropout),
             "label_smoothing": s.label_smoothing, "best_iteration": r.best_iteration,
             "best_dev_accuracy": r.best_dev_accuracy, **r.final, "diverged": r.diverged, "stopped_early": r.stopped_early,
         })  # fmt: skip
@@ -144,28 +136,32 @@ def best_network(table: pd.DataFrame) -> int:
 
 
 def _varied(settings: list[Setting]) -> str:
-    """What differs between the networks, in words: 'seeds 0-7 x learning rates 0.1, 0.05'."""
+    """What differs between the networks, in words: 'seeds 0, 1, 2 x learning rates 0.1, 0.05'."""
     parts = []
     for name, words in zip(
         Setting._fields, ("seeds", "learning rates", "weight decays", "dropout rates", "label smoothings")
     ):
         values = list(dict.fromkeys(getattr(s, name) for s in settings))
         if len(values) > 1 or name == "seed":
-            parts.append(
-                f"{words} {', '.join('none' if v is None else ','.join(map(str, v)) if isinstance(v, tuple) else f'{v:g}' for v in values)}"
-            )
+            parts.append(f"{words} {', '.join(map(_words, values))}")
     return " x ".join(parts)
 
 
 def _setting_words(s: Setting) -> str:
-    dropout = "none" if s.dropout is None else ",".join(f"{p:g}" for p in s.dropout)
     return (
-        f"seed {s.seed}, alpha {s.learning_rate:g}, weight decay {s.weight_decay:g}, dropout {dropout}, "
+        f"seed {s.seed}, alpha {s.learning_rate:g}, weight decay {s.weight_decay:g}, dropout {_words(s.dropout)}, "
         f"label smoothing {s.label_smoothing:g}"
     )
 
 
-def _score_words(result: Result) -> str:
+def _words(value) -> str:
+    """A setting's value as the table and the messages write it: 0.1; dropout rates 0,0.5; none."""
+    if value is None:
+        return "none"
+    return ",".join(f"{p:g}" for p in value) if isinstance(value, tuple) else f"{value:g}"
+
+
+def _score_words(result: many.Result) -> str:
     if result.best_dev_accuracy is not None:
         return f"dev accuracy {result.best_dev_accuracy:.2%} at iteration {result.best_iteration}"
     return f"train accuracy {result.final['train_accuracy']:.2%}"
