@@ -81,10 +81,15 @@ class Stack:
         self.params, self.grads = _views(self.flat, shapes), _views(self.grad, shapes)
         self.W, self.b = self.params[0::2], self.params[1::2]
         self.dW, self.db = self.grads[0::2], self.grads[1::2]
-        rates = np.array([dropout.layer_rates(s.dropout, arch.n_layers - 1) for s in settings])  # K x L
-        self.rates = rates
-        self.scales = np.asarray(1, dtype) / (1 - rates).astype(dtype)  # K x L: M = D / (1 - p), as Dropout's
-        self.smoothing = np.array([s.label_smoothing for s in settings])
+        self.blocks = [_blocks(buffer, self.params) for buffer in (self.flat, self.grad, *self.moments)]
+        # what each network keeps from step to step, on the device once: K x 1 x 1 columns over its arrays
+        self.rates = np.array([dropout.layer_rates(s.dropout, arch.n_layers - 1) for s in settings])  # K x L
+        scales = np.asarray(1, dtype) / (1 - self.rates).astype(dtype)  # K x L: M = D / (1 - p), as Dropout's
+        self.scales = [self._column(scales[:, l]) for l in range(arch.n_layers)]  # s_l of each network
+        eps = np.array([s.label_smoothing for s in settings])
+        self.smoothing = self._column(eps / arch.n_classes), self._column(eps)  # eps / C and eps
+        self.weight_decay = np.array([s.weight_decay for s in settings])
+        self.decay = self._column(self.weight_decay)[:, :, 0] if self.weight_decay.any() else None  # K x 1, or none
         self.done = 0
         self.sums = xp.zeros((self.K, 2))
         self.threads = getattr(networks[0].runner, "threads", 1)
@@ -131,7 +136,7 @@ class Stack:
                 break
             dA = xp.matmul(self.W[l][ks].transpose(0, 2, 1), dZ)  # W_{l+1}^T dZ_{l+1}: K' x n_l x m
             if masks[l] is not None:
-                dA *= self._column(ks, self.scales[:, l])
+                dA *= self.scales[l][ks]
             xp.multiply(dA, A[l] > 0, out=dA)  # dZ_l = dA * s_k * [A_l > 0]
             xp.sum(dA, axis=2, keepdims=True, out=self.db[l - 1][ks])  # db_l
             dZ = dA
@@ -146,7 +151,7 @@ class Stack:
         elif masks[0] is None:  # Z1 = W1 A0 for all K' networks in one product: A0 read once
             WA = self.device.ops.product(self.W[0][ks].reshape(-1, n0), A0).reshape(count, -1, A0.shape[1])
         else:
-            A0 = xp.multiply(A0, self._column(ks, self.scales[:, 0]))  # K' x n0 x m: A0 * M_0, as ops.dropout
+            A0 = xp.multiply(A0, self.scales[0][ks])  # K' x n0 x m: A0 * M_0, as ops.dropout
             A0 *= masks[0]
             WA = xp.matmul(self.W[0][ks], A0)
         A = [A0]
@@ -154,7 +159,7 @@ class Stack:
             xp.add(WA, self.b[l - 1][ks], out=WA)  # A_l = ReLU(W_l A_{l-1} + b_l) * M_l, as ops.bias_relu
             xp.maximum(WA, 0, out=WA)
             if masks[l] is not None:
-                WA *= self._column(ks, self.scales[:, l])
+                WA *= self.scales[l][ks]
                 WA *= masks[l]
             A.append(WA)
             if l < self.arch.n_layers - 1:
@@ -164,19 +169,19 @@ class Stack:
     def _output_layer(self, ks: slice, Z, y):
         """dZ_L of networks ks from Z = W_L A_{L-1} (K' x C x m), in place, as ops.output_layer: the
         bias, softmax, cross-entropy against y, each network's label smoothing; db_L and the sums too."""
-        xp, C = self.device.xp, self.arch.n_classes
+        xp = self.device.xp
         Z += self.b[-1][ks]
         loss, correct = cross_entropy(Z, y)
-        Z -= self._column(ks, self.smoothing / C)  # dZ_L + eps Y - eps / C, as ops.smooth_labels
-        Z[:, y, xp.arange(Z.shape[2])] += self._column(ks, self.smoothing)[:, :, 0]
+        Z -= self.smoothing[0][ks]  # dZ_L + eps Y - eps / C, as ops.smooth_labels
+        Z[:, y, xp.arange(Z.shape[2])] += self.smoothing[1][ks][:, :, 0]
         xp.sum(Z, axis=2, keepdims=True, out=self.db[-1][ks])
         self.sums[ks, 0] += loss.sum(axis=1)
         self.sums[ks, 1] += correct.sum(axis=1)
         return Z
 
-    def _column(self, ks: slice, values: np.ndarray):
-        """values[ks] (one per network) as a K' x 1 x 1 array on the device, in the dtype."""
-        return self.device.to_device(np.asarray(values[ks], dtype=self.arch.dtype).reshape(-1, 1, 1))
+    def _column(self, values) -> object:
+        """One value per network as a K x 1 x 1 array on the device, in the dtype."""
+        return self.device.to_device(np.asarray(values, dtype=self.arch.dtype).reshape(-1, 1, 1))
 
     def _mask(self, ks: slice, l: int, n: int, m: int, t: int):
         """D_l of step t for networks ks (K' x n x m, True where kept), drawn as each network's own run
@@ -198,29 +203,23 @@ class Stack:
         mean), each network at its own learning rate of step t; then done := t."""
         t = self.done + 1
         lrs = [learning_rate(self.lr_schedule, s.learning_rate, t, self.total) for s in self.settings]
-        decay = np.array([s.weight_decay for s in self.settings])
-        blocks = [_blocks(buffer, self.params) for buffer in (self.flat, self.grad, *self.moments)]
         if self.optimizer == "sgd":
-            lr, wd = (self._rows(values) for values in (lrs, decay))
-            for p, g, v in zip(*blocks):
-                sgd_update(p, g, v, lr, wd if decay.any() else None, count, self.momentum)
+            lr = self._column(lrs)[:, :, 0]
+            for p, g, v in zip(*self.blocks):
+                sgd_update(p, g, v, lr, self.decay, count, self.momentum)
         else:
             decoupled = self.optimizer == "adamw"
-            scalars = np.array([adam_scalars(t, lr, BETAS, wd, decoupled) for lr, wd in zip(lrs, decay)])
-            rows = [self._rows(column) for column in scalars.T]
-            l2 = None if decoupled or not decay.any() else self._rows(decay)
-            for p, g, m, v in zip(*blocks):
+            scalars = [adam_scalars(t, lr, BETAS, wd, decoupled) for lr, wd in zip(lrs, self.weight_decay)]
+            rows = [self._column(column)[:, :, 0] for column in np.array(scalars).T]
+            l2 = None if decoupled else self.decay
+            for p, g, m, v in zip(*self.blocks):
                 adam_update(p, g, m, v, *rows, l2, count)
         self.done = t
-
-    def _rows(self, values) -> object:
-        """One value per network as a K x 1 array on the device, in the dtype."""
-        return self.device.to_device(np.asarray(values, dtype=self.arch.dtype).reshape(-1, 1))
 
     def finite(self) -> np.ndarray:
         """Whether each network's parameters are all finite: K booleans on the host (a host sync)."""
         xp = self.device.xp
-        blocks = [xp.isfinite(block).all(axis=1) for block in _blocks(self.flat, self.params)]
+        blocks = [xp.isfinite(block).all(axis=1) for block in self.blocks[0]]
         return self.device.to_host(xp.stack(blocks).all(axis=0))
 
     def reset_sums(self) -> None:
