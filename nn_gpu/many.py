@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nn_gpu.api import _on_device
 from nn_gpu.architecture import Architecture
 from nn_gpu.device import resolve_device
 from nn_gpu.errors import NNGpuError
@@ -41,8 +42,8 @@ EVALUATION_BATCH = 8192  # Stack.evaluate's batch
 class Result:
     """One network of a group: its setting, its network as trained (`network`) and at its best dev
     accuracy (`model`: the one to keep, the same network without a dev set), its history (one entry
-    per evaluation, nn_gpu.training's), the final metrics, and whether it diverged (then its network
-    is the last one whose loss was finite, and its metrics are the evaluation that found it)."""
+    per evaluation, nn_gpu.training's), the final metrics, and whether it diverged (then `network` is
+    as the evaluation that found it saw it, and `model` its best before, when a dev set scored one)."""
 
     setting: Setting
     network: Network
@@ -140,11 +141,10 @@ def train_many(
     settings: the networks' Settings, or None for grid(seeds, learning_rate, weight_decay, dropout,
     label_smoothing), each of which may be one value or a list. The rest is shared by every network
     and means what nn_gpu.train's keywords of the same names mean (500 full-batch iterations unless
-    told otherwise). n_classes: C (default 10, the digits). memory: the bytes the group may use (default: what the device has free); a grid
-    that needs more is trained in groups that fit, one after another, said through `log`.
+    told otherwise). n_classes: C (default 10, the digits). memory: the bytes the group may use
+    (default: what the device has free); a grid that needs more is trained in groups that fit, one
+    after another, said through `log`.
     """
-    from nn_gpu.api import _on_device  # the checks of nn_gpu.train, on the first network's device
-
     settings = grid(seeds, learning_rate, weight_decay, dropout, label_smoothing) if settings is None else settings
     if not settings:
         raise ValueError("no settings to train: give at least one seed")
@@ -154,7 +154,7 @@ def train_many(
     )  # fmt: skip
     device = resolve_device(device) if isinstance(device, str) else device
     networks = [Network.create(hidden, device, s.seed, init, dtype, np.shape(X)[0], n_classes) for s in settings]
-    X, y = _on_device(networks[0], X, y)
+    X, y = _on_device(networks[0], X, y)  # nn_gpu.train's checks, on the networks' device
     dev = None if dev is None else _on_device(networks[0], *dev)
     shuffle = settings[0].seed if shuffle_seed is None else shuffle_seed
     return train_groups(networks, settings, X, y, dev, plan, optimizer, momentum, shuffle, log=log, memory=memory)

@@ -115,7 +115,7 @@ def test_a_diverging_network_stops_alone(digits):
     assert [r.diverged for r in results] == [False, True]
     assert results[0].history[-1]["iteration"] == 40 and results[1].history[-1]["iteration"] < 40
     assert results[0].best_dev_accuracy > 0.5
-    assert np.isfinite(results[1].model.flat).all()  # its best before it went bad (or its start)
+    assert np.isfinite(results[1].model.flat).all()  # its best before it went bad
 
 
 def test_a_group_too_large_is_split_into_groups_that_fit_with_the_same_networks(digits):
