@@ -57,7 +57,7 @@ def server(network, tmp_path):
     """(host, port, demo) of a server running in a thread, stopped after the test."""
     demo = Demo(network, tmp_path / "model.npz", np.arange(10))
     httpd = make_server(demo, "127.0.0.1", 0)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
     yield (*httpd.server_address[:2], demo)
     httpd.shutdown()
