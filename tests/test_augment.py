@@ -1,5 +1,6 @@
-"""Distorted training images: shapes, dtypes and range, the identity at zero strength, bilinear sampling
-against scipy.ndimage, the smoothing of the elastic field, and seeding."""
+"""Distorted training images: every recipe against its formula written out again, the identity at zero
+strength, bilinear sampling against scipy.ndimage, the smoothing of the elastic field, seeding, and
+training's fresh distortions at every step."""
 
 import re
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 from helpers import synthetic_digits
 
+import nn_gpu
 from nn_gpu.augment import (
     AUGMENTATIONS,
     Distortion,
@@ -18,19 +20,67 @@ from nn_gpu.augment import (
     smooth,
     source_points,
 )
+from nn_gpu.parallel import one_blas_thread
 
 IMAGES = synthetic_digits(50, seed=4)[0]  # 50 x 784 uint8
 
 
+def by_the_formula(images, d: Distortion, seed: int) -> np.ndarray:
+    """distort's images written out from the module docstring in float64, the random numbers drawn again
+    in their order from default_rng(seed): theta, zoom, shift t, the flips, the elastic field U, then
+    erasing's choice, area, aspect, top and left. s(p) = c + A F (p - c) + t + alpha G U G^T (p), read
+    by bilinear (checked against scipy on its own), clipped to [0, 1], then one rectangle set to 0."""
+    n, rng = len(images), np.random.default_rng(seed)
+    theta, zoom = np.deg2rad(rng.uniform(-d.rotation, d.rotation, n)), rng.uniform(1 - d.scale, 1 + d.scale, n)
+    t = rng.uniform(-d.shift, d.shift, (2, n))
+    flips = np.where(rng.random(n) < 0.5, -1.0, 1.0) if d.flip else np.ones(n)
+    rows, cols = np.divmod(np.arange(784), 28)
+    source = np.empty((2, n, 784))
+    for i in range(n):
+        A = np.array([[np.cos(theta[i]), -np.sin(theta[i])], [np.sin(theta[i]), np.cos(theta[i])]]) / zoom[i]
+        offset = np.stack([rows - 13.5, flips[i] * (cols - 13.5)])  # F (p - c)
+        source[:, i] = 13.5 + A @ offset + t[:, i, None]
+    if d.elastic:
+        U = rng.random((2 * n, 28, 28), dtype=np.float32).astype(np.float64) * 2 - 1
+        i = np.arange(28)
+        G = np.exp(-((i[:, None] - i) ** 2) / (2 * d.sigma**2))
+        G /= G.sum(axis=1).max()
+        source += d.elastic * np.stack([G @ field @ G.T for field in U]).reshape(2, n, 784)
+    out = np.clip(bilinear(images.astype(np.float64) / 255, source[0], source[1]), 0, 1).reshape(n, 28, 28)
+    if d.erase:
+        erased = rng.random(n) < d.erase
+        area, aspect = rng.uniform(0.02, 0.4, n) * 784, np.exp(rng.uniform(np.log(0.3), np.log(1 / 0.3), n))
+        height = np.clip(np.round(np.sqrt(area * aspect)), 1, 28).astype(int)
+        width = np.clip(np.round(np.sqrt(area / aspect)), 1, 28).astype(int)
+        top, left = (rng.random(n) * (29 - height)).astype(int), (rng.random(n) * (29 - width)).astype(int)
+        for k in np.flatnonzero(erased):
+            out[k, top[k] : top[k] + height[k], left[k] : left[k] + width[k]] = 0
+    return out.reshape(n, 784)
+
+
 @pytest.mark.parametrize("name", list(AUGMENTATIONS))
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_shapes_dtypes_and_range(name, dtype):
+def test_every_recipe_is_its_formula_in_each_dtype_within_0_and_1(name, dtype):
+    expected = by_the_formula(IMAGES, AUGMENTATIONS[name], seed=0)
     for images in (IMAGES, IMAGES.astype(dtype) / 255):
         out = distort(images, AUGMENTATIONS[name], np.random.default_rng(0), dtype)
         assert out.shape == (50, 784) and out.dtype == dtype
         assert out.min() >= 0 and out.max() <= 1
+        np.testing.assert_allclose(out, expected, atol=1e-12 if dtype == "float64" else 2e-5)
         assert not np.array_equal(out, IMAGES / 255)
     assert distort(IMAGES[:0], AUGMENTATIONS[name], np.random.default_rng(0)).shape == (0, 784)
+
+
+def test_the_elastic_displacement_is_alpha_times_the_smoothed_field_drawn():
+    rng = np.random.default_rng(2)
+    rng.random(4 * 6)  # theta, zoom and the shift (two numbers an image), all 0 here, are drawn first
+    U = rng.random((12, 28, 28), dtype=np.float32).astype(np.float64) * 2 - 1
+    G = gaussian_matrix(3.0)
+    rows, cols = np.divmod(np.arange(784), 28)
+    moved = source_points(Distortion(elastic=20.0, sigma=3.0), 6, np.random.default_rng(2), np.float64)
+    moved -= np.stack([rows, cols])[:, None]
+    np.testing.assert_allclose(moved, 20.0 * (G @ U @ G.T).reshape(2, 6, 784), atol=1e-12)
+    assert np.abs(moved).max() < 0.2 * np.abs(20.0 * U).max()  # smoothing shrinks the raw field
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -84,6 +134,20 @@ def test_the_same_seed_and_iteration_give_the_same_images():
 
     np.testing.assert_array_equal(draw(0, 3), draw(0, 3))
     assert not np.array_equal(draw(0, 3), draw(0, 4)) and not np.array_equal(draw(0, 3), draw(1, 3))
+
+
+def test_training_distorts_each_steps_batch_afresh_from_the_seed_and_the_step():
+    images, labels = synthetic_digits(40, seed=1)
+    recipe = AUGMENTATIONS["affine+elastic"]
+    with one_blas_thread():  # as training draws them: the elastic field's float32 smoothing rounds by thread count
+        batches = [distort(images, recipe, batch_rng(5, t)).T for t in (1, 2, 3)]  # step t's images, n0 x m
+    assert not np.array_equal(batches[0], batches[1])
+    by_hand = nn_gpu.Network.create(hidden=(8,), device="cpu", seed=0)
+    for X in batches:
+        by_hand.step(by_hand.backward(by_hand.forward(X, keep=True), labels), alpha=0.1)
+    trained = nn_gpu.Network.create(hidden=(8,), device="cpu", seed=0)
+    nn_gpu.train(trained, images.T, labels, iterations=3, augment="affine+elastic", seed=5, log=None)
+    np.testing.assert_array_equal(trained.flat, by_hand.flat)
 
 
 def test_recipes_name_parts_with_their_default_strengths():
