@@ -1,6 +1,7 @@
 """nn_gpu.MLPClassifier: scikit-learn's conventions and checks, against an independent hand loop, on
 sklearn's real small datasets (digits 8 x 8, iris, wine) and the MNIST sample."""
 
+import json
 import pickle
 import subprocess
 import sys
@@ -164,6 +165,40 @@ def test_partial_fit_k_times_is_fit_with_max_iter_k():
         for a, b in zip(whole.coefs_ + whole.intercepts_, steps.coefs_ + steps.intercepts_):
             np.testing.assert_array_equal(a, b)
         assert whole.loss_curve_ == steps.loss_curve_
+
+
+@pytest.mark.parametrize("names", [[10, 20, 35], ["setosa", "versicolor", "virginica"]])
+def test_partial_fit_k_times_is_fit_with_max_iter_k_whatever_the_labels_and_the_order_of_classes(names):
+    X, y = load_iris(return_X_y=True)
+    X, labels = (X - X.mean(axis=0)) / X.std(axis=0), np.array(names)[y]
+    params = {"solver": "sgd", "batch_size": 32, "learning_rate_init": 0.05, "random_state": 2, "dtype": "float64"}
+    whole = MLPClassifier((8,), max_iter=3, device="cpu", **params).fit(X, labels)
+    steps = MLPClassifier((8,), device="cpu", **params).partial_fit(X, labels, classes=names[::-1])
+    steps.partial_fit(X, labels).partial_fit(X, labels)
+    assert list(steps.classes_) == list(whole.classes_) == names  # sorted, as np.unique sorts them
+    for a, b in zip(whole.coefs_ + whole.intercepts_, steps.coefs_ + steps.intercepts_):
+        np.testing.assert_array_equal(a, b)
+    assert whole.loss_curve_ == steps.loss_curve_ and whole.loss_curve_[-1] < whole.loss_curve_[0]
+    assert steps.score(X, labels) > 0.8
+
+
+def test_early_stopping_trains_on_the_other_rows_and_keeps_the_best_epochs_weights():
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:400] / 16, y[:400]
+    clf = MLPClassifier(
+        (12,), "sgd", alpha=0.01, batch_size=64, learning_rate_init=0.3, momentum=0.9, max_iter=8,
+        early_stopping=True, validation_fraction=0.2, n_iter_no_change=50, random_state=7, device="cpu",
+        dtype="float64",
+    ).fit(X, y)  # fmt: skip
+    rows = np.random.default_rng([7, 1]).permutation(400)  # the validation split: its first 20%
+    validation, training = rows[:80], rows[80:]
+    assert clf.n_iter_ == 8 and clf.t_ == 8 * 320
+    best = int(np.argmax(clf.validation_scores_))  # the first of the best
+    assert best + 1 < clf.n_iter_, "the run ended at its best: nothing to restore"
+    assert clf.score(X[validation], y[validation]) == clf.best_validation_score_ == clf.validation_scores_[best]
+    W1, b1, W2, b2 = _hand_loop(X[training], y[training], 10, (12,), 0.3, 0.9, 0.01, 64, best + 1, 7)
+    for ours, theirs in zip(clf.coefs_ + clf.intercepts_, [W1.T, W2.T, b1.ravel(), b2.ravel()]):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12)
 
 
 def test_partial_fit_needs_the_classes_first_and_refuses_new_labels():
@@ -390,14 +425,22 @@ def test_mnist_sample_rows():
 
 
 def test_usable_without_scikit_learn():
+    X = np.random.default_rng(0).random((60, 3))
+    y = (X[:, 0] > 0.5).astype(int)
     code = (
-        "import sys; sys.modules['sklearn'] = None\n"  # any import of sklearn now fails
+        "import json, sys; sys.modules['sklearn'] = None\n"  # any import of sklearn now fails
         "import numpy as np\n"
         "from nn_gpu import MLPClassifier\n"
         "X = np.random.default_rng(0).random((60, 3)); y = (X[:, 0] > 0.5).astype(int)\n"
-        "clf = MLPClassifier((4,), max_iter=5, random_state=0, device='cpu').fit(X, y)\n"
-        "print(clf.predict(X[:3]).shape, clf.score(X, y) >= 0)\n"
+        "clf = MLPClassifier((4,), learning_rate_init=0.05, max_iter=60, random_state=0, device='cpu').fit(X, y)\n"
+        "print(json.dumps([clf.predict_proba(X).tolist(), clf.predict(X).tolist(), clf.score(X, y)]))\n"
         "try:\n    MLPClassifier().predict(X)\nexcept ValueError as e:\n    print(type(e).__module__)\n"
+        "try:\n    import sklearn\nexcept ImportError:\n    print('no sklearn')\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.split("\n")[:2] == ["(3,) True", "nn_gpu.estimator"]
+    fitted, not_fitted, absent = result.stdout.splitlines()
+    probabilities, predicted, score = json.loads(fitted)
+    here = MLPClassifier((4,), learning_rate_init=0.05, max_iter=60, random_state=0, device="cpu").fit(X, y)
+    np.testing.assert_array_equal(probabilities, here.predict_proba(X))  # the same model, with sklearn or without
+    assert predicted == here.predict(X).tolist() and score == here.score(X, y) > 0.9
+    assert (not_fitted, absent) == ("nn_gpu.estimator", "no sklearn")
