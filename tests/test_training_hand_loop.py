@@ -1,12 +1,15 @@
 """The training loop's wiring against an independent hand loop: the shuffle, the slices, the learning-rate
-formula and the update equations, written out here from their documentation, bit for bit."""
+formula and the update equations, written out here from their documentation, bit for bit; and early
+stopping's count over scripted dev accuracies."""
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 from helpers import synthetic_digits
 
+from nn_gpu import training
 from nn_gpu.architecture import Architecture, init_parameters
 from nn_gpu.model import Network
 from nn_gpu.optim import SGD
@@ -86,3 +89,26 @@ def test_train_is_the_hand_loop_bit_for_bit(cpu, data):
     assert rates[0] == ALPHA and rates[-1] < ALPHA / 10  # cosine, from alpha down towards 0
     assert [entry["train_loss"] for entry in progress.history] == losses
     np.testing.assert_array_equal(network.flat, expected)
+
+
+# Dev accuracies, one per evaluation: a setback (0.4), a better one (0.6), a tie with it, then setbacks.
+SCRIPTED_DEV = [0.5, 0.4, 0.6, 0.6, 0.5, 0.5, 0.9, 0.9, 0.9]
+
+
+def test_early_stopping_counts_the_evaluations_since_the_first_best_and_keeps_a_copy_of_it(cpu, data, monkeypatch):
+    """Patience 3: the setback before the best does not count once 0.6 beats it, the tie is no
+    improvement, and the third evaluation after the best stops the run. The best kept is the network
+    after iteration 3, as a run of 3 iterations alone ends, while the network trained on."""
+    images, labels = data
+    plan = TrainingPlan(learning_rate=ALPHA, iterations=20, batch_size=BATCH, log_interval=1, early_stopping=3)
+    alone = new_network(cpu)
+    train(alone, SGD(alone), images.T, labels, None, dataclasses.replace(plan, iterations=3), seed=SEED)
+    accuracies = iter(SCRIPTED_DEV)
+    monkeypatch.setattr(training, "_dev_metrics", lambda net, dev: {"dev_loss": 1.0, "dev_accuracy": next(accuracies)})
+    network = new_network(cpu)
+    progress = train(network, SGD(network), images.T, labels, (images.T, labels), plan, seed=SEED)
+    assert [entry["dev_accuracy"] for entry in progress.history] == SCRIPTED_DEV[:6]
+    assert progress.stopped_early and progress.iteration == 6 and progress.waited == 3
+    assert (progress.best_iteration, progress.best_dev_accuracy) == (3, 0.6)
+    np.testing.assert_array_equal(progress.best_params, alone.state)
+    assert not np.array_equal(progress.best_params, network.state)  # trained on after its best

@@ -82,18 +82,23 @@ def test_the_best_model_is_kept_and_its_dev_accuracy_is_the_one_printed(train_cs
 
 
 def test_early_stopping_stops_after_n_evaluations_without_a_better_dev_accuracy(train_csv, tmp_path, capsys):
-    flags = ["--batch-size", 8, "--iterations", 3000, "--alpha", 0.5, "--log-interval", 5]
+    flags = ["--batch-size", 8, "--iterations", 3000, "--alpha", 0.05, "--log-interval", 5]  # ups and downs
     assert run(train_csv, tmp_path / "all", *flags) == 0
     assert run(train_csv, tmp_path / "stop", *flags, "--early-stopping", 4) == 0
     whole, stopped = metrics(tmp_path / "all"), metrics(tmp_path / "stop")
     # Where a hand count over the uninterrupted run's history says it must stop: 4 evaluations after a best.
-    best, waited, end = -1.0, 0, None
+    best, waited, end, setbacks = -1.0, 0, None, 0
     for k, entry in enumerate(whole["history"]):
-        best, waited = (entry["dev_accuracy"], 0) if entry["dev_accuracy"] > best else (best, waited + 1)
+        if entry["dev_accuracy"] > best:
+            best, setbacks = entry["dev_accuracy"], setbacks + (waited > 0)  # the count starts again after a setback
+            waited = 0
+        else:
+            waited += 1
         if waited == 4:
             end = k
             break
     assert end is not None, "the uninterrupted run never went 4 evaluations without a better dev accuracy"
+    assert setbacks, "no better dev accuracy came after a worse one: the count was never reset"
     assert stopped["history"] == [dict(h, samples_per_second=s["samples_per_second"])
                                   for h, s in zip(whole["history"][: end + 1], stopped["history"])]  # fmt: skip
     assert len(stopped["history"]) == end + 1
