@@ -40,6 +40,27 @@ def test_a_folder_is_held_by_one_claim_and_freed_on_release(tmp_path):
     claim(tmp_path / "run").release()
 
 
+def open_descriptors() -> int:
+    """How many file descriptors this process has open."""
+    if not os.path.isdir("/dev/fd"):
+        pytest.skip("no /dev/fd to count open descriptors in")
+    return len(os.listdir("/dev/fd"))
+
+
+def test_a_released_claim_closes_its_lock_and_a_refused_one_leaves_the_folder_free(tmp_path):
+    before = open_descriptors()
+    for _ in range(3):
+        with claim(tmp_path / "run"):
+            assert open_descriptors() == before + 1  # the lock file
+        assert open_descriptors() == before
+    (tmp_path / "run" / "model.npz").write_bytes(b"")
+    with pytest.raises(NNGpuError, match="holds a run already"):
+        claim(tmp_path / "run")
+    assert open_descriptors() == before and not (tmp_path / "run" / LOCK).exists()
+    claim(tmp_path / "run", overwrite=True).release()  # not "in use": the refused claim let go of its lock
+    assert open_descriptors() == before and not (tmp_path / "run" / "model.npz").exists()
+
+
 def test_default_folder_names_never_collide(tmp_path, monkeypatch):
     class Frozen(datetime.datetime):
         @classmethod
