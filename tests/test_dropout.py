@@ -91,13 +91,30 @@ def test_a_training_steps_masks_drawn_in_its_ops_are_the_masks_a_learner_sees(cp
     assert not np.allclose(net.flat_grad, drawn)  # another step, other masks
 
 
+def by_the_equations(net, X) -> np.ndarray:
+    """A_L (C x m) from the network's weights, in NumPy float64: ReLU layers, then a softmax; no mask."""
+    A = X
+    for W, b in zip(net.W[:-1], net.b[:-1]):
+        A = np.maximum(W @ A + b, 0)
+    Z = net.W[-1] @ A + net.b[-1]
+    E = np.exp(Z - Z.max(axis=0))
+    return E / E.sum(axis=0)
+
+
 def test_dropout_is_off_at_evaluation_and_prediction(cpu):
     images, labels = synthetic_digits(300, seed=6)
-    with_dropout = nn_gpu.Network.create(hidden=(32,), device=cpu, seed=0)
-    nn_gpu.train(with_dropout, images.T, labels, epochs=2, dropout=(0.2, 0.5), log=None)
-    plain = nn_gpu.Network(with_dropout.arch, cpu, with_dropout.params)  # the same weights
-    np.testing.assert_array_equal(with_dropout.predict_proba(images.T), plain.forward(images.T))
-    assert with_dropout.evaluate(images.T, labels) == plain.evaluate(images.T, labels)
+    X, y = images.T / 255, labels.astype(np.int64)  # float pixels: the very array training reads, and dev
+    pixels = X.copy()
+    net = nn_gpu.Network.create(hidden=(32,), device=cpu, seed=0, dtype="float64")
+    progress = nn_gpu.train(net, X, y, iterations=20, dropout=(0.2, 0.5), dev=(X, y), log_interval=10, log=None)
+    np.testing.assert_array_equal(X, pixels)  # the inputs' masks were applied to a copy
+    A_L = by_the_equations(net, pixels)
+    loss, accuracy = -np.mean(np.log(A_L[y, np.arange(300)])), np.mean(A_L.argmax(axis=0) == y)
+    np.testing.assert_allclose(net.predict_proba(X), A_L, rtol=1e-12)
+    assert progress.final["dev_loss"] == progress.history[-1]["dev_loss"] == pytest.approx(loss, rel=1e-12)
+    assert progress.final["train_loss"] == pytest.approx(loss, rel=1e-12)
+    assert progress.final["dev_accuracy"] == progress.history[-1]["dev_accuracy"] == accuracy
+    assert net.evaluate(X, y) == pytest.approx((loss, accuracy), rel=1e-12)
 
 
 def test_training_with_dropout_differs_from_training_without(cpu):
