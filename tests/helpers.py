@@ -1,5 +1,5 @@
-"""What the tests share: generated digits and CSVs, running a command in this process or a script in a
-new one, the page's server, CuPy or a skip, and a peak of Python's allocations."""
+"""What the tests share: generated digits and CSVs, the notebook's equations by hand, running a command in
+this process or a script in a new one, the page's server, CuPy or a skip, and a peak of Python's allocations."""
 
 from __future__ import annotations
 
@@ -38,6 +38,29 @@ def synthetic_digits(m: int, seed: int = 0, labelled: bool = True):
     noise = rng.integers(-90, 91, size=(m, 784))
     images = np.clip(prototypes[labels] + noise, 0, 255).astype(np.uint8)
     return images, (labels.astype(np.uint8) if labelled else None)
+
+
+def hand_iteration(params, X, y):
+    """The notebook's forward_prop and backward_prop for any depth, in float64 NumPy: (cache, grads)."""
+    L, m = len(params) // 2, X.shape[1]
+    cache = {"A0": X}
+    for l in range(1, L + 1):
+        W, b = params[2 * l - 2], params[2 * l - 1]
+        Z = W @ cache[f"A{l - 1}"] + b
+        cache[f"Z{l}"] = Z
+        if l < L:
+            cache[f"A{l}"] = np.maximum(Z, 0)
+        else:
+            E = np.exp(Z - Z.max(axis=0))
+            cache[f"A{l}"] = E / E.sum(axis=0)
+    grads, dZ = {}, cache[f"A{L}"] - np.eye(10)[:, y]  # dZ_L = A_L - Y
+    for l in range(L, 0, -1):
+        grads[f"dZ{l}"] = dZ
+        grads[f"dW{l}"] = dZ @ cache[f"A{l - 1}"].T / m
+        grads[f"db{l}"] = dZ.sum(axis=1, keepdims=True) / m
+        if l > 1:
+            dZ = params[2 * l - 2].T @ dZ * (cache[f"Z{l - 1}"] > 0)
+    return cache, grads
 
 
 def write_kaggle_csv(path, images, labels=None) -> None:

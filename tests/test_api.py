@@ -1,9 +1,9 @@
 """The Python API a learner uses: one iteration by hand in the notebook's names, checked against the
-notebook's equations written out here in NumPy, and against nn_gpu.train, bit for bit."""
+notebook's equations written out in NumPy (helpers.hand_iteration), and against nn_gpu.train, bit for bit."""
 
 import numpy as np
 import pytest
-from helpers import synthetic_digits
+from helpers import hand_iteration, synthetic_digits
 
 import nn_gpu
 from nn_gpu.errors import DataError, ModelFileError
@@ -15,29 +15,6 @@ NOTEBOOK_NAMES = {
         ["dZ3", "dW3", "db3", "dZ2", "dW2", "db2", "dZ1", "dW1", "db1"],
     ),
 }
-
-
-def hand_iteration(params, X, y):
-    """The notebook's forward_prop and backward_prop for any depth, in float64 NumPy: (cache, grads)."""
-    L, m = len(params) // 2, X.shape[1]
-    cache = {"A0": X}
-    for l in range(1, L + 1):
-        W, b = params[2 * l - 2], params[2 * l - 1]
-        Z = W @ cache[f"A{l - 1}"] + b
-        cache[f"Z{l}"] = Z
-        if l < L:
-            cache[f"A{l}"] = np.maximum(Z, 0)
-        else:
-            E = np.exp(Z - Z.max(axis=0))
-            cache[f"A{l}"] = E / E.sum(axis=0)
-    grads, dZ = {}, cache[f"A{L}"] - np.eye(10)[:, y]  # dZ_L = A_L - Y
-    for l in range(L, 0, -1):
-        grads[f"dZ{l}"] = dZ
-        grads[f"dW{l}"] = dZ @ cache[f"A{l - 1}"].T / m
-        grads[f"db{l}"] = dZ.sum(axis=1, keepdims=True) / m
-        if l > 1:
-            dZ = params[2 * l - 2].T @ dZ * (cache[f"Z{l - 1}"] > 0)
-    return cache, grads
 
 
 @pytest.fixture(scope="module")

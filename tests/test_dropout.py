@@ -3,7 +3,7 @@ and dropout off wherever the network is not training."""
 
 import numpy as np
 import pytest
-from helpers import synthetic_digits
+from helpers import hand_iteration, synthetic_digits
 
 import nn_gpu
 from nn_gpu.dropout import Dropout, layer_rates, masks
@@ -91,16 +91,6 @@ def test_a_training_steps_masks_drawn_in_its_ops_are_the_masks_a_learner_sees(cp
     assert not np.allclose(net.flat_grad, drawn)  # another step, other masks
 
 
-def by_the_equations(net, X) -> np.ndarray:
-    """A_L (C x m) from the network's weights, in NumPy float64: ReLU layers, then a softmax; no mask."""
-    A = X
-    for W, b in zip(net.W[:-1], net.b[:-1]):
-        A = np.maximum(W @ A + b, 0)
-    Z = net.W[-1] @ A + net.b[-1]
-    E = np.exp(Z - Z.max(axis=0))
-    return E / E.sum(axis=0)
-
-
 def test_dropout_is_off_at_evaluation_and_prediction(cpu):
     images, labels = synthetic_digits(300, seed=6)
     X, y = images.T / 255, labels.astype(np.int64)  # float pixels: the very array training reads, and dev
@@ -108,7 +98,7 @@ def test_dropout_is_off_at_evaluation_and_prediction(cpu):
     net = nn_gpu.Network.create(hidden=(32,), device=cpu, seed=0, dtype="float64")
     progress = nn_gpu.train(net, X, y, iterations=20, dropout=(0.2, 0.5), dev=(X, y), log_interval=10, log=None)
     np.testing.assert_array_equal(X, pixels)  # the inputs' masks were applied to a copy
-    A_L = by_the_equations(net, pixels)
+    A_L = hand_iteration(net.params, pixels, y)[0]["A2"]  # the forward pass by the equations: no mask
     loss, accuracy = -np.mean(np.log(A_L[y, np.arange(300)])), np.mean(A_L.argmax(axis=0) == y)
     np.testing.assert_allclose(net.predict_proba(X), A_L, rtol=1e-12)
     assert progress.final["dev_loss"] == progress.history[-1]["dev_loss"] == pytest.approx(loss, rel=1e-12)
