@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from nn_gpu.safe_io import write_atomically
+from nn_gpu.stacked import GRID_SETTINGS
 
 PLOT_HINT = "pip install -e '.[plot]'"
 WEIGHT_UNITS = 32  # units drawn in weights.png: enough to compare, few enough to see each one
@@ -258,9 +259,6 @@ def augmentations(images: np.ndarray, labels, distortion, seed: int = 0, copies:
     )
     fig.tight_layout()
     return fig
-
-
-GRID_SETTINGS = ("learning_rate", "weight_decay", "dropout", "label_smoothing")
 
 
 def grid_results(table):

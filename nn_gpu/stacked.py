@@ -47,6 +47,9 @@ class Setting(NamedTuple):
     label_smoothing: float = 0.0
 
 
+GRID_SETTINGS = Setting._fields[1:]  # what a grid may list several values of, beside the seeds
+
+
 class Stack:
     """`networks` (one architecture, on one device, without batch norm) stacked for training with
     `settings` (one Setting each), `optimizer` ("sgd" with `momentum`, "adam" or "adamw", betas and eps

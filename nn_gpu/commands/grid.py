@@ -119,10 +119,9 @@ def results_table(results: list[many.Result]) -> pd.DataFrame:
     for k, r in enumerate(results):
         s = r.setting
         rows.append({
-            "network": k, "seed": s.seed, "learning_rate": s.learning_rate, "weight_decay": s.weight_decay,
-            "dropout": "" if s.dropout is None else _words(s.dropout),
-            "label_smoothing": s.label_smoothing, "best_iteration": r.best_iteration,
-            "best_dev_accuracy": r.best_dev_accuracy, **r.final, "diverged": r.diverged, "stopped_early": r.stopped_early,
+            "network": k, **s._asdict(), "dropout": "" if s.dropout is None else _words(s.dropout),
+            "best_iteration": r.best_iteration, "best_dev_accuracy": r.best_dev_accuracy, **r.final,
+            "diverged": r.diverged, "stopped_early": r.stopped_early,
         })  # fmt: skip
     return pd.DataFrame(rows)
 

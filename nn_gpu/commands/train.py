@@ -58,6 +58,7 @@ from nn_gpu.report import (
 )
 from nn_gpu.run import Run, StopSignals, architecture, check_size, data_path, load_run_data, parameter_bytes
 from nn_gpu.run_log import TENSORBOARD_DIR, TENSORBOARD_HINT, MetricsLog, tensorboard_writer_class
+from nn_gpu.stacked import GRID_SETTINGS
 from nn_gpu.training import Interrupted
 
 DRY_RUN_ITERATIONS = 3
@@ -159,12 +160,9 @@ def train_parser(prog: str = "train.py") -> argparse.ArgumentParser:
     return p
 
 
-GRID = ("learning_rate", "weight_decay", "dropout", "label_smoothing")  # the settings that may list values
-
-
 def grid_values(args: argparse.Namespace) -> dict | None:
-    """{setting: [values]} of a grid of networks (--seeds, or a list on a GRID setting), or None for one network."""
-    values = {name: _listed(name, getattr(args, name)) for name in GRID}
+    """{setting: [values]} of a grid of networks (--seeds, or a list on one of GRID_SETTINGS), or None for one network."""
+    values = {name: _listed(name, getattr(args, name)) for name in GRID_SETTINGS}
     if args.seeds is None and all(len(v) == 1 for v in values.values()):
         return None
     return {"seeds": list(args.seeds or (args.seed,)), **values}
@@ -180,7 +178,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     """The RunConfig the flags ask for (ConfigError, one line, when settings disagree); of a grid, the
     config of its first network."""
     settings = {name: getattr(args, name) for name in SETTINGS}
-    settings.update({name: _listed(name, settings[name])[0] for name in GRID})
+    settings.update({name: _listed(name, settings[name])[0] for name in GRID_SETTINGS})
     if args.seeds:
         settings["seed"] = args.seeds[0]
     if args.dry_run:
