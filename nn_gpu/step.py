@@ -56,8 +56,10 @@ class TrainingStep:
     epoch begins after step s and is numbered e (its shuffle is epoch_order(m, seed, e)), so that data
     of another size can go on from any step (MLPClassifier.partial_fit); (0, 0) for a run on one X.
 
+    dropout_seed: the dropout masks' seed, when not `seed` (a network of nn_gpu.many's).
+
     run(first, last) queues steps first..last, in runs that each lie in one epoch, one batch size and
-    one schedule window (`chunk_end`); dropout_seed: the dropout masks' seed, when not `seed`; read_sums() reads the loss and correct sums, and reset_sums()
+    one schedule window (`chunk_end`); read_sums() reads the loss and correct sums, and reset_sums()
     starts them again.
     """
 
